@@ -1,0 +1,646 @@
+"""The per-EVSE state machine: session lifecycle, SessionEvents and the IEC 61851 safety reactions.
+
+Design. The machine keeps the facts it was told (the debounced CP reading, the PP cable rating,
+active faults, enabled, the current limit, the session) and, after every input or `tick(now)`,
+*settles*: it derives the one state those facts call for, then emits the output changes (relay, CP
+PWM, lock, LED) and the SessionEvents of the step. Deciding the state from the facts, rather than
+from the last edge, is what makes the safety invariant hold by construction: the relay is commanded
+closed only in CHARGING, and CHARGING is chosen only when CP is C (or D with ventilation), the
+session is authorized, the cable is valid, PWM is on and no fault is active. The ramp-down states
+(PAUSING, STOPPING) merely *keep* a closed relay, for at most the 6 s the standard allows.
+
+Legality is declared in `TRANSITIONS`: for each (state, event type) that the machine accepts, the
+states it may settle in. A pair that is absent raises `IllegalTransition` and changes nothing (h11's
+rule); a settle outside the declared set is a bug and, like any exception inside the machine, ends in
+FAULTED with fail-safe outputs.
+
+Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
+
+* C/D -> B, -> A, -> E, -> F, diode fault, any fault: the relay opens on the same event (A.3.2,
+  sequences 8.1 / 10 / 13; Table A.6 "open within 100 ms").
+* B -> C with PWM on and authorized: the relay closes on the same event (limit 3 s, sequence 7).
+* The EVSE ends or pauses charging while the EV stays in C: PWM off (X1, state C1), wait up to 6 s
+  for B, then open under load and count it (sequence 10.2, Table A.6 "6 s").
+* After a fault, CP is held at F for at least 300 ms (`fault_hold_s`) before B1/C1 is offered again.
+* The duty changes at most once per 5 s; switching PWM on or off is immediate (A.2.3 / Table A.6).
+* PP open or invalid on a socket outlet: no charging (Annex B, Table B.2); never an assumed 13 A.
+
+This module does no I/O and reads no clock: `now` is the shell's monotonic time in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from firmware.core.errors import IllegalTransition
+from firmware.core.events import (
+    DUTY_F,
+    DUTY_X1,
+    FAULT_ERROR,
+    STATUS_LED,
+    Action,
+    AuthorizationGranted,
+    AuthorizationRefused,
+    CloseRelay,
+    CurrentLimitChanged,
+    EmitSessionEvent,
+    Error,
+    Event,
+    Fault,
+    FaultCleared,
+    FaultRaised,
+    MeterSampled,
+    OpenRelay,
+    PilotChanged,
+    PpChanged,
+    ReplugRequested,
+    SessionCancellationReason,
+    SessionEvent,
+    SetEnabled,
+    SetLed,
+    SetLock,
+    SetPwm,
+    StartSessionReason,
+    Status,
+    StopRequested,
+)
+from firmware.core.pilot import MAX_CURRENT_A, MIN_CURRENT_A, Cp, PilotReading, current_to_duty, pp_ampacity_a
+
+
+class State(Enum):
+    AVAILABLE = "available"  # no EV, no session
+    WAITING_FOR_EV = "waiting_for_ev"  # authorized before plug-in; waits connection_timeout_s
+    WAITING_FOR_AUTH = "waiting_for_auth"  # EV plugged in, no token yet (B1/C1)
+    SUSPENDED_EV = "suspended_ev"  # PWM offered, EV in B2
+    SUSPENDED_EVSE = "suspended_evse"  # authorized, nothing offered (limit 0, PP invalid, D without ventilation)
+    CHARGING = "charging"  # C2/D2, relay closed
+    PAUSING = "pausing"  # limit went to 0 while charging: X1, relay kept <= 6 s until B
+    STOPPING = "stopping"  # session ended while charging: X1, relay kept <= 6 s until B
+    FINISHING = "finishing"  # session ended, EV still plugged in
+    REPLUGGING = "replugging"  # virtual unplug: F for the requested time
+    FAULTED = "faulted"  # a fault is active, or the 300 ms F hold after one
+    UNAVAILABLE = "unavailable"  # disabled
+
+
+STATUS: Final[dict[State, Status]] = {
+    State.AVAILABLE: Status.AVAILABLE,
+    State.WAITING_FOR_EV: Status.PREPARING,
+    State.WAITING_FOR_AUTH: Status.PREPARING,
+    State.SUSPENDED_EV: Status.SUSPENDED_EV,
+    State.SUSPENDED_EVSE: Status.SUSPENDED_EVSE,
+    State.CHARGING: Status.CHARGING,
+    State.PAUSING: Status.SUSPENDED_EVSE,
+    State.STOPPING: Status.FINISHING,
+    State.FINISHING: Status.FINISHING,
+    State.REPLUGGING: Status.SUSPENDED_EVSE,
+    State.FAULTED: Status.FAULTED,
+    State.UNAVAILABLE: Status.UNAVAILABLE,
+}
+
+_S = State
+#: Where each state may settle next (itself always included below).
+_EDGES: Final[dict[State, frozenset[State]]] = {
+    _S.AVAILABLE: frozenset({_S.WAITING_FOR_EV, _S.WAITING_FOR_AUTH, _S.FAULTED, _S.UNAVAILABLE}),
+    _S.WAITING_FOR_EV: frozenset(
+        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FAULTED, _S.UNAVAILABLE}
+    ),
+    _S.WAITING_FOR_AUTH: frozenset(
+        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FINISHING, _S.FAULTED, _S.UNAVAILABLE}
+    ),
+    _S.SUSPENDED_EV: frozenset(
+        {_S.AVAILABLE, _S.CHARGING, _S.SUSPENDED_EVSE, _S.FINISHING, _S.REPLUGGING, _S.FAULTED, _S.UNAVAILABLE}
+    ),
+    _S.SUSPENDED_EVSE: frozenset(
+        {_S.AVAILABLE, _S.CHARGING, _S.SUSPENDED_EV, _S.FINISHING, _S.REPLUGGING, _S.FAULTED, _S.UNAVAILABLE}
+    ),
+    _S.CHARGING: frozenset(
+        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.PAUSING, _S.STOPPING, _S.REPLUGGING, _S.FAULTED}
+    ),
+    _S.PAUSING: frozenset(
+        {_S.AVAILABLE, _S.CHARGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.STOPPING, _S.REPLUGGING, _S.FAULTED}
+    ),
+    _S.STOPPING: frozenset({_S.AVAILABLE, _S.FINISHING, _S.UNAVAILABLE, _S.FAULTED}),
+    _S.FINISHING: frozenset({_S.AVAILABLE, _S.FAULTED, _S.UNAVAILABLE}),
+    _S.REPLUGGING: frozenset(
+        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FINISHING, _S.FAULTED, _S.UNAVAILABLE}
+    ),
+    _S.FAULTED: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING, _S.UNAVAILABLE}),
+    _S.UNAVAILABLE: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING, _S.FAULTED}),
+}
+_ALL = frozenset(State)
+_SESSION_RUNNING = frozenset(
+    {_S.WAITING_FOR_EV, _S.WAITING_FOR_AUTH, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.PAUSING, _S.REPLUGGING}
+)
+#: In which states each event type is accepted. Facts from sensors and settings are always accepted;
+#: commands only where they make sense.
+ACCEPTED_IN: Final[dict[type[Event], frozenset[State]]] = {
+    PilotChanged: _ALL,
+    PpChanged: _ALL,
+    FaultRaised: _ALL,
+    FaultCleared: _ALL,
+    MeterSampled: _ALL,
+    CurrentLimitChanged: _ALL,
+    SetEnabled: _ALL,
+    AuthorizationGranted: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH}),
+    AuthorizationRefused: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH}),
+    StopRequested: _SESSION_RUNNING,
+    ReplugRequested: frozenset({_S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING}),
+}
+#: (state, event type) -> the states the machine may settle in. Absent pairs are illegal.
+TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
+    (state, event_type): _EDGES[state] | {state}
+    for event_type, states in ACCEPTED_IN.items()
+    for state in states
+}
+EVENT_TYPES: Final[tuple[type[Event], ...]] = tuple(ACCEPTED_IN)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvseConfig:
+    """Per-EVSE settings. Times in seconds; the defaults are IEC 61851-1 Table A.6 limits."""
+
+    cid: int
+    max_current_a: float = 32.0
+    phases: int = 3
+    socket_outlet: bool = True  # False: tethered cable, PP not used
+    cable_max_current_a: float | None = None  # tethered cable rating (None: max_current_a)
+    ventilation_available: bool = False
+    connection_timeout_s: float = 60.0
+    stop_timeout_s: float = 6.0
+    fault_hold_s: float = 0.3
+    pwm_min_interval_s: float = 5.0
+    overcurrent_tolerance_pct: float = 10.0
+    overcurrent_tolerance_a: float = 0.5
+    overcurrent_timeout_s: float = 7.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cid, bool) or not isinstance(self.cid, int) or self.cid < 1:
+            raise ValueError(f"cid must be a positive integer, got {self.cid!r}")
+        if not MIN_CURRENT_A <= self.max_current_a <= MAX_CURRENT_A:
+            raise ValueError(f"max_current_a must be {MIN_CURRENT_A:g}..{MAX_CURRENT_A:g}, got {self.max_current_a}")
+        if self.phases not in (1, 3):
+            raise ValueError(f"phases must be 1 or 3, got {self.phases}")
+        if self.fault_hold_s < 0.3:
+            raise ValueError("fault_hold_s must be >= 0.3 (IEC 61851-1: F for at least 300 ms)")
+        if not 0 < self.stop_timeout_s <= 6.0:
+            raise ValueError("stop_timeout_s must be in (0, 6] (IEC 61851-1 Table A.6)")
+        if self.pwm_min_interval_s < 5.0:
+            raise ValueError("pwm_min_interval_s must be >= 5 (IEC 61851-1: one duty change per 5 s)")
+        for name in ("connection_timeout_s", "overcurrent_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+
+
+@dataclass(slots=True, kw_only=True)
+class Session:
+    """The running session: what the backend bills from."""
+
+    uuid: str
+    id_token: str | None = None
+    reservation_id: int | None = None
+    authorized: bool = False
+    cancelled: bool = False
+    ev_seen: bool = False
+    charging_started: bool = False
+    started_at: float = 0.0
+    connect_deadline: float = math.inf
+    energy_wh_import_start: float = 0.0
+
+
+@dataclass(slots=True)
+class Counters:
+    """Wear counters (persisted by the store): closes of the contactor and opens under load."""
+
+    contactor_cycles: int = 0
+    openings_under_load: int = 0
+
+
+def _is_on(duty_pct: float | None) -> bool:
+    return duty_pct is not None and duty_pct not in (DUTY_X1, DUTY_F)
+
+
+class EvseMachine:
+    """One EVSE. `handle(event, now)`, `tick(now)` and `next_deadline()`; no callbacks or I/O."""
+
+    def __init__(self, config: EvseConfig, *, new_session_id: Callable[[], str]) -> None:
+        self.config = config
+        self.cid = config.cid
+        self.counters = Counters()
+        self._new_session_id = new_session_id
+        self._state = State.AVAILABLE
+        self._reading: PilotReading | None = None  # None: not known since we last drove F
+        self._plugged = False
+        self._pp_a: int | None = None
+        self._faults: set[Fault] = set()
+        self._pilot_fault = False
+        self._fault_hold_until = -math.inf  # +inf while a fault is active
+        self._enabled = True
+        self._disable_reason = SessionCancellationReason.REMOTE
+        self._limit_a = config.max_current_a
+        self._session: Session | None = None
+        self._replug_until: float | None = None
+        self._ramp_deadline: float | None = None
+        self._overcurrent_since: float | None = None
+        self._energy_wh = (0.0, 0.0)
+        # Outputs as last commanded; None = unknown, so the first settle commands every output.
+        self._relay: bool | None = None
+        self._duty: float | None = None
+        self._locked: bool | None = None
+        self._led: object = None
+        self._duty_changed_at = -math.inf
+        self._duty_pending = False
+
+    # --- read-only views -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def status(self) -> Status:
+        return STATUS[self._state]
+
+    @property
+    def relay_closed(self) -> bool:
+        return bool(self._relay)
+
+    @property
+    def duty_pct(self) -> float:
+        return DUTY_F if self._duty is None else self._duty
+
+    @property
+    def pwm_on(self) -> bool:
+        return _is_on(self._duty)
+
+    @property
+    def cp(self) -> Cp | None:
+        return None if self._reading is None else self._reading.cp
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    @property
+    def faults(self) -> frozenset[Fault]:
+        return frozenset(self._faults)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def offered_a(self) -> float:
+        return self._offer_a() if self.pwm_on else 0.0
+
+    # --- the API ---------------------------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one input; return the actions to carry out, in order (OpenRelay first)."""
+        allowed = TRANSITIONS.get((self._state, type(event)))
+        if allowed is None:
+            raise IllegalTransition(self._state, event)
+        if event.cid != self.cid:
+            raise ValueError(f"event for EVSE {event.cid} given to EVSE {self.cid}")
+        if isinstance(event, CurrentLimitChanged) and not (
+            event.current_a == 0 or MIN_CURRENT_A <= event.current_a <= self.config.max_current_a
+        ):
+            raise ValueError(
+                f"current_a must be 0 or {MIN_CURRENT_A:g}..{self.config.max_current_a:g}, got {event.current_a:g}"
+            )
+        return self._step(event, now, allowed)
+
+    def tick(self, now: float) -> list[Action]:
+        """Let time pass: deadlines that are due take effect."""
+        return self._step(None, now, _EDGES[self._state] | {self._state})
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `tick` has something to do, or None."""
+        deadlines = [self._fault_hold_until, self._replug_until, self._ramp_deadline]
+        if self._duty_pending:
+            deadlines.append(self._duty_changed_at + self.config.pwm_min_interval_s)
+        if self._overcurrent_since is not None and self._relay:
+            deadlines.append(self._overcurrent_since + self.config.overcurrent_timeout_s)
+        if self._session is not None and not self._session.cancelled:
+            deadlines.append(self._session.connect_deadline)
+        finite = [d for d in deadlines if d is not None and math.isfinite(d)]
+        return min(finite) if finite else None
+
+    # --- the step --------------------------------------------------------------------------------
+
+    def _step(self, event: Event | None, now: float, allowed: frozenset[State]) -> list[Action]:
+        was_requesting = self._requests_power()
+        notes: list[Action] = []
+        try:
+            if event is not None:
+                self._apply(event, now, notes)
+            actions = self._settle(now, notes, was_requesting)
+            if self._state not in allowed:
+                raise AssertionError(f"settled in {self._state} outside {sorted(s.name for s in allowed)}")
+        except Exception:  # noqa: BLE001 - any bug in the machine must end fail-safe, never raise
+            return self._crash()
+        return actions
+
+    def _apply(self, event: Event, now: float, notes: list[Action]) -> None:
+        match event:
+            case PilotChanged(cp=cp, diode_ok=diode):
+                previous = self.cp
+                self._reading = PilotReading(cp=cp, diode_ok=diode)
+                if cp is Cp.A:
+                    self._plugged = False
+                elif cp in (Cp.B, Cp.C, Cp.D):
+                    self._plugged = True
+                if not diode:  # one-shot: F for fault_hold_s, session ends (A.2.2)
+                    notes.append(self._note(SessionEvent.ERROR, error=Error.CAR_DIODE_FAULT))
+                    self._fault_hold_until = max(self._fault_hold_until, now + self.config.fault_hold_s)
+                if cp is Cp.D and previous is not Cp.D and not self.config.ventilation_available:
+                    notes.append(self._note(SessionEvent.ERROR, error=Error.VENTILATION_NOT_AVAILABLE))
+            case PpChanged(ohms=ohms):
+                self._pp_a = pp_ampacity_a(ohms, self.config.phases)
+            case AuthorizationGranted(id_token=token, reservation_id=reservation_id):
+                if self._session is None:
+                    self._start_session(now, StartSessionReason.AUTHORIZED, notes, token, reservation_id)
+                else:
+                    self._session.id_token = token
+                    self._session.reservation_id = reservation_id
+                self._session_or_raise().authorized = True
+            case AuthorizationRefused(reservation_mismatch=mismatch):
+                if mismatch:
+                    notes.append(self._note(SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH))
+            case StopRequested(reason=reason):
+                self._cancel(reason, notes)
+            case SetEnabled(enabled=enabled, reason=reason):
+                if enabled != self._enabled:
+                    self._enabled, self._disable_reason = enabled, reason
+                    notes.append(self._note(SessionEvent.ENABLED if enabled else SessionEvent.DISABLED))
+            case FaultRaised(fault=fault):
+                if fault not in self._faults:
+                    self._faults.add(fault)
+                    notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[fault]))
+            case FaultCleared(fault=fault):
+                self._faults.discard(fault)
+            case CurrentLimitChanged(current_a=current_a):
+                self._limit_a = current_a
+            case MeterSampled(energy_wh_import=imported, energy_wh_export=exported, currents_a=currents):
+                self._energy_wh = (imported, exported)
+                self._check_overcurrent(max(currents, default=0.0), now)
+            case ReplugRequested(duration_s=duration_s):
+                self._replug_until = now + duration_s
+                notes.append(self._note(SessionEvent.REPLUG_STARTED))
+            case _:  # pragma: no cover - TRANSITIONS admits only the types above
+                raise IllegalTransition(self._state, event)
+
+    def _settle(self, now: float, notes: list[Action], was_requesting: bool) -> list[Action]:
+        # Faults: a pilot-derived one follows the reading; all of them hold F for fault_hold_s.
+        pilot_fault = self._reading_is_faulty()
+        if pilot_fault and not self._pilot_fault:
+            notes.append(self._note(SessionEvent.ERROR, error=Error.PILOT_FAULT))
+        self._pilot_fault = pilot_fault
+        if self._faults or pilot_fault:
+            self._fault_hold_until = math.inf
+        elif self._fault_hold_until == math.inf:
+            self._fault_hold_until = now + self.config.fault_hold_s
+        faulted = now < self._fault_hold_until
+        self._run_timers(now, faulted, notes)
+        self._sync_session(now, faulted, notes)
+
+        old, new = self._state, self._target(now, faulted)
+        self._state = new
+        actions = self._drive_outputs(new, now, was_requesting)
+        actions.extend(notes)
+        actions.extend(self._transition_notes(old, new))
+        return actions
+
+    def _run_timers(self, now: float, faulted: bool, notes: list[Action]) -> None:
+        session = self._session
+        if session is not None and not session.cancelled:
+            if faulted:
+                self._cancel(SessionCancellationReason.EMERGENCY_STOP, notes)
+            elif not self._enabled:
+                self._cancel(self._disable_reason, notes)
+            elif now >= session.connect_deadline:
+                self._cancel(SessionCancellationReason.OTHER, notes)
+            elif (
+                self._overcurrent_since is not None
+                and self._relay
+                and now - self._overcurrent_since >= self.config.overcurrent_timeout_s
+            ):
+                notes.append(self._note(SessionEvent.ERROR, error=Error.OVER_CURRENT))
+                self._cancel(SessionCancellationReason.EMERGENCY_STOP, notes)
+        if not self._relay:
+            self._overcurrent_since = None
+        if self._replug_until is not None and (now >= self._replug_until or self._session is None or faulted):
+            self._replug_until = None
+            notes.append(self._note(SessionEvent.REPLUG_FINISHED))
+        if self._replug_until is not None and self._session is not None and self._session.cancelled:
+            self._replug_until = None
+            notes.append(self._note(SessionEvent.REPLUG_FINISHED))
+
+    def _sync_session(self, now: float, faulted: bool, notes: list[Action]) -> None:
+        session = self._session
+        if session is not None:
+            if self._plugged:
+                session.ev_seen = True
+                session.connect_deadline = math.inf
+            elif session.ev_seen or session.cancelled:
+                notes.append(self._energy_note(SessionEvent.SESSION_FINISHED))
+                self._session = None
+        if (
+            self._session is None
+            and self._plugged
+            and self._reading is not None
+            and self._enabled
+            and not faulted
+        ):
+            self._start_session(now, StartSessionReason.EV_CONNECTED, notes)
+
+    def _target(self, now: float, faulted: bool) -> State:
+        if faulted:
+            return State.FAULTED
+        if self._replug_until is not None:
+            return State.REPLUGGING
+        session = self._session
+        if session is None:
+            return State.AVAILABLE if self._enabled else State.UNAVAILABLE
+        if not self._plugged:
+            return State.WAITING_FOR_EV
+        ramping = (
+            bool(self._relay)
+            and self._requests_power()
+            and (self._ramp_deadline is None or now < self._ramp_deadline)
+        )
+        if session.cancelled:
+            if ramping:
+                return State.STOPPING
+            return State.FINISHING if self._enabled else State.UNAVAILABLE
+        if not session.authorized:
+            return State.WAITING_FOR_AUTH
+        if not self._cable_ok() or (self.cp is Cp.D and not self.config.ventilation_available):
+            return State.SUSPENDED_EVSE  # the relay opens at once: an EV-side or cable problem
+        if self._offer_a() < MIN_CURRENT_A:
+            return State.PAUSING if ramping else State.SUSPENDED_EVSE
+        return State.CHARGING if self._requests_power() else State.SUSPENDED_EV
+
+    def _drive_outputs(self, state: State, now: float, was_requesting: bool) -> list[Action]:
+        cid = self.cid
+        actions: list[Action] = []
+        relay = state is State.CHARGING or (state in (State.PAUSING, State.STOPPING) and bool(self._relay))
+        if relay and self._ramp_deadline is None and state is not State.CHARGING:
+            self._ramp_deadline = now + self.config.stop_timeout_s
+        elif state is State.CHARGING:
+            self._ramp_deadline = None
+        if self._relay is not False and not relay:
+            under_load = bool(self._relay) and was_requesting and self.cp is not Cp.B
+            self.counters.openings_under_load += under_load
+            self._relay, self._ramp_deadline = False, None
+            actions.append(OpenRelay(cid=cid, under_load=under_load))
+
+        duty = self._wanted_duty(state)
+        self._duty_pending = False
+        if _is_on(duty) and _is_on(self._duty) and duty != self._duty:
+            if now < self._duty_changed_at + self.config.pwm_min_interval_s:
+                duty, self._duty_pending = self.duty_pct, True  # keep; retry at the 5 s mark
+        if duty != self._duty:
+            if self._duty == DUTY_F:
+                self._reading = None  # what we read while driving F was our own -12 V
+            if _is_on(duty):
+                self._duty_changed_at = now
+            self._duty = duty
+            actions.append(SetPwm(cid=cid, duty_pct=duty))
+
+        locked = self.config.socket_outlet and self._plugged and (
+            relay
+            or Fault.RELAY_WELDED in self._faults
+            or (self._session is not None and self._session.authorized and not self._session.cancelled)
+        )
+        if locked != self._locked:
+            self._locked = locked
+            actions.append(SetLock(cid=cid, locked=locked))
+        led = STATUS_LED[STATUS[state]]
+        if led != self._led:
+            self._led = led
+            actions.append(SetLed(cid=cid, led=led))
+        if relay and not self._relay:
+            self._relay = True
+            self.counters.contactor_cycles += 1
+            actions.append(CloseRelay(cid=cid))
+        return actions
+
+    def _transition_notes(self, old: State, new: State) -> list[Action]:
+        if old is new:
+            return []
+        session = self._session
+        if new is State.CHARGING and session is not None:
+            started = session.charging_started
+            session.charging_started = True
+            return [self._note(SessionEvent.CHARGING_RESUMED if started else SessionEvent.CHARGING_STARTED)]
+        if old is State.CHARGING and new is State.SUSPENDED_EV:
+            return [self._note(SessionEvent.CHARGING_PAUSED_EV)]
+        if old is State.CHARGING and new in (State.SUSPENDED_EVSE, State.PAUSING, State.REPLUGGING):
+            return [self._note(SessionEvent.CHARGING_PAUSED_EVSE)]
+        if new is State.WAITING_FOR_AUTH:
+            return [self._note(SessionEvent.AUTH_REQUIRED)]
+        return []
+
+    def _crash(self) -> list[Action]:
+        """A bug inside the machine: latch an internal fault and return fail-safe outputs."""
+        self._faults.add(Fault.INTERNAL)
+        self._fault_hold_until = math.inf
+        self._state = State.FAULTED
+        self._relay, self._duty, self._led = False, DUTY_F, STATUS_LED[Status.FAULTED]
+        self._duty_pending = False
+        return [
+            OpenRelay(cid=self.cid, under_load=False),
+            SetPwm(cid=self.cid, duty_pct=DUTY_F),
+            SetLed(cid=self.cid, led=self._led),
+            EmitSessionEvent(cid=self.cid, uuid="", event=SessionEvent.ERROR, error=Error.INTERNAL),
+        ]
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _requests_power(self) -> bool:
+        return self.cp in (Cp.C, Cp.D)
+
+    def _reading_is_faulty(self) -> bool:
+        """CP short (E), a voltage outside every band, or -12 V while we are not driving F."""
+        if self._reading is None:
+            return False
+        cp = self._reading.cp
+        return cp is None or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
+
+    def _cable_ok(self) -> bool:
+        return not self.config.socket_outlet or self._pp_a is not None
+
+    def _offer_a(self) -> float:
+        offer = min(self._limit_a, self.config.max_current_a)
+        if self.config.socket_outlet:
+            offer = min(offer, self._pp_a or 0)
+        elif self.config.cable_max_current_a is not None:
+            offer = min(offer, self.config.cable_max_current_a)
+        return offer
+
+    def _wanted_duty(self, state: State) -> float:
+        if state in (State.FAULTED, State.REPLUGGING):
+            return DUTY_F
+        if state in (State.CHARGING, State.SUSPENDED_EV):
+            return current_to_duty(self._offer_a())
+        return DUTY_X1
+
+    def _signalled_a(self) -> float:
+        return self._offer_a() if self.pwm_on else 0.0
+
+    def _check_overcurrent(self, current_a: float, now: float) -> None:
+        """Soft over-current: above the signalled limit + tolerance for overcurrent_timeout_s."""
+        signalled_a = self._signalled_a()
+        limit_a = signalled_a * (1 + self.config.overcurrent_tolerance_pct / 100) + self.config.overcurrent_tolerance_a
+        if self._relay and current_a > limit_a:
+            if self._overcurrent_since is None:
+                self._overcurrent_since = now
+        else:
+            self._overcurrent_since = None
+
+    def _session_or_raise(self) -> Session:
+        if self._session is None:  # pragma: no cover - guarded by TRANSITIONS
+            raise AssertionError("no session")
+        return self._session
+
+    def _start_session(
+        self,
+        now: float,
+        reason: StartSessionReason,
+        notes: list[Action],
+        id_token: str | None = None,
+        reservation_id: int | None = None,
+    ) -> None:
+        session = Session(
+            uuid=self._new_session_id(),
+            id_token=id_token,
+            reservation_id=reservation_id,
+            started_at=now,
+            energy_wh_import_start=self._energy_wh[0],
+        )
+        if reason is StartSessionReason.AUTHORIZED and not self._plugged:
+            session.connect_deadline = now + self.config.connection_timeout_s
+        self._session = session
+        notes.append(
+            self._energy_note(
+                SessionEvent.SESSION_STARTED, reason=reason.value, id_token=id_token, reservation_id=reservation_id
+            )
+        )
+
+    def _cancel(self, reason: SessionCancellationReason, notes: list[Action]) -> None:
+        session = self._session
+        if session is not None and not session.cancelled:
+            session.cancelled = True
+            notes.append(self._energy_note(SessionEvent.SESSION_CANCELLED, reason=reason.value))
+
+    def _note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
+        uuid = self._session.uuid if self._session is not None else ""
+        return EmitSessionEvent(cid=self.cid, uuid=uuid, event=event, **fields)  # type: ignore[arg-type]
+
+    def _energy_note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
+        imported, exported = self._energy_wh
+        return self._note(event, energy_wh_import=imported, energy_wh_export=exported, **fields)
