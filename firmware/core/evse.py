@@ -104,7 +104,10 @@ STATUS: Final[dict[State, Status]] = {
 _S = State
 #: Where each state may settle next (itself always included below).
 _EDGES: Final[dict[State, frozenset[State]]] = {
-    _S.AVAILABLE: frozenset({_S.WAITING_FOR_EV, _S.WAITING_FOR_AUTH, _S.FAULTED, _S.UNAVAILABLE}),
+    # AVAILABLE -> SUSPENDED_*: a token while CP is being re-read after F, with the EV still plugged.
+    _S.AVAILABLE: frozenset(
+        {_S.WAITING_FOR_EV, _S.WAITING_FOR_AUTH, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FAULTED, _S.UNAVAILABLE}
+    ),
     _S.WAITING_FOR_EV: frozenset(
         {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FAULTED, _S.UNAVAILABLE}
     ),
@@ -253,6 +256,7 @@ class EvseMachine:
         self._led: object = None
         self._duty_changed_at = -math.inf
         self._duty_pending = False
+        self.last_crash: Exception | None = None
 
     # --- read-only views -------------------------------------------------------------------------
 
@@ -340,13 +344,16 @@ class EvseMachine:
             actions = self._settle(now, notes, was_requesting)
             if self._state not in allowed:
                 raise AssertionError(f"settled in {self._state} outside {sorted(s.name for s in allowed)}")
-        except Exception:  # noqa: BLE001 - any bug in the machine must end fail-safe, never raise
+        except Exception as exc:  # noqa: BLE001 - any bug in the machine must end fail-safe, never raise
+            self.last_crash = exc  # for the shell's log and the console
             return self._crash()
         return actions
 
     def _apply(self, event: Event, now: float, notes: list[Action]) -> None:
         match event:
             case PilotChanged(cp=cp, diode_ok=diode):
+                if self._duty == DUTY_F and cp in (Cp.A, Cp.B, Cp.C, Cp.D):
+                    return  # stale: while we drive -12 V the EV's diode hides its state (A.2.2)
                 previous = self.cp
                 self._reading = PilotReading(cp=cp, diode_ok=diode)
                 if cp is Cp.A:
@@ -403,6 +410,8 @@ class EvseMachine:
             self._fault_hold_until = math.inf
         elif self._fault_hold_until == math.inf:
             self._fault_hold_until = now + self.config.fault_hold_s
+        elif self._fault_hold_until <= now:
+            self._fault_hold_until = -math.inf  # served; no longer a deadline
         faulted = now < self._fault_hold_until
         self._run_timers(now, faulted, notes)
         self._sync_session(now, faulted, notes)
@@ -430,12 +439,11 @@ class EvseMachine:
             ):
                 notes.append(self._note(SessionEvent.ERROR, error=Error.OVER_CURRENT))
                 self._cancel(SessionCancellationReason.EMERGENCY_STOP, notes)
+                self._overcurrent_since = None
         if not self._relay:
             self._overcurrent_since = None
-        if self._replug_until is not None and (now >= self._replug_until or self._session is None or faulted):
-            self._replug_until = None
-            notes.append(self._note(SessionEvent.REPLUG_FINISHED))
-        if self._replug_until is not None and self._session is not None and self._session.cancelled:
+        # A replug runs its whole duration (>= 300 ms of F), even if the session is stopped meanwhile.
+        if self._replug_until is not None and (now >= self._replug_until or faulted):
             self._replug_until = None
             notes.append(self._note(SessionEvent.REPLUG_FINISHED))
 
@@ -467,9 +475,12 @@ class EvseMachine:
             return State.AVAILABLE if self._enabled else State.UNAVAILABLE
         if not self._plugged:
             return State.WAITING_FOR_EV
+        # An EV-side or cable problem opens at once; only a healthy EV gets the 6 s ramp-down.
+        hazard = not self._cable_ok() or (self.cp is Cp.D and not self.config.ventilation_available)
         ramping = (
             bool(self._relay)
             and self._requests_power()
+            and not hazard
             and (self._ramp_deadline is None or now < self._ramp_deadline)
         )
         if session.cancelled:
@@ -478,8 +489,8 @@ class EvseMachine:
             return State.FINISHING if self._enabled else State.UNAVAILABLE
         if not session.authorized:
             return State.WAITING_FOR_AUTH
-        if not self._cable_ok() or (self.cp is Cp.D and not self.config.ventilation_available):
-            return State.SUSPENDED_EVSE  # the relay opens at once: an EV-side or cable problem
+        if hazard:
+            return State.SUSPENDED_EVSE
         if self._offer_a() < MIN_CURRENT_A:
             return State.PAUSING if ramping else State.SUSPENDED_EVSE
         return State.CHARGING if self._requests_power() else State.SUSPENDED_EV
@@ -504,8 +515,11 @@ class EvseMachine:
             if now < self._duty_changed_at + self.config.pwm_min_interval_s:
                 duty, self._duty_pending = self.duty_pct, True  # keep; retry at the 5 s mark
         if duty != self._duty:
-            if self._duty == DUTY_F:
-                self._reading = None  # what we read while driving F was our own -12 V
+            if self._duty == DUTY_F or (duty == DUTY_F and not self._reading_is_faulty()):
+                # Readings from before F say nothing about the EV after it, and what we read while
+                # driving F was our own -12 V: re-read. A faulty reading (E, out of band) is kept
+                # until the monitor reports a change, so a lasting short keeps the EVSE faulted.
+                self._reading = None
             if _is_on(duty):
                 self._duty_changed_at = now
             self._duty = duty
@@ -620,6 +634,7 @@ class EvseMachine:
             id_token=id_token,
             reservation_id=reservation_id,
             started_at=now,
+            ev_seen=self._plugged,
             energy_wh_import_start=self._energy_wh[0],
         )
         if reason is StartSessionReason.AUTHORIZED and not self._plugged:

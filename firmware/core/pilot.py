@@ -52,6 +52,9 @@ HYSTERESIS_V: Final = 0.4
 DEBOUNCE_S: Final = 0.03
 #: Diode check, IEC 61851-1 A.2.2: low plateau at -12 V +- 1 V while PWM is on.
 DIODE_LOW_MAX_V: Final = -11.0
+#: Tolerance for comparing voltages and times computed in binary floating point (10.4 - 9.0 is
+#: 1.4000000000000004; (0.29 + 0.03) - 0.29 is 0.02999999999999997): edges stay inclusive.
+EPSILON: Final = 1e-9
 
 
 def classify(volts_hi: float, previous: Cp | None = None, hysteresis_v: float = HYSTERESIS_V) -> Cp | None:
@@ -62,10 +65,10 @@ def classify(volts_hi: float, previous: Cp | None = None, hysteresis_v: float = 
     """
     if not math.isfinite(volts_hi):
         return None
-    if previous is not None and abs(volts_hi - NOMINAL_V[previous]) <= BAND_V + hysteresis_v:
+    if previous is not None and abs(volts_hi - NOMINAL_V[previous]) <= BAND_V + hysteresis_v + EPSILON:
         return previous
     for cp, nominal_v in NOMINAL_V.items():
-        if abs(volts_hi - nominal_v) <= BAND_V:
+        if abs(volts_hi - nominal_v) <= BAND_V + EPSILON:
             return cp
     return None
 
@@ -92,12 +95,13 @@ class PilotMonitor:
 
     `update(volts_hi, volts_lo, pwm_on, now)` returns a `PilotReading` when the debounced state or
     the diode check changes, else None. A candidate must persist for `debounce_s`; a reading that
-    falls back to the stable state cancels the candidate. `reset()` forgets the stable state, so the
+    falls back to the stable state cancels the candidate. A diode failure is debounced the same way,
+    so one noisy sample, or one taken just before PWM started, ends no session. `reset()` forgets the stable state, so the
     next stable reading is reported even if it equals the old one (used after the EVSE stops driving
     F, when the old reading was its own -12 V).
     """
 
-    __slots__ = ("_candidate", "_candidate_since", "_debounce_s", "_diode_ok", "_stable", "_known")
+    __slots__ = ("_candidate", "_candidate_since", "_debounce_s", "_diode_bad_since", "_diode_ok", "_known", "_stable")
 
     def __init__(self, debounce_s: float = DEBOUNCE_S) -> None:
         if debounce_s < 0:
@@ -108,6 +112,7 @@ class PilotMonitor:
         self._candidate: Cp | None = None
         self._candidate_since: float | None = None
         self._diode_ok = True
+        self._diode_bad_since: float | None = None
 
     @property
     def stable(self) -> Cp | None:
@@ -115,20 +120,26 @@ class PilotMonitor:
         return self._stable
 
     def reset(self) -> None:
-        self._known = False
+        self._stable, self._known = None, False
         self._candidate_since = None
-        self._diode_ok = True
+        self._diode_ok, self._diode_bad_since = True, None
 
     def update(self, volts_hi: float, volts_lo: float, pwm_on: bool, now: float) -> PilotReading | None:
         cp = classify(volts_hi, self._stable if self._known else None)
         # The diode check is meaningful only while oscillating and while the EV is connected (B, C,
         # D); in A there is no diode in the circuit, and E/F drive the low plateau anyway.
-        diode = not (pwm_on and cp in (Cp.B, Cp.C, Cp.D)) or diode_ok(volts_lo)
+        sample_diode_ok = not (pwm_on and cp in (Cp.B, Cp.C, Cp.D)) or diode_ok(volts_lo)
+        if sample_diode_ok:
+            self._diode_bad_since = None
+        elif self._diode_bad_since is None:
+            self._diode_bad_since = now
+        # Still "ok" until the failure has lasted debounce_s.
+        diode = self._diode_bad_since is None or now - self._diode_bad_since < self._debounce_s - EPSILON
         if self._known and cp == self._stable:
             self._candidate_since = None
         elif self._candidate_since is None or cp != self._candidate:
             self._candidate, self._candidate_since = cp, now
-        if self._candidate_since is not None and now - self._candidate_since >= self._debounce_s:
+        if self._candidate_since is not None and now - self._candidate_since >= self._debounce_s - EPSILON:
             self._stable, self._known, self._candidate_since = self._candidate, True, None
             self._diode_ok = diode
             return PilotReading(cp=self._stable, diode_ok=diode)
@@ -174,8 +185,8 @@ def pp_ampacity_a(ohms: float | None, phases: int = 3) -> int | None:
 
 MIN_CURRENT_A: Final = 6.0
 MAX_CURRENT_A: Final = 80.0
-#: Top of the 0.6 A/% segment: 85 % -> 51 A. The second segment starts at (85 - 64) * 2.5 = 52.5 A,
-#: so no duty signals a current strictly between 51 A and 52.5 A.
+#: Top of the 0.6 A/% segment: 85 % -> 51 A. Table A.8 reads 85 % as 51 A, and the next duty we can
+#: drive, 85.1 %, is (85.1 - 64) * 2.5 = 52.75 A: a request from 51 A up to 52.75 A is offered 51 A.
 LOW_SEGMENT_MAX_A: Final = 51.0
 HIGH_SEGMENT_MIN_A: Final = 52.5
 #: 5 % (Table A.7): "digital communication required"; not a current.
@@ -188,7 +199,7 @@ def current_to_duty(current_a: float) -> float:
     """The PWM duty (percent) that offers at most `current_a` (IEC 61851-1 Table A.7).
 
     Raises ValueError below 6 A or above 80 A: below 6 A the EVSE must not offer PWM at all (pause).
-    A request in the 51..52.5 A gap is offered as 51 A (85 %), the largest current that does not
+    A request in the 51..52.75 A gap is offered as 51 A (85 %), the largest current that does not
     exceed it. The duty is rounded down to 0.1 %, so the signalled current never exceeds the request.
     """
     if not math.isfinite(current_a) or current_a < MIN_CURRENT_A or current_a > MAX_CURRENT_A:

@@ -146,6 +146,9 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
         SetPwm(cid=CID, duty_pct=DUTY_X1), SetLed(cid=CID, led=Led.FINISHING),
         energy(SessionEvent.SESSION_CANCELLED, reason="Local"),
     ]),
+    ("PP lost during the ramp-down opens at once", S.STOPPING, PpChanged(cid=CID, ohms=None), S.FINISHING, [
+        OpenRelay(cid=CID, under_load=True), SetLock(cid=CID, locked=False),
+    ]),
     ("EV answers the stop with B", S.STOPPING, cp(Cp.B), S.FINISHING, [
         OpenRelay(cid=CID, under_load=False), SetLock(cid=CID, locked=False),
     ]),
@@ -197,10 +200,10 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F), SetLed(cid=CID, led=Led.PAUSED),
         note(SessionEvent.REPLUG_STARTED), note(SessionEvent.CHARGING_PAUSED_EVSE),
     ]),
-    ("stop during replug", S.REPLUGGING, StopRequested(cid=CID), S.FINISHING, [
-        SetPwm(cid=CID, duty_pct=DUTY_X1), SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FINISHING),
-        energy(SessionEvent.SESSION_CANCELLED, reason="Remote"), note(SessionEvent.REPLUG_FINISHED),
+    ("stop during replug: F runs its course", S.REPLUGGING, StopRequested(cid=CID), S.REPLUGGING, [
+        SetLock(cid=CID, locked=False), energy(SessionEvent.SESSION_CANCELLED, reason="Remote"),
     ]),
+    ("readings while driving F are stale", S.REPLUGGING, cp(Cp.A), S.REPLUGGING, []),
     # --- meter samples only record energy
     ("meter sample", S.CHARGING, MeterSampled(cid=CID, energy_wh_import=10.0, currents_a=(16.0,)),
      S.CHARGING, []),

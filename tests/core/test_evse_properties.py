@@ -1,0 +1,246 @@
+"""Hypothesis property tests of the EVSE machine over random inputs and random time steps.
+
+The test plays the shell: before each input it ticks the machine at every deadline that falls
+before the input's time, exactly as the core loop does. It checks, from what it told the machine
+and what the machine commanded (never from private fields):
+
+* the relay is never closed unless CP is C (or D with ventilation), the session is authorized, PP
+  is valid (socket outlet) and no fault is active;
+* every opening the standard requires (C/D -> B, A, E, F, out of band, diode, any fault) comes on
+  the same input, a kept relay with PWM off (X1) never outlives 6 s, F lasts >= 300 ms, the duty
+  changes at most once per 5 s, and an authorized EV in C with PWM on has its relay closed;
+* every session that starts ends with exactly one SessionFinished, at unplug;
+* the machine never crashes into its internal fault.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from firmware.core.errors import IllegalTransition
+from firmware.core.events import (
+    DUTY_F,
+    DUTY_X1,
+    Action,
+    AuthorizationGranted,
+    AuthorizationRefused,
+    CloseRelay,
+    CurrentLimitChanged,
+    EmitSessionEvent,
+    Event,
+    Fault,
+    FaultCleared,
+    FaultRaised,
+    MeterSampled,
+    OpenRelay,
+    PilotChanged,
+    PpChanged,
+    ReplugRequested,
+    SessionCancellationReason,
+    SessionEvent,
+    SetEnabled,
+    SetPwm,
+    StopRequested,
+)
+from firmware.core.evse import EvseConfig, EvseMachine
+from firmware.core.pilot import Cp, pp_ampacity_a
+from tests.core.helpers import CID, ids
+
+CP_VALUES = [Cp.A, Cp.B, Cp.C, Cp.D, Cp.E, Cp.F, None]
+HARDWARE_FAULTS = [f for f in Fault if f is not Fault.INTERNAL]  # INTERNAL marks a crash of the machine
+OPENING_READINGS = {Cp.A, Cp.B, Cp.E, Cp.F, None}
+
+events = st.one_of(
+    st.builds(PilotChanged, cid=st.just(CID), cp=st.sampled_from(CP_VALUES),
+              diode_ok=st.sampled_from([True] * 9 + [False])),
+    # Plain B/C readings are what a real EV mostly produces; weight them up.
+    st.builds(PilotChanged, cid=st.just(CID), cp=st.sampled_from([Cp.A, Cp.B, Cp.C, Cp.B, Cp.C])),
+    st.builds(PpChanged, cid=st.just(CID), ohms=st.sampled_from([None, 220.0, 680.0, 1500.0, 100.0, 50.0, 3000.0])),
+    st.builds(AuthorizationGranted, cid=st.just(CID), id_token=st.sampled_from(["tok-a", "tok-b"])),
+    st.builds(AuthorizationRefused, cid=st.just(CID), id_token=st.just("tok-x"), reservation_mismatch=st.booleans()),
+    st.builds(StopRequested, cid=st.just(CID), reason=st.sampled_from(list(SessionCancellationReason))),
+    st.builds(SetEnabled, cid=st.just(CID), enabled=st.sampled_from([True, True, True, False])),
+    st.builds(FaultRaised, cid=st.just(CID), fault=st.sampled_from(HARDWARE_FAULTS)),
+    st.builds(FaultCleared, cid=st.just(CID), fault=st.sampled_from(HARDWARE_FAULTS)),
+    st.builds(CurrentLimitChanged, cid=st.just(CID), current_a=st.sampled_from([0.0, 6.0, 10.0, 16.0, 32.0])),
+    st.builds(MeterSampled, cid=st.just(CID), energy_wh_import=st.floats(0, 1e6),
+              currents_a=st.tuples(st.floats(0, 60), st.floats(0, 60), st.floats(0, 60))),
+    st.builds(ReplugRequested, cid=st.just(CID), duration_s=st.floats(0.3, 5.0)),
+)
+time_steps = st.one_of(st.just(0.0), st.floats(0.0005, 0.5), st.floats(0.5, 10.0), st.floats(10.0, 90.0))
+configs = st.builds(
+    EvseConfig,
+    cid=st.just(CID),
+    max_current_a=st.sampled_from([16.0, 32.0]),
+    socket_outlet=st.booleans(),
+    ventilation_available=st.booleans(),
+)
+
+
+@dataclass
+class Observer:
+    """What the test knows: the inputs it gave and the outputs the machine commanded."""
+
+    config: EvseConfig
+    cp: Cp | None = None
+    cp_fresh: bool = False  # a reading arrived since the machine last left or entered F
+    pp_ok: bool = False
+    faults: set[Fault] = field(default_factory=set)
+    limit_a: float = 32.0
+    relay: bool = False
+    duty: float | None = None
+    f_since: float | None = None
+    x1_with_relay_since: float | None = None
+    last_on_change: float = -math.inf
+    started: dict[str, int] = field(default_factory=dict)
+    finished: dict[str, int] = field(default_factory=dict)
+    cancelled: dict[str, int] = field(default_factory=dict)
+    authorized: set[str] = field(default_factory=set)
+
+    def saw(self, event: Event) -> None:
+        match event:
+            case PilotChanged(cp=cp, diode_ok=diode_ok):
+                self.cp, self.cp_fresh = cp, True
+                self.diode_ok = diode_ok
+            case PpChanged(ohms=ohms):
+                self.pp_ok = pp_ampacity_a(ohms) is not None
+            case FaultRaised(fault=fault):
+                self.faults.add(fault)
+            case FaultCleared(fault=fault):
+                self.faults.discard(fault)
+            case CurrentLimitChanged(current_a=current_a):
+                self.limit_a = current_a
+            case _:
+                pass
+
+    def check(self, m: EvseMachine, event: Event | None, actions: list[Action], now: float) -> None:
+        for action in actions:
+            self._apply(action, now, m)
+        assert Fault.INTERNAL not in m.faults, f"the machine crashed: {m.last_crash!r}"
+        assert self.relay == m.relay_closed
+        if self.relay:
+            # The safety invariant: closed only for an authorized EV in C (D with ventilation),
+            # a valid cable, and no fault.
+            assert self.cp in ((Cp.C, Cp.D) if self.config.ventilation_available else (Cp.C,))
+            assert m.session is not None and m.session.authorized
+            assert self.pp_ok or not self.config.socket_outlet
+            assert not self.faults
+            assert self.duty != DUTY_F
+        if self.relay and self.duty == DUTY_X1:
+            assert self.x1_with_relay_since is not None
+            assert now - self.x1_with_relay_since <= 6.0 + 1e-9, "relay kept > 6 s after PWM off"
+        if isinstance(event, PilotChanged) and (event.cp in OPENING_READINGS or not event.diode_ok):
+            assert not self.relay, f"{event} must open the relay on the same event"
+        if isinstance(event, FaultRaised):
+            assert not self.relay and self.duty == DUTY_F
+        # Close on B->C: an authorized EV in C, PWM on, nothing against it -> relay closed.
+        session = m.session
+        if (
+            self.cp is Cp.C and self.cp_fresh and session is not None and session.authorized
+            and not session.cancelled and m.enabled and not self.faults and self.duty not in (None, DUTY_X1, DUTY_F)
+            and (self.pp_ok or not self.config.socket_outlet) and self.limit_a >= 6
+        ):
+            assert self.relay, "authorized EV in C with PWM on, but the relay is open"
+
+    def _apply(self, action: Action, now: float, m: EvseMachine) -> None:
+        match action:
+            case OpenRelay():
+                self.relay, self.x1_with_relay_since = False, None
+            case CloseRelay():
+                assert self.duty not in (None, DUTY_X1, DUTY_F), "closed without PWM"
+                self.relay = True
+            case SetPwm(duty_pct=duty):
+                if self.duty == DUTY_F and duty != DUTY_F:
+                    assert self.f_since is not None and now - self.f_since >= 0.3 - 1e-9, "F held < 300 ms"
+                if duty == DUTY_F:
+                    self.f_since = now
+                if duty == DUTY_F or self.duty == DUTY_F:
+                    self.cp_fresh = False
+                if duty not in (DUTY_X1, DUTY_F):
+                    if self.duty not in (None, DUTY_X1, DUTY_F):
+                        assert now - self.last_on_change >= 5.0 - 1e-9, "duty changed twice within 5 s"
+                    self.last_on_change = now
+                if duty == DUTY_X1 and self.relay:
+                    self.x1_with_relay_since = now
+                self.duty = duty
+            case EmitSessionEvent(uuid=uuid, event=kind):
+                self._session_event(uuid, kind)
+            case _:
+                pass
+
+    def _session_event(self, uuid: str, kind: SessionEvent) -> None:
+        if kind is SessionEvent.SESSION_STARTED:
+            assert uuid not in self.started
+            self.started[uuid] = 1
+        elif kind is SessionEvent.SESSION_FINISHED:
+            assert uuid in self.started and uuid not in self.finished, f"second SessionFinished for {uuid}"
+            self.finished[uuid] = 1
+        elif kind is SessionEvent.SESSION_CANCELLED:
+            assert uuid in self.started and uuid not in self.cancelled and uuid not in self.finished
+            self.cancelled[uuid] = 1
+        elif uuid:
+            assert uuid in self.started and uuid not in self.finished, f"{kind} after the session ended"
+
+
+def _run_until(m: EvseMachine, obs: Observer, until: float) -> None:
+    for _ in range(200):
+        deadline = m.next_deadline()
+        if deadline is None or deadline > until:
+            return
+        obs.check(m, None, m.tick(deadline), deadline)
+    raise AssertionError("deadlines do not advance")
+
+
+def _drive(config: EvseConfig, steps: list[tuple[float, Event]]) -> tuple[EvseMachine, Observer, float]:
+    m = EvseMachine(config, new_session_id=ids())
+    obs = Observer(config=config, limit_a=config.max_current_a)
+    now = 0.0
+    obs.check(m, None, m.tick(now), now)
+    for dt, event in steps:
+        _run_until(m, obs, now + dt)
+        now += dt
+        before = m.state
+        try:
+            actions = m.handle(event, now)
+        except (IllegalTransition, ValueError):  # refused commands change nothing
+            assert m.state is before
+            continue
+        obs.saw(event)
+        obs.check(m, event, actions, now)
+    return m, obs, now
+
+
+@given(config=configs, steps=st.lists(st.tuples(time_steps, events), max_size=60))
+def test_safety_and_timing_hold_for_any_input(config: EvseConfig, steps: list[tuple[float, Event]]) -> None:
+    _drive(config, steps)
+
+
+@given(config=configs, steps=st.lists(st.tuples(time_steps, events), max_size=40))
+def test_every_session_ends_with_exactly_one_finished_at_unplug(
+    config: EvseConfig, steps: list[tuple[float, Event]]
+) -> None:
+    m, obs, now = _drive(config, steps)
+    # Walk away: clear every fault, enable, unplug, and let every deadline pass.
+    for fault in HARDWARE_FAULTS:
+        now += 0.01
+        obs.check(m, None, m.handle(FaultCleared(cid=CID, fault=fault), now), now)
+    now += 0.01
+    obs.check(m, None, m.handle(SetEnabled(cid=CID, enabled=True), now), now)
+    for _ in range(3):
+        # While we drive F the ADC reads our own -12 V (a short, E, ends when it does); the unplug
+        # is seen only once CP is no longer driven to F.
+        readings = [Cp.F, Cp.A] if m.duty_pct == DUTY_F else [Cp.A]
+        for reading in readings:
+            now += 0.01
+            event = PilotChanged(cid=CID, cp=reading)
+            obs.saw(event)
+            obs.check(m, event, m.handle(event, now), now)
+            _run_until(m, obs, now + 100.0)
+            now += 100.0
+    assert m.session is None
+    assert obs.finished.keys() == obs.started.keys()
+    assert all(count == 1 for count in obs.finished.values())

@@ -1,0 +1,34 @@
+"""Functional smoke tests of the scripts in tools/ (no timing assertions: figures depend on the host)."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "tools" / "bench" / "core_events.py"
+
+
+def test_core_events_bench_runs_and_prints_its_figures(monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", [str(BENCH), "--events", "400"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCH), run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any("median" in line and "p99" in line for line in lines), out
+    assert "400 events" in out
+    assert "events/s" in out
+
+
+def test_core_events_bench_refuses_a_non_positive_count(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", [str(BENCH), "--events", "0"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCH), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert "--events" in capsys.readouterr().err
