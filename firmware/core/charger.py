@@ -1,32 +1,82 @@
-"""The charger: every EVSE machine of one board, and the pilot layer stacked under each.
+"""The charger: every EVSE machine of one board, the pilot layer under each, the reservation book
+and token authorization above them.
 
-It routes an event to the EVSE named by its `cid`. Raw CP samples (`PilotSampled`) first go through
-that EVSE's `PilotMonitor` (debounce, hysteresis, diode check: IEC 61851-1 Table A.4 / A.2.2), which
-turns them into `PilotChanged` for the machine, as EVerest's IEC layer feeds its charger layer. When
-a machine stops driving F, its monitor is reset so the EV's real state is reported afresh.
+* Events go to the EVSE named by their `cid`. Raw CP samples (`PilotSampled`) first pass that EVSE's
+  `PilotMonitor` (debounce, hysteresis, diode check: IEC 61851-1 Table A.4 / A.2.2) and reach the
+  machine as `PilotChanged`, as EVerest's IEC layer feeds its charger layer. When a machine stops
+  driving F, its monitor is reset so the EV's real state is reported afresh.
+* After every step the book learns each EVSE's live state (occupied, faulted, enabled), which drives
+  U4 and the G3 holds; the book's outputs are returned with the machines' actions.
+* A token goes through `auth.decide` (API.md §5): a matching reservation is consumed and the session
+  carries its id; a refused token gives `ReservationAuthtokenMismatch` and never closes a relay.
+* The status shown is the machine's, except that an Available EVSE that the book holds shows
+  Reserved (API.md §5), with the Reserved LED.
 
-No I/O, no clock: `now` is passed in (monotonic seconds). The shell's single core task is the only
-caller, so nothing here is locked.
+Time is injected: `now` is monotonic seconds; UTC (for reservations) is passed as `utc` or derived
+from the last UTC the shell gave. No I/O, no clock. The shell's single core task is the only caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
-from firmware.core.events import DUTY_F, Action, Event, PilotChanged, PilotSampled
-from firmware.core.evse import EvseConfig, EvseMachine
+from firmware.core.auth import (
+    ASK_BACKEND,
+    AuthSettings,
+    AuthStatus,
+    BackendAnswer,
+    LocalAuthList,
+    PendingRequests,
+    TokenDecision,
+    decide,
+)
+from firmware.core.events import (
+    DUTY_F,
+    STATUS_LED,
+    Action,
+    AuthDecided,
+    AuthorizationGranted,
+    AuthorizationRefused,
+    EmitSessionEvent,
+    Event,
+    Led,
+    PilotChanged,
+    PilotSampled,
+    RequestBackendAuth,
+    SessionEvent,
+    SetLed,
+    Status,
+)
+from firmware.core.evse import TRANSITIONS, EvseConfig, EvseMachine, State
 from firmware.core.pilot import DEBOUNCE_S, PilotMonitor
+from firmware.core.reservations import (
+    BookOutput,
+    Reservation,
+    ReservationBook,
+    ReservationCheckStatus,
+    ReservationEndReason,
+    ReservationResult,
+)
+
+Output = Action | BookOutput
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Charger:
-    """All EVSEs of the board. `handle(event, now)`, `tick(now)`, `next_deadline()`."""
+    """All EVSEs of the board. `handle(event, now)`, `tick(now)`, `next_deadline()`, and the
+    reservation and token operations of API.md §3 and §5."""
 
     def __init__(
         self,
         configs: Iterable[EvseConfig],
         *,
         new_session_id: Callable[[], str],
+        new_reservation_uuid: Callable[[], str] | None = None,
         debounce_s: float = DEBOUNCE_S,
+        reservations_enabled: bool = True,
+        auth: AuthSettings = AuthSettings(),  # noqa: B008 - frozen
     ) -> None:
         self.evses: dict[int, EvseMachine] = {}
         self._monitors: dict[int, PilotMonitor] = {}
@@ -37,39 +87,214 @@ class Charger:
             self._monitors[config.cid] = PilotMonitor(debounce_s)
         if not self.evses:
             raise ValueError("a charger needs at least one EVSE")
+        self.book = ReservationBook(
+            {cid: m.config.connectors for cid, m in self.evses.items()},
+            new_uuid=new_reservation_uuid or new_session_id,
+            enabled=reservations_enabled,
+        )
+        self.local_list = LocalAuthList()
+        self.auth = auth
+        self.online = True  # the shell clears it while the backend link is down
+        self._pending = PendingRequests(auth.timeout_s, auth.request_prefix)
+        self._led: dict[int, Led | None] = dict.fromkeys(self.evses)
+        self._mono_base, self._utc_base = 0.0, _EPOCH
 
-    def start(self, now: float) -> list[Action]:
+    # --- time ------------------------------------------------------------------------------------
+
+    def _utc(self, now: float, utc: datetime | None) -> datetime:
+        if utc is not None:
+            if utc.tzinfo is None:
+                raise ValueError("utc must be an aware datetime")
+            self._mono_base, self._utc_base = now, utc
+            return utc
+        return self._utc_base + timedelta(seconds=now - self._mono_base)
+
+    def _mono(self, instant: datetime) -> float:
+        return self._mono_base + (instant - self._utc_base).total_seconds()
+
+    # --- views -----------------------------------------------------------------------------------
+
+    def status(self, cid: int) -> Status:
+        machine = self._machine(cid)
+        if machine.status is Status.AVAILABLE and self.book.reserved(cid):
+            return Status.RESERVED
+        return machine.status
+
+    # --- the loop API ----------------------------------------------------------------------------
+
+    def start(self, now: float, utc: datetime | None = None) -> list[Output]:
         """The outputs every EVSE wants at boot (after the shell has driven them fail-safe)."""
-        return [action for evse in self.evses.values() for action in evse.tick(now)]
+        when = self._utc(now, utc)
+        out: list[Output] = []
+        for evse in self.evses.values():
+            out.extend(evse.tick(now))
+        return self._settle(out, when)
 
-    def handle(self, event: Event, now: float) -> list[Action]:
-        evse = self.evses.get(event.cid)
-        if evse is None:
-            raise ValueError(f"unknown EVSE id {event.cid}")
+    def handle(self, event: Event, now: float, utc: datetime | None = None) -> list[Output]:
+        evse = self._machine(event.cid)
+        when = self._utc(now, utc)
         if isinstance(event, PilotSampled):
             reading = self._monitors[event.cid].update(event.volts_hi, event.volts_lo, evse.pwm_on, now)
             if reading is None:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
-        was_f = evse.duty_pct == DUTY_F
-        actions = evse.handle(event, now)
-        self._after(evse, was_f)
-        return actions
+        return self._settle(self._step(evse, now, event), when)
 
-    def tick(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def tick(self, now: float, utc: datetime | None = None) -> list[Output]:
+        when = self._utc(now, utc)
+        out: list[Output] = []
         for evse in self.evses.values():
             deadline = evse.next_deadline()
             if deadline is not None and deadline <= now:
-                was_f = evse.duty_pct == DUTY_F
-                actions.extend(evse.tick(now))
-                self._after(evse, was_f)
-        return actions
+                out.extend(self._step(evse, now, None))
+        book_deadline = self.book.next_deadline()
+        if book_deadline is not None and book_deadline <= when:
+            out.extend(self.book.tick(when))
+        for pending in self._pending.expired(now):
+            decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
+                              local=self.local_list, now_utc=when, policy=self.auth.offline_policy, offline=True)
+            assert isinstance(decision, TokenDecision)  # noqa: S101 - offline never asks
+            out.extend(self._apply_decision(pending.evse_id, pending.id_token, decision, now, when,
+                                            pending.request_id))
+        return self._settle(out, when)
 
     def next_deadline(self) -> float | None:
         deadlines = [d for evse in self.evses.values() if (d := evse.next_deadline()) is not None]
+        book_deadline = self.book.next_deadline()
+        if book_deadline is not None:
+            deadlines.append(self._mono(book_deadline))
+        pending = self._pending.next_deadline()
+        if pending is not None:
+            deadlines.append(pending)
         return min(deadlines) if deadlines else None
 
-    def _after(self, evse: EvseMachine, was_f: bool) -> None:
+    # --- tokens (API.md §5) ----------------------------------------------------------------------
+
+    def present_token(
+        self, cid: int, id_token: str, now: float, utc: datetime | None = None, token_type: str = "RFID"
+    ) -> tuple[TokenDecision | None, list[Output]]:
+        """A token at EVSE `cid`. Returns the decision, or None while the backend is asked."""
+        evse = self._machine(cid)
+        when = self._utc(now, utc)
+        if (evse.state, AuthorizationGranted) not in TRANSITIONS:
+            return TokenDecision(status=AuthStatus.REJECTED, source="state"), []
+        decision = decide(id_token=id_token, evse_id=cid, book=self.book, local=self.local_list, now_utc=when,
+                          policy=self.auth.offline_policy, offline=not self.online)
+        if decision is ASK_BACKEND:
+            pending = self._pending.add(cid, id_token, token_type, now)
+            return None, [RequestBackendAuth(cid=cid, request_id=pending.request_id, id_token=id_token,
+                                             token_type=token_type)]
+        assert isinstance(decision, TokenDecision)  # noqa: S101 - narrowed above
+        return decision, self._settle(self._apply_decision(cid, id_token, decision, now, when, None), when)
+
+    def backend_auth_answer(self, request_id: str, answer: BackendAnswer, now: float,
+                            utc: datetime | None = None) -> list[Output]:
+        """The backend answered `R/auth/request`; a late or unknown answer is ignored."""
+        when = self._utc(now, utc)
+        pending = self._pending.pop(request_id)
+        if pending is None:
+            return []
+        decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
+                          local=self.local_list, now_utc=when, policy=self.auth.offline_policy, backend=answer)
+        assert isinstance(decision, TokenDecision)  # noqa: S101 - with an answer, decide never asks
+        return self._settle(self._apply_decision(pending.evse_id, pending.id_token, decision, now, when,
+                                                 request_id), when)
+
+    # --- reservations (API.md §3, §7) ------------------------------------------------------------
+
+    def reserve_now(self, reservation: Reservation, now: float,
+                    utc: datetime | None = None) -> tuple[ReservationResult, str | None, list[Output]]:
+        when = self._utc(now, utc)
+        result, uuid, out = self.book.reserve(reservation, when)
+        return result, uuid, self._settle(list(out), when)
+
+    def cancel_reservation(self, sender: str, reservation_id: int, now: float,
+                           utc: datetime | None = None) -> tuple[bool, list[Output]]:
+        when = self._utc(now, utc)
+        cancelled, out = self.book.cancel(sender, reservation_id, when)
+        return cancelled, self._settle(list(out), when)
+
+    def exists_reservation(self, id_token: str, evse_id: int | None, group_id_token: str | None,
+                           now: float, utc: datetime | None = None) -> ReservationCheckStatus:
+        if evse_id is not None:
+            self._machine(evse_id)
+        return self.book.exists(id_token, evse_id, group_id_token, self._utc(now, utc))
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _machine(self, cid: int) -> EvseMachine:
+        evse = self.evses.get(cid)
+        if evse is None:
+            raise ValueError(f"unknown EVSE id {cid}")
+        return evse
+
+    def _step(self, evse: EvseMachine, now: float, event: Event | None) -> list[Action]:
+        was_f = evse.duty_pct == DUTY_F
+        actions = evse.tick(now) if event is None else evse.handle(event, now)
         if was_f and evse.duty_pct != DUTY_F:
             self._monitors[evse.cid].reset()
+        return actions
+
+    def _apply_decision(self, cid: int, id_token: str, decision: TokenDecision, now: float, when: datetime,
+                        request_id: str | None) -> list[Output]:
+        evse = self.evses[cid]
+        status = decision.status
+        out: list[Output] = []
+        if (evse.state, AuthorizationGranted) not in TRANSITIONS:
+            status = AuthStatus.REJECTED  # the EVSE moved on while the backend was asked
+        elif status is AuthStatus.ACCEPTED:
+            entry = decision.reservation
+            reservation_id = entry.reservation.reservation_id if entry is not None else None
+            out.extend(self._step(evse, now, AuthorizationGranted(cid=cid, id_token=id_token,
+                                                                  reservation_id=reservation_id)))
+            if entry is not None and self.book.get(*entry.key) is entry:
+                uuid = evse.session.uuid if evse.session is not None else ""
+                for item in self.book.use(entry, cid, when):
+                    out.append(_with_session(item, cid, uuid))
+        else:
+            out.extend(self._step(evse, now, AuthorizationRefused(cid=cid, id_token=id_token,
+                                                                  reservation_mismatch=decision.mismatch)))
+        reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
+        out.append(AuthDecided(cid=cid, id_token=id_token, status=status.value,
+                               reservation_id=reservation_id if status is AuthStatus.ACCEPTED else None,
+                               request_id=request_id))
+        return out
+
+    def _settle(self, out: list[Output], when: datetime) -> list[Output]:
+        """Tell the book what the EVSEs are now, and show Reserved where it holds an EVSE."""
+        for cid, evse in self.evses.items():
+            out.extend(self.book.set_evse(
+                cid,
+                occupied=evse.plugged or evse.session is not None,
+                faulted=evse.state is State.FAULTED,
+                enabled=evse.enabled,
+                now=when,
+            ))
+        # The machines' LED commands are replaced by the shown status's LED, in the same place.
+        wanted = {cid: Led.RESERVED if self.status(cid) is Status.RESERVED else STATUS_LED[evse.status]
+                  for cid, evse in self.evses.items()}
+        settled: list[Output] = []
+        for action in out:
+            if not isinstance(action, SetLed):
+                settled.append(action)
+            elif wanted[action.cid] != self._led[action.cid]:
+                self._led[action.cid] = wanted[action.cid]
+                settled.append(SetLed(cid=action.cid, led=wanted[action.cid]))
+        for cid, led in wanted.items():
+            if led != self._led[cid]:
+                self._led[cid] = led
+                settled.append(SetLed(cid=cid, led=led))
+        return settled
+
+
+def _with_session(item: BookOutput, cid: int, uuid: str) -> BookOutput:
+    """ReservationEnd(UsedToStartCharging) belongs to the session the reservation started."""
+    if (
+        isinstance(item, EmitSessionEvent)
+        and item.cid == cid
+        and item.event is SessionEvent.RESERVATION_END
+        and dict(item.extra).get("reservation_end", {}).get("reason")  # type: ignore[union-attr]
+        == ReservationEndReason.USED_TO_START_CHARGING.value
+    ):
+        return replace(item, uuid=uuid)
+    return item

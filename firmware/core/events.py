@@ -324,6 +324,25 @@ class SetLock(Action):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RequestBackendAuth(Action):
+    """Ask the backend about a token on `R/auth/request` (API.md §5 step 3)."""
+
+    request_id: str
+    id_token: str
+    token_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthDecided(Action):
+    """A token was decided at EVSE `cid` (answers a pending `authorize`). `status` is an AuthStatus."""
+
+    id_token: str
+    status: str
+    reservation_id: int | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EmitSessionEvent(Action):
     """A SessionEvent for the backend (API.md §4). The shell adds `timestamp` and `seq`.
 

@@ -167,6 +167,7 @@ class EvseConfig:
     """Per-EVSE settings. Times in seconds; the defaults are IEC 61851-1 Table A.6 limits."""
 
     cid: int
+    connectors: tuple[str, ...] = ("Unknown",)  # connector types, e.g. ("sType2",); "Unknown" fits all
     max_current_a: float = 32.0
     phases: int = 3
     socket_outlet: bool = True  # False: tethered cable, PP not used
@@ -183,6 +184,8 @@ class EvseConfig:
     def __post_init__(self) -> None:
         if isinstance(self.cid, bool) or not isinstance(self.cid, int) or self.cid < 1:
             raise ValueError(f"cid must be a positive integer, got {self.cid!r}")
+        if not self.connectors or not all(isinstance(c, str) and c for c in self.connectors):
+            raise ValueError(f"connectors must be a non-empty list of connector types, got {self.connectors!r}")
         if not MIN_CURRENT_A <= self.max_current_a <= MAX_CURRENT_A:
             raise ValueError(f"max_current_a must be {MIN_CURRENT_A:g}..{MAX_CURRENT_A:g}, got {self.max_current_a}")
         if self.phases not in (1, 3):
@@ -283,6 +286,11 @@ class EvseMachine:
     @property
     def cp(self) -> Cp | None:
         return None if self._reading is None else self._reading.cp
+
+    @property
+    def plugged(self) -> bool:
+        """An EV is connected, as last seen (kept while CP is driven to F and cannot be read)."""
+        return self._plugged
 
     @property
     def session(self) -> Session | None:
