@@ -19,7 +19,8 @@ from the last UTC the shell gave. No I/O, no clock. The shell's single core task
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from datetime import UTC, datetime, timedelta
 
 from firmware.core.auth import (
@@ -34,6 +35,11 @@ from firmware.core.auth import (
 )
 from firmware.core.events import (
     DUTY_F,
+    CurrentLimitChanged,
+    SessionCancellationReason,
+    SetEnabled,
+    SetLock,
+    StopRequested,
     STATUS_LED,
     Action,
     AuthDecided,
@@ -50,7 +56,7 @@ from firmware.core.events import (
     Status,
 )
 from firmware.core.evse import TRANSITIONS, EvseConfig, EvseMachine, State
-from firmware.core.pilot import DEBOUNCE_S, PilotMonitor
+from firmware.core.pilot import DEBOUNCE_S, MIN_CURRENT_A, PilotMonitor
 from firmware.core.reservations import (
     BookOutput,
     Reservation,
@@ -62,6 +68,30 @@ from firmware.core.reservations import (
 
 Output = Action | BookOutput
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SetLocalMaxCurrentResult(StrEnum):
+    SUCCESS = "Success"
+    ERROR_OUT_OF_RANGE = "Error_OutOfRange"
+    ERROR_HARDWARE = "Error_Hardware"
+
+
+class SwitchPhasesResult(StrEnum):
+    """evse_manager SwitchThreePhasesWhileChargingResult."""
+
+    SUCCESS = "Success"
+    ERROR_NOT_SUPPORTED = "Error_NotSupported"
+    ERROR_NOT_CHARGING = "Error_NotCharging"
+    ERROR_HARDWARE = "Error_Hardware"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldToken:
+    """`authorize` without an EVSE and no EV waiting: the token waits for the next plug-in."""
+
+    id_token: str
+    token_type: str
+    deadline: float  # monotonic; lapses silently
 
 
 class Charger:
@@ -98,6 +128,10 @@ class Charger:
         self._pending = PendingRequests(auth.timeout_s, auth.request_prefix)
         self._led: dict[int, Led | None] = dict.fromkeys(self.evses)
         self._mono_base, self._utc_base = 0.0, _EPOCH
+        self._held: list[HeldToken] = []
+        self._limit_a: dict[int, float] = {cid: m.config.max_current_a for cid, m in self.evses.items()}
+        self._fallback_a: float | None = None
+        self.phases: dict[int, int] = {cid: m.config.phases for cid, m in self.evses.items()}
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -138,7 +172,8 @@ class Charger:
             if reading is None:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
-        return self._settle(self._step(evse, now, event), when)
+        out = self._settle(self._step(evse, now, event), when)
+        return out + self._use_held_token(evse, now)
 
     def tick(self, now: float, utc: datetime | None = None) -> list[Output]:
         when = self._utc(now, utc)
@@ -150,6 +185,7 @@ class Charger:
         book_deadline = self.book.next_deadline()
         if book_deadline is not None and book_deadline <= when:
             out.extend(self.book.tick(when))
+        self._held = [h for h in self._held if h.deadline > now]
         for pending in self._pending.expired(now):
             decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
                               local=self.local_list, now_utc=when, policy=self.auth.offline_policy, offline=True)
@@ -166,6 +202,7 @@ class Charger:
         pending = self._pending.next_deadline()
         if pending is not None:
             deadlines.append(pending)
+        deadlines.extend(h.deadline for h in self._held)
         return min(deadlines) if deadlines else None
 
     # --- tokens (API.md §5) ----------------------------------------------------------------------
@@ -200,6 +237,98 @@ class Charger:
         return self._settle(self._apply_decision(pending.evse_id, pending.id_token, decision, now, when,
                                                  request_id), when)
 
+    def authorize_anywhere(
+        self, id_token: str, now: float, utc: datetime | None = None, token_type: str = "RFID"
+    ) -> tuple[int | None, TokenDecision | None, list[Output]]:
+        """`authorize` without `evse_id` (API.md §5): the EV that has waited longest gets the token;
+        with none waiting the token is held for the next plug-in. Returns (evse_id, decision, outputs);
+        the decision is None while the backend is asked."""
+        waiting = [
+            (evse.session.started_at, cid)
+            for cid, evse in self.evses.items()
+            if evse.state is State.WAITING_FOR_AUTH and evse.session is not None
+        ]
+        if waiting:
+            cid = min(waiting)[1]
+            decision, out = self.present_token(cid, id_token, now, utc, token_type)
+            return cid, decision, out
+        when = self._utc(now, utc)
+        could = [
+            cid
+            for cid, evse in self.evses.items()
+            if evse.state is State.AVAILABLE
+            and (
+                self.book.match(cid, id_token, None, when) is not None
+                or (self.book.specific(cid, when) is None and self.book.walk_in_allowed(cid, when))
+            )
+        ]
+        if not could:
+            return None, TokenDecision(status=AuthStatus.NO_EVSE_AVAILABLE, source="reservation"), []
+        self._held.append(HeldToken(id_token=id_token, token_type=token_type,
+                                    deadline=now + self.auth.connection_timeout_s))
+        return None, TokenDecision(status=AuthStatus.ACCEPTED, source="held"), []
+
+    def stop_session(self, cid: int, reason: SessionCancellationReason, now: float,
+                     utc: datetime | None = None) -> tuple[bool, list[Output]]:
+        """`stop_session`: True when a running session was stopped."""
+        evse = self._machine(cid)
+        if (evse.state, StopRequested) not in TRANSITIONS or evse.session is None or evse.session.cancelled:
+            return False, []
+        return True, self._settle(self._step(evse, now, StopRequested(cid=cid, reason=reason)), self._utc(now, utc))
+
+    def set_enabled(self, cid: int, enabled: bool, now: float, utc: datetime | None = None) -> list[Output]:
+        """`set_enabled`: disabled = Unavailable; a running session is stopped first."""
+        evse = self._machine(cid)
+        return self._settle(self._step(evse, now, SetEnabled(cid=cid, enabled=enabled)), self._utc(now, utc))
+
+    def set_max_current(self, cid: int, current_a: float, now: float,
+                        utc: datetime | None = None) -> tuple[SetLocalMaxCurrentResult, list[Output]]:
+        """`set_max_current`: 0 pauses, 6..max_current_a limits; anything else is out of range."""
+        evse = self._machine(cid)
+        if not (current_a == 0 or MIN_CURRENT_A <= current_a <= evse.config.max_current_a):
+            return SetLocalMaxCurrentResult.ERROR_OUT_OF_RANGE, []
+        self._limit_a[cid] = float(current_a)
+        return SetLocalMaxCurrentResult.SUCCESS, self._apply_limit(cid, now, utc)
+
+    def set_fallback(self, current_a: float | None, now: float, utc: datetime | None = None) -> list[Output]:
+        """Link supervision: while the backend is unreachable every EVSE offers at most `current_a`
+        (None restores the commanded limits). A fallback below 6 A pauses charging."""
+        self._fallback_a = current_a
+        out: list[Output] = []
+        for cid in self.evses:
+            out.extend(self._apply_limit(cid, now, utc))
+        return out
+
+    def limit_a(self, cid: int) -> float:
+        """The limit the EVSE currently applies (commanded, reduced by a fallback)."""
+        limit = self._limit_a[cid]
+        if self._fallback_a is not None:
+            limit = min(limit, self._fallback_a)
+        return limit if limit >= MIN_CURRENT_A else 0.0
+
+    def commanded_limit_a(self, cid: int) -> float:
+        return self._limit_a[cid]
+
+    def switch_phases(self, cid: int, three_phases: bool) -> SwitchPhasesResult:
+        evse = self._machine(cid)
+        if not evse.config.phase_switching:
+            return SwitchPhasesResult.ERROR_NOT_SUPPORTED
+        if evse.session is None or not evse.session.authorized or evse.session.cancelled:
+            return SwitchPhasesResult.ERROR_NOT_CHARGING
+        self.phases[cid] = 3 if three_phases else 1
+        return SwitchPhasesResult.SUCCESS
+
+    def unlock_connector(self, cid: int, now: float, utc: datetime | None = None) -> tuple[bool, list[Output]]:
+        """`unlock_connector`: refused while charging; a waiting session is stopped (UnlockCommand)."""
+        evse = self._machine(cid)
+        if evse.relay_closed:
+            return False, []
+        out: list[Output] = []
+        if (evse.state, StopRequested) in TRANSITIONS and evse.session is not None and not evse.session.cancelled:
+            out.extend(self._step(evse, now, StopRequested(cid=cid, reason=SessionCancellationReason.UNLOCK_COMMAND)))
+        out.append(SetLock(cid=cid, locked=False))
+        return True, self._settle(out, self._utc(now, utc))
+
     # --- reservations (API.md §3, §7) ------------------------------------------------------------
 
     def reserve_now(self, reservation: Reservation, now: float,
@@ -221,6 +350,20 @@ class Charger:
         return self.book.exists(id_token, evse_id, group_id_token, self._utc(now, utc))
 
     # --- internals -------------------------------------------------------------------------------
+
+    def _apply_limit(self, cid: int, now: float, utc: datetime | None) -> list[Output]:
+        evse = self.evses[cid]
+        return self._settle(self._step(evse, now, CurrentLimitChanged(cid=cid, current_a=self.limit_a(cid))),
+                            self._utc(now, utc))
+
+    def _use_held_token(self, evse: EvseMachine, now: float) -> list[Output]:
+        """A held token (authorize without EVSE) goes to the EV that just plugged in."""
+        self._held = [h for h in self._held if h.deadline > now]
+        if not self._held or evse.state is not State.WAITING_FOR_AUTH:
+            return []
+        held = self._held.pop(0)
+        _, out = self.present_token(evse.cid, held.id_token, now, token_type=held.token_type)
+        return out
 
     def _machine(self, cid: int) -> EvseMachine:
         evse = self.evses.get(cid)

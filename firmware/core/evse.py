@@ -173,6 +173,7 @@ class EvseConfig:
     socket_outlet: bool = True  # False: tethered cable, PP not used
     cable_max_current_a: float | None = None  # tethered cable rating (None: max_current_a)
     ventilation_available: bool = False
+    phase_switching: bool = False  # the board can switch between 1 and 3 phases
     connection_timeout_s: float = 60.0
     stop_timeout_s: float = 6.0
     fault_hold_s: float = 0.3

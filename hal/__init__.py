@@ -1,0 +1,2 @@
+"""Hardware access for charger-firmware: one small Protocol per device (`hal.protocols`), with a real
+backend for the Raspberry Pi and a simulated one (`hal.sim`). No charging logic lives here."""
