@@ -154,6 +154,14 @@ class Charger:
             return Status.RESERVED
         return machine.status
 
+    def led(self, cid: int) -> Led:
+        """The LED pattern the EVSE shows (Reserved when the book holds it)."""
+        return Led.RESERVED if self.status(cid) is Status.RESERVED else STATUS_LED[self._machine(cid).status]
+
+    def utc_at(self, now: float) -> datetime:
+        """The UTC time that corresponds to monotonic `now` (from the last UTC the shell gave)."""
+        return self._utc(now, None)
+
     # --- the loop API ----------------------------------------------------------------------------
 
     def start(self, now: float, utc: datetime | None = None) -> list[Output]:
@@ -414,8 +422,7 @@ class Charger:
                 now=when,
             ))
         # The machines' LED commands are replaced by the shown status's LED, in the same place.
-        wanted = {cid: Led.RESERVED if self.status(cid) is Status.RESERVED else STATUS_LED[evse.status]
-                  for cid, evse in self.evses.items()}
+        wanted = {cid: self.led(cid) for cid in self.evses}
         settled: list[Output] = []
         for action in out:
             if not isinstance(action, SetLed):

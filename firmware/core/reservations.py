@@ -464,12 +464,16 @@ class ReservationBook:
     def restore(self, data: Mapping[str, object], now: datetime) -> list[BookOutput]:
         """Load a snapshot taken before a restart; ends what expired or no longer fits (U6)."""
         _check_utc("now", now)
-        entries = [_entry_from_plain(item) for item in _as_list(data.get("entries", []))]
+        try:
+            entries = [_entry_from_plain(item) for item in _as_list(data.get("entries", []))]
+            order = max([int(str(data.get("order", 0)))] + [e.order for e in entries])
+            started = {int(pair[0]): int(pair[1]) for pair in _as_list(data.get("started", []))
+                       if isinstance(pair, list) and int(pair[0]) in self._evses}
+            held = {int(x) for x in _as_list(data.get("held", [])) if int(x) in self._evses}
+        except (KeyError, TypeError, IndexError, OverflowError, AttributeError) as exc:
+            raise ValueError(f"the reservation snapshot is damaged: {type(exc).__name__}: {exc}") from exc
         self._entries = {e.key: e for e in entries}
-        self._order = max([int(str(data.get("order", 0)))] + [e.order for e in entries])
-        self._started = {int(pair[0]): int(pair[1]) for pair in _as_list(data.get("started", []))
-                         if isinstance(pair, list) and int(pair[0]) in self._evses}
-        self._held = {int(x) for x in _as_list(data.get("held", [])) if int(x) in self._evses}
+        self._order, self._started, self._held = order, started, held
         out = _Outputs()
         for entry in self.entries:
             r = entry.reservation

@@ -1,0 +1,801 @@
+"""The controller: config + board + core + links, in one asyncio.TaskGroup with fail-safe shutdown.
+
+Only the `core` task touches the core. The other tasks turn hardware readings, broker messages and
+meter reads into items on one queue, and the core task carries out the actions the core returns.
+That keeps the shell free of locks and the core free of I/O (DESIGN.md principles 1-3).
+
+Safety: outputs are driven safe (relays open, CP F, LEDs fault) before anything else runs, and
+again on any crash of a safety-relevant task, on SIGTERM/SIGINT and on exit (`failsafe()`). Links
+(MQTT, meters) reconnect by themselves; the core decides what a lost link means (MeterLost after
+the staleness time; the fallback current after `mqtt.fallback_after_s` without the backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from firmware import __version__
+from firmware.config import Config
+from firmware.core.auth import AuthStatus, BackendAnswer, LocalAuthStatus
+from firmware.core.charger import Charger, Output
+from firmware.core.errors import HardwareError
+from firmware.core.events import (
+    DUTY_F,
+    FAULT_ERROR,
+    AuthDecided,
+    CloseRelay,
+    EmitSessionEvent,
+    Event,
+    Fault,
+    FaultCleared,
+    FaultRaised,
+    Led,
+    MeterSampled,
+    OpenRelay,
+    PilotSampled,
+    PpChanged,
+    RequestBackendAuth,
+    SetLed,
+    SetLock,
+    SetPwm,
+)
+from firmware.core.pilot import pp_ampacity_a
+from firmware.core.reservations import ReservationUpdate
+from firmware.mqtt import BackendLink, InvalidArgs, Request, encode, error_reply, ok_reply
+from firmware.ops import Fields, mask_token, parse_local_list, parse_reason, parse_reservation, reservation_doc, rfc3339
+from firmware.store import OutboxRecord, Store
+from hal.protocols import Board, Meter, MeterSample, TokenRead
+
+log = logging.getLogger(__name__)
+
+FAILSAFE_STEP_S = 0.5
+SUPERVISE_INTERVAL_S = 0.05
+RELAY_FEEDBACK_GRACE_S = 0.3
+#: Ops whose ok reply waits for the snapshot to be durable (API.md §2).
+DURABLE_OPS = frozenset({"reserve_now", "cancel_reservation", "set_local_auth_list", "set_enabled", "set_max_current"})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Command:
+    request: Request
+    reply: asyncio.Future[dict[str, object]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackDue:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRead:
+    cid: int
+    sample: MeterSample
+
+
+Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead
+
+
+async def failsafe(board: Board, evse_ids: list[int]) -> None:
+    """Every relay open, CP to F, LEDs to fault. Idempotent, bounded in time, never raises."""
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    for cid in evse_ids:
+        steps += [
+            (f"open relay {cid}", lambda cid=cid: board.relays.set_closed(cid, False)),
+            (f"CP F {cid}", lambda cid=cid: board.pilot.set_duty(cid, DUTY_F)),
+            (f"LED fault {cid}", lambda cid=cid: board.leds.set_led(cid, Led.FAULT)),
+        ]
+    for name, step in steps:
+        try:
+            async with asyncio.timeout(FAILSAFE_STEP_S):
+                await step()
+        except BaseException:  # noqa: BLE001 - fail-safe must try every step and never raise
+            log.exception("failsafe: %s failed", name)
+
+
+class Controller:
+    """One charger: its board, its core and its backend link."""
+
+    def __init__(self, config: Config, board: Board, store: Store, *, meters: dict[int, Meter] | None = None,
+                 sim: Any = None) -> None:  # noqa: ANN401 - the simulated board, when there is one
+        self.config = config
+        self.board = board
+        self.sim = sim
+        self.store = store
+        self.boot_id = str(uuid.uuid4())
+        self.started_mono = time.monotonic()
+        self.evse_ids = [e.id for e in config.evses]
+        self.charger = Charger(
+            [e.core_config(config.auth.connection_timeout_s) for e in config.evses],
+            new_session_id=lambda: str(uuid.uuid4()),
+            debounce_s=config.pilot.debounce_s,
+            reservations_enabled=config.reservations.enabled,
+            auth=replace(config.auth_settings(), request_prefix=self.boot_id[:8]),
+        )
+        self.meters = meters if meters is not None else {}
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.link = BackendLink(
+            settings=config.mqtt, charger_id=config.charger.id, codec=config.mqtt.codec,
+            on_request=self._on_request, on_auth_response=self._on_auth_response, on_link=self._on_link,
+            status_doc=self._status_doc, outbox_pending=self.store.pending, outbox_acked=self._acked,
+        )
+        self.transitions: deque[str] = deque(maxlen=200)
+        self.last_meter: dict[int, MeterSample] = {}
+        self._seq = 0
+        self._relay: dict[int, bool] = dict.fromkeys(self.evse_ids, False)
+        self._authorize_waiters: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self._fallback_timer: asyncio.TimerHandle | None = None
+        self._states: dict[int, str] = {}
+        self._published: dict[int, bytes] = {}
+        self._session_started: dict[str, datetime] = {}
+        self._last_session: dict[int, str] = {}
+        self._pp: dict[int, float | None] = {}
+        self.ready = asyncio.Event()
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await failsafe(self.board, self.evse_ids)  # outputs safe before anything else runs
+        try:
+            async with self.board:
+                await self._boot()
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._core_loop(), name="core")
+                    for cid in self.evse_ids:
+                        group.create_task(self._pilot_task(cid), name=f"pilot{cid}")
+                    group.create_task(self._supervise_inputs(), name="inputs")
+                    for cid, meter in self.meters.items():
+                        group.create_task(self._meter_task(cid, meter), name=f"meter{cid}")
+                    group.create_task(self._token_task(), name="tokens")
+                    group.create_task(self._link_task(), name="mqtt")
+                    group.create_task(self._telemetry_task(), name="telemetry")
+                    self.ready.set()
+        finally:
+            await failsafe(self.board, self.evse_ids)
+            log.info("outputs safe; controller stopped")
+
+    async def _boot(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = await asyncio.to_thread(self.store.load_state)
+        pending = await asyncio.to_thread(self.store.load_outbox)
+        self._seq = max([int(state.get("seq", 0))] + [r.seq for r in pending] + [self.store.last_seq])
+        now, utc = loop.time(), utc_now()
+        outputs: list[Output] = list(self.charger.start(now, utc))
+        outputs += self._restore(state, now, utc)
+        await self._run(outputs)
+        await self._persist()
+        self._arm_fallback()
+        for cid in self.evse_ids:
+            self._publish_state(cid)
+        log.info("controller %s started: %d EVSE(s), boot %s, %d message(s) to replay",
+                 self.config.charger.id, len(self.evse_ids), self.boot_id, len(pending))
+
+    def _restore(self, state: dict[str, Any], now: float, utc: datetime) -> list[Output]:
+        out: list[Output] = []
+        try:
+            if isinstance(state.get("local_list"), dict):
+                self.charger.local_list.restore(state["local_list"])
+            if isinstance(state.get("reservations"), dict):
+                out += self.charger.book.restore(state["reservations"], utc)
+            for key, limit in dict(state.get("limits", {})).items():
+                if int(key) in self.charger.evses:
+                    out += self.charger.set_max_current(int(key), float(limit), now, utc)[1]
+            for key, enabled in dict(state.get("enabled", {})).items():
+                if int(key) in self.charger.evses and enabled is False:
+                    out += self.charger.set_enabled(int(key), False, now, utc)
+            for key, counts in dict(state.get("counters", {})).items():
+                if int(key) in self.charger.evses:
+                    counters = self.charger.evses[int(key)].counters
+                    counters.contactor_cycles, counters.openings_under_load = int(counts[0]), int(counts[1])
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.exception("part of the stored state could not be restored; continuing with the rest")
+        return out
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "seq": self._seq,
+            "reservations": self.charger.book.snapshot(),
+            "local_list": self.charger.local_list.snapshot(),
+            "limits": {str(cid): self.charger.commanded_limit_a(cid) for cid in self.evse_ids},
+            "enabled": {str(cid): m.enabled for cid, m in self.charger.evses.items()},
+            "counters": {str(cid): [m.counters.contactor_cycles, m.counters.openings_under_load]
+                         for cid, m in self.charger.evses.items()},
+        }
+
+    async def _persist(self) -> None:
+        await asyncio.to_thread(self.store.save_state, self._snapshot())
+
+    # --- the core task ---------------------------------------------------------------------------
+
+    async def _core_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(self.charger.next_deadline()):
+                    item = await self.queue.get()
+            except TimeoutError:
+                await self._after(self.charger.tick(loop.time(), utc_now()))
+                continue
+            await self._dispatch(item, loop.time(), utc_now())
+
+    async def _dispatch(self, item: Item, now: float, utc: datetime) -> None:
+        charger = self.charger
+        match item:
+            case Command():
+                reply = await self._execute(item.request, now, utc)
+                if isinstance(reply, asyncio.Future):
+                    reply.add_done_callback(lambda f, c=item: c.reply.set_result(f.result()))
+                else:
+                    item.reply.set_result(reply)
+                return
+            case TokenRead(cid=cid, id_token=token, token_type=token_type):
+                log.info("c%d token %s presented (%s)", cid, mask_token(token), token_type)
+                if cid not in charger.evses:
+                    log.warning("token for unknown EVSE %d ignored", cid)
+                    return
+                await self._after(charger.present_token(cid, token, now, utc, token_type)[1])
+            case AuthResponse(value=value):
+                try:
+                    outputs = self._auth_response(value, now, utc)
+                except InvalidArgs as exc:
+                    log.warning("ignored a bad R/auth/response: %s", exc)
+                    return
+                await self._after(outputs)
+            case LinkChanged(up=up):
+                charger.online = up
+                if up:
+                    self._disarm_fallback()
+                    await self._after(charger.set_fallback(None, now, utc))
+                else:
+                    self._arm_fallback()
+            case FallbackDue():
+                log.warning("backend unreachable for %.0f s: offering at most %.1f A",
+                            self.config.mqtt.fallback_after_s, self.config.mqtt.fallback_current_a)
+                await self._after(charger.set_fallback(self.config.mqtt.fallback_current_a, now, utc))
+            case MeterRead(cid=cid, sample=sample):
+                self.last_meter[cid] = sample
+                await self._after(charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
+                                                              energy_wh_export=sample.energy_wh_export,
+                                                              currents_a=sample.currents_a), now, utc))
+            case Event():
+                await self._after(charger.handle(item, now, utc))
+
+    async def _after(self, outputs: list[Output]) -> None:
+        await self._run(outputs)
+        for cid in self.evse_ids:
+            self._publish_state(cid)
+
+    async def _run(self, outputs: list[Output]) -> None:
+        """Carry out the core's actions in order; durable messages go to the outbox first."""
+        durable: list[OutboxRecord] = []
+        for action in outputs:
+            match action:
+                case OpenRelay(cid=cid, under_load=under_load):
+                    await self.board.relays.set_closed(cid, False)
+                    self._relay[cid] = False
+                    if under_load:
+                        log.warning("c%d contactor opened under load", cid)
+                case CloseRelay(cid=cid):
+                    await self.board.relays.set_closed(cid, True)
+                    self._relay[cid] = True
+                case SetPwm(cid=cid, duty_pct=duty):
+                    await self.board.pilot.set_duty(cid, duty)
+                case SetLock(cid=cid, locked=locked):
+                    await self.board.lock.set_locked(cid, locked)
+                case SetLed(cid=cid, led=led):
+                    try:
+                        await self.board.leds.set_led(cid, led)
+                    except HardwareError:
+                        log.exception("c%d LED could not be set", cid)
+                case EmitSessionEvent():
+                    durable.append(self._session_record(action))
+                case ReservationUpdate():
+                    durable.append(self._reservation_record(action))
+                case RequestBackendAuth():
+                    doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
+                           "token_type": action.token_type}
+                    asyncio.get_running_loop().create_task(self.link.publish_now(self.link.topics.auth_request,
+                                                                                 doc, qos=1))
+                case AuthDecided():
+                    self._auth_decided(action)
+        if durable:
+            await asyncio.to_thread(self.store.append, durable)
+            self.link.outbox_changed()
+        self._log_transitions()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _session_record(self, action: EmitSessionEvent) -> OutboxRecord:
+        seq = self._next_seq()
+        doc = action.payload()
+        timestamp = rfc3339(utc_now())
+        doc["timestamp"] = timestamp
+        doc["seq"] = seq
+        for key in ("session_started", "session_finished", "session_cancelled"):
+            if isinstance(doc.get(key), dict):
+                doc[key] = dict(doc[key], timestamp=timestamp)  # type: ignore[arg-type]
+        log.info("c%d session event %s seq %d", action.cid, action.event.value, seq)
+        return OutboxRecord(seq=seq, topic=self.link.topics.evse(action.cid, "session"),
+                            payload=encode(self.link.codec, doc), kind="session")
+
+    def _reservation_record(self, update: ReservationUpdate) -> OutboxRecord:
+        seq = self._next_seq()
+        doc = update.payload()
+        doc["timestamp"] = rfc3339(utc_now())
+        doc["seq"] = seq
+        log.info("reservation %s/%d %s (seq %d)", update.sender, update.reservation_id, update.status.value, seq)
+        return OutboxRecord(seq=seq, topic=self.link.topics.reservation, payload=encode(self.link.codec, doc),
+                            kind="reservation")
+
+    async def _acked(self, seqs: list[int]) -> None:
+        await asyncio.to_thread(self.store.ack, seqs)
+
+    def _log_transitions(self) -> None:
+        for cid, evse in self.charger.evses.items():
+            status = self.charger.status(cid).value
+            label = f"{evse.state.name}/{status}"
+            old = self._states.get(cid)
+            if old != label:
+                self._states[cid] = label
+                line = f"c{cid} {old or 'boot'} -> {label}"
+                self.transitions.append(f"{rfc3339(utc_now())} {line}")
+                log.info("%s", line)
+
+    # --- documents -------------------------------------------------------------------------------
+
+    def _status_doc(self, online: bool) -> dict[str, object]:
+        if not online:
+            return {"online": False}
+        return {"online": True, "firmware": __version__, "boot_id": self.boot_id, "evses": self.evse_ids}
+
+    def state_doc(self, cid: int) -> dict[str, object]:
+        """The EVSE state document of API.md §4."""
+        evse = self.charger.evses[cid]
+        config = evse.config
+        utc = utc_now()
+        session = evse.session
+        if session is None:
+            self._session_started.pop(self._last_session.get(cid, ""), None)
+        else:
+            self._last_session[cid] = session.uuid
+        session_doc: dict[str, object] | None = None
+        if session is not None:
+            meter = self.last_meter.get(cid)
+            energy_wh = (meter.energy_wh_import - session.energy_wh_import_start) if meter else 0.0
+            started = self._session_started.get(session.uuid)
+            if started is None:
+                age_s = asyncio.get_running_loop().time() - session.started_at
+                started = self._session_started[session.uuid] = utc - timedelta(seconds=age_s)
+            session_doc = {"uuid": session.uuid, "id_token": mask_token(session.id_token),
+                           "started_at": rfc3339(started), "energy_wh": round(max(energy_wh, 0.0), 3),
+                           "reservation_id": session.reservation_id}
+        entry = self.charger.book.specific(cid, utc)
+        reservation_doc_ = None
+        if entry is not None and entry.active:
+            reservation_doc_ = {"reservation_id": entry.reservation.reservation_id, "sender": entry.reservation.sender,
+                                "expiry_time": rfc3339(entry.reservation.expiry_utc)}
+        pp_a = pp_ampacity_a(self._pp.get(cid), config.phases) if config.socket_outlet else config.cable_max_current_a
+        return {
+            "evse_id": cid,
+            "status": self.charger.status(cid).value,
+            "cp": evse.cp.value if evse.cp is not None else None,
+            "pp_max_a": pp_a,
+            "relay_closed": evse.relay_closed,
+            "pwm_duty_pct": evse.duty_pct,
+            "offered_a": evse.offered_a,
+            "max_current_a": config.max_current_a,
+            "phases": self.charger.phases[cid],
+            "connectors": list(config.connectors),
+            "enabled": evse.enabled,
+            "errors": sorted(FAULT_ERROR[f].value for f in evse.faults),
+            "session": session_doc,
+            "reservation": reservation_doc_,
+            "led": self.charger.led(cid).value,
+        }
+
+    def _publish_state(self, cid: int) -> None:
+        doc = self.state_doc(cid)
+        key = encode("cbor", doc)
+        if self._published.get(cid) == key:
+            return
+        self._published[cid] = key
+        doc["updated_at"] = rfc3339(utc_now())
+        self.link.retain(self.link.topics.evse(cid, "state"), doc)
+
+    # --- requests --------------------------------------------------------------------------------
+
+    async def _on_request(self, request: Request) -> dict[str, object]:
+        command = Command(request)
+        await self.queue.put(command)
+        return await command.reply
+
+    async def _on_auth_response(self, value: object) -> None:
+        await self.queue.put(AuthResponse(value))
+
+    async def _on_link(self, up: bool) -> None:
+        await self.queue.put(LinkChanged(up))
+
+    async def _execute(self, request: Request, now: float, utc: datetime) -> dict[str, object] | asyncio.Future[dict[str, object]]:
+        handler = OPS.get(request.op)
+        if handler is None:
+            return error_reply(request.request_id, request.op, "unknown_op", f"unknown op {request.op!r}")
+        try:
+            result = await handler(self, Fields(request.args), now, utc, request)
+        except InvalidArgs as exc:
+            return error_reply(request.request_id, request.op, "invalid_args", str(exc))
+        except Unsupported as exc:
+            return error_reply(request.request_id, request.op, "unsupported", str(exc))
+        except ValueError as exc:
+            return error_reply(request.request_id, request.op, "invalid_args", str(exc))
+        if isinstance(result, asyncio.Future):
+            return result
+        if request.op in DURABLE_OPS:
+            await self._persist()
+        return ok_reply(request.request_id, request.op, result)
+
+    def _evse(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
+        cid = f.int_(name, required=required, minimum=1)
+        if cid is not None and cid not in self.charger.evses:
+            raise InvalidArgs(f"{name}: unknown EVSE {cid} (this charger has {self.evse_ids})")
+        return cid
+
+    def _auth_response(self, value: object, now: float, utc: datetime) -> list[Output]:
+        f = Fields(value)
+        request_id = f.str_("id", max_len=64)
+        status = f.str_("status", max_len=16)
+        parent = f.str_("parent_id_token", required=False)
+        try:
+            answer = BackendAnswer(status=LocalAuthStatus(status), parent_id_token=parent)
+        except ValueError as exc:
+            raise InvalidArgs("status: must be Accepted, Blocked, Expired or Invalid") from exc
+        return self.charger.backend_auth_answer(request_id or "", answer, now, utc)
+
+    def _auth_decided(self, action: AuthDecided) -> None:
+        if action.request_id is None:
+            return
+        waiter = self._authorize_waiters.pop(action.request_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result({"status": action.status, "evse_id": action.cid, "reservation_id": action.reservation_id})
+
+    # --- link supervision ------------------------------------------------------------------------
+
+    def _arm_fallback(self) -> None:
+        if self._fallback_timer is None:
+            loop = asyncio.get_running_loop()
+            self._fallback_timer = loop.call_later(self.config.mqtt.fallback_after_s, self.queue.put_nowait,
+                                                   FallbackDue())
+
+    def _disarm_fallback(self) -> None:
+        if self._fallback_timer is not None:
+            self._fallback_timer.cancel()
+            self._fallback_timer = None
+
+    # --- hardware and link tasks -----------------------------------------------------------------
+
+    async def _pilot_task(self, cid: int) -> None:
+        """Sample CP every `pilot.sample_interval_s` and PP ten times slower (safety-relevant)."""
+        interval = self.config.pilot.sample_interval_s
+        count = 0
+        while True:
+            sample = await self.board.pilot.read_cp(cid)
+            await self.queue.put(PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo))
+            if count % 10 == 0:
+                ohms = await self.board.pilot.read_pp(cid)
+                previous = self._pp.get(cid, -1.0)
+                if ohms != previous:
+                    self._pp[cid] = ohms
+                    await self.queue.put(PpChanged(cid=cid, ohms=ohms))
+            count += 1
+            await asyncio.sleep(interval)
+
+    async def _supervise_inputs(self) -> None:
+        """RCD, over-temperature and relay feedback become faults raised and cleared (safety)."""
+        active: dict[tuple[int, Fault], bool] = {}
+        mismatch_since: dict[int, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            for cid in self.evse_ids:
+                states = {
+                    Fault.RCD_TRIPPED: await self.board.rcd.tripped(cid),
+                    Fault.OVERTEMPERATURE: await self.board.temperature.overtemperature(cid),
+                }
+                feedback = await self.board.relays.feedback_closed(cid)
+                now = loop.time()
+                commanded = self._relay[cid]
+                if feedback is None or feedback == commanded:
+                    mismatch_since.pop(cid, None)
+                else:
+                    mismatch_since.setdefault(cid, now)
+                late = now - mismatch_since.get(cid, now) >= RELAY_FEEDBACK_GRACE_S
+                states[Fault.RELAY_WELDED] = late and bool(feedback) and not commanded
+                states[Fault.RELAY_STUCK_OPEN] = late and not feedback and commanded
+                for fault, is_active in states.items():
+                    # a welded relay stays a fault until it opens while commanded open
+                    if fault is Fault.RELAY_WELDED and active.get((cid, fault)) and feedback:
+                        is_active = True
+                    if fault is Fault.RELAY_STUCK_OPEN and active.get((cid, fault)) and not commanded:
+                        is_active = bool(feedback is False and commanded)
+                    if is_active != active.get((cid, fault), False):
+                        active[(cid, fault)] = is_active
+                        event = FaultRaised if is_active else FaultCleared
+                        log.warning("c%d %s %s", cid, fault.value, "raised" if is_active else "cleared")
+                        await self.queue.put(event(cid=cid, fault=fault))
+            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+
+    async def _meter_task(self, cid: int, meter: Meter) -> None:
+        """Poll a meter; a meter silent for `meter_stale_after_s` raises MeterLost (link: never crashes)."""
+        settings = next(e for e in self.config.evses if e.id == cid)
+        interval = settings.meter.poll_interval_s if settings.meter is not None else 1.0
+        loop = asyncio.get_running_loop()
+        last_ok = loop.time()
+        lost = False
+        delay = interval
+        while True:
+            try:
+                sample = await meter.read()
+            except HardwareError as exc:
+                if loop.time() - last_ok >= settings.meter_stale_after_s and not lost:
+                    lost = True
+                    log.error("c%d meter lost: %s", cid, exc)
+                    await self.queue.put(FaultRaised(cid=cid, fault=Fault.METER_LOST))
+                else:
+                    log.debug("c%d meter read failed: %s", cid, exc)
+                delay = min(delay * 2, max(interval, 10.0))
+            else:
+                last_ok, delay = loop.time(), interval
+                if lost:
+                    lost = False
+                    log.warning("c%d meter back", cid)
+                    await self.queue.put(FaultCleared(cid=cid, fault=Fault.METER_LOST))
+                await self.queue.put(MeterRead(cid=cid, sample=sample))
+            await asyncio.sleep(delay)
+
+    async def _token_task(self) -> None:
+        while True:
+            read = await self.board.tokens.next_token()
+            await self.queue.put(read)
+
+    async def _link_task(self) -> None:
+        """The backend link is not safety-relevant: a bug in it is logged and the link restarted."""
+        while True:
+            try:
+                await self.link.run()
+            except Exception:  # noqa: BLE001 - a link never takes the charger down
+                log.exception("backend link crashed; restarting it in 5 s")
+                await asyncio.sleep(5.0)
+
+    async def _telemetry_task(self) -> None:
+        interval = self.config.telemetry.meter_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            for cid in self.evse_ids:
+                sample = self.last_meter.get(cid)
+                if sample is None:
+                    continue
+                doc = {"evse_id": cid, "timestamp": rfc3339(utc_now()), "energy_Wh_import": sample.energy_wh_import,
+                       "energy_Wh_export": sample.energy_wh_export, "power_W": sample.power_w,
+                       "current_A": list(sample.currents_a), "voltage_V": list(sample.voltages_v),
+                       "frequency_Hz": sample.frequency_hz, "meter_ok": not any(
+                           f is Fault.METER_LOST for f in self.charger.evses[cid].faults)}
+                await self.link.publish_now(self.link.topics.evse(cid, "meter"), doc, qos=0)
+
+
+class Unsupported(Exception):  # noqa: N818 - the error code's name
+    """The op is not available here (a sim op on real hardware, or a feature switched off)."""
+
+
+# --- the operations of API.md §3 and §8 ------------------------------------------------------------
+
+OpHandler = Callable[[Controller, Fields, float, datetime, Request], Awaitable[object]]
+OPS: dict[str, OpHandler] = {}
+
+
+def op(name: str) -> Callable[[OpHandler], OpHandler]:
+    def register(handler: OpHandler) -> OpHandler:
+        OPS[name] = handler
+        return handler
+    return register
+
+
+@op("reserve_now")
+async def _reserve_now(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    reservation = parse_reservation(f._args)  # noqa: SLF001 - the parser reads the whole map
+    result, res_uuid, outputs = c.charger.reserve_now(reservation, now, utc)
+    await c._after(outputs)  # noqa: SLF001
+    doc: dict[str, object] = {"status": result.value}
+    if res_uuid is not None:
+        doc["uuid"] = res_uuid
+    return doc
+
+
+@op("cancel_reservation")
+async def _cancel_reservation(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    reservation_id = f.int_("reservation_id")
+    sender = f.str_("sender", required=False, max_len=64) or ""
+    f.done()
+    cancelled, outputs = c.charger.cancel_reservation(sender, reservation_id or 0, now, utc)
+    await c._after(outputs)  # noqa: SLF001
+    return cancelled
+
+
+@op("exists_reservation")
+async def _exists_reservation(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    token = f.str_("id_token")
+    cid = c._evse(f, required=False)  # noqa: SLF001
+    group = f.str_("group_id_token", required=False)
+    f.done()
+    return c.charger.exists_reservation(token or "", cid, group, now, utc).value
+
+
+@op("list_reservations")
+async def _list_reservations(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    f.done()
+    return [reservation_doc(e, utc) for e in c.charger.book.entries]
+
+
+@op("authorize")
+async def _authorize(c: Controller, f: Fields, now: float, utc: datetime, request: Request) -> object:
+    token = f.str_("id_token") or ""
+    cid = c._evse(f, required=False)  # noqa: SLF001
+    token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
+    f.done()
+    if cid is None:
+        chosen, decision, outputs = c.charger.authorize_anywhere(token, now, utc, token_type)
+    else:
+        chosen = cid
+        decision, outputs = c.charger.present_token(cid, token, now, utc, token_type)
+    await c._after(outputs)  # noqa: SLF001
+    if decision is None:  # the backend is asked: reply when it answers or times out
+        request_id = next(a.request_id for a in outputs if isinstance(a, RequestBackendAuth))
+        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        c._authorize_waiters[request_id] = future  # noqa: SLF001
+        result_future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda done: result_future.set_result(ok_reply(request.request_id, request.op,
+                                                                                 done.result())))
+        return result_future
+    reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
+    evse_id = chosen if decision.status is not AuthStatus.NO_EVSE_AVAILABLE else None
+    return {"status": decision.status.value, "evse_id": evse_id if decision.source != "held" else None,
+            "reservation_id": reservation_id}
+
+
+@op("stop_session")
+async def _stop_session(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c._evse(f) or 0  # noqa: SLF001
+    reason = parse_reason(f.str_("reason", required=False, max_len=32))
+    f.done()
+    stopped, outputs = c.charger.stop_session(cid, reason, now, utc)
+    await c._after(outputs)  # noqa: SLF001
+    return stopped
+
+
+@op("set_max_current")
+async def _set_max_current(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c._evse(f) or 0  # noqa: SLF001
+    current_a = f.number("current_a") or 0.0
+    f.done()
+    result, outputs = c.charger.set_max_current(cid, current_a, now, utc)
+    await c._after(outputs)  # noqa: SLF001
+    return result.value
+
+
+@op("switch_phases")
+async def _switch_phases(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c._evse(f) or 0  # noqa: SLF001
+    three = f.bool_("three_phases")
+    f.done()
+    return c.charger.switch_phases(cid, bool(three)).value
+
+
+@op("set_enabled")
+async def _set_enabled(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c._evse(f) or 0  # noqa: SLF001
+    enabled = f.bool_("enabled")
+    f.done()
+    await c._after(c.charger.set_enabled(cid, bool(enabled), now, utc))  # noqa: SLF001
+    return True
+
+
+@op("unlock_connector")
+async def _unlock_connector(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c._evse(f) or 0  # noqa: SLF001
+    f.done()
+    unlocked, outputs = c.charger.unlock_connector(cid, now, utc)
+    await c._after(outputs)  # noqa: SLF001
+    return unlocked
+
+
+@op("set_local_auth_list")
+async def _set_local_auth_list(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    update = parse_local_list(f._args)  # noqa: SLF001
+    c.charger.local_list.apply(update.version, update.full, update.entries)
+    return True
+
+
+@op("get_state")
+async def _get_state(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    f.done()
+    return {"evses": [c.state_doc(cid) for cid in c.evse_ids],
+            "reservations": [reservation_doc(e, utc) for e in c.charger.book.entries],
+            "firmware": __version__, "uptime_s": round(time.monotonic() - c.started_mono, 3)}
+
+
+def _sim(c: Controller) -> Any:  # noqa: ANN401
+    if c.sim is None:
+        raise Unsupported("sim ops are only available with --sim")
+    return c.sim
+
+
+@op("sim_plug")
+async def _sim_plug(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    sim = _sim(c)
+    cid = c._evse(f) or 0  # noqa: SLF001
+    cp = f.str_("cp", max_len=1)
+    kwargs: dict[str, object] = {}
+    if "pp_ohms" in f._args:  # noqa: SLF001 - null means "open"
+        f._seen.add("pp_ohms")  # noqa: SLF001
+        value = f._args["pp_ohms"]  # noqa: SLF001
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidArgs("pp_ohms: must be a number or null")
+        kwargs["pp_ohms"] = value
+    diode_ok = f.bool_("diode_ok", required=False)
+    f.done()
+    if diode_ok is not None:
+        kwargs["diode_ok"] = diode_ok
+    sim.plug(cid, cp, **kwargs)
+    return True
+
+
+@op("sim_token")
+async def _sim_token(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    sim = _sim(c)
+    cid = c._evse(f) or 0  # noqa: SLF001
+    token = f.str_("id_token")
+    token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
+    f.done()
+    sim.token(cid, token, token_type)
+    return True
+
+
+@op("sim_fault")
+async def _sim_fault(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    sim = _sim(c)
+    cid = c._evse(f) or 0  # noqa: SLF001
+    fault = f.str_("fault", max_len=32)
+    active = f.bool_("active")
+    f.done()
+    sim.fault(cid, fault, bool(active))
+    return True
+
+
+@op("sim_load")
+async def _sim_load(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    sim = _sim(c)
+    cid = c._evse(f) or 0  # noqa: SLF001
+    current_a = f.number("current_a")
+    f.done()
+    sim.load(cid, current_a)
+    return True

@@ -1,0 +1,432 @@
+"""The backend link over MQTT (aiomqtt): codecs, the request/reply envelope, idempotency, and the
+connection that reconnects, resubscribes, republishes retained state and replays the outbox.
+
+Contract: API.md §1, §2, §6. What this module never does: decide anything about charging (requests
+are handed to the controller, which runs them on the core), or let any payload, however malformed,
+raise out of the receive loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import socket
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiomqtt
+import cbor2
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from firmware.config import MqttSettings
+from firmware.store import OutboxRecord
+
+log = logging.getLogger(__name__)
+
+JSON: Final = "json"
+CBOR: Final = "cbor"
+MAX_ID_LEN: Final = 64
+REPLY_CACHE_SIZE: Final = 1024
+MAX_DEPTH: Final = 32
+
+
+class BadRequest(Exception):  # noqa: N818 - it is the error code's name
+    """The payload is not a request: undecodable, not a map, or no valid `id` / `op`."""
+
+    def __init__(self, message: str, request_id: str | None = None, op: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.op = op
+
+
+class InvalidArgs(Exception):  # noqa: N818
+    """An argument is missing or wrong; the message names the field."""
+
+
+def codec_of(data: bytes) -> str:
+    """API.md §1: a payload whose first non-blank byte is `{` is JSON, anything else CBOR."""
+    stripped = data.lstrip(b" \t\r\n")
+    return JSON if stripped[:1] == b"{" else CBOR
+
+
+def _depth_ok(value: object, depth: int = 0) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(k, depth + 1) and _depth_ok(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+def decode(data: bytes) -> tuple[str, object]:
+    """Decode a payload with the codec it announces; raises BadRequest on anything undecodable."""
+    codec = codec_of(data)
+    try:
+        value = json.loads(data) if codec == JSON else cbor2.loads(data)
+    except RecursionError as exc:
+        raise BadRequest(f"payload nested too deeply ({codec})") from exc
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on garbage
+        raise BadRequest(f"undecodable {codec} payload: {type(exc).__name__}") from exc
+    if not _depth_ok(value):
+        raise BadRequest(f"payload nested deeper than {MAX_DEPTH} levels")
+    return codec, value
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode(codec: str, value: object) -> bytes:
+    if codec == JSON:
+        return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
+    return cbor2.dumps(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    request_id: str
+    op: str
+    args: object  # validated by the op
+    codec: str
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+def parse_request(data: bytes, max_payload_bytes: int, properties: Properties | None = None) -> Request:
+    """The request envelope of API.md §2. Raises BadRequest with whatever id/op could be read."""
+    response_topic, correlation = _response_properties(properties)
+    if len(data) > max_payload_bytes:
+        raise BadRequest(f"payload of {len(data)} bytes exceeds {max_payload_bytes}")
+    codec, value = decode(data)
+    if not isinstance(value, dict):
+        raise BadRequest(f"request must be a map, got {type(value).__name__}")
+    raw_id, raw_op = value.get("id"), value.get("op")
+    request_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LEN else None
+    op = raw_op if isinstance(raw_op, str) else None
+    if request_id is None:
+        raise BadRequest(f"id must be a string of 1..{MAX_ID_LEN} characters", None, op)
+    if op is None or not op:
+        raise BadRequest("op must be a non-empty string", request_id, None)
+    args = value.get("args", {})
+    return Request(request_id=request_id, op=op, args=args, codec=codec, response_topic=response_topic,
+                   correlation_data=correlation)
+
+
+def _response_properties(properties: Properties | None) -> tuple[str | None, bytes | None]:
+    if properties is None:
+        return None, None
+    topic = getattr(properties, "ResponseTopic", None)
+    correlation = getattr(properties, "CorrelationData", None)
+    if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic:
+        topic = None
+    return topic, correlation if isinstance(correlation, bytes) else None
+
+
+def ok_reply(request_id: str, op: str, result: object) -> dict[str, object]:
+    return {"id": request_id, "op": op, "ok": True, "result": result}
+
+
+def error_reply(request_id: str | None, op: str | None, code: str, message: str) -> dict[str, object]:
+    return {"id": request_id, "op": op, "ok": False, "error": {"code": code, "message": message}}
+
+
+class ReplyCache:
+    """The replies to the last 1024 request ids (API.md §2 idempotency), oldest evicted first."""
+
+    def __init__(self, size: int = REPLY_CACHE_SIZE) -> None:
+        self._size = size
+        self._replies: OrderedDict[str, dict[str, object]] = OrderedDict()
+
+    def get(self, request_id: str) -> dict[str, object] | None:
+        return self._replies.get(request_id)
+
+    def put(self, request_id: str, reply: dict[str, object]) -> None:
+        self._replies[request_id] = reply
+        self._replies.move_to_end(request_id)
+        while len(self._replies) > self._size:
+            self._replies.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._replies)
+
+
+@dataclass(slots=True)
+class Topics:
+    root: str
+
+    @classmethod
+    def for_charger(cls, prefix: str, charger_id: str) -> Topics:
+        return cls(root=f"{prefix}/{charger_id}/v1")
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/status"
+
+    @property
+    def cmd(self) -> str:
+        return f"{self.root}/cmd"
+
+    @property
+    def reply(self) -> str:
+        return f"{self.root}/reply"
+
+    @property
+    def reservation(self) -> str:
+        return f"{self.root}/reservation"
+
+    @property
+    def auth_request(self) -> str:
+        return f"{self.root}/auth/request"
+
+    @property
+    def auth_response(self) -> str:
+        return f"{self.root}/auth/response"
+
+    def evse(self, evse_id: int, leaf: str) -> str:
+        return f"{self.root}/evse/{evse_id}/{leaf}"
+
+
+RequestHandler = Callable[[Request], Awaitable[dict[str, object]]]
+AuthResponseHandler = Callable[[object], Awaitable[None]]
+LinkHandler = Callable[[bool], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Retained:
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class LinkStats:
+    connects: int = 0
+    malformed: int = 0
+    requests: int = 0
+    published: int = 0
+
+
+@dataclass(slots=True)
+class BackendLink:
+    """One MQTT connection to the backend, kept up for the life of the controller."""
+
+    settings: MqttSettings
+    charger_id: str
+    codec: str
+    on_request: RequestHandler
+    on_auth_response: AuthResponseHandler
+    on_link: LinkHandler
+    status_doc: Callable[[bool], dict[str, object]]
+    outbox_pending: Callable[[], list[OutboxRecord]]
+    outbox_acked: Callable[[list[int]], Awaitable[None]]
+    topics: Topics = field(init=False)
+    stats: LinkStats = field(default_factory=LinkStats)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _client: aiomqtt.Client | None = None
+    _retained: dict[str, _Retained] = field(default_factory=dict)
+    _outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _replies: ReplyCache = field(default_factory=ReplyCache)
+    _in_flight: dict[str, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics.for_charger(self.settings.prefix, self.charger_id)
+
+    # --- publishing (called from the controller) -------------------------------------------------
+
+    def retain(self, topic: str, value: object) -> None:
+        """Remember a retained document and publish it now if connected (and on every reconnect)."""
+        payload = encode(self.codec, value)
+        previous = self._retained.get(topic)
+        if previous is not None and previous.payload == payload:
+            return
+        self._retained[topic] = _Retained(topic, payload)
+        if self._client is not None and self.connected.is_set():
+            asyncio.get_running_loop().create_task(self._publish_quietly(topic, payload, 1, True))
+
+    def outbox_changed(self) -> None:
+        """New durable messages are in the outbox: the sender publishes them in seq order."""
+        self._outbox_wakeup.set()
+
+    async def publish_now(self, topic: str, value: object, qos: int = 0) -> bool:
+        """Best effort (meter samples, auth requests): False when not connected or it failed."""
+        if self._client is None or not self.connected.is_set():
+            return False
+        return await self._publish_quietly(topic, encode(self.codec, value), qos, False)
+
+    async def _publish_quietly(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        client = self._client
+        if client is None:
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=10)
+        except aiomqtt.MqttError as exc:
+            log.debug("publish to %s failed: %s", topic, exc)
+            return False
+        self.stats.published += 1
+        return True
+
+    # --- the connection --------------------------------------------------------------------------
+
+    def _client_for(self) -> aiomqtt.Client:
+        s = self.settings
+        will = aiomqtt.Will(self.topics.status, encode(self.codec, self.status_doc(False)), qos=1, retain=True)
+        tls_params = None
+        if s.tls is not None:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=s.tls.ca_file, certfile=s.tls.cert_file, keyfile=s.tls.key_file,
+                cert_reqs=ssl.CERT_REQUIRED if not s.tls.insecure else ssl.CERT_NONE,
+            )
+        return aiomqtt.Client(
+            s.host, s.port, identifier=self.charger_id, username=s.username, password=s.password,
+            protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=s.keepalive_s, tls_params=tls_params,
+            tls_insecure=s.tls.insecure if s.tls is not None else None,
+            # paho leaves Nagle's algorithm on: ~40 ms added to every QoS 1 round trip on loopback.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            timeout=10,
+        )
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with capped exponential backoff and jitter, forever."""
+        delay = self.settings.reconnect_min_s
+        reported = False
+        while True:
+            client = self._client_for()
+            try:
+                async with client:
+                    self._client = client
+                    await self._on_connected(client)
+                    reported, delay = False, self.settings.reconnect_min_s
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                if not reported:
+                    log.warning("backend broker %s:%d unreachable (%s); working offline, retrying",
+                                self.settings.host, self.settings.port, exc)
+                    reported = True
+                else:
+                    log.debug("broker still unreachable: %s", exc)
+            finally:
+                was_up = self.connected.is_set()
+                self._client = None
+                self.connected.clear()
+                if was_up:
+                    log.warning("backend link lost; reconnecting")
+                    await self.on_link(False)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.settings.reconnect_max_s)
+
+    async def _on_connected(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self.topics.cmd, qos=1)
+        await client.subscribe(self.topics.auth_response, qos=1)
+        self.stats.connects += 1
+        # online only once the command topics are subscribed (API.md §1)
+        await client.publish(self.topics.status, encode(self.codec, self.status_doc(True)), qos=1, retain=True)
+        for retained in list(self._retained.values()):
+            await client.publish(retained.topic, retained.payload, qos=1, retain=True)
+        self.connected.set()
+        log.info("backend link up: %s:%d as %s", self.settings.host, self.settings.port, self.charger_id)
+        await self.on_link(True)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._send_outbox(client), name="mqtt-outbox")
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                if message.topic.matches(self.topics.cmd):
+                    group.create_task(self._handle_command(client, payload, message.properties))
+                elif message.topic.matches(self.topics.auth_response):
+                    await self._handle_auth_response(payload)
+
+    async def _send_outbox(self, client: aiomqtt.Client) -> None:
+        """Publish durable messages in seq order; each is acked in the store after its PUBACK."""
+        while True:
+            self._outbox_wakeup.clear()
+            for record in self.outbox_pending():
+                await client.publish(record.topic, record.payload, qos=1, timeout=math.inf)
+                self.stats.published += 1
+                await self.outbox_acked([record.seq])
+            await self._outbox_wakeup.wait()
+
+    async def _handle_auth_response(self, payload: bytes) -> None:
+        try:
+            _, value = decode(payload)
+            await self.on_auth_response(value)
+        except Exception:  # noqa: BLE001 - never let a payload stop the loop
+            self.stats.malformed += 1
+            log.warning("ignored a malformed R/auth/response payload (%d bytes)", len(payload))
+
+    async def _handle_command(self, client: aiomqtt.Client, payload: bytes, properties: Properties | None) -> None:
+        self.stats.requests += 1
+        codec = codec_of(payload)
+        response_topic, correlation = _response_properties(properties)
+        try:
+            request = parse_request(payload, self.settings.max_payload_bytes, properties)
+        except BadRequest as exc:
+            self.stats.malformed += 1
+            reply = error_reply(exc.request_id, exc.op, "bad_request", str(exc))
+        except Exception as exc:  # noqa: BLE001
+            self.stats.malformed += 1
+            reply = error_reply(None, None, "bad_request", f"unreadable request: {type(exc).__name__}")
+        else:
+            reply = await self._reply_for(request)
+        await self._send_reply(client, codec, reply, response_topic, correlation)
+
+    async def _reply_for(self, request: Request) -> dict[str, object]:
+        cached = self._replies.get(request.request_id)
+        if cached is not None:
+            return cached
+        in_flight = self._in_flight.get(request.request_id)
+        if in_flight is not None:  # a QoS 1 duplicate while the first is still being executed
+            return await asyncio.shield(in_flight)
+        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self._in_flight[request.request_id] = future
+        try:
+            reply = await self.on_request(request)
+        except Exception as exc:  # noqa: BLE001 - a bug in an op must still get exactly one reply
+            log.exception("op %s failed", request.op)
+            reply = error_reply(request.request_id, request.op, "internal", f"{type(exc).__name__}: {exc}")
+        self._replies.put(request.request_id, reply)
+        del self._in_flight[request.request_id]
+        future.set_result(reply)
+        return reply
+
+    async def _send_reply(self, client: aiomqtt.Client, codec: str, reply: dict[str, object],
+                          response_topic: str | None, correlation: bytes | None) -> None:
+        try:
+            payload = encode(codec, reply)
+        except (TypeError, ValueError):
+            log.exception("reply could not be encoded")
+            payload = encode(codec, error_reply(None, None, "internal", "reply could not be encoded"))
+        try:
+            await client.publish(self.topics.reply, payload, qos=1, timeout=10)
+            if response_topic is not None:
+                properties = Properties(PacketTypes.PUBLISH)
+                if correlation is not None:
+                    properties.CorrelationData = correlation
+                await client.publish(response_topic, payload, qos=1, properties=properties, timeout=10)
+        except aiomqtt.MqttError as exc:
+            log.warning("reply could not be sent: %s", exc)
+
+
+def backoff_delays(minimum_s: float, maximum_s: float, count: int) -> list[float]:
+    """The reconnect delays before jitter: doubling from `minimum_s`, capped at `maximum_s`."""
+    delays, delay = [], minimum_s
+    for _ in range(count):
+        delays.append(delay)
+        delay = min(delay * 2, maximum_s)
+    return delays
+
+
+def as_map(args: object) -> dict[str, Any]:
+    """`args` must be a map with string keys (API.md §2: otherwise invalid_args for `args`)."""
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise InvalidArgs("args: must be a map with string keys")
+    return args

@@ -1,0 +1,1 @@
+"""Integration tests: real mosquitto, real pymodbus servers, socat pty pairs (marker `integration`)."""
