@@ -147,6 +147,7 @@ class Controller:
         self._authorize_waiters: dict[str, asyncio.Future[dict[str, object]]] = {}
         self._fallback_timer: asyncio.TimerHandle | None = None
         self._states: dict[int, str] = {}
+        self._cause = "boot"
         self._published: dict[int, bytes] = {}
         self._session_started: dict[str, datetime] = {}
         self._last_session: dict[int, str] = {}
@@ -235,8 +236,10 @@ class Controller:
                 async with asyncio.timeout_at(self.charger.next_deadline()):
                     item = await self.queue.get()
             except TimeoutError:
+                self._cause = "deadline"
                 await self._after(self.charger.tick(loop.time(), utc_now()))
                 continue
+            self._cause = item.request.op if isinstance(item, Command) else type(item).__name__
             await self._dispatch(item, loop.time(), utc_now())
 
     async def _dispatch(self, item: Item, now: float, utc: datetime) -> None:
@@ -266,7 +269,7 @@ class Controller:
                 charger.online = up
                 if up:
                     self._disarm_fallback()
-                    await self._after(charger.set_fallback(None, now, utc))
+                    await self._after(charger.set_fallback(None, now, utc), publish=True)
                 else:
                     self._arm_fallback()
             case FallbackDue():
@@ -277,14 +280,18 @@ class Controller:
                 self.last_meter[cid] = sample
                 await self._after(charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
                                                               energy_wh_export=sample.energy_wh_export,
-                                                              currents_a=sample.currents_a), now, utc))
+                                                              currents_a=sample.currents_a), now, utc),
+                                  publish=True)  # the session's energy is in the state document
             case Event():
                 await self._after(charger.handle(item, now, utc))
 
-    async def _after(self, outputs: list[Output]) -> None:
+    async def _after(self, outputs: list[Output], *, publish: bool = False) -> None:
+        """Carry out outputs; republish the state documents that changed (only if anything can have:
+        most CP samples change nothing, and building documents 100 times a second costs CPU)."""
         await self._run(outputs)
-        for cid in self.evse_ids:
-            self._publish_state(cid)
+        if outputs or publish:
+            for cid in self.evse_ids:
+                self._publish_state(cid)
 
     async def _run(self, outputs: list[Output]) -> None:
         """Carry out the core's actions in order; durable messages go to the outbox first."""
@@ -360,7 +367,7 @@ class Controller:
             old = self._states.get(cid)
             if old != label:
                 self._states[cid] = label
-                line = f"c{cid} {old or 'boot'} -> {label}"
+                line = f"c{cid} {old or 'boot'} -> {label} ({self._cause})"
                 self.transitions.append(f"{rfc3339(utc_now())} {line}")
                 log.info("%s", line)
 

@@ -306,6 +306,10 @@ class BackendLink:
                     await self._on_connected(client)
                     reported, delay = False, self.settings.reconnect_min_s
                     await self._serve(client)
+            except asyncio.CancelledError:
+                self._client = None
+                self.connected.clear()
+                raise
             except aiomqtt.MqttError as exc:
                 if not reported:
                     log.warning("backend broker %s:%d unreachable (%s); working offline, retrying",
@@ -414,15 +418,6 @@ class BackendLink:
                 await client.publish(response_topic, payload, qos=1, properties=properties, timeout=10)
         except aiomqtt.MqttError as exc:
             log.warning("reply could not be sent: %s", exc)
-
-
-def backoff_delays(minimum_s: float, maximum_s: float, count: int) -> list[float]:
-    """The reconnect delays before jitter: doubling from `minimum_s`, capped at `maximum_s`."""
-    delays, delay = [], minimum_s
-    for _ in range(count):
-        delays.append(delay)
-        delay = min(delay * 2, maximum_s)
-    return delays
 
 
 def as_map(args: object) -> dict[str, Any]:
