@@ -32,3 +32,21 @@ def test_core_events_bench_refuses_a_non_positive_count(monkeypatch: pytest.Monk
         runpy.run_path(str(BENCH), run_name="__main__")
     assert exit_info.value.code == 2
     assert "--events" in capsys.readouterr().err
+
+
+RESERVATIONS_BENCH = REPO / "tools" / "bench" / "reservations.py"
+
+
+def test_reservations_bench_quick_runs_and_prints_its_figures(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", [str(RESERVATIONS_BENCH), "--quick"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(RESERVATIONS_BENCH), run_name="__main__")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert any("median" in line and "p99" in line for line in lines), out
+    for subject in ("G1 global_room  8 EVSEs /  8 globals", "G1 global_room 16 EVSEs / 16 globals",
+                    "G1 global_room 16 EVSEs /  8 globals", "G1 brute force", "reserve with", "exists with"):
+        assert any(line.startswith(subject) and "median" in line and "p99" in line for line in lines), subject
+    assert "agrees with global_room on" in out

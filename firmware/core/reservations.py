@@ -9,11 +9,9 @@ and `EmitSessionEvent`s (ReservationStart / ReservationEnd) for the EVSEs concer
 
 G1, the worst-case room check for global reservations, asks: for every order in which the cars of
 the global reservations may arrive, and every free fitting EVSE each may pick, does every later car
-still find a free fitting EVSE? EVerest enumerates permutations (factorial). Here the question is
-answered by a memoised recursion over the *multiset* of remaining reservation types and the
-*multiset* of free EVSE kinds (EVSEs with the same connector set are interchangeable), so the
-number of states is the product of (count + 1) over types and kinds, not n!. Tests prove it agrees
-with the brute-force enumeration on thousands of random layouts.
+still find a free fitting EVSE? EVerest enumerates permutations (factorial). Here it is a bipartite
+matching question per connector type (`global_room`), polynomial in the number of cars and EVSEs.
+Tests prove it agrees with the brute-force enumeration on thousands of random layouts.
 
 Readings chosen where API.md leaves room (each is tested):
 * G3 "per connector type": an EVSE is held for global reservations exactly when G2 would refuse a
@@ -24,19 +22,19 @@ Readings chosen where API.md leaves room (each is tested):
   after a stranger plugged into the only fitting EVSE).
 * G1 at instants after now (V5) counts hardware and EVSE-specific reservations only; plug-ins,
   faults and disabled EVSEs are judged when the instant comes (as V5 says for scheduled ones).
-* U4 capacity shrinks when an EVSE becomes faulted or disabled; an EV plugging in does not remove
-  reservations (the driver may hold one).
+* U4 capacity is the working hardware: an EVSE that becomes faulted or disabled shrinks it, an EV
+  plugging in does not (it will leave, and its driver may hold a reservation). Global reservations
+  are removed, newest first, when the working EVSEs (occupied ones included) cannot hold them: on
+  a fault, when a scheduled reservation becomes active, and on restore.
 * `exists_reservation` and token use consider reservations whose window contains now.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import lru_cache
 from typing import Final
 
 from firmware.core.events import EmitSessionEvent, SessionEvent
@@ -204,34 +202,45 @@ class EvseLive:
 
 # --- G1 ------------------------------------------------------------------------------------------
 
-Kind = tuple[str, ...]
+def _max_matching(cars: list[str], evses: list[tuple[str, ...]]) -> int:
+    """Size of a maximum matching of cars to EVSEs they fit (Kuhn's augmenting paths)."""
+    owner: list[int | None] = [None] * len(evses)
 
+    def augment(car: int, seen: list[bool]) -> bool:
+        for j, connectors in enumerate(evses):
+            if not seen[j] and fits(cars[car], connectors):
+                seen[j] = True
+                holder = owner[j]
+                if holder is None or augment(holder, seen):
+                    owner[j] = car
+                    return True
+        return False
 
-@lru_cache(maxsize=1 << 16)
-def _room(demand: tuple[tuple[str, int], ...], supply: tuple[tuple[Kind, int], ...]) -> bool:
-    """Worst case: whichever car arrives next and whichever fitting free EVSE it picks, all fit."""
-    for i, (req, count) in enumerate(demand):
-        rest_demand = demand[:i] + (((req, count - 1),) if count > 1 else ()) + demand[i + 1 :]
-        picked = False
-        for j, (kind, available) in enumerate(supply):
-            if not fits(req, kind):
-                continue
-            picked = True
-            rest_supply = supply[:j] + (((kind, available - 1),) if available > 1 else ()) + supply[j + 1 :]
-            if not _room(rest_demand, rest_supply):
-                return False
-        if not picked:
-            return False
-    return True
+    return sum(augment(car, [False] * len(evses)) for car in range(len(cars)))
 
 
 def global_room(types: Iterable[str], free_evses: Iterable[Iterable[str]]) -> bool:
-    """G1's worst-case clause for global reservations of `types` over EVSEs with these connectors."""
-    demand = tuple(sorted(Counter(types).items()))
-    supply = tuple(sorted(Counter(tuple(sorted(set(c))) for c in free_evses).items()))
-    if sum(n for _, n in demand) > sum(n for _, n in supply):
+    """G1's worst-case clause: whatever order the cars of the global reservations (`types`) arrive
+    in, and whichever free fitting EVSE each picks, every car finds a free fitting EVSE.
+
+    A car c is stranded exactly when the cars before it can occupy *every* free EVSE that fits c,
+    each taking a different EVSE that fits itself, i.e. when the other cars can be matched onto all
+    of c's fitting EVSEs (the adversary sends those cars first, each to its matched EVSE). So G1
+    holds iff, for every car c, a maximum matching of the other cars into c's fitting EVSEs is
+    smaller than their number. Cars of one type share the question, so it is asked once per type:
+    polynomial time instead of EVerest's n! orders (tests compare it with the brute force).
+    """
+    cars = list(types)
+    evses = [tuple(c) for c in free_evses]
+    if len(cars) > len(evses):
         return False
-    return _room(demand, supply)
+    for requested in set(cars):
+        fitting = [e for e in evses if fits(requested, e)]
+        others = list(cars)
+        others.remove(requested)
+        if len(others) >= len(fitting) and _max_matching(others, fitting) == len(fitting):
+            return False
+    return True
 
 
 # --- the book ------------------------------------------------------------------------------------
@@ -293,6 +302,7 @@ class ReservationBook:
         self._order = 0
         self._started: dict[int, int] = {}  # EVSE -> reservation id of its open ReservationStart
         self._held: set[int] = set()  # EVSEs held by G3 (their open ReservationStart has id -1)
+        self._now: datetime | None = None  # the latest time the book was told
 
     # --- queries ---------------------------------------------------------------------------------
 
@@ -317,7 +327,10 @@ class ReservationBook:
 
     def next_deadline(self) -> datetime | None:
         deadlines = [e.reservation.expiry_utc for e in self._entries.values()]
-        deadlines += [e.window_start for e in self._entries.values() if not e.active]
+        # A due reservation that waits for its busy EVSE is re-judged when the EVSE frees (set_evse),
+        # not at a deadline that has passed.
+        deadlines += [e.window_start for e in self._entries.values()
+                      if not e.active and (self._now is None or e.window_start > self._now)]
         return min(deadlines) if deadlines else None
 
     def walk_in_allowed(self, evse_id: int, now: datetime) -> bool:
@@ -383,9 +396,10 @@ class ReservationBook:
         out = _Outputs()
         if old is not None:
             del self._entries[old.key]
-            moved = old.reservation.evse_id != reservation.evse_id
+            # V6: the EVSE stays reserved only if the new version holds the same EVSE from now on.
+            stays = old.reservation.evse_id == reservation.evse_id and candidate.window_start <= now
             if old.reservation.evse_id is not None and self._started.get(old.reservation.evse_id) == \
-                    old.reservation.reservation_id and moved:
+                    old.reservation.reservation_id and not stays:
                 del self._started[old.reservation.evse_id]
                 out.end(old.reservation.evse_id, old.reservation.reservation_id, ReservationEndReason.CANCELLED)
         self._order += 1
@@ -509,8 +523,9 @@ class ReservationBook:
             and (instant > now or (not live.occupied and not live.faulted and live.enabled))
         ]
 
-    def _g1(self, entries: list[Entry], instant: datetime, now: datetime) -> bool:
-        """G1 at one instant over `entries` (those whose windows contain it are counted)."""
+    def _g1(self, entries: list[Entry], instant: datetime, now: datetime, *, capacity: bool = False) -> bool:
+        """G1 at one instant over `entries` (those whose windows contain it are counted). With
+        `capacity`, only faulted and disabled EVSEs are missing (U4: a plug-in removes nothing)."""
         counted = [e for e in entries if e.in_window(instant)]
         if len(counted) > len(self._evses):
             return False
@@ -519,7 +534,7 @@ class ReservationBook:
             live.connectors
             for evse_id, live in self._evses.items()
             if evse_id not in specific
-            and (instant > now or (not live.occupied and not live.faulted and live.enabled))
+            and (instant > now or ((capacity or not live.occupied) and not live.faulted and live.enabled))
         ]
         return global_room((e.reservation.connector_type for e in counted if e.reservation.evse_id is None), free)
 
@@ -578,8 +593,8 @@ class ReservationBook:
             out.end(evse_id, entry.reservation.reservation_id, reason)
 
     def _shrink(self, now: datetime, out: _Outputs) -> None:
-        """U4: while G1 fails now, remove the newest global reservation."""
-        while not self._g1(list(self._entries.values()), now, now):
+        """U4: while the hardware that works cannot hold the reservations, remove the newest global."""
+        while not self._g1(list(self._entries.values()), now, now, capacity=True):
             newest = [e for e in self._globals(now)]
             if not newest:
                 return
@@ -587,6 +602,7 @@ class ReservationBook:
 
     def _refresh(self, now: datetime, out: _Outputs) -> None:
         """V5 activation of specific reservations and G3 holds; emits the EVSE events."""
+        self._now = now if self._now is None else max(self._now, now)
         for entry in self.entries:
             r = entry.reservation
             if entry.active or not entry.in_window(now):
@@ -599,6 +615,16 @@ class ReservationBook:
                 self._end(entry, ReservationStatus.REMOVED, ReservationEndReason.CANCELLED, out)
             elif not live.occupied:
                 self._entries[entry.key] = replace(entry, active=True)
+        self._shrink(now, out)  # U4: what just became active may leave a global without room
+        # A ReservationStart whose reservation is gone or no longer active (replaced by a scheduled
+        # version, or a stale one from a snapshot) ends: every start gets exactly one end (§4).
+        for evse_id, reservation_id in sorted(self._started.items()):
+            if evse_id in self._held:
+                continue
+            if not any(e.active and e.reservation.evse_id == evse_id and e.reservation.reservation_id == reservation_id
+                       for e in self._entries.values()):
+                del self._started[evse_id]
+                out.end(evse_id, reservation_id, ReservationEndReason.CANCELLED)
         # Specific reservations: ReservationStart once active on a free EVSE.
         for entry in self.entries:
             evse_id = entry.reservation.evse_id
@@ -684,5 +710,7 @@ def _entry_from_plain(item: object) -> Entry:
         sender=item.get("sender", ""),
         token_type=item.get("token_type"),
     )
-    return Entry(reservation=reservation, uuid=str(item["uuid"]), placed_utc=placed, order=int(item["order"]),
+    if not isinstance(item["uuid"], str) or not item["uuid"]:
+        raise ValueError("a reservation in the snapshot has no uuid")
+    return Entry(reservation=reservation, uuid=item["uuid"], placed_utc=placed, order=int(item["order"]),
                  active=bool(item.get("active", False)))
