@@ -38,7 +38,6 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(config: Config, sim_mode: bool) -> None:
     from firmware.app import Controller
     from firmware.store import Store
-    from hal.meter import ModbusMeter
     from hal.protocols import Meter
     from hal.sim import SimBoard
 
@@ -53,6 +52,8 @@ async def _run(config: Config, sim_mode: bool) -> None:
     meters: dict[int, Meter] = {}
     for evse in config.evses:
         if evse.meter is not None:
+            from hal.meter import ModbusMeter  # pymodbus is imported only when a meter is configured
+
             meters[evse.id] = ModbusMeter(evse.meter.model, evse.meter.url, device_id=evse.meter.device_id,
                                           timeout_s=evse.meter.timeout_s)
         else:

@@ -13,20 +13,23 @@ the staleness time; the fallback current after `mqtt.fallback_after_s` without t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from firmware import __version__
 from firmware.config import Config
 from firmware.core.auth import AuthStatus, BackendAnswer, LocalAuthStatus
 from firmware.core.charger import Charger, Output
-from firmware.core.errors import HardwareError
+from firmware.core.errors import ChargerError, HardwareError
 from firmware.core.events import (
     DUTY_F,
     FAULT_ERROR,
@@ -45,13 +48,16 @@ from firmware.core.events import (
     RequestBackendAuth,
     SetLed,
     SetLock,
+    SessionCancellationReason,
+    SessionEvent,
     SetPwm,
 )
+from firmware.core.evse import StoredSession
 from firmware.core.pilot import pp_ampacity_a
 from firmware.core.reservations import ReservationUpdate
 from firmware.mqtt import BackendLink, InvalidArgs, Request, encode, error_reply, ok_reply
 from firmware.ops import Fields, mask_token, parse_local_list, parse_reason, parse_reservation, reservation_doc, rfc3339
-from firmware.store import OutboxRecord, Store
+from firmware.store import METER_KEY_BASE, OutboxRecord, Store
 from hal.protocols import Board, Meter, MeterSample, TokenRead
 
 log = logging.getLogger(__name__)
@@ -59,8 +65,7 @@ log = logging.getLogger(__name__)
 FAILSAFE_STEP_S = 0.5
 SUPERVISE_INTERVAL_S = 0.05
 RELAY_FEEDBACK_GRACE_S = 0.3
-#: Ops whose ok reply waits for the snapshot to be durable (API.md §2).
-DURABLE_OPS = frozenset({"reserve_now", "cancel_reservation", "set_local_auth_list", "set_enabled", "set_max_current"})
+BOOT_METER_TIMEOUT_S = 2.0
 
 
 def utc_now() -> datetime:
@@ -89,12 +94,17 @@ class FallbackDue:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryDue:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class MeterRead:
     cid: int
     sample: MeterSample
 
 
-Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead
+Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead | TelemetryDue
 
 
 async def failsafe(board: Board, evse_ids: list[int]) -> None:
@@ -152,12 +162,18 @@ class Controller:
         self._session_started: dict[str, datetime] = {}
         self._last_session: dict[int, str] = {}
         self._pp: dict[int, float | None] = {}
+        self._committed: dict[str, Any] = {}
+        self._meter_key = METER_KEY_BASE
+        self._first_online_logged = False
+        self._dirty: set[str] = set()
         self.ready = asyncio.Event()
 
     # --- life cycle ------------------------------------------------------------------------------
 
     async def run(self) -> None:
         await failsafe(self.board, self.evse_ids)  # outputs safe before anything else runs
+        age = process_age_s()
+        log.info("outputs safe%s", f" {age * 1000:.0f} ms after the process started" if age is not None else "")
         try:
             async with self.board:
                 await self._boot()
@@ -174,58 +190,111 @@ class Controller:
                     self.ready.set()
         finally:
             await failsafe(self.board, self.evse_ids)
+            try:  # a clean stop: sessions found open at the next boot end with reason Reboot
+                await asyncio.to_thread(self.store.commit, None, {"clean": True})
+            except OSError:
+                log.exception("could not record the clean stop")
             log.info("outputs safe; controller stopped")
 
     async def _boot(self) -> None:
         loop = asyncio.get_running_loop()
-        state = await asyncio.to_thread(self.store.load_state)
-        pending = await asyncio.to_thread(self.store.load_outbox)
-        self._seq = max([int(state.get("seq", 0))] + [r.seq for r in pending] + [self.store.last_seq])
+        state, pending = await asyncio.to_thread(self.store.load)
+        self._seq = max(self.store.last_seq, 0)
+        self._meter_key = max([METER_KEY_BASE] + [r.seq for r in pending if r.droppable])
+        self._committed = dict(state)
         now, utc = loop.time(), utc_now()
         outputs: list[Output] = list(self.charger.start(now, utc))
+        if self.sim is not None:  # a real meter keeps its register itself; the simulated one is restored
+            for key, energy_wh in _items(state.get("energy")):
+                with contextlib.suppress(ValueError, TypeError):
+                    self.sim.restore_energy(int(key), float(energy_wh))
+        for cid, meter in self.meters.items():  # the energy a restored session ends with
+            try:
+                sample = await asyncio.wait_for(meter.read(), BOOT_METER_TIMEOUT_S)
+            except (HardwareError, TimeoutError) as exc:
+                log.warning("c%d meter not readable at boot: %s", cid, exc)
+                continue
+            self.last_meter[cid] = sample
+            outputs += self.charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
+                                                        energy_wh_export=sample.energy_wh_export), now, utc)
         outputs += self._restore(state, now, utc)
-        await self._run(outputs)
-        await self._persist()
+        await self._run(outputs, state={"clean": False})
         self._arm_fallback()
         for cid in self.evse_ids:
             self._publish_state(cid)
-        log.info("controller %s started: %d EVSE(s), boot %s, %d message(s) to replay",
-                 self.config.charger.id, len(self.evse_ids), self.boot_id, len(pending))
+        log.info("controller %s started: %d EVSE(s), boot %s, %d message(s) to replay, last seq %d",
+                 self.config.charger.id, len(self.evse_ids), self.boot_id, len(pending), self._seq)
 
     def _restore(self, state: dict[str, Any], now: float, utc: datetime) -> list[Output]:
+        """Bring back what the journal holds; a damaged part is logged and skipped, never fatal."""
         out: list[Output] = []
-        try:
-            if isinstance(state.get("local_list"), dict):
-                self.charger.local_list.restore(state["local_list"])
-            if isinstance(state.get("reservations"), dict):
-                out += self.charger.book.restore(state["reservations"], utc)
-            for key, limit in dict(state.get("limits", {})).items():
-                if int(key) in self.charger.evses:
-                    out += self.charger.set_max_current(int(key), float(limit), now, utc)[1]
-            for key, enabled in dict(state.get("enabled", {})).items():
-                if int(key) in self.charger.evses and enabled is False:
-                    out += self.charger.set_enabled(int(key), False, now, utc)
-            for key, counts in dict(state.get("counters", {})).items():
-                if int(key) in self.charger.evses:
-                    counters = self.charger.evses[int(key)].counters
-                    counters.contactor_cycles, counters.openings_under_load = int(counts[0]), int(counts[1])
-        except (ValueError, KeyError, TypeError, IndexError):
-            log.exception("part of the stored state could not be restored; continuing with the rest")
+        charger = self.charger
+        steps: list[tuple[str, Callable[[], list[Output]]]] = [
+            ("local_list", lambda: charger.local_list.restore(state["local_list"]) or []),
+            ("reservations", lambda: charger.book.restore(state["reservations"], utc)),
+        ]
+        for key, limit in _items(state.get("limits")):
+            steps.append(("limits", lambda k=key, v=limit: charger.set_max_current(int(k), float(v), now, utc)[1]))
+        for key, enabled in _items(state.get("enabled")):
+            if enabled is False:
+                steps.append(("enabled", lambda k=key: charger.set_enabled(int(k), False, now, utc)))
+        for key, counts in _items(state.get("counters")):
+            steps.append(("counters", lambda k=key, c=counts: self._restore_counters(int(k), c)))
+        reason = SessionCancellationReason.REBOOT if state.get("clean") is True else SessionCancellationReason.POWER_LOSS
+        for key, stored in _items(state.get("sessions")):
+            if isinstance(stored, dict):
+                steps.append(("sessions", lambda k=key, v=stored: charger.restore_session(
+                    int(k), StoredSession(**v), now, utc, reason=reason,
+                    resume=self.config.sessions.resume_after_power_loss)))
+        for part, step in steps:
+            if part not in state:
+                continue
+            try:
+                out += step()
+            except (ValueError, KeyError, TypeError, IndexError, ChargerError):
+                log.exception("stored %s could not be restored; continuing with the rest", part)
         return out
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _restore_counters(self, cid: int, counts: object) -> list[Output]:
+        counters = self.charger.evses[cid].counters
+        values = list(counts)  # type: ignore[call-overload]
+        counters.contactor_cycles, counters.openings_under_load = int(values[0]), int(values[1])
+        return []
+
+    def _state_parts(self) -> dict[str, Any]:
+        """The small parts of the durable state, compared with what was committed after each step."""
+        charger = self.charger
         return {
-            "seq": self._seq,
-            "reservations": self.charger.book.snapshot(),
-            "local_list": self.charger.local_list.snapshot(),
-            "limits": {str(cid): self.charger.commanded_limit_a(cid) for cid in self.evse_ids},
-            "enabled": {str(cid): m.enabled for cid, m in self.charger.evses.items()},
+            "sessions": {str(cid): (asdict(StoredSession.of(m.session)) if m.session is not None else None)
+                         for cid, m in charger.evses.items()},
+            "limits": {str(cid): charger.commanded_limit_a(cid) for cid in self.evse_ids},
+            "enabled": {str(cid): m.enabled for cid, m in charger.evses.items()},
             "counters": {str(cid): [m.counters.contactor_cycles, m.counters.openings_under_load]
-                         for cid, m in self.charger.evses.items()},
+                         for cid, m in charger.evses.items()},
         }
 
-    async def _persist(self) -> None:
-        await asyncio.to_thread(self.store.save_state, self._snapshot())
+    def _energy_part(self) -> dict[str, float]:
+        return {str(cid): sample.energy_wh_import for cid, sample in self.last_meter.items()}
+
+    async def _commit(self, durable: list[OutboxRecord], state: dict[str, Any] | None = None) -> None:
+        """One atomic, fsync'ed commit of what changed in this step and the messages it produced.
+        The energy registers go with it, so nothing published ever exceeds what a restart restores."""
+        changed = {k: v for k, v in self._state_parts().items() if self._committed.get(k) != v}
+        if "reservations" in self._dirty:
+            changed["reservations"] = self.charger.book.snapshot()
+        if "local_list" in self._dirty:
+            changed["local_list"] = self.charger.local_list.snapshot()
+        self._dirty.clear()
+        changed.update(state or {})
+        if not durable and not changed:
+            return
+        energy = self._energy_part()
+        if energy and energy != self._committed.get("energy"):
+            changed["energy"] = energy
+        await asyncio.to_thread(self.store.commit, durable, changed)
+        self._committed.update(changed)
+        if durable:
+            self.link.outbox_changed()
 
     # --- the core task ---------------------------------------------------------------------------
 
@@ -276,6 +345,8 @@ class Controller:
                 log.warning("backend unreachable for %.0f s: offering at most %.1f A",
                             self.config.mqtt.fallback_after_s, self.config.mqtt.fallback_current_a)
                 await self._after(charger.set_fallback(self.config.mqtt.fallback_current_a, now, utc))
+            case TelemetryDue():
+                await self._telemetry()
             case MeterRead(cid=cid, sample=sample):
                 self.last_meter[cid] = sample
                 await self._after(charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
@@ -293,8 +364,9 @@ class Controller:
             for cid in self.evse_ids:
                 self._publish_state(cid)
 
-    async def _run(self, outputs: list[Output]) -> None:
-        """Carry out the core's actions in order; durable messages go to the outbox first."""
+    async def _run(self, outputs: list[Output], *, state: dict[str, Any] | None = None) -> None:
+        """Carry out the core's actions in order (outputs first: a relay never waits for the disk),
+        then commit the step's durable messages and state changes before anything is replied."""
         durable: list[OutboxRecord] = []
         for action in outputs:
             match action:
@@ -317,8 +389,11 @@ class Controller:
                         log.exception("c%d LED could not be set", cid)
                 case EmitSessionEvent():
                     durable.append(self._session_record(action))
+                    if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
+                        self._dirty.add("reservations")
                 case ReservationUpdate():
                     durable.append(self._reservation_record(action))
+                    self._dirty.add("reservations")
                 case RequestBackendAuth():
                     doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
                            "token_type": action.token_type}
@@ -326,9 +401,7 @@ class Controller:
                                                                                  doc, qos=1))
                 case AuthDecided():
                     self._auth_decided(action)
-        if durable:
-            await asyncio.to_thread(self.store.append, durable)
-            self.link.outbox_changed()
+        await self._commit(durable, state)
         self._log_transitions()
 
     def _next_seq(self) -> int:
@@ -443,6 +516,10 @@ class Controller:
         await self.queue.put(AuthResponse(value))
 
     async def _on_link(self, up: bool) -> None:
+        if up and not self._first_online_logged:
+            self._first_online_logged = True
+            age = process_age_s()
+            log.info("first status online%s", f" {age * 1000:.0f} ms after the process started" if age else "")
         await self.queue.put(LinkChanged(up))
 
     async def _execute(self, request: Request, now: float, utc: datetime) -> dict[str, object] | asyncio.Future[dict[str, object]]:
@@ -459,8 +536,6 @@ class Controller:
             return error_reply(request.request_id, request.op, "invalid_args", str(exc))
         if isinstance(result, asyncio.Future):
             return result
-        if request.op in DURABLE_OPS:
-            await self._persist()
         return ok_reply(request.request_id, request.op, result)
 
     def _evse(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
@@ -509,7 +584,7 @@ class Controller:
         while True:
             sample = await self.board.pilot.read_cp(cid)
             await self.queue.put(PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo))
-            if count % 10 == 0:
+            if True:  # PP with every CP sample: a PP reading older than the CP one could open a relay
                 ohms = await self.board.pilot.read_pp(cid)
                 previous = self._pp.get(cid, -1.0)
                 if ohms != previous:
@@ -595,19 +670,34 @@ class Controller:
                 await asyncio.sleep(5.0)
 
     async def _telemetry_task(self) -> None:
-        interval = self.config.telemetry.meter_interval_s
         while True:
-            await asyncio.sleep(interval)
-            for cid in self.evse_ids:
-                sample = self.last_meter.get(cid)
-                if sample is None:
-                    continue
-                doc = {"evse_id": cid, "timestamp": rfc3339(utc_now()), "energy_Wh_import": sample.energy_wh_import,
-                       "energy_Wh_export": sample.energy_wh_export, "power_W": sample.power_w,
-                       "current_A": list(sample.currents_a), "voltage_V": list(sample.voltages_v),
-                       "frequency_Hz": sample.frequency_hz, "meter_ok": not any(
-                           f is Fault.METER_LOST for f in self.charger.evses[cid].faults)}
-                await self.link.publish_now(self.link.topics.evse(cid, "meter"), doc, qos=0)
+            await asyncio.sleep(self.config.telemetry.meter_interval_s)
+            await self.queue.put(TelemetryDue())
+
+    async def _telemetry(self) -> None:
+        """Meter samples (QoS 0). The energy in them is committed first: never ahead of the store.
+        While the backend is unreachable they wait in the outbox (droppable: the oldest go first)."""
+        await self._commit([], {"energy": self._energy_part()} if self._energy_part() != self._committed.get(
+            "energy") else None)
+        offline: list[OutboxRecord] = []
+        for cid in self.evse_ids:
+            sample = self.last_meter.get(cid)
+            if sample is None:
+                continue
+            doc = {"evse_id": cid, "timestamp": rfc3339(utc_now()), "energy_Wh_import": sample.energy_wh_import,
+                   "energy_Wh_export": sample.energy_wh_export, "power_W": sample.power_w,
+                   "current_A": list(sample.currents_a), "voltage_V": list(sample.voltages_v),
+                   "frequency_Hz": sample.frequency_hz,
+                   "meter_ok": Fault.METER_LOST not in self.charger.evses[cid].faults}
+            topic = self.link.topics.evse(cid, "meter")
+            if self.link.connected.is_set():
+                asyncio.get_running_loop().create_task(self.link.publish_now(topic, doc, qos=0))
+            else:
+                self._meter_key += 1
+                offline.append(OutboxRecord(seq=self._meter_key, topic=topic, payload=encode(self.link.codec, doc),
+                                            kind="meter"))
+        if offline:
+            await self._commit(offline)
 
 
 class Unsupported(Exception):  # noqa: N818 - the error code's name
@@ -739,6 +829,8 @@ async def _unlock_connector(c: Controller, f: Fields, now: float, utc: datetime,
 async def _set_local_auth_list(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
     update = parse_local_list(f._args)  # noqa: SLF001
     c.charger.local_list.apply(update.version, update.full, update.entries)
+    c._dirty.add("local_list")  # noqa: SLF001
+    await c._run([])  # noqa: SLF001 - durable before the reply (API.md §2)
     return True
 
 
@@ -806,3 +898,19 @@ async def _sim_load(c: Controller, f: Fields, now: float, utc: datetime, _: Requ
     f.done()
     sim.load(cid, current_a)
     return True
+
+
+def _items(value: object) -> list[tuple[object, object]]:
+    """The (key, value) pairs of a stored map; anything else is treated as empty (damaged)."""
+    return list(value.items()) if isinstance(value, dict) else []
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; 10 ms resolution), for the boot log."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(uptime - start, 0.0)

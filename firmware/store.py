@@ -1,21 +1,23 @@
-"""Durable state under `charger.state_dir`: a snapshot of what must survive a power cut, and the
-outbox of messages the backend must receive (API.md §2 durable replies, §6 delivery guarantees).
+"""Durable state under `charger.state_dir`: one append-only journal of commits (cbor2, RFC 8949).
 
-Two files, both cbor2 (RFC 8949):
+What must survive a power cut (API.md §2 durable replies, §6 delivery guarantees): reservations, the
+local auth list, open sessions, limits, enabled flags, energy and contactor counters, the event
+`seq`, and the outbox of SessionEvents and ReservationUpdateStatus not yet acknowledged by the broker.
 
-* `state.cbor` — the snapshot (reservations, local auth list, limits, enabled flags, counters, the
-  event `seq`, open sessions). Written atomically: temp file, fsync, rename, fsync of the directory.
-  The previous generation is kept as `state.prev.cbor`; each file carries a CRC-32 of its body, so a
-  corrupt file is detected, logged, and the previous generation is used instead.
-* `outbox.log` — an append-only journal. Each record is `MAGIC | length (u32 BE) | crc32 (u32 BE) |
-  cbor body`. A body is either a message `{"seq", "topic", "payload", "kind"}` or an ack
-  `{"ack": seq}`. A torn or corrupt record is logged and skipped (the reader resynchronises on the
-  next MAGIC), never loaded as data. The journal is compacted (rewritten atomically) when acks make
-  up most of it. It is bounded: when full, the oldest *droppable* records (meter samples) go first;
-  SessionEvents and ReservationUpdateStatus are never dropped.
+Every step of the controller that changes any of it becomes **one commit**: the changed parts of the
+state and the new outbox messages, written as a single record and fsync'ed. A commit is therefore
+atomic: after a power cut either all of it is there or none of it. A message is committed before it
+is published; its ack (after the broker's PUBACK) is a later record.
 
-Reading a damaged store never raises: it returns what could be read. Writing raises `OSError` only
-when the disk itself fails; callers then treat the change as not durable.
+Record: `MAGIC | length (u32 BE) | crc32 (u32 BE) | cbor body`. Body: `{"state": {part: value},
+"messages": [{"seq", "topic", "payload", "kind"}], "acks": [seq, ...]}` (each key optional). A torn
+or corrupt record is detected by its CRC, logged and skipped (the reader resynchronises on the next
+MAGIC): never loaded as data, and the rest still loads. Reading a damaged journal never raises.
+
+The journal is compacted (rewritten atomically: temp file, fsync, rename, fsync of the directory)
+into one record holding the whole state and the pending messages once it has grown. It is bounded:
+past `max_outbox_records` the oldest *droppable* messages (meter samples) go first; SessionEvents
+and ReservationUpdateStatus are never dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,12 +36,13 @@ import cbor2
 
 log = logging.getLogger(__name__)
 
-STATE_FILE: Final = "state.cbor"
-STATE_PREV_FILE: Final = "state.prev.cbor"
-OUTBOX_FILE: Final = "outbox.log"
+JOURNAL_FILE: Final = "journal.log"
 MAGIC: Final = b"\xc7\x1a"
 _HEADER = struct.Struct(">2sII")
-STATE_FORMAT: Final = 1
+COMPACT_AFTER_BYTES: Final = 1 << 20
+#: Meter samples waiting in the outbox are keyed upward from here: below every seq, so they never take a
+#: number of the seq sequence (backends detect gaps in it) and replay before the events.
+METER_KEY_BASE: Final = -(10**15)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -60,25 +64,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def _wrap(body: bytes) -> bytes:
-    return cbor2.dumps({"format": STATE_FORMAT, "crc32": zlib.crc32(body), "body": body})
-
-
-def _unwrap(data: bytes) -> dict[str, Any] | None:
-    try:
-        outer = cbor2.loads(data)
-        body = outer["body"]
-        if not isinstance(body, bytes) or zlib.crc32(body) != outer["crc32"]:
-            return None
-        state = cbor2.loads(body)
-    except Exception:  # noqa: BLE001 - any damage means "not loadable", never a crash
-        return None
-    return state if isinstance(state, dict) else None
+def frame(body: dict[str, Any]) -> bytes:
+    encoded = cbor2.dumps(body)
+    return _HEADER.pack(MAGIC, len(encoded), zlib.crc32(encoded)) + encoded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxRecord:
-    seq: int
+    seq: int  # the message's seq; meter samples use keys from METER_KEY_BASE up (they carry no seq)
     topic: str
     payload: bytes
     kind: str  # "session", "reservation" (never dropped) or "meter" (droppable)
@@ -87,82 +80,69 @@ class OutboxRecord:
     def droppable(self) -> bool:
         return self.kind == "meter"
 
+    def plain(self) -> dict[str, Any]:
+        return {"seq": self.seq, "topic": self.topic, "payload": self.payload, "kind": self.kind}
+
 
 class Store:
-    """The state snapshot and the outbox journal in one directory."""
+    """The journal. `load()` once at boot, then `commit()` / `ack()`; blocking (use to_thread)."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], *, max_outbox_records: int = 100_000) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], *, max_outbox_records: int = 100_000,
+                 fsync: bool = True) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / JOURNAL_FILE
         self.max_outbox_records = max_outbox_records
+        self.fsync = fsync
+        self.state: dict[str, Any] = {}
         self._pending: dict[int, OutboxRecord] = {}
-        self._journal_records = 0
-        self.last_seq = 0  # the highest seq ever journalled (seq never repeats, API.md §4)
+        self.last_seq = 0  # the highest seq ever committed: seq never repeats (API.md §4)
         self.skipped_records = 0
         self.dropped_records = 0
+        self._size = 0
+        # commit (core task) and ack (link task) run in worker threads: one writer at a time
+        self._lock = threading.RLock()
 
-    # --- snapshot --------------------------------------------------------------------------------
+    # --- reading ---------------------------------------------------------------------------------
 
-    def load_state(self) -> dict[str, Any]:
-        """The newest undamaged snapshot, or {} when there is none."""
-        for name in (STATE_FILE, STATE_PREV_FILE):
-            path = self.dir / name
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                continue
-            except OSError:
-                log.exception("cannot read %s", path)
-                continue
-            state = _unwrap(data)
-            if state is not None:
-                if name == STATE_PREV_FILE:
-                    log.warning("%s is damaged; using the previous generation %s", STATE_FILE, name)
-                return state
-            log.error("%s is damaged (bad CRC or not CBOR); ignoring it", path)
-        return {}
-
-    def save_state(self, state: dict[str, Any]) -> None:
-        """Durably replace the snapshot (blocking: call through asyncio.to_thread)."""
-        data = _wrap(cbor2.dumps(state))
-        current = self.dir / STATE_FILE
-        if current.exists():
-            os.replace(current, self.dir / STATE_PREV_FILE)
-        write_atomic(current, data)
-
-    # --- outbox ----------------------------------------------------------------------------------
-
-    def load_outbox(self) -> list[OutboxRecord]:
-        """Replay the journal: the unacknowledged messages in `seq` order."""
-        self._pending.clear()
-        self._journal_records = 0
-        path = self.dir / OUTBOX_FILE
+    def load(self) -> tuple[dict[str, Any], list[OutboxRecord]]:
+        """Replay the journal: the state, and the unacknowledged messages in seq order."""
+        self.state, self._pending, self.skipped_records = {}, {}, 0
         try:
-            data = path.read_bytes()
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            data = b""
         except OSError:
-            log.exception("cannot read %s", path)
-            return []
+            log.exception("cannot read %s; starting from an empty state", self.path)
+            data = b""
+        self._size = len(data)
         for body in self._records(data):
-            self._journal_records += 1
-            if "ack" in body and isinstance(body["ack"], int):
-                self._pending.pop(body["ack"], None)
-                self.last_seq = max(self.last_seq, body["ack"])
-                continue
+            self._apply(body)
+        return dict(self.state), self.pending()
+
+    def _apply(self, body: dict[str, Any]) -> None:
+        state = body.get("state")
+        if isinstance(state, dict):
+            self.state.update(state)
+        for item in body.get("messages", ()) if isinstance(body.get("messages"), list) else ():
             try:
-                record = OutboxRecord(seq=body["seq"], topic=body["topic"], payload=body["payload"],
-                                      kind=body["kind"])
+                record = OutboxRecord(seq=item["seq"], topic=item["topic"], payload=item["payload"], kind=item["kind"])
                 if not (isinstance(record.seq, int) and isinstance(record.topic, str)
                         and isinstance(record.payload, bytes) and isinstance(record.kind, str)):
                     raise TypeError("field types")
             except (KeyError, TypeError):
                 self.skipped_records += 1
-                log.error("outbox record with bad fields skipped")
+                log.error("journal: a message with bad fields was skipped")
                 continue
             self._pending[record.seq] = record
             self.last_seq = max(self.last_seq, record.seq)
-        return self.pending()
+        for seq in body.get("acks", ()) if isinstance(body.get("acks"), list) else ():
+            if isinstance(seq, int):
+                self._pending.pop(seq, None)
+                self.last_seq = max(self.last_seq, seq)
+        floor = body.get("last_seq")
+        if isinstance(floor, int):
+            self.last_seq = max(self.last_seq, floor)
 
     def _records(self, data: bytes) -> Iterator[dict[str, Any]]:
         pos = 0
@@ -171,81 +151,87 @@ class Store:
             if start < 0:
                 if data[pos:].strip(b"\0"):
                     self.skipped_records += 1
-                    log.error("outbox: %d stray bytes at offset %d skipped", len(data) - pos, pos)
+                    log.error("journal: %d unreadable bytes at offset %d skipped", len(data) - pos, pos)
                 return
-            if start > pos:
+            if start > pos and data[pos:start].strip(b"\0"):
                 self.skipped_records += 1
-                log.error("outbox: %d unreadable bytes at offset %d skipped", start - pos, pos)
+                log.error("journal: %d unreadable bytes at offset %d skipped", start - pos, pos)
             if start + _HEADER.size > len(data):
                 self.skipped_records += 1
-                log.error("outbox: torn record header at offset %d skipped", start)
+                log.error("journal: torn record header at offset %d skipped", start)
                 return
             _, length, crc = _HEADER.unpack_from(data, start)
             body_start = start + _HEADER.size
             body = data[body_start:body_start + length]
             if len(body) != length or zlib.crc32(body) != crc:
                 self.skipped_records += 1
-                log.error("outbox: torn or corrupt record at offset %d skipped", start)
+                log.error("journal: torn or corrupt record at offset %d skipped", start)
                 pos = start + len(MAGIC)
                 continue
             try:
                 decoded = cbor2.loads(body)
-            except Exception:  # noqa: BLE001 - CRC matched but the body is not CBOR: skip it
+            except Exception:  # noqa: BLE001 - the CRC matched but the body is not CBOR: skip it
                 decoded = None
             if isinstance(decoded, dict):
                 yield decoded
             else:
                 self.skipped_records += 1
-                log.error("outbox: record at offset %d is not a CBOR map; skipped", start)
+                log.error("journal: record at offset %d is not a CBOR map; skipped", start)
             pos = body_start + length
 
-    def _append(self, bodies: list[dict[str, Any]]) -> None:
-        chunk = bytearray()
-        for body in bodies:
-            encoded = cbor2.dumps(body)
-            chunk += _HEADER.pack(MAGIC, len(encoded), zlib.crc32(encoded)) + encoded
-        path = self.dir / OUTBOX_FILE
-        with open(path, "ab") as f:
-            f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        self._journal_records += len(bodies)
+    # --- writing ---------------------------------------------------------------------------------
 
-    def append(self, records: list[OutboxRecord]) -> None:
-        """Durably add messages before they are published (blocking: use asyncio.to_thread)."""
-        if not records:
-            return
-        self._append([{"seq": r.seq, "topic": r.topic, "payload": r.payload, "kind": r.kind} for r in records])
-        for record in records:
-            self._pending[record.seq] = record
-            self.last_seq = max(self.last_seq, record.seq)
-        self._enforce_bound()
+    def commit(self, messages: list[OutboxRecord] | None = None, state: dict[str, Any] | None = None) -> None:
+        """Durably record state parts and new outbox messages, atomically (one fsync'ed record)."""
+        with self._lock:
+            messages = messages or []
+            if not messages and not state:
+                return
+            body: dict[str, Any] = {}
+            if state:
+                body["state"] = state
+            if messages:
+                body["messages"] = [m.plain() for m in messages]
+            self._write(frame(body), sync=True)
+            if state:
+                self.state.update(state)
+            for record in messages:
+                self._pending[record.seq] = record
+                self.last_seq = max(self.last_seq, record.seq)
+            self._enforce_bound()
+            if self._size > COMPACT_AFTER_BYTES:
+                self.compact()
 
     def ack(self, seqs: list[int]) -> None:
-        """The broker acknowledged these messages; they will not be replayed."""
-        seqs = [s for s in seqs if s in self._pending]
-        if not seqs:
-            return
-        self._append([{"ack": s} for s in seqs])
-        for seq in seqs:
-            del self._pending[seq]
-        if self._journal_records > 1000 and self._journal_records > 4 * max(len(self._pending), 1):
-            self.compact()
+        """The broker acknowledged these messages. Not fsync'ed: a lost ack only means a message is
+        delivered once more after a power cut, which QoS 1 allows (API.md §6)."""
+        with self._lock:
+            seqs = [s for s in dict.fromkeys(seqs) if s in self._pending]  # a seq named twice: acked once
+            if not seqs:
+                return
+            self._write(frame({"acks": seqs}), sync=False)
+            for seq in seqs:
+                del self._pending[seq]
+
+    def _write(self, data: bytes, *, sync: bool) -> None:
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            if sync and self.fsync:
+                os.fsync(f.fileno())
+        self._size += len(data)
 
     def pending(self) -> list[OutboxRecord]:
-        return [self._pending[s] for s in sorted(self._pending)]
+        with self._lock:
+            return [self._pending[s] for s in sorted(self._pending)]
 
     def compact(self) -> None:
-        """Rewrite the journal with only the unacknowledged messages (atomic). An ack of the last
-        seq comes first, so the highest seq survives even when nothing is pending."""
-        floor = cbor2.dumps({"ack": self.last_seq})
-        chunk = bytearray(_HEADER.pack(MAGIC, len(floor), zlib.crc32(floor)) + floor)
-        for record in self.pending():
-            encoded = cbor2.dumps({"seq": record.seq, "topic": record.topic, "payload": record.payload,
-                                   "kind": record.kind})
-            chunk += _HEADER.pack(MAGIC, len(encoded), zlib.crc32(encoded)) + encoded
-        write_atomic(self.dir / OUTBOX_FILE, bytes(chunk))
-        self._journal_records = len(self._pending) + 1
+        """Rewrite the journal as one record: the whole state and the pending messages."""
+        with self._lock:
+            body = {"state": self.state, "messages": [m.plain() for m in self.pending()], "last_seq": self.last_seq}
+            data = frame(body)
+            write_atomic(self.path, data)
+            self._size = len(data)
 
     def _enforce_bound(self) -> None:
         excess = len(self._pending) - self.max_outbox_records
@@ -253,9 +239,10 @@ class Store:
             return
         droppable = [s for s in sorted(self._pending) if self._pending[s].droppable][:excess]
         if droppable:
-            log.warning("outbox full (%d records): dropping the %d oldest meter samples",
+            log.warning("outbox full (%d messages): dropping the %d oldest meter samples",
                         len(self._pending), len(droppable))
             self.dropped_records += len(droppable)
             self.ack(droppable)
         if len(self._pending) > self.max_outbox_records:
-            log.error("outbox over its bound with %d undroppable messages; keeping them all", len(self._pending))
+            log.error("outbox over its bound with %d messages that are never dropped; keeping them",
+                      len(self._pending))

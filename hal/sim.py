@@ -343,3 +343,11 @@ class SimBoard:
         e = self._evse(cid)
         self._integrate(e)
         return e.energy_wh
+
+    def restore_energy(self, cid: int, energy_wh: float) -> None:
+        """Set the simulated meter's import register after a restart (a real meter keeps its own in
+        non-volatile memory). It never goes backwards: a lower value is ignored."""
+        e = self._evse(cid)
+        value = _number("energy_wh", energy_wh, 0.0, math.inf)
+        self._integrate(e)
+        e.energy_wh = max(e.energy_wh, value)

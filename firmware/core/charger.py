@@ -55,7 +55,7 @@ from firmware.core.events import (
     SetLed,
     Status,
 )
-from firmware.core.evse import TRANSITIONS, EvseConfig, EvseMachine, State
+from firmware.core.evse import TRANSITIONS, EvseConfig, EvseMachine, State, StoredSession
 from firmware.core.pilot import DEBOUNCE_S, MIN_CURRENT_A, PilotMonitor
 from firmware.core.reservations import (
     BookOutput,
@@ -336,6 +336,13 @@ class Charger:
             out.extend(self._step(evse, now, StopRequested(cid=cid, reason=SessionCancellationReason.UNLOCK_COMMAND)))
         out.append(SetLock(cid=cid, locked=False))
         return True, self._settle(out, self._utc(now, utc))
+
+    def restore_session(self, cid: int, stored: StoredSession, now: float, utc: datetime | None = None, *,
+                        reason: SessionCancellationReason, resume: bool) -> list[Output]:
+        """A session that was open at the last stop (see EvseMachine.restore_session)."""
+        evse = self._machine(cid)
+        return self._settle(list(evse.restore_session(stored, now, reason=reason, resume=resume)),
+                            self._utc(now, utc))
 
     # --- reservations (API.md §3, §7) ------------------------------------------------------------
 

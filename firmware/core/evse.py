@@ -218,6 +218,25 @@ class Session:
     energy_wh_import_start: float = 0.0
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredSession:
+    """What the store keeps of an open session, to end it correctly after a restart."""
+
+    uuid: str
+    id_token: str | None = None
+    reservation_id: int | None = None
+    authorized: bool = False
+    cancelled: bool = False
+    charging_started: bool = False
+    energy_wh_import_start: float = 0.0
+
+    @classmethod
+    def of(cls, session: Session) -> StoredSession:
+        return cls(uuid=session.uuid, id_token=session.id_token, reservation_id=session.reservation_id,
+                   authorized=session.authorized, cancelled=session.cancelled,
+                   charging_started=session.charging_started, energy_wh_import_start=session.energy_wh_import_start)
+
+
 @dataclass(slots=True)
 class Counters:
     """Wear counters (persisted by the store): closes of the contactor and opens under load."""
@@ -326,6 +345,32 @@ class EvseMachine:
             )
         return self._step(event, now, allowed)
 
+    def restore_session(self, stored: StoredSession, now: float, *, reason: SessionCancellationReason,
+                        resume: bool) -> list[Action]:
+        """Adopt a session that was open when the controller stopped (power loss or reboot).
+
+        Call once at boot, before any CP reading and after the first meter reading. The EV is taken
+        to be still plugged in until CP says otherwise. Unless `resume` (config
+        `sessions.resume_after_power_loss`, only for a session that was authorized), the session is
+        cancelled with `reason` and nothing charges without a fresh authorization; it ends with
+        SessionFinished when the EV is found unplugged.
+        """
+        if self._session is not None or self._state is not State.AVAILABLE:
+            raise IllegalTransition(self._state, stored)
+        self._session = Session(
+            uuid=stored.uuid, id_token=stored.id_token, reservation_id=stored.reservation_id,
+            authorized=stored.authorized, ev_seen=True, charging_started=stored.charging_started,
+            started_at=now, energy_wh_import_start=stored.energy_wh_import_start,
+        )
+        self._plugged = True
+        notes: list[Action] = []
+        if not (resume and stored.authorized and not stored.cancelled):
+            if stored.cancelled:
+                self._session.cancelled = True  # already reported before the restart
+            else:
+                self._cancel(reason, notes)
+        return self._step_with(notes, now, _ALL)
+
     def tick(self, now: float) -> list[Action]:
         """Let time pass: deadlines that are due take effect."""
         return self._step(None, now, _EDGES[self._state] | {self._state})
@@ -345,8 +390,11 @@ class EvseMachine:
     # --- the step --------------------------------------------------------------------------------
 
     def _step(self, event: Event | None, now: float, allowed: frozenset[State]) -> list[Action]:
+        return self._step_with([], now, allowed, event)
+
+    def _step_with(self, notes: list[Action], now: float, allowed: frozenset[State],
+                   event: Event | None = None) -> list[Action]:
         was_requesting = self._requests_power()
-        notes: list[Action] = []
         try:
             if event is not None:
                 self._apply(event, now, notes)
