@@ -495,20 +495,6 @@ def test_unreadable_journal_symlink_loop(tmp_path: Path, caplog: pytest.LogCaptu
     assert any(r.levelno >= logging.ERROR and r.name == STORE_LOGGER for r in caplog.records)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a chmod 000 file anyway (see the directory test)")
-def test_unreadable_journal_permissions(scenario: Recorded, tmp_path: Path,
-                                        caplog: pytest.LogCaptureFixture) -> None:
-    write_journal(tmp_path, scenario.data)
-    (tmp_path / JOURNAL_FILE).chmod(0)
-    try:
-        with caplog.at_level(logging.ERROR, logger=STORE_LOGGER):
-            got = load(tmp_path)
-    finally:
-        (tmp_path / JOURNAL_FILE).chmod(0o600)
-    assert got == Loaded({}, [], 0, 0)
-    assert any(r.levelno >= logging.ERROR for r in caplog.records)
-
-
 NOT_A_MAP_BODIES = {
     "empty": b"",
     "break code": b"\xff",
