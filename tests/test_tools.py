@@ -50,3 +50,20 @@ def test_reservations_bench_quick_runs_and_prints_its_figures(monkeypatch: pytes
                     "G1 global_room 16 EVSEs /  8 globals", "G1 brute force", "reserve with", "exists with"):
         assert any(line.startswith(subject) and "median" in line and "p99" in line for line in lines), subject
     assert "agrees with global_room on" in out
+
+
+FUZZ_RSS_BENCH = REPO / "tools" / "bench" / "fuzz_rss.py"
+
+
+def test_fuzz_rss_bench_runs_and_prints_its_figures() -> None:
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(FUZZ_RSS_BENCH), "--messages", "2000"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "2000 malformed messages" in out, out
+    assert "RSS before:" in out and "RSS during the run:" in out, out
+    assert "messages/s" in out, out
+    assert "  escaped: 0" in out.splitlines(), out  # exactly 0: no exception left the request path
+    assert "controller: still running" in out, out

@@ -15,14 +15,17 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import cbor2
+import paho.mqtt.client as paho
 import pytest
 
 from firmware.app import Controller
@@ -55,7 +58,7 @@ class Broker:
         self.directory = directory
         self.conf = directory / "mosquitto.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "max_queued_messages 100000\n")
+                             "max_queued_messages 100000\nset_tcp_nodelay true\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -100,6 +103,7 @@ def own_broker(tmp_path: Path) -> Iterator[Broker]:
 
 
 _ids = itertools.count(1)
+_request_ids = itertools.count(1)
 
 FAST = """
 [pilot]
@@ -145,11 +149,14 @@ class Running:
             await self.task
 
 
-async def start_controller(config: Config) -> Running:
+async def start_controller(config: Config, *, sim_ops: bool = True) -> Running:
+    """The controller on a simulated board; `sim_ops=False` runs it as on real hardware (`sim=None`:
+    the board is still simulated, but the `sim_*` ops answer `unsupported`)."""
     loop = asyncio.get_running_loop()
     sim = SimBoard([e.id for e in config.evses], clock=loop.time, phases={e.id: e.phases for e in config.evses})
     meters: dict[int, Meter] = {cid: m for cid in sim_ids(config) if (m := sim.meter(cid)) is not None}
-    controller = Controller(config, sim, Store(config.charger.state_dir), meters=meters, sim=sim)
+    controller = Controller(config, sim, Store(config.charger.state_dir), meters=meters,
+                            sim=sim if sim_ops else None)
     task = loop.create_task(controller.run(), name="controller")
     await asyncio.wait_for(controller.ready.wait(), 10)
     return Running(controller, sim, config, task)
@@ -169,7 +176,12 @@ class Backend:
     replies: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: list[tuple[str, Any]] = field(default_factory=list)
     retained: dict[str, Any] = field(default_factory=dict)
-    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: every message as received: (topic, payload bytes, MQTT 5 properties or None, retain flag)
+    raw: list[tuple[str, bytes, Any, bool]] = field(default_factory=list)
+    #: called synchronously with (topic, payload) as each message arrives, before anything else
+    hooks: list[Callable[[str, bytes], None]] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=lambda: _request_ids)  # unique across backends: a charger
+    # answers a reused id from its reply cache (API.md §2), also to a second backend
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @staticmethod
@@ -182,6 +194,9 @@ class Backend:
         async for message in self.client.messages:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            for hook in self.hooks:
+                hook(topic, payload)
+            self.raw.append((topic, payload, message.properties, bool(message.retain)))
             try:
                 value = self.decode(payload) if payload else None
             except Exception:  # noqa: BLE001
@@ -204,7 +219,8 @@ class Backend:
                 raise AssertionError(f"condition not met within {timeout} s")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+                async with asyncio.timeout(min(remaining, 0.05)):  # not wait_for: 3.11's can lose a cancel
+                    await self._changed.wait()
 
     async def send_raw(self, payload: bytes, **kw: Any) -> None:  # noqa: ANN401
         await self.client.publish(f"{self.root}/cmd", payload, qos=1, **kw)
@@ -225,6 +241,13 @@ class Backend:
         assert reply["ok"] is True, reply
         return reply["result"]
 
+    def all_replies(self) -> list[Any]:
+        """Every message on R/reply so far, decoded (also those with `id: null`)."""
+        return [v for t, v in self.messages if t == f"{self.root}/reply"]
+
+    def raw_on(self, topic_suffix: str) -> list[bytes]:
+        return [p for t, p, _, _ in self.raw if t == f"{self.root}/{topic_suffix}"]
+
     def events(self, evse_id: int | None = None) -> list[dict[str, Any]]:
         suffix = "/session"
         return [v for t, v in self.messages if t.endswith(suffix) and isinstance(v, dict)
@@ -241,10 +264,19 @@ class Backend:
         return value if isinstance(value, dict) else None
 
 
+def new_charger_id() -> str:
+    return f"CP-IT-{next(_ids)}-{os.getpid()}"
+
+
+def root_of(charger_id: str, prefix: str = "chargers") -> str:
+    return f"{prefix}/{charger_id}/v1"
+
+
 @contextlib.asynccontextmanager
 async def backend_for(port: int, root: str) -> AsyncIterator[Backend]:
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"backend-{next(_ids)}-{os.getpid()}",
-                              protocol=aiomqtt.ProtocolVersion.V5) as client:
+                              protocol=aiomqtt.ProtocolVersion.V5,
+                              socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)) as client:
         await client.subscribe(f"{root}/#", qos=1)
         backend = Backend(client=client, root=root)
         pump = asyncio.get_running_loop().create_task(backend.pump())
@@ -257,13 +289,14 @@ async def backend_for(port: int, root: str) -> AsyncIterator[Backend]:
 
 
 @contextlib.asynccontextmanager
-async def charger_and_backend(broker: Broker, directory: Path, **kw: Any) -> AsyncIterator[tuple[Running, Backend]]:  # noqa: ANN401
+async def charger_and_backend(broker: Broker, directory: Path, *, sim_ops: bool = True,
+                              **kw: Any) -> AsyncIterator[tuple[Running, Backend]]:  # noqa: ANN401
     """A running controller and a backend subscribed to its topics, online already."""
-    charger_id = f"CP-IT-{next(_ids)}-{os.getpid()}"
+    charger_id = new_charger_id()
     config = write_config(directory, broker.port, charger_id=charger_id, **kw)
-    root = f"chargers/{charger_id}/v1"
+    root = root_of(charger_id)
     async with backend_for(broker.port, root) as backend:
-        running = await start_controller(config)
+        running = await start_controller(config, sim_ops=sim_ops)
         try:
             await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online") is True, 10)
             yield running, backend
@@ -275,3 +308,113 @@ async def charger_and_backend(broker: Broker, directory: Path, **kw: Any) -> Asy
 async def charger(broker: Broker, tmp_path: Path) -> AsyncIterator[tuple[Running, Backend]]:
     async with charger_and_backend(broker, tmp_path) as pair:
         yield pair
+
+
+# --- helpers for the API tests (test_ops, test_flows, test_link, test_malformed) ------------------
+
+LOCAL_TOKEN = "04A2B3C4"
+BLOCKED_TOKEN = "0BADCAFE"
+LOCAL_LIST = {"version": 1, "full": True, "tokens": [{"id_token": LOCAL_TOKEN, "status": "Accepted"},
+                                                     {"id_token": BLOCKED_TOKEN, "status": "Blocked"}]}
+
+
+def stored_state(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """What the controller has made durable in `state_dir`, read as the next boot would read it."""
+    store = Store(state_dir)
+    if hasattr(store, "load"):  # the journal store: load() -> (state, pending messages)
+        return dict(store.load()[0])
+    return dict(store.load_state())  # the snapshot store
+
+
+def stored_bytes(state_dir: str | os.PathLike[str]) -> bytes:
+    """Everything written to `state_dir` (to look for a message that must be durable)."""
+    return b"".join(p.read_bytes() for p in sorted(Path(state_dir).iterdir()) if p.is_file())
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def in_s(seconds: float) -> str:
+    """RFC 3339 UTC `seconds` from now."""
+    return rfc3339(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+def body(request_id: Any, op: Any, args: Any = None, **extra: Any) -> dict[str, Any]:  # noqa: ANN401
+    doc: dict[str, Any] = {"id": request_id, "op": op}
+    if args is not None:
+        doc["args"] = args
+    return doc | extra
+
+
+def as_json(value: Any) -> bytes:  # noqa: ANN401
+    return json.dumps(value).encode()
+
+
+def as_cbor(value: Any) -> bytes:  # noqa: ANN401
+    return cbor2.dumps(value)
+
+
+async def raw_reply(backend: Backend, payload: bytes, timeout: float = 5.0, **kw: Any) -> Any:  # noqa: ANN401
+    """Send a raw payload on R/cmd and return the next message on R/reply (for replies whose id may be
+    null: only use while no other request is outstanding)."""
+    before = len(backend.all_replies())
+    await backend.send_raw(payload, **kw)
+    await backend.wait_for(lambda: len(backend.all_replies()) > before, timeout)
+    return backend.all_replies()[before]
+
+
+async def wait_status(backend: Backend, evse_id: int, status: str, timeout: float = 5.0) -> dict[str, Any]:
+    await backend.wait_for(lambda: (backend.state(evse_id) or {}).get("status") == status, timeout)
+    state = backend.state(evse_id)
+    assert state is not None
+    return state
+
+
+async def wait_event(backend: Backend, evse_id: int | None, name: str, timeout: float = 5.0,
+                     after: int = 0) -> dict[str, Any]:
+    """The first SessionEvent `name` (on EVSE `evse_id`, or any) among the events from index `after` on."""
+    def find() -> dict[str, Any] | None:
+        return next((e for e in backend.events(evse_id)[after:] if e.get("event") == name), None)
+    return await backend.wait_for(find, timeout)  # type: ignore[no-any-return]
+
+
+async def wait_update(backend: Backend, status: str, reservation_id: int | None = None,
+                      timeout: float = 5.0) -> dict[str, Any]:
+    def find() -> dict[str, Any] | None:
+        return next((u for u in backend.reservation_updates() if u.get("reservation_status") == status
+                     and (reservation_id is None or u.get("reservation_id") == reservation_id)), None)
+    return await backend.wait_for(find, timeout)  # type: ignore[no-any-return]
+
+
+class SyncSubscriber:
+    """A paho client on its own thread, connected and subscribed *synchronously*: nothing else on the
+    event loop (the controller) runs before it listens. For tests that must not miss a message that
+    the controller publishes right after it (re)connects."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        connected, subscribed = threading.Event(), threading.Event()
+        self._client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sync-{next(_ids)}-{os.getpid()}",
+                                   protocol=paho.MQTTv5)
+        self._client.on_connect = lambda *_: connected.set()
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload), bool(m.retain)))
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        if not connected.wait(5):
+            raise AssertionError("sync subscriber: no CONNACK")
+        self._client.subscribe(topic, qos=1)
+        if not subscribed.wait(5):
+            raise AssertionError("sync subscriber: no SUBACK")
+
+    def decoded(self, topic: str) -> list[Any]:
+        return [Backend.decode(p) for t, p, _ in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
