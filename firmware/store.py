@@ -100,6 +100,7 @@ class Store:
         self.skipped_records = 0
         self.dropped_records = 0
         self._size = 0
+        self._compacted_size = 0
         # commit (core task) and ack (link task) run in worker threads: one writer at a time
         self._lock = threading.RLock()
 
@@ -199,7 +200,9 @@ class Store:
                 self._pending[record.seq] = record
                 self.last_seq = max(self.last_seq, record.seq)
             self._enforce_bound()
-            if self._size > COMPACT_AFTER_BYTES:
+            # compact once the journal is mostly history; not again right after a compaction that
+            # had to keep a large outbox (that would rewrite it on every commit)
+            if self._size > max(COMPACT_AFTER_BYTES, 2 * self._compacted_size):
                 self.compact()
 
     def ack(self, seqs: list[int]) -> None:
@@ -231,7 +234,7 @@ class Store:
             body = {"state": self.state, "messages": [m.plain() for m in self.pending()], "last_seq": self.last_seq}
             data = frame(body)
             write_atomic(self.path, data)
-            self._size = len(data)
+            self._size = self._compacted_size = len(data)
 
     def _enforce_bound(self) -> None:
         excess = len(self._pending) - self.max_outbox_records

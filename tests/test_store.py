@@ -817,3 +817,23 @@ def test_random_operations_against_a_model(data: st.DataObject) -> None:
         assert_matches(got, expected)
         assert (got.skipped == 0) == (cut in {b[0] for b in boundaries})
 
+
+
+def test_a_large_outbox_is_not_rewritten_on_every_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compaction that must keep a large outbox (backend offline) does not repeat on every commit."""
+    monkeypatch.setattr(store_module, "COMPACT_AFTER_BYTES", 4000)
+    store = Store(tmp_path)
+    store.load()
+    compactions = 0
+    original = store.compact
+
+    def counting() -> None:
+        nonlocal compactions
+        compactions += 1
+        original()
+
+    monkeypatch.setattr(store, "compact", counting)
+    for seq in range(1, 201):  # never acked: the outbox grows to ~60 kB, far above the threshold
+        store.commit([OutboxRecord(seq=seq, topic="t", payload=b"x" * 300, kind="session")])
+    assert compactions <= 8  # doubling: 4 kB, 8 kB, 16 kB, ... not 190 rewrites
+    assert [r.seq for r in Store(tmp_path).load()[1]] == list(range(1, 201))
