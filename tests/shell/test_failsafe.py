@@ -1,0 +1,123 @@
+"""Fail-safe shutdown of the shell (DESIGN.md principle 3, STYLE.md B3/B7): on a crash of a
+safety-relevant task, on SIGTERM/SIGINT and at start, every relay opens and CP goes to F."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware.app import Controller, failsafe
+from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
+from firmware.core.errors import HardwareError
+from firmware.core.events import DUTY_F, Led
+from firmware.store import Store
+from hal.protocols import PilotSample
+from hal.sim import SimBoard
+from tests.integration.conftest import free_port, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class AdcDies(SimBoard):
+    """The simulated board whose CP ADC stops answering after `healthy` reads (a bus fault)."""
+
+    def __init__(self, *args: object, healthy: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.healthy = healthy
+
+    async def read_cp(self, cid: int) -> PilotSample:
+        self.healthy -= 1
+        if self.healthy < 0:
+            raise HardwareError("ADC on SPI0 does not answer")
+        return await super().read_cp(cid)
+
+
+class EverythingFails(SimBoard):
+    async def set_closed(self, cid: int, closed: bool) -> None:
+        raise HardwareError("relay driver gone")
+
+    async def set_duty(self, cid: int, duty_pct: float) -> None:
+        await asyncio.sleep(10)  # hangs: bounded by the per-step timeout
+
+    async def set_led(self, cid: int, led: Led) -> None:
+        raise RuntimeError("unexpected")
+
+
+async def test_a_dead_adc_while_charging_ends_fail_safe(tmp_path: Path) -> None:
+    config = write_config(tmp_path, free_port(), charger_id="FAILSAFE-1")
+    loop = asyncio.get_running_loop()
+    board = AdcDies([1], clock=loop.time, healthy=60)
+    controller = Controller(config, board, Store(config.charger.state_dir), meters={}, sim=board)
+    controller.charger.local_list.apply(1, True, [LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
+    board.plug(1, "C")
+    board.token(1, "AA11")
+    task = loop.create_task(controller.run())
+    with pytest.raises(ExceptionGroup) as info:
+        await asyncio.wait_for(task, 10)
+    assert info.group_contains(HardwareError)
+    assert not board.relay_commanded(1) and board.duty_pct(1) == DUTY_F and board.led(1) is Led.FAULT
+
+
+async def test_failsafe_is_bounded_and_never_raises() -> None:
+    board = EverythingFails([1, 2], clock=lambda: 0.0)
+    start = time.monotonic()
+    await failsafe(board, [1, 2])
+    await failsafe(board, [1, 2])  # idempotent
+    assert time.monotonic() - start < 2 * 2 * 3 * 0.5 + 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_with_outputs_safe(tmp_path: Path, sig: signal.Signals) -> None:
+    """`charger-firmware --sim` with no broker: runs, then a signal ends it with status 0."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[charger]\nid = "SIG"\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nport = {free_port()}\n'
+                      '[[evse]]\nid = 1\n')
+    proc = subprocess.Popen([sys.executable, "-m", "firmware", "--sim", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 15
+    lines: list[str] = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "started" in line and "controller" in line:
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=15)
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    assert "outputs safe; controller stopped" in text
+    assert "Traceback" not in text
+    assert text.count("unreachable") == 1, "the missing broker is logged once, not in a loop"
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\nmax_curent_a = 16\n')
+    ok = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(good)], cwd=ROOT,
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    fail = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(bad)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert fail.returncode == 2 and "evse[0].max_curent_a" in fail.stderr and "Traceback" not in fail.stderr
+    run = subprocess.run([sys.executable, "-m", "firmware", "--sim", "--config", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "max_curent_a" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_without_sim_the_missing_hardware_backends_are_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[charger]\nid = "HW"\nstate_dir = "{tmp_path}"\n[[evse]]\nid = 1\n')
+    run = subprocess.run([sys.executable, "-m", "firmware", "--config", str(config)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30, env=dict(os.environ))
+    assert run.returncode != 0 and "--sim" in run.stderr and "Traceback" not in run.stderr
