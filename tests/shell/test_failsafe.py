@@ -50,7 +50,7 @@ class EverythingFails(SimBoard):
         raise RuntimeError("unexpected")
 
 
-async def test_a_dead_adc_while_charging_ends_fail_safe(tmp_path: Path) -> None:
+async def test_a_dead_adc_ends_fail_safe(tmp_path: Path) -> None:
     config = write_config(tmp_path, free_port(), charger_id="FAILSAFE-1")
     loop = asyncio.get_running_loop()
     board = AdcDies([1], clock=loop.time, healthy=60)
