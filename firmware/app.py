@@ -19,7 +19,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +66,7 @@ FAILSAFE_STEP_S = 0.5
 SUPERVISE_INTERVAL_S = 0.05
 RELAY_FEEDBACK_GRACE_S = 0.3
 BOOT_METER_TIMEOUT_S = 2.0
+PP_DEBOUNCE_S = 0.1
 
 
 def utc_now() -> datetime:
@@ -165,6 +166,7 @@ class Controller:
         self._committed: dict[str, Any] = {}
         self._meter_key = METER_KEY_BASE
         self._first_online_logged = False
+        self.charger.online = False  # until the backend link is up: tokens go to the offline policy
         self._dirty: set[str] = set()
         self.ready = asyncio.Event()
 
@@ -183,9 +185,9 @@ class Controller:
                         group.create_task(self._pilot_task(cid), name=f"pilot{cid}")
                     group.create_task(self._supervise_inputs(), name="inputs")
                     for cid, meter in self.meters.items():
-                        group.create_task(self._meter_task(cid, meter), name=f"meter{cid}")
+                        group.create_task(cancellable(self._meter_task(cid, meter), f"meter{cid}"), name=f"meter{cid}")
                     group.create_task(self._token_task(), name="tokens")
-                    group.create_task(self._link_task(), name="mqtt")
+                    group.create_task(cancellable(self._link_task(), "mqtt-link"), name="mqtt")
                     group.create_task(self._telemetry_task(), name="telemetry")
                     self.ready.set()
         finally:
@@ -354,7 +356,9 @@ class Controller:
                                                               currents_a=sample.currents_a), now, utc),
                                   publish=True)  # the session's energy is in the state document
             case Event():
-                await self._after(charger.handle(item, now, utc))
+                before = [m.cp for m in charger.evses.values()]
+                outputs = charger.handle(item, now, utc)
+                await self._after(outputs, publish=before != [m.cp for m in charger.evses.values()])
 
     async def _after(self, outputs: list[Output], *, publish: bool = False) -> None:
         """Carry out outputs; republish the state documents that changed (only if anything can have:
@@ -494,15 +498,15 @@ class Controller:
             "session": session_doc,
             "reservation": reservation_doc_,
             "led": self.charger.led(cid).value,
+            "updated_at": rfc3339(utc),
         }
 
     def _publish_state(self, cid: int) -> None:
         doc = self.state_doc(cid)
-        key = encode("cbor", doc)
+        key = encode("cbor", {k: v for k, v in doc.items() if k != "updated_at"})
         if self._published.get(cid) == key:
             return
         self._published[cid] = key
-        doc["updated_at"] = rfc3339(utc_now())
         self.link.retain(self.link.topics.evse(cid, "state"), doc)
 
     # --- requests --------------------------------------------------------------------------------
@@ -580,17 +584,22 @@ class Controller:
     async def _pilot_task(self, cid: int) -> None:
         """Sample CP every `pilot.sample_interval_s` and PP ten times slower (safety-relevant)."""
         interval = self.config.pilot.sample_interval_s
-        count = 0
+        loop = asyncio.get_running_loop()
+        candidate: tuple[float | None, float] | None = None  # (ohms, since)
         while True:
             sample = await self.board.pilot.read_cp(cid)
             await self.queue.put(PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo))
-            if True:  # PP with every CP sample: a PP reading older than the CP one could open a relay
-                ohms = await self.board.pilot.read_pp(cid)
-                previous = self._pp.get(cid, -1.0)
-                if ohms != previous:
-                    self._pp[cid] = ohms
-                    await self.queue.put(PpChanged(cid=cid, ohms=ohms))
-            count += 1
+            # PP is debounced longer than CP (PP_DEBOUNCE_S): at an unplug CP reaches A first, so a
+            # session ends as unplugged rather than paused by a cable that vanished a moment earlier.
+            ohms, now = await self.board.pilot.read_pp(cid), loop.time()
+            if cid in self._pp and _same_pp(ohms, self._pp[cid]):
+                candidate = None
+            elif candidate is None or not _same_pp(ohms, candidate[0]):
+                candidate = (ohms, now)
+            if candidate is not None and (now - candidate[1] >= PP_DEBOUNCE_S or cid not in self._pp):
+                self._pp[cid] = ohms
+                candidate = None
+                await self.queue.put(PpChanged(cid=cid, ohms=ohms))
             await asyncio.sleep(interval)
 
     async def _supervise_inputs(self) -> None:
@@ -855,11 +864,7 @@ async def _sim_plug(c: Controller, f: Fields, now: float, utc: datetime, _: Requ
     cp = f.str_("cp", max_len=1)
     kwargs: dict[str, object] = {}
     if "pp_ohms" in f._args:  # noqa: SLF001 - null means "open"
-        f._seen.add("pp_ohms")  # noqa: SLF001
-        value = f._args["pp_ohms"]  # noqa: SLF001
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InvalidArgs("pp_ohms: must be a number or null")
-        kwargs["pp_ohms"] = value
+        kwargs["pp_ohms"] = f.number("pp_ohms", required=False)
     diode_ok = f.bool_("diode_ok", required=False)
     f.done()
     if diode_ok is not None:
@@ -914,3 +919,28 @@ def process_age_s() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return max(uptime - start, 0.0)
+
+
+async def cancellable(coro: Coroutine[Any, Any, None], name: str) -> None:
+    """Run a link task so that one cancellation always ends it. Libraries that await through
+    `asyncio.wait_for` (aiomqtt, pymodbus) can swallow a cancel on Python 3.11 (CPython gh-86296);
+    then a SIGTERM would never reach the fail-safe. The inner task is cancelled until it stops."""
+    inner = asyncio.get_running_loop().create_task(coro, name=f"{name}-inner")
+    try:
+        await asyncio.wait([inner])
+        inner.result()
+    finally:
+        for _ in range(100):
+            if inner.done():
+                break
+            inner.cancel()
+            await asyncio.wait([inner], timeout=0.02)
+        else:
+            log.error("%s did not stop after repeated cancellation; abandoning it", name)
+
+
+def _same_pp(a: float | None, b: float | None) -> bool:
+    """Two PP readings that mean the same cable (within 5 %, or both open)."""
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= 0.05 * max(abs(b), 1.0)

@@ -56,14 +56,28 @@ def codec_of(data: bytes) -> str:
     return JSON if stripped[:1] == b"{" else CBOR
 
 
-def _depth_ok(value: object, depth: int = 0) -> bool:
+def _check_value(value: object, depth: int = 0) -> str | None:
+    """Why a decoded value cannot be a request (too deep, or a string that is not valid UTF-8, such
+    as JSON's lone surrogates: CBOR could not even encode the reply), or None."""
     if depth > MAX_DEPTH:
-        return False
+        return f"nested deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a string is not valid UTF-8 (lone surrogate)"
+        return None
     if isinstance(value, dict):
-        return all(_depth_ok(k, depth + 1) and _depth_ok(v, depth + 1) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return all(_depth_ok(v, depth + 1) for v in value)
-    return True
+        for key, item in value.items():
+            problem = _check_value(key, depth + 1) or _check_value(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list | tuple):
+        for item in value:
+            problem = _check_value(item, depth + 1)
+            if problem:
+                return problem
+    return None
 
 
 def decode(data: bytes) -> tuple[str, object]:
@@ -75,8 +89,6 @@ def decode(data: bytes) -> tuple[str, object]:
         raise BadRequest(f"payload nested too deeply ({codec})") from exc
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on garbage
         raise BadRequest(f"undecodable {codec} payload: {type(exc).__name__}") from exc
-    if not _depth_ok(value):
-        raise BadRequest(f"payload nested deeper than {MAX_DEPTH} levels")
     return codec, value
 
 
@@ -113,8 +125,15 @@ def parse_request(data: bytes, max_payload_bytes: int, properties: Properties | 
     raw_id, raw_op = value.get("id"), value.get("op")
     request_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LEN else None
     op = raw_op if isinstance(raw_op, str) else None
+    if request_id is not None and _check_value(request_id):
+        request_id = None
+    if op is not None and _check_value(op):
+        op = None
     if request_id is None:
         raise BadRequest(f"id must be a string of 1..{MAX_ID_LEN} characters", None, op)
+    problem = _check_value(value)
+    if problem:
+        raise BadRequest(f"request {problem}", request_id, op)
     if op is None or not op:
         raise BadRequest("op must be a non-empty string", request_id, None)
     args = value.get("args", {})
@@ -301,27 +320,26 @@ class BackendLink:
         while True:
             client = self._client_for()
             try:
-                async with client:
-                    self._client = client
-                    await self._on_connected(client)
-                    reported, delay = False, self.settings.reconnect_min_s
-                    await self._serve(client)
-            except asyncio.CancelledError:
-                self._client = None
-                self.connected.clear()
-                raise
-            except aiomqtt.MqttError as exc:
-                if not reported:
-                    log.warning("backend broker %s:%d unreachable (%s); working offline, retrying",
-                                self.settings.host, self.settings.port, exc)
-                    reported = True
-                else:
-                    log.debug("broker still unreachable: %s", exc)
+                try:
+                    async with client:
+                        self._client = client
+                        await self._on_connected(client)
+                        reported, delay = False, self.settings.reconnect_min_s
+                        await self._serve(client)
+                except* aiomqtt.MqttError as group:  # from the connect, or from _serve's task group
+                    exc = group.exceptions[0]
+                    if not reported:
+                        log.warning("backend broker %s:%d unreachable (%s); working offline, retrying",
+                                    self.settings.host, self.settings.port, exc)
+                        reported = True
+                    else:
+                        log.debug("broker still unreachable: %s", exc)
             finally:
                 was_up = self.connected.is_set()
                 self._client = None
                 self.connected.clear()
-                if was_up:
+                task = asyncio.current_task()
+                if was_up and not (task is not None and task.cancelling()):
                     log.warning("backend link lost; reconnecting")
                     await self.on_link(False)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -362,6 +380,9 @@ class BackendLink:
     async def _handle_auth_response(self, payload: bytes) -> None:
         try:
             _, value = decode(payload)
+            problem = _check_value(value)
+            if problem:
+                raise BadRequest(problem)
             await self.on_auth_response(value)
         except Exception:  # noqa: BLE001 - never let a payload stop the loop
             self.stats.malformed += 1

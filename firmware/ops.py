@@ -18,6 +18,11 @@ from firmware.core.reservations import MAX_TOKEN_LEN, UNKNOWN, Reservation
 from firmware.mqtt import InvalidArgs, as_map
 
 
+#: Integers beyond this are refused before anything formats them (Python refuses to print ints of more
+#: than 4300 digits, and no field of the API needs more than 64 bits).
+MAX_INT = 2**63
+
+
 class Fields:
     """Typed access to an args map; records which fields were read to refuse the rest."""
 
@@ -45,6 +50,8 @@ class Fields:
             return None
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvalidArgs(f"{name}: must be an integer, got {type(value).__name__}")
+        if abs(value) > MAX_INT:
+            raise InvalidArgs(f"{name}: integer out of range")
         if minimum is not None and value < minimum:
             raise InvalidArgs(f"{name}: must be >= {minimum}, got {value}")
         if maximum is not None and value > maximum:
@@ -55,8 +62,10 @@ class Fields:
         value = self._get(name, required)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise InvalidArgs(f"{name}: must be a finite number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidArgs(f"{name}: must be a number, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > MAX_INT or isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgs(f"{name}: must be a finite number of sensible size")
         return float(value)
 
     def bool_(self, name: str, *, required: bool = True) -> bool | None:
@@ -89,7 +98,10 @@ class Fields:
             raise InvalidArgs(f"{name}: not an RFC 3339 time: {value!r}") from exc
         if parsed.tzinfo is None:
             raise InvalidArgs(f"{name}: needs a time zone (UTC, e.g. 2026-11-21T08:30:00Z)")
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise InvalidArgs(f"{name}: out of the representable range: {value!r}") from exc
 
     def list_(self, name: str) -> list[Any]:
         value = self._get(name, True)
@@ -133,9 +145,10 @@ def parse_local_list(args: object) -> LocalListUpdate:
     f.done()
     entries = []
     for i, item in enumerate(items):
-        g = Fields(item) if isinstance(item, dict) else None
-        if g is None:
-            raise InvalidArgs(f"tokens[{i}]: must be a map")
+        try:
+            g = Fields(item)
+        except InvalidArgs as exc:
+            raise InvalidArgs(f"tokens[{i}]: must be a map with string keys") from exc
         try:
             token = g.str_("id_token")
             status_text = g.str_("status", max_len=16)

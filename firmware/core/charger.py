@@ -181,7 +181,10 @@ class Charger:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
         out = self._settle(self._step(evse, now, event), when)
-        return out + self._use_held_token(evse, now)
+        held = self._use_held_token(evse, now)
+        if held:
+            out = self._drop_auth_required(out, evse.cid)
+        return out + held
 
     def tick(self, now: float, utc: datetime | None = None) -> list[Output]:
         when = self._utc(now, utc)
@@ -379,6 +382,11 @@ class Charger:
         held = self._held.pop(0)
         _, out = self.present_token(evse.cid, held.id_token, now, token_type=held.token_type)
         return out
+
+    def _drop_auth_required(self, out: list[Output], cid: int) -> list[Output]:
+        """The plug-in that used a held token needs no authorization: no AuthRequired (API.md §5)."""
+        return [a for a in out if not (isinstance(a, EmitSessionEvent) and a.cid == cid
+                                       and a.event is SessionEvent.AUTH_REQUIRED)]
 
     def _machine(self, cid: int) -> EvseMachine:
         evse = self.evses.get(cid)
