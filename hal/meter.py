@@ -36,7 +36,6 @@ from fractions import Fraction
 from functools import lru_cache
 from itertools import pairwise
 from typing import Final, Literal, Protocol, Self
-from urllib.parse import urlsplit
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.mixin import ModbusClientMixin
@@ -82,7 +81,6 @@ WH_PER_KWH: Final = 1000
 #: Modbus limit for FC03/FC04 (Application Protocol §6.3/§6.4).
 MODBUS_MAX_COUNT: Final = 125
 BAUD_RATES: Final = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
-DEFAULT_TCP_PORT: Final = 502
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,6 +193,17 @@ _SDM630_REGISTERS: Final = (
     _eastron("energy_export", 0x004A),  # 30075, kWh
 )
 
+#: Carlo Gavazzi voltage, current and total power: the same on the EM340 and the EM24-DIN (METERS.md §6.5/6.6).
+_CG_VIP: Final = (
+    _reg("voltage_l1", 4, 0x0000, "int32", "little", 0.1),
+    _reg("voltage_l2", 4, 0x0002, "int32", "little", 0.1),
+    _reg("voltage_l3", 4, 0x0004, "int32", "little", 0.1),
+    _reg("current_l1", 4, 0x000C, "int32", "little", 0.001),
+    _reg("current_l2", 4, 0x000E, "int32", "little", 0.001),
+    _reg("current_l3", 4, 0x0010, "int32", "little", 0.001),
+    _reg("power_total", 4, 0x0028, "int32", "little", 0.1),
+)
+
 MODELS: Final[dict[str, MeterModel]] = {
     "SDM630": MeterModel(name="SDM630", registers=_SDM630_REGISTERS, phases=3, max_count=EASTRON_MAX_COUNT),
     # Eastron SDM120-Modbus, 1-phase (METERS.md §6.2). Sources: mbmd meters/rs485/sdm120.go; SmartEVSE
@@ -254,13 +263,7 @@ MODELS: Final[dict[str, MeterModel]] = {
     "EM340": MeterModel(
         name="EM340",
         registers=(
-            _reg("voltage_l1", 4, 0x0000, "int32", "little", 0.1),
-            _reg("voltage_l2", 4, 0x0002, "int32", "little", 0.1),
-            _reg("voltage_l3", 4, 0x0004, "int32", "little", 0.1),
-            _reg("current_l1", 4, 0x000C, "int32", "little", 0.001),
-            _reg("current_l2", 4, 0x000E, "int32", "little", 0.001),
-            _reg("current_l3", 4, 0x0010, "int32", "little", 0.001),
-            _reg("power_total", 4, 0x0028, "int32", "little", 0.1),
+            *_CG_VIP,
             _reg("frequency", 4, 0x0033, "int16", "little", 0.1),
             _reg("energy_import", 4, 0x0034, "int32", "little", 0.1),
             _reg("energy_export", 4, 0x004E, "int32", "little", 0.1),
@@ -273,13 +276,7 @@ MODELS: Final[dict[str, MeterModel]] = {
     "EM24": MeterModel(
         name="EM24",
         registers=(
-            _reg("voltage_l1", 4, 0x0000, "int32", "little", 0.1),
-            _reg("voltage_l2", 4, 0x0002, "int32", "little", 0.1),
-            _reg("voltage_l3", 4, 0x0004, "int32", "little", 0.1),
-            _reg("current_l1", 4, 0x000C, "int32", "little", 0.001),
-            _reg("current_l2", 4, 0x000E, "int32", "little", 0.001),
-            _reg("current_l3", 4, 0x0010, "int32", "little", 0.001),
-            _reg("power_total", 4, 0x0028, "int32", "little", 0.1),
+            *_CG_VIP,
             _reg("frequency", 4, 0x0037, "int16", "little", 0.1),
             _reg("energy_import", 4, 0x0042, "int32", "little", 0.1),
             _reg("energy_export", 4, 0x005C, "int32", "little", 0.1),
@@ -500,18 +497,17 @@ class MeterUrl:
         return f"tcp://{host}:{self.port}"
 
 
-def format_meter_url(url: MeterUrlLike | str) -> str:
+def format_meter_url(url: MeterUrlLike) -> str:
     """The canonical text of a meter address, as used in error messages."""
     return str(as_meter_url(url))
 
 
-def as_meter_url(url: MeterUrlLike | str) -> MeterUrl:
-    """A `MeterUrl` from text or from any object with the `MeterUrlLike` attributes (the serial
-    device may be called `path` or `device`; None means "not set"). Raises ValueError."""
+def as_meter_url(url: MeterUrlLike) -> MeterUrl:
+    """A `MeterUrl` from any object with the `MeterUrlLike` attributes, e.g. the config's parsed
+    URL (firmware/config.py parses the text: one parser for the whole project). The serial device
+    may be called `path` or `device`; None means "not set". Raises ValueError."""
     if isinstance(url, MeterUrl):
         return url
-    if isinstance(url, str):
-        return parse_meter_url(url)
     scheme = getattr(url, "scheme", None)
     if scheme == "tcp":
         return MeterUrl(scheme="tcp", host=getattr(url, "host", None) or "", port=getattr(url, "port", None) or 0)
@@ -526,77 +522,16 @@ def as_meter_url(url: MeterUrlLike | str) -> MeterUrl:
     raise ValueError(f"meter url: scheme {scheme!r} is not tcp or rtu")
 
 
-def parse_meter_url(text: str) -> MeterUrl:
-    """Parse `tcp://host[:port]` or `rtu:///dev/path?baud=9600&parity=N&stopbits=1` (all three
-    serial settings required; parity case-insensitive). Raises ValueError naming the problem."""
-    try:
-        return _parse_url(text)
-    except ValueError as exc:
-        what = str(exc).removeprefix("meter url: ")
-        raise ValueError(f"meter url {text!r}: {what}") from None
-
-
-def _parse_url(text: str) -> MeterUrl:
-    parts = urlsplit(text.strip())
-    port = parts.port  # ValueError for a non-number or out of range
-    if parts.fragment:
-        raise ValueError("unexpected fragment")
-    if parts.scheme == "tcp":
-        if parts.path not in ("", "/") or parts.query:
-            raise ValueError("tcp takes no path or query")
-        if not parts.hostname:
-            raise ValueError("tcp needs a host, e.g. tcp://192.168.1.20:502")
-        return MeterUrl(scheme="tcp", host=parts.hostname, port=DEFAULT_TCP_PORT if port is None else port)
-    if parts.scheme == "rtu":
-        return _parse_rtu(parts.netloc, parts.path, parts.query)
-    raise ValueError("scheme must be tcp:// or rtu://")
-
-
-def _parse_rtu(netloc: str, path: str, query_text: str) -> MeterUrl:
-    example = "rtu:///dev/ttyUSB0?baud=9600&parity=N&stopbits=1"
-    if netloc:
-        raise ValueError(f"rtu takes a device path after three slashes, e.g. {example}")
-    query: dict[str, str] = {}
-    for item in query_text.split("&") if query_text else []:
-        name, sep, value = item.partition("=")
-        if not sep or not value:
-            raise ValueError(f"option {item!r} needs a value (name=value)")
-        if name not in ("baud", "parity", "stopbits"):
-            raise ValueError(f"unknown option {name!r}; use baud, parity, stopbits")
-        if name in query:
-            raise ValueError(f"option {name!r} given twice")
-        query[name] = value
-    if missing := [n for n in ("baud", "parity", "stopbits") if n not in query]:
-        raise ValueError(f"rtu needs {', '.join(missing)} (they differ between meters, see METERS.md), e.g. {example}")
-    baud, stopbits = query["baud"], query["stopbits"]
-    if not (baud.isascii() and baud.isdigit()) or not (stopbits.isascii() and stopbits.isdigit()):
-        raise ValueError(f"baud and stopbits must be numbers, got {baud!r} and {stopbits!r}")
-    return MeterUrl(
-        scheme="rtu",
-        path=path,
-        baud=int(baud),
-        parity=query["parity"].upper(),  # type: ignore[arg-type]  # checked by MeterUrl
-        stopbits=int(stopbits),
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# The backend
-
-
-_Client = AsyncModbusTcpClient | AsyncModbusSerialClient
-
-
 class ModbusMeter:
     """A Modbus energy meter implementing `hal.protocols.Meter`.
 
-    `async with ModbusMeter("SDM630", parse_meter_url("tcp://10.0.0.5:502")) as meter:` does not
+    `async with ModbusMeter("SDM630", MeterUrl.parse("tcp://10.0.0.5:502")) as meter:` does not
     connect; the first `read()` does. Each request waits at most `timeout_s`, and a whole `read()` at
     most `timeout_s` x (requests + 1) plus a margin. Any failure raises HardwareError and drops the
     connection; the next `read()` reconnects.
     """
 
-    def __init__(self, model: str, url: MeterUrlLike | str, device_id: int = 1, timeout_s: float = 1.0) -> None:
+    def __init__(self, model: str, url: MeterUrlLike, device_id: int = 1, timeout_s: float = 1.0) -> None:
         if model not in MODELS:
             raise ValueError(f"meter model {model!r} unknown; supported: {', '.join(sorted(MODELS))}")
         url = as_meter_url(url)

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymodbus.client.mixin import ModbusClientMixin
 
+from firmware.config import MeterUrl as ConfigMeterUrl
 from hal.meter import (
     MODELS,
     NOT_AVAILABLE,
@@ -33,7 +34,6 @@ from hal.meter import (
     decode_register,
     encode_register,
     format_meter_url,
-    parse_meter_url,
     plan_reads,
     sample_from,
 )
@@ -372,36 +372,12 @@ def test_power_sign_normalises_to_import_positive() -> None:
 # URLs
 
 
-@pytest.mark.parametrize(("text", "url"), [
-    ("tcp://127.0.0.1:5020", MeterUrl(scheme="tcp", host="127.0.0.1", port=5020)),
-    ("tcp://meter.local", MeterUrl(scheme="tcp", host="meter.local", port=502)),
-    ("tcp://[::1]:1502/", MeterUrl(scheme="tcp", host="::1", port=1502)),
-    ("rtu:///dev/ttyUSB0?baud=9600&parity=N&stopbits=1",
-     MeterUrl(scheme="rtu", path="/dev/ttyUSB0", baud=9600, parity="N", stopbits=1)),
-    ("rtu:///dev/serial/by-id/usb-FTDI-if00?stopbits=2&parity=e&baud=2400",
-     MeterUrl(scheme="rtu", path="/dev/serial/by-id/usb-FTDI-if00", baud=2400, parity="E", stopbits=2)),
-])
-def test_parse_good_urls(text: str, url: MeterUrl) -> None:
-    assert parse_meter_url(text) == url
-    assert parse_meter_url(str(url)) == url  # the canonical text parses back
-    assert as_meter_url(text) == url
-
-
-@pytest.mark.parametrize("text", [
-    "", "127.0.0.1:502", "http://meter:502", "tcp://", "tcp://:502", "tcp://host:notaport", "tcp://host:70000",
-    "tcp://host:0", "tcp://host/path", "tcp://host?baud=9600", "tcp://host#x",
-    "rtu://dev/ttyUSB0?baud=9600&parity=N&stopbits=1",  # two slashes: "dev" is a host
-    "rtu://", "rtu:///?baud=9600&parity=N&stopbits=1",
-    "rtu:///dev/ttyUSB0",  # serial settings have no defaults
-    "rtu:///dev/ttyUSB0?baud=9600&parity=N",
-    "rtu:///dev/ttyUSB0?baud=1234&parity=N&stopbits=1", "rtu:///dev/ttyUSB0?baud=fast&parity=N&stopbits=1",
-    "rtu:///dev/ttyUSB0?baud=9600&parity=X&stopbits=1", "rtu:///dev/ttyUSB0?baud=9600&parity=N&stopbits=3",
-    "rtu:///dev/ttyUSB0?baud=9600&parity=N&stopbits=1&speed=9600",
-    "rtu:///dev/ttyUSB0?baud=9600&baud=9600&parity=N&stopbits=1", "rtu:///dev/ttyUSB0?baud&parity=N&stopbits=1",
-])
-def test_parse_bad_urls(text: str) -> None:
-    with pytest.raises(ValueError, match="meter url"):
-        parse_meter_url(text)
+def test_the_config_parser_feeds_the_meter() -> None:
+    """One URL parser for the project (firmware/config.py); the meter takes what it parsed."""
+    tcp = ConfigMeterUrl.parse("tcp://127.0.0.1:5020")
+    assert as_meter_url(tcp) == MeterUrl(scheme="tcp", host="127.0.0.1", port=5020)
+    rtu = ConfigMeterUrl.parse("rtu:///dev/ttyUSB0?baud=9600&parity=N&stopbits=1")
+    assert as_meter_url(rtu) == MeterUrl(scheme="rtu", path="/dev/ttyUSB0", baud=9600, parity="N", stopbits=1)
 
 
 @dataclass(frozen=True)
@@ -441,15 +417,16 @@ def test_inconsistent_url_records_are_refused(kwargs: dict[str, object]) -> None
 
 
 def test_meter_constructor_validates_without_io() -> None:
-    m = ModbusMeter("SDM630", "tcp://127.0.0.1:5020")
+    url = ConfigMeterUrl.parse("tcp://127.0.0.1:5020")
+    m = ModbusMeter("SDM630", url)
     assert isinstance(m, Meter)
     assert not m.connected
     assert [(b.address, b.count) for b in m.plan] == [(0, 12), (0x34, 24)]
     with pytest.raises(ValueError, match="unknown"):
-        ModbusMeter("SDM999", "tcp://127.0.0.1:5020")
+        ModbusMeter("SDM999", url)
     with pytest.raises(ValueError, match="device_id"):
-        ModbusMeter("SDM630", "tcp://127.0.0.1:5020", device_id=300)
+        ModbusMeter("SDM630", url, device_id=300)
     with pytest.raises(ValueError, match="timeout"):
-        ModbusMeter("SDM630", "tcp://127.0.0.1:5020", timeout_s=0)
+        ModbusMeter("SDM630", url, timeout_s=0)
     with pytest.raises(ValueError, match="meter url"):
-        ModbusMeter("SDM630", "udp://127.0.0.1:5020")
+        ModbusMeter("SDM630", ConfigStyleUrl("udp", host="127.0.0.1", port=5020))  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from firmware.core.errors import HardwareError
+from firmware.config import MeterUrl as ConfigMeterUrl
 from hal.meter import MODELS, ModbusMeter
 from hal.protocols import MeterSample
 
@@ -222,7 +223,7 @@ def meters() -> Iterator[Callable[..., ModbusMeter]]:
     made: list[ModbusMeter] = []
 
     def make(model: str, url: str, **kwargs: object) -> ModbusMeter:
-        m = ModbusMeter(model, url, **kwargs)  # type: ignore[arg-type]
+        m = ModbusMeter(model, ConfigMeterUrl.parse(url), **kwargs)  # type: ignore[arg-type]
         made.append(m)
         return m
 
