@@ -67,3 +67,19 @@ def test_fuzz_rss_bench_runs_and_prints_its_figures() -> None:
     assert "messages/s" in out, out
     assert "  escaped: 0" in out.splitlines(), out  # exactly 0: no exception left the request path
     assert "controller: still running" in out, out
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("runtime.py", ["--quick"], ["command -> reply (controller)", "ratio", "relay open", "RSS"]),
+    ("store.py", ["--events", "200"], ["commit with fsync", "fsync cost per event", "compaction"]),
+])
+def test_bench_scripts_run(script: str, args: list[str], expected: list[str]) -> None:
+    """The other benchmarks run against the current code (an API change breaks them loudly here)."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(REPO / "tools" / "bench" / script), *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for text in expected:
+        assert text in run.stdout, run.stdout
