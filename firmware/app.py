@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import time
 import uuid
 from collections import deque
@@ -654,7 +655,7 @@ class Controller:
                     await self.queue.put(FaultRaised(cid=cid, fault=Fault.METER_LOST))
                 else:
                     log.debug("c%d meter read failed: %s", cid, exc)
-                delay = min(delay * 2, max(interval, 10.0))
+                delay = min(delay * 2, max(interval, 10.0)) * random.uniform(0.8, 1.0)  # capped, jittered
             else:
                 last_ok, delay = loop.time(), interval
                 if lost:

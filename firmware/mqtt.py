@@ -301,7 +301,7 @@ class BackendLink:
         tls_params = None
         if s.tls is not None:
             tls_params = aiomqtt.TLSParameters(
-                ca_certs=s.tls.ca_file, certfile=s.tls.cert_file, keyfile=s.tls.key_file,
+                ca_certs=_path(s.tls.ca_file), certfile=_path(s.tls.cert_file), keyfile=_path(s.tls.key_file),
                 cert_reqs=ssl.CERT_REQUIRED if not s.tls.insecure else ssl.CERT_NONE,
             )
         return aiomqtt.Client(
@@ -446,3 +446,7 @@ def as_map(args: object) -> dict[str, Any]:
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         raise InvalidArgs("args: must be a map with string keys")
     return args
+
+
+def _path(value: object) -> str | None:
+    return None if value is None else str(value)

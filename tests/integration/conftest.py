@@ -125,12 +125,14 @@ fallback_current_a = {fallback_current_a}
 """
 
 
-def write_config(directory: Path, port: int, *, charger_id: str, evses: str | None = None, **kw: Any) -> Config:  # noqa: ANN401
+def write_config(directory: Path, port: int, *, charger_id: str, evses: str | None = None,
+                 mqtt_extra: str = "", **kw: Any) -> Config:  # noqa: ANN401
+    """A config for tests; `mqtt_extra` is TOML appended to the [mqtt] table (credentials, [mqtt.tls])."""
     settings = {"meter_interval_s": 0.5, "auth_timeout_s": 1.0, "offline_policy": "local_list_only",
                 "codec": "json", "fallback_after_s": 60, "fallback_current_a": 6.0} | kw
     evse_tables = evses or '[[evse]]\nid = 1\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
     text = (f'[charger]\nid = "{charger_id}"\nstate_dir = "{directory / "state"}"\n'
-            + FAST.format(port=port, **settings) + evse_tables)
+            + FAST.format(port=port, **settings) + mqtt_extra + evse_tables)
     path = directory / "charger.toml"
     path.write_text(text)
     return load_config(path)
