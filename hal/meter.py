@@ -522,6 +522,12 @@ def as_meter_url(url: MeterUrlLike) -> MeterUrl:
     raise ValueError(f"meter url: scheme {scheme!r} is not tcp or rtu")
 
 
+# --------------------------------------------------------------------------------------------------
+# The backend
+
+_Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
 class ModbusMeter:
     """A Modbus energy meter implementing `hal.protocols.Meter`.
 
