@@ -25,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from firmware.core.reservations import MAX_TOKEN_LEN, Entry, ReservationBook
+from firmware.core.reservations import Entry, ReservationBook, check_token
 
 
 class AuthStatus(StrEnum):
@@ -59,12 +59,6 @@ class AuthSettings:
     request_prefix: str = "auth"
 
 
-def _check_token(name: str, value: object) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_LEN:
-        raise ValueError(f"{name} must be a string of 1..{MAX_TOKEN_LEN} characters")
-    return value
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalAuthEntry:
     id_token: str
@@ -73,9 +67,9 @@ class LocalAuthEntry:
     expiry_utc: datetime | None = None
 
     def __post_init__(self) -> None:
-        _check_token("id_token", self.id_token)
+        check_token("id_token", self.id_token)
         if self.parent_id_token is not None:
-            _check_token("parent_id_token", self.parent_id_token)
+            check_token("parent_id_token", self.parent_id_token)
         if not isinstance(self.status, LocalAuthStatus):
             raise ValueError(f"status must be one of {[s.value for s in LocalAuthStatus]}")
         if self.expiry_utc is not None and self.expiry_utc.tzinfo is None:

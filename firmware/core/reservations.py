@@ -82,6 +82,13 @@ def _check_utc(name: str, value: datetime) -> None:
         raise ValueError(f"{name} must be an aware UTC datetime, got {value!r}")
 
 
+def check_token(name: str, value: object) -> str:
+    """A token (id, parent, group): a string of 1..MAX_TOKEN_LEN characters, else ValueError."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_LEN:
+        raise ValueError(f"{name} must be a string of 1..{MAX_TOKEN_LEN} characters")
+    return value
+
+
 def fits(requested: str, connectors: Iterable[str]) -> bool:
     """A requested connector type fits an EVSE (API.md §3.1: `Unknown` is a wildcard on both sides)."""
     return requested == UNKNOWN or any(c == requested or c == UNKNOWN for c in connectors)
@@ -104,8 +111,7 @@ class Reservation:
     def __post_init__(self) -> None:
         if isinstance(self.reservation_id, bool) or not isinstance(self.reservation_id, int):
             raise ValueError(f"reservation_id must be an integer, got {self.reservation_id!r}")
-        if not isinstance(self.id_token, str) or not 0 < len(self.id_token) <= MAX_TOKEN_LEN:
-            raise ValueError(f"id_token must be a string of 1..{MAX_TOKEN_LEN} characters")
+        check_token("id_token", self.id_token)
         _check_utc("expiry_time", self.expiry_utc)
         if self.start_utc is not None:
             _check_utc("start_time", self.start_utc)
@@ -115,10 +121,8 @@ class Reservation:
             isinstance(self.evse_id, bool) or not isinstance(self.evse_id, int) or self.evse_id < 1
         ):
             raise ValueError(f"evse_id must be a positive integer, got {self.evse_id!r}")
-        if self.parent_id_token is not None and (
-            not isinstance(self.parent_id_token, str) or not 0 < len(self.parent_id_token) <= MAX_TOKEN_LEN
-        ):
-            raise ValueError(f"parent_id_token must be a string of 1..{MAX_TOKEN_LEN} characters")
+        if self.parent_id_token is not None:
+            check_token("parent_id_token", self.parent_id_token)
         if not isinstance(self.connector_type, str) or not self.connector_type:
             raise ValueError("connector_type must be a non-empty string")
         if not isinstance(self.sender, str):
