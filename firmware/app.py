@@ -20,14 +20,14 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from firmware import __version__
-from firmware.config import Config
+from firmware.config import Config, EvseSettings
 from firmware.core.auth import AuthStatus, BackendAnswer, LocalAuthStatus
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import ChargerError, HardwareError
@@ -54,9 +54,12 @@ from firmware.core.events import (
     SetPwm,
 )
 from firmware.core.evse import StoredSession
-from firmware.core.pilot import pp_ampacity_a
+from firmware.core.pilot import Cp, nearest_cp, pp_ampacity_a
 from firmware.core.reservations import ReservationUpdate
-from firmware.mqtt import BackendLink, InvalidArgs, Request, encode, error_reply, ok_reply
+from firmware.inbox import Barrier, Barriers, Inbox
+from firmware.mqtt import BackendLink, InvalidArgs, ReplyCallback, Request, encode, error_reply, ok_reply
+from firmware.persistence import Persistence
+from firmware.sim_lane import SIM_HANDLERS, SIM_OPS, SimLane, Watch
 from firmware.ops import Fields, mask_token, parse_local_list, parse_reason, parse_reservation, reservation_doc, rfc3339
 from firmware.store import METER_KEY_BASE, OutboxRecord, Store
 from hal.protocols import Board, Meter, MeterSample, TokenRead
@@ -66,7 +69,7 @@ log = logging.getLogger(__name__)
 FAILSAFE_STEP_S = 0.5
 SUPERVISE_INTERVAL_S = 0.05
 RELAY_FEEDBACK_GRACE_S = 0.3
-BOOT_METER_TIMEOUT_S = 2.0
+BOOT_PILOT_TIMEOUT_S = 1.0
 PP_DEBOUNCE_S = 0.1
 
 
@@ -74,10 +77,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Command:
+    """A request for the core task; `complete` takes its reply (the link's callback: never fails)."""
+
     request: Request
-    reply: asyncio.Future[dict[str, object]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    complete: ReplyCallback
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,14 @@ class MeterRead:
     sample: MeterSample
 
 
-Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead | TelemetryDue
+Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead | TelemetryDue | Barrier
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An op's result that comes later: `authorize` waiting for the backend's R/auth/response."""
+
+    auth_request_id: str
 
 
 async def failsafe(board: Board, evse_ids: list[int]) -> None:
@@ -138,25 +150,32 @@ class Controller:
         self.boot_id = str(uuid.uuid4())
         self.started_mono = time.monotonic()
         self.evse_ids = [e.id for e in config.evses]
+        self.meters = meters if meters is not None else {}
         self.charger = Charger(
-            [e.core_config(config.auth.connection_timeout_s) for e in config.evses],
+            [e.core_config(config.auth.connection_timeout_s) for e in config.evses],  # MERGE: has_meter
             new_session_id=lambda: str(uuid.uuid4()),
             debounce_s=config.pilot.debounce_s,
             reservations_enabled=config.reservations.enabled,
             auth=replace(config.auth_settings(), request_prefix=self.boot_id[:8]),
         )
-        self.meters = meters if meters is not None else {}
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.queue: Inbox[Item] = Inbox()
+        self.barriers = Barriers(self.queue)  # type: ignore[arg-type]
+        self.persistence = Persistence(store, collect=self._collect)
         self.link = BackendLink(
             settings=config.mqtt, charger_id=config.charger.id, codec=config.mqtt.codec,
-            on_request=self._on_request, on_auth_response=self._on_auth_response, on_link=self._on_link,
-            status_doc=self._status_doc, outbox_pending=self.store.pending, outbox_acked=self._acked,
+            submit=self._submit, on_auth_response=self._on_auth_response, on_link=self._on_link,
+            status_doc=self._status_doc, outbox_pending=self.persistence.pending,
+            outbox_acked=self.persistence.ack,
         )
+        self.persistence.on_committed = self.link.outbox_changed
+        self.sim_lane = SimLane(self) if sim is not None else None
         self.transitions: deque[str] = deque(maxlen=200)
         self.last_meter: dict[int, MeterSample] = {}
+        self.ops_executed = 0  # requests run on the core (a re-sent id answered from the cache is not)
         self._seq = 0
         self._relay: dict[int, bool] = dict.fromkeys(self.evse_ids, False)
-        self._authorize_waiters: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self._authorize_waiters: dict[str, Command] = {}
+        self._replies_after_step: list[tuple[Command, dict[str, object]]] = []
         self._fallback_timer: asyncio.TimerHandle | None = None
         self._states: dict[int, str] = {}
         self._cause = "boot"
@@ -164,11 +183,13 @@ class Controller:
         self._session_started: dict[str, datetime] = {}
         self._last_session: dict[int, str] = {}
         self._pp: dict[int, float | None] = {}
-        self._committed: dict[str, Any] = {}
+        self._pp_candidate: dict[int, tuple[float | None, float] | None] = {}
+        self._wake: dict[Hashable, asyncio.Event] = {}
+        self._cp_seen: dict[int, Cp | None] = {}
         self._meter_key = METER_KEY_BASE
         self._first_online_logged = False
+        self._background: set[asyncio.Task[Any]] = set()
         self.charger.online = False  # until the backend link is up: tokens go to the offline policy
-        self._dirty: set[str] = set()
         self.ready = asyncio.Event()
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -182,6 +203,7 @@ class Controller:
                 await self._boot()
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._core_loop(), name="core")
+                    group.create_task(self.persistence.run(), name="store-writer")
                     for cid in self.evse_ids:
                         group.create_task(self._pilot_task(cid), name=f"pilot{cid}")
                     group.create_task(self._supervise_inputs(), name="inputs")
@@ -190,45 +212,86 @@ class Controller:
                     group.create_task(self._token_task(), name="tokens")
                     group.create_task(cancellable(self._link_task(), "mqtt-link"), name="mqtt")
                     group.create_task(self._telemetry_task(), name="telemetry")
+                    if self.sim_lane is not None:
+                        group.create_task(self.sim_lane.run(), name="sim-ops")
                     self.ready.set()
         finally:
             await failsafe(self.board, self.evse_ids)
-            try:  # a clean stop: sessions found open at the next boot end with reason Reboot
-                await asyncio.to_thread(self.store.commit, None, {"clean": True})
-            except OSError:
+            try:  # what is staged is committed; sessions found open at the next boot end with reason Reboot
+                self.persistence.stage(extra={"clean": True})
+                await self.persistence.flush()
+            except Exception:  # noqa: BLE001 - the outputs are safe already; log and stop
                 log.exception("could not record the clean stop")
             log.info("outputs safe; controller stopped")
 
     async def _boot(self) -> None:
+        """Restore, take the first meter readings and measure CP and PP, all before `online: true`
+        and before the first state documents (API.md §4: `cp` is as measured, never null)."""
         loop = asyncio.get_running_loop()
         state, pending = await asyncio.to_thread(self.store.load)
+        self.persistence.loaded(state, pending)
         self._seq = max(self.store.last_seq, 0)
         self._meter_key = max([METER_KEY_BASE] + [r.seq for r in pending if r.droppable])
-        self._committed = dict(state)
-        now, utc = loop.time(), utc_now()
-        outputs: list[Output] = list(self.charger.start(now, utc))
         if self.sim is not None:  # a real meter keeps its register itself; the simulated one is restored
             for key, energy_wh in _items(state.get("energy")):
                 with contextlib.suppress(ValueError, TypeError):
                     self.sim.restore_energy(int(key), float(energy_wh))
-        for cid, meter in self.meters.items():  # the energy a restored session ends with
-            try:
-                sample = await asyncio.wait_for(meter.read(), BOOT_METER_TIMEOUT_S)
-            except (HardwareError, TimeoutError) as exc:
-                log.warning("c%d meter not readable at boot: %s", cid, exc)
-                continue
-            self.last_meter[cid] = sample
-            outputs += self.charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
-                                                        energy_wh_export=sample.energy_wh_export), now, utc)
-        outputs += self._restore(state, now, utc)
-        await self._run(outputs, state={"clean": False})
+        now, utc = loop.time(), utc_now()
+        outputs: list[Output] = list(self.charger.start(now, utc))
+        outputs += await self._first_meter_readings(now, utc)
+        outputs += self._restore(state, now, utc, _items(state.get("energy")))
+        self.persistence.stage(extra={"clean": False})
+        await self._run(outputs)
+        await self._measure_pilots()
+        await self.persistence.flush()
         self._arm_fallback()
         for cid in self.evse_ids:
             self._publish_state(cid)
         log.info("controller %s started: %d EVSE(s), boot %s, %d message(s) to replay, last seq %d",
                  self.config.charger.id, len(self.evse_ids), self.boot_id, len(pending), self._seq)
 
-    def _restore(self, state: dict[str, Any], now: float, utc: datetime) -> list[Output]:
+    async def _first_meter_readings(self, now: float, utc: datetime) -> list[Output]:
+        """Every meter at once, each bounded by its `meter_stale_after_s`: a meter that gives no first
+        reading is lost (MeterLost; its EVSE offers no charging until a reading comes), as EVerest's
+        `initial_meter_value_timeout`. The energy of a restored session comes from these readings."""
+        async def first(cid: int, meter: Meter) -> MeterSample | Exception:
+            try:
+                async with asyncio.timeout(self._settings(cid).meter_stale_after_s):
+                    return await meter.read()
+            except (HardwareError, TimeoutError) as exc:
+                return exc
+        cids = list(self.meters)
+        results = await asyncio.gather(*(first(cid, self.meters[cid]) for cid in cids))
+        outputs: list[Output] = []
+        for cid, result in zip(cids, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("c%d meter gave no first reading (%s): MeterLost until it answers", cid,
+                          result or type(result).__name__)
+                outputs += self.charger.handle(FaultRaised(cid=cid, fault=Fault.METER_LOST), now, utc)
+                continue
+            self.last_meter[cid] = result
+            outputs += self.charger.handle(MeterSampled(cid=cid, energy_wh_import=result.energy_wh_import,
+                                                        energy_wh_export=result.energy_wh_export), now, utc)
+        return outputs
+
+    async def _measure_pilots(self) -> None:
+        """Sample every EVSE's CP and PP until the core has a debounced CP for each (bounded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BOOT_PILOT_TIMEOUT_S
+        while True:
+            for cid in self.evse_ids:
+                for event in await self._sample_pilot(cid):
+                    await self._run(self.charger.handle(event, loop.time(), utc_now()))
+            if all(self.charger.evses[cid].cp is not None for cid in self.evse_ids):
+                return
+            if loop.time() >= deadline:
+                log.error("CP not stable within %.1f s at boot: %s", BOOT_PILOT_TIMEOUT_S,
+                          {cid: self._cp_seen.get(cid) for cid in self.evse_ids})
+                return
+            await asyncio.sleep(self.config.pilot.sample_interval_s)
+
+    def _restore(self, state: dict[str, Any], now: float, utc: datetime,
+                 energy: list[tuple[object, object]]) -> list[Output]:
         """Bring back what the journal holds; a damaged part is logged and skipped, never fatal."""
         out: list[Output] = []
         charger = self.charger
@@ -244,11 +307,12 @@ class Controller:
         for key, counts in _items(state.get("counters")):
             steps.append(("counters", lambda k=key, c=counts: self._restore_counters(int(k), c)))
         reason = SessionCancellationReason.REBOOT if state.get("clean") is True else SessionCancellationReason.POWER_LOSS
+        stored_energy = {str(k): v for k, v in energy}
         for key, stored in _items(state.get("sessions")):
             if isinstance(stored, dict):
                 steps.append(("sessions", lambda k=key, v=stored: charger.restore_session(
                     int(k), StoredSession(**v), now, utc, reason=reason,
-                    resume=self.config.sessions.resume_after_power_loss)))
+                    resume=self.config.sessions.resume_after_power_loss)))  # MERGE: energy
         for part, step in steps:
             if part not in state:
                 continue
@@ -264,10 +328,12 @@ class Controller:
         counters.contactor_cycles, counters.openings_under_load = int(values[0]), int(values[1])
         return []
 
-    def _state_parts(self) -> dict[str, Any]:
-        """The small parts of the durable state, compared with what was committed after each step."""
+    def _collect(self, dirty: set[str]) -> dict[str, Any]:
+        """The durable state parts as they are now (called by the writer before each commit). The
+        energy registers go with every commit, so nothing published ever exceeds what a restart
+        restores; the reservation book and the local list only when a step marked them changed."""
         charger = self.charger
-        return {
+        parts: dict[str, Any] = {
             "sessions": {str(cid): (asdict(StoredSession.of(m.session)) if m.session is not None else None)
                          for cid, m in charger.evses.items()},
             "limits": {str(cid): charger.commanded_limit_a(cid) for cid in self.evse_ids},
@@ -275,33 +341,24 @@ class Controller:
             "counters": {str(cid): [m.counters.contactor_cycles, m.counters.openings_under_load]
                          for cid, m in charger.evses.items()},
         }
+        energy = self._energy_part()
+        if energy:
+            parts["energy"] = energy
+        if "reservations" in dirty:
+            parts["reservations"] = charger.book.snapshot()
+        if "local_list" in dirty:
+            parts["local_list"] = charger.local_list.snapshot()
+        return parts
 
     def _energy_part(self) -> dict[str, float]:
         return {str(cid): sample.energy_wh_import for cid, sample in self.last_meter.items()}
 
-    async def _commit(self, durable: list[OutboxRecord], state: dict[str, Any] | None = None) -> None:
-        """One atomic, fsync'ed commit of what changed in this step and the messages it produced.
-        The energy registers go with it, so nothing published ever exceeds what a restart restores."""
-        changed = {k: v for k, v in self._state_parts().items() if self._committed.get(k) != v}
-        if "reservations" in self._dirty:
-            changed["reservations"] = self.charger.book.snapshot()
-        if "local_list" in self._dirty:
-            changed["local_list"] = self.charger.local_list.snapshot()
-        self._dirty.clear()
-        changed.update(state or {})
-        if not durable and not changed:
-            return
-        energy = self._energy_part()
-        if energy and energy != self._committed.get("energy"):
-            changed["energy"] = energy
-        await asyncio.to_thread(self.store.commit, durable, changed)
-        self._committed.update(changed)
-        if durable:
-            self.link.outbox_changed()
-
     # --- the core task ---------------------------------------------------------------------------
 
     async def _core_loop(self) -> None:
+        """Take one item (hardware first), let the core decide, carry out its actions. Nothing here
+        waits for the disk or the network: durable output is staged for the writer, and replies are
+        released by it once their step is committed."""
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -318,11 +375,15 @@ class Controller:
         charger = self.charger
         match item:
             case Command():
+                self.ops_executed += 1
                 reply = await self._execute(item.request, now, utc)
-                if isinstance(reply, asyncio.Future):
-                    reply.add_done_callback(lambda f, c=item: c.reply.set_result(f.result()))
+                if isinstance(reply, Deferred):  # authorize: answered when the backend decides
+                    self._authorize_waiters[reply.auth_request_id] = item
                 else:
-                    item.reply.set_result(reply)
+                    self._reply_when_durable(item, reply)
+                return
+            case Barrier():
+                self.barriers.handled(item)
                 return
             case TokenRead(cid=cid, id_token=token, token_type=token_type):
                 log.info("c%d token %s presented (%s)", cid, mask_token(token), token_type)
@@ -349,7 +410,7 @@ class Controller:
                             self.config.mqtt.fallback_after_s, self.config.mqtt.fallback_current_a)
                 await self._after(charger.set_fallback(self.config.mqtt.fallback_current_a, now, utc))
             case TelemetryDue():
-                await self._telemetry()
+                self._telemetry()
             case MeterRead(cid=cid, sample=sample):
                 self.last_meter[cid] = sample
                 await self._after(charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
@@ -369,10 +430,11 @@ class Controller:
             for cid in self.evse_ids:
                 self._publish_state(cid)
 
-    async def _run(self, outputs: list[Output], *, state: dict[str, Any] | None = None) -> None:
-        """Carry out the core's actions in order (outputs first: a relay never waits for the disk),
-        then commit the step's durable messages and state changes before anything is replied."""
+    async def _run(self, outputs: list[Output]) -> None:
+        """Carry out the core's actions in order, then stage the step's durable messages and state for
+        the writer. Nothing here waits for the disk: replies wait for the commit instead."""
         durable: list[OutboxRecord] = []
+        dirty: set[str] = set()
         for action in outputs:
             match action:
                 case OpenRelay(cid=cid, under_load=under_load):
@@ -395,19 +457,32 @@ class Controller:
                 case EmitSessionEvent():
                     durable.append(self._session_record(action))
                     if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
-                        self._dirty.add("reservations")
+                        dirty.add("reservations")
                 case ReservationUpdate():
                     durable.append(self._reservation_record(action))
-                    self._dirty.add("reservations")
+                    dirty.add("reservations")
                 case RequestBackendAuth():
                     doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
                            "token_type": action.token_type}
-                    asyncio.get_running_loop().create_task(self.link.publish_now(self.link.topics.auth_request,
-                                                                                 doc, qos=1))
+                    self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
                 case AuthDecided():
                     self._auth_decided(action)
-        await self._commit(durable, state)
+        self.persistence.stage(durable, dirty=dirty)
+        for command, reply in self._replies_after_step:
+            self._reply_when_durable(command, reply)
+        self._replies_after_step.clear()
         self._log_transitions()
+
+    def _reply_when_durable(self, command: Command, reply: dict[str, object]) -> None:
+        """API.md §2: a reply goes out once everything its request changed is committed (and, to keep
+        replies in request order, everything before it)."""
+        self.persistence.when_durable(self.persistence.staged_ticket, lambda: command.complete(reply))
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A best-effort send (auth request, meter sample, retained document): kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coro, name="send")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -434,9 +509,6 @@ class Controller:
         log.info("reservation %s/%d %s (seq %d)", update.sender, update.reservation_id, update.status.value, seq)
         return OutboxRecord(seq=seq, topic=self.link.topics.reservation, payload=encode(self.link.codec, doc),
                             kind="reservation")
-
-    async def _acked(self, seqs: list[int]) -> None:
-        await asyncio.to_thread(self.store.ack, seqs)
 
     def _log_transitions(self) -> None:
         for cid, evse in self.charger.evses.items():
@@ -486,7 +558,7 @@ class Controller:
         return {
             "evse_id": cid,
             "status": self.charger.status(cid).value,
-            "cp": evse.cp.value if evse.cp is not None else None,
+            "cp": self._measured_cp(cid).value,
             "pp_max_a": pp_a,
             "relay_closed": evse.relay_closed,
             "pwm_duty_pct": evse.duty_pct,
@@ -502,6 +574,12 @@ class Controller:
             "updated_at": rfc3339(utc),
         }
 
+    def _measured_cp(self, cid: int) -> Cp:
+        """CP as measured (API.md §4, never null): the debounced state, else (out of band, or just
+        re-read after F) the band nearest to the last sample."""
+        cp = self.charger.evses[cid].cp
+        return cp if cp is not None else self._cp_seen.get(cid) or Cp.F
+
     def _publish_state(self, cid: int) -> None:
         doc = self.state_doc(cid)
         key = encode("cbor", {k: v for k, v in doc.items() if k != "updated_at"})
@@ -512,23 +590,29 @@ class Controller:
 
     # --- requests --------------------------------------------------------------------------------
 
-    async def _on_request(self, request: Request) -> dict[str, object]:
-        command = Command(request)
-        await self.queue.put(command)
-        return await command.reply
+    def _submit(self, request: Request, complete: ReplyCallback) -> None:
+        """From the link: queue a request without waiting. Sim ops go to their own lane (they change
+        the simulated world at once and answer once the controller has seen the change)."""
+        command = Command(request, complete)
+        if self.sim_lane is not None and request.op in SIM_OPS:  # without --sim: `unsupported` from the core
+            self.sim_lane.submit(command)
+        else:
+            self.queue.put(command)
 
     async def _on_auth_response(self, value: object) -> None:
-        await self.queue.put(AuthResponse(value))
+        self.queue.put(AuthResponse(value))
 
     async def _on_link(self, up: bool) -> None:
         if up and not self._first_online_logged:
             self._first_online_logged = True
             age = process_age_s()
             log.info("first status online%s", f" {age * 1000:.0f} ms after the process started" if age else "")
-        await self.queue.put(LinkChanged(up))
+        self.queue.put(LinkChanged(up))
 
-    async def _execute(self, request: Request, now: float, utc: datetime) -> dict[str, object] | asyncio.Future[dict[str, object]]:
+    async def _execute(self, request: Request, now: float, utc: datetime) -> dict[str, object] | Deferred:
         handler = OPS.get(request.op)
+        if request.op in SIM_OPS:  # the sim lane runs them (and waits until seen); here only parse and apply
+            return self._sim_now(request)
         if handler is None:
             return error_reply(request.request_id, request.op, "unknown_op", f"unknown op {request.op!r}")
         try:
@@ -539,15 +623,27 @@ class Controller:
             return error_reply(request.request_id, request.op, "unsupported", str(exc))
         except ValueError as exc:
             return error_reply(request.request_id, request.op, "invalid_args", str(exc))
-        if isinstance(result, asyncio.Future):
+        if isinstance(result, Deferred):
             return result
         return ok_reply(request.request_id, request.op, result)
 
-    def _evse(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
+    def evse_arg(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
         cid = f.int_(name, required=required, minimum=1)
         if cid is not None and cid not in self.charger.evses:
             raise InvalidArgs(f"{name}: unknown EVSE {cid} (this charger has {self.evse_ids})")
         return cid
+
+    def _sim_now(self, request: Request) -> dict[str, object]:
+        if self.sim is None:
+            return error_reply(request.request_id, request.op, "unsupported", "sim ops are only available with --sim")
+        try:
+            SIM_HANDLERS[request.op](self, Fields(request.args), self.sim)
+        except (InvalidArgs, ValueError) as exc:
+            return error_reply(request.request_id, request.op, "invalid_args", str(exc))
+        return ok_reply(request.request_id, request.op, True)
+
+    def _settings(self, cid: int) -> EvseSettings:
+        return next(e for e in self.config.evses if e.id == cid)
 
     def _auth_response(self, value: object, now: float, utc: datetime) -> list[Output]:
         f = Fields(value)
@@ -563,16 +659,18 @@ class Controller:
     def _auth_decided(self, action: AuthDecided) -> None:
         if action.request_id is None:
             return
-        waiter = self._authorize_waiters.pop(action.request_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result({"status": action.status, "evse_id": action.cid, "reservation_id": action.reservation_id})
+        command = self._authorize_waiters.pop(action.request_id, None)
+        if command is not None:  # released with the step's commit, like every reply
+            result = {"status": action.status, "evse_id": action.cid, "reservation_id": action.reservation_id}
+            self._replies_after_step.append((command, ok_reply(command.request.request_id, command.request.op,
+                                                               result)))
 
     # --- link supervision ------------------------------------------------------------------------
 
     def _arm_fallback(self) -> None:
         if self._fallback_timer is None:
             loop = asyncio.get_running_loop()
-            self._fallback_timer = loop.call_later(self.config.mqtt.fallback_after_s, self.queue.put_nowait,
+            self._fallback_timer = loop.call_later(self.config.mqtt.fallback_after_s, self.queue.put,
                                                    FallbackDue())
 
     def _disarm_fallback(self) -> None:
@@ -582,25 +680,34 @@ class Controller:
 
     # --- hardware and link tasks -----------------------------------------------------------------
 
+    async def _sample_pilot(self, cid: int) -> list[Event]:
+        """Read CP, and PP debounced: PP_DEBOUNCE_S, longer than CP's, so that at an unplug CP reaches A
+        first and a session ends as unplugged rather than paused by a cable that vanished earlier."""
+        sample = await self.board.pilot.read_cp(cid)
+        self._cp_seen[cid] = nearest_cp(sample.volts_hi)
+        events: list[Event] = [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo)]
+        ohms, now = await self.board.pilot.read_pp(cid), asyncio.get_running_loop().time()
+        candidate = self._pp_candidate.get(cid)
+        if cid in self._pp and _same_pp(ohms, self._pp[cid]):
+            candidate = None
+        elif candidate is None or not _same_pp(ohms, candidate[0]):
+            candidate = (ohms, now)
+        if candidate is not None and (now - candidate[1] >= PP_DEBOUNCE_S or cid not in self._pp):
+            self._pp[cid] = ohms
+            candidate = None
+            events.append(PpChanged(cid=cid, ohms=ohms))
+        self._pp_candidate[cid] = candidate
+        return events
+
     async def _pilot_task(self, cid: int) -> None:
-        """Sample CP every `pilot.sample_interval_s` and PP ten times slower (safety-relevant)."""
+        """Sample CP and PP every `pilot.sample_interval_s` (safety-relevant: the safety lane)."""
         interval = self.config.pilot.sample_interval_s
         loop = asyncio.get_running_loop()
-        candidate: tuple[float | None, float] | None = None  # (ohms, since)
         while True:
-            sample = await self.board.pilot.read_cp(cid)
-            await self.queue.put(PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo))
-            # PP is debounced longer than CP (PP_DEBOUNCE_S): at an unplug CP reaches A first, so a
-            # session ends as unplugged rather than paused by a cable that vanished a moment earlier.
-            ohms, now = await self.board.pilot.read_pp(cid), loop.time()
-            if cid in self._pp and _same_pp(ohms, self._pp[cid]):
-                candidate = None
-            elif candidate is None or not _same_pp(ohms, candidate[0]):
-                candidate = (ohms, now)
-            if candidate is not None and (now - candidate[1] >= PP_DEBOUNCE_S or cid not in self._pp):
-                self._pp[cid] = ohms
-                candidate = None
-                await self.queue.put(PpChanged(cid=cid, ohms=ohms))
+            read_at = loop.time()
+            for event in await self._sample_pilot(cid):
+                self.queue.put_safety(event)
+            self.barriers.reached(("pilot", cid), read_at)
             await asyncio.sleep(interval)
 
     async def _supervise_inputs(self) -> None:
@@ -610,6 +717,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         while True:
             for cid in self.evse_ids:
+                read_at = loop.time()
                 states = {
                     Fault.RCD_TRIPPED: await self.board.rcd.tripped(cid),
                     Fault.OVERTEMPERATURE: await self.board.temperature.overtemperature(cid),
@@ -634,25 +742,29 @@ class Controller:
                         active[(cid, fault)] = is_active
                         event = FaultRaised if is_active else FaultCleared
                         log.warning("c%d %s %s", cid, fault.value, "raised" if is_active else "cleared")
-                        await self.queue.put(event(cid=cid, fault=fault))
+                        self.queue.put_safety(event(cid=cid, fault=fault))
+                self.barriers.reached(("inputs", cid), read_at)
             await asyncio.sleep(SUPERVISE_INTERVAL_S)
 
     async def _meter_task(self, cid: int, meter: Meter) -> None:
-        """Poll a meter; a meter silent for `meter_stale_after_s` raises MeterLost (link: never crashes)."""
-        settings = next(e for e in self.config.evses if e.id == cid)
+        """Poll a meter; a meter silent for `meter_stale_after_s` raises MeterLost (link: never crashes).
+        A meter that gave no first reading at boot is lost already (see `_first_meter_readings`)."""
+        settings = self._settings(cid)
         interval = settings.meter.poll_interval_s if settings.meter is not None else 1.0
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
-        lost = False
+        lost = cid not in self.last_meter
         delay = interval
+        wake = self._wake[("meter", cid)] = asyncio.Event()
         while True:
+            read_at = loop.time()
             try:
                 sample = await meter.read()
             except HardwareError as exc:
                 if loop.time() - last_ok >= settings.meter_stale_after_s and not lost:
                     lost = True
                     log.error("c%d meter lost: %s", cid, exc)
-                    await self.queue.put(FaultRaised(cid=cid, fault=Fault.METER_LOST))
+                    self.queue.put_safety(FaultRaised(cid=cid, fault=Fault.METER_LOST))
                 else:
                     log.debug("c%d meter read failed: %s", cid, exc)
                 delay = min(delay * 2, max(interval, 10.0)) * random.uniform(0.8, 1.0)  # capped, jittered
@@ -661,14 +773,20 @@ class Controller:
                 if lost:
                     lost = False
                     log.warning("c%d meter back", cid)
-                    await self.queue.put(FaultCleared(cid=cid, fault=Fault.METER_LOST))
-                await self.queue.put(MeterRead(cid=cid, sample=sample))
-            await asyncio.sleep(delay)
+                    self.queue.put(FaultCleared(cid=cid, fault=Fault.METER_LOST))
+                self.queue.put(MeterRead(cid=cid, sample=sample))
+            self.barriers.reached(("meter", cid), read_at)
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await wake.wait()
 
     async def _token_task(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             read = await self.board.tokens.next_token()
-            await self.queue.put(read)
+            self.queue.put(read)
+            self.barriers.reached(("token", read.cid), loop.time())
 
     async def _link_task(self) -> None:
         """The backend link is not safety-relevant: a bug in it is logged and the link restarted."""
@@ -682,32 +800,62 @@ class Controller:
     async def _telemetry_task(self) -> None:
         while True:
             await asyncio.sleep(self.config.telemetry.meter_interval_s)
-            await self.queue.put(TelemetryDue())
+            self.queue.put(TelemetryDue())
 
-    async def _telemetry(self) -> None:
-        """Meter samples (QoS 0). The energy in them is committed first: never ahead of the store.
-        While the backend is unreachable they wait in the outbox (droppable: the oldest go first)."""
-        await self._commit([], {"energy": self._energy_part()} if self._energy_part() != self._committed.get(
-            "energy") else None)
+    def _telemetry(self) -> None:
+        """Meter samples (QoS 0), published once the energy in them is committed (never ahead of the
+        store). While the backend is unreachable they wait in the outbox (droppable: oldest first)."""
         offline: list[OutboxRecord] = []
+        online: list[tuple[str, dict[str, object]]] = []
         for cid in self.evse_ids:
             sample = self.last_meter.get(cid)
             if sample is None:
                 continue
-            doc = {"evse_id": cid, "timestamp": rfc3339(utc_now()), "energy_Wh_import": sample.energy_wh_import,
-                   "energy_Wh_export": sample.energy_wh_export, "power_W": sample.power_w,
-                   "current_A": list(sample.currents_a), "voltage_V": list(sample.voltages_v),
-                   "frequency_Hz": sample.frequency_hz,
-                   "meter_ok": Fault.METER_LOST not in self.charger.evses[cid].faults}
+            doc: dict[str, object] = {
+                "evse_id": cid, "timestamp": rfc3339(utc_now()), "energy_Wh_import": sample.energy_wh_import,
+                "energy_Wh_export": sample.energy_wh_export, "power_W": sample.power_w,
+                "current_A": list(sample.currents_a), "voltage_V": list(sample.voltages_v),
+                "frequency_Hz": sample.frequency_hz, "meter_ok": Fault.METER_LOST not in self.charger.evses[cid].faults}
             topic = self.link.topics.evse(cid, "meter")
             if self.link.connected.is_set():
-                asyncio.get_running_loop().create_task(self.link.publish_now(topic, doc, qos=0))
+                online.append((topic, doc))
             else:
                 self._meter_key += 1
                 offline.append(OutboxRecord(seq=self._meter_key, topic=topic, payload=encode(self.link.codec, doc),
                                             kind="meter"))
-        if offline:
-            await self._commit(offline)
+        ticket = self.persistence.stage(offline)
+        for topic, doc in online:
+            self.persistence.when_durable(ticket, lambda t=topic, d=doc: self.background(
+                self.link.publish_now(t, d, qos=0)))
+
+    # --- what the sim lane needs (API.md §8) ----------------------------------------------------
+
+    def wake(self, channel: Hashable) -> None:
+        """Ask the producer of `channel` to read now rather than at its next poll."""
+        if channel in self._wake:
+            self._wake[channel].set()
+
+    def pilot_watch(self, cid: int) -> Watch:
+        interval = self.config.pilot.sample_interval_s
+        return Watch(("pilot", cid), settle_s=max(self.config.pilot.debounce_s, PP_DEBOUNCE_S) + interval,
+                     pilot_of=cid)
+
+    def inputs_watch(self, cid: int, *, relay: bool) -> Watch:
+        return Watch(("inputs", cid), settle_s=RELAY_FEEDBACK_GRACE_S + SUPERVISE_INTERVAL_S if relay else 0.0)
+
+    def meter_watch(self, cid: int) -> Watch:
+        return Watch(("meter", cid) if cid in self.meters else ("inputs", cid))
+
+    def pilot_settling(self, cid: int) -> bool:
+        """A CP or PP change of this EVSE is still being debounced."""
+        return self.charger.pilot_settling(cid) or self._pp_candidate.get(cid) is not None
+
+    async def durable(self) -> None:
+        """Wait until everything the core has done so far is committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.persistence.when_durable(self.persistence.staged_ticket,
+                                      lambda: None if done.done() else done.set_result(None))
+        await done
 
 
 class Unsupported(Exception):  # noqa: N818 - the error code's name
@@ -729,7 +877,7 @@ def op(name: str) -> Callable[[OpHandler], OpHandler]:
 
 @op("reserve_now")
 async def _reserve_now(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    reservation = parse_reservation(f._args)  # noqa: SLF001 - the parser reads the whole map
+    reservation = parse_reservation(f.args)
     result, res_uuid, outputs = c.charger.reserve_now(reservation, now, utc)
     await c._after(outputs)  # noqa: SLF001
     doc: dict[str, object] = {"status": result.value}
@@ -751,7 +899,7 @@ async def _cancel_reservation(c: Controller, f: Fields, now: float, utc: datetim
 @op("exists_reservation")
 async def _exists_reservation(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
     token = f.str_("id_token")
-    cid = c._evse(f, required=False)  # noqa: SLF001
+    cid = c.evse_arg(f, required=False)
     group = f.str_("group_id_token", required=False)
     f.done()
     return c.charger.exists_reservation(token or "", cid, group, now, utc).value
@@ -766,7 +914,7 @@ async def _list_reservations(c: Controller, f: Fields, now: float, utc: datetime
 @op("authorize")
 async def _authorize(c: Controller, f: Fields, now: float, utc: datetime, request: Request) -> object:
     token = f.str_("id_token") or ""
-    cid = c._evse(f, required=False)  # noqa: SLF001
+    cid = c.evse_arg(f, required=False)
     token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
     f.done()
     if cid is None:
@@ -775,14 +923,8 @@ async def _authorize(c: Controller, f: Fields, now: float, utc: datetime, reques
         chosen = cid
         decision, outputs = c.charger.present_token(cid, token, now, utc, token_type)
     await c._after(outputs)  # noqa: SLF001
-    if decision is None:  # the backend is asked: reply when it answers or times out
-        request_id = next(a.request_id for a in outputs if isinstance(a, RequestBackendAuth))
-        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        c._authorize_waiters[request_id] = future  # noqa: SLF001
-        result_future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda done: result_future.set_result(ok_reply(request.request_id, request.op,
-                                                                                 done.result())))
-        return result_future
+    if decision is None:  # the backend is asked: the reply comes when it answers or the request times out
+        return Deferred(next(a.request_id for a in outputs if isinstance(a, RequestBackendAuth)))
     reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
     evse_id = chosen if decision.status is not AuthStatus.NO_EVSE_AVAILABLE else None
     return {"status": decision.status.value, "evse_id": evse_id if decision.source != "held" else None,
@@ -791,7 +933,7 @@ async def _authorize(c: Controller, f: Fields, now: float, utc: datetime, reques
 
 @op("stop_session")
 async def _stop_session(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    cid = c._evse(f) or 0  # noqa: SLF001
+    cid = c.evse_arg(f) or 0
     reason = parse_reason(f.str_("reason", required=False, max_len=32))
     f.done()
     stopped, outputs = c.charger.stop_session(cid, reason, now, utc)
@@ -801,7 +943,7 @@ async def _stop_session(c: Controller, f: Fields, now: float, utc: datetime, _: 
 
 @op("set_max_current")
 async def _set_max_current(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    cid = c._evse(f) or 0  # noqa: SLF001
+    cid = c.evse_arg(f) or 0
     current_a = f.number("current_a") or 0.0
     f.done()
     result, outputs = c.charger.set_max_current(cid, current_a, now, utc)
@@ -811,7 +953,7 @@ async def _set_max_current(c: Controller, f: Fields, now: float, utc: datetime, 
 
 @op("switch_phases")
 async def _switch_phases(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    cid = c._evse(f) or 0  # noqa: SLF001
+    cid = c.evse_arg(f) or 0
     three = f.bool_("three_phases")
     f.done()
     return c.charger.switch_phases(cid, bool(three)).value
@@ -819,7 +961,7 @@ async def _switch_phases(c: Controller, f: Fields, now: float, utc: datetime, _:
 
 @op("set_enabled")
 async def _set_enabled(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    cid = c._evse(f) or 0  # noqa: SLF001
+    cid = c.evse_arg(f) or 0
     enabled = f.bool_("enabled")
     f.done()
     await c._after(c.charger.set_enabled(cid, bool(enabled), now, utc))  # noqa: SLF001
@@ -828,7 +970,7 @@ async def _set_enabled(c: Controller, f: Fields, now: float, utc: datetime, _: R
 
 @op("unlock_connector")
 async def _unlock_connector(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    cid = c._evse(f) or 0  # noqa: SLF001
+    cid = c.evse_arg(f) or 0
     f.done()
     unlocked, outputs = c.charger.unlock_connector(cid, now, utc)
     await c._after(outputs)  # noqa: SLF001
@@ -837,10 +979,9 @@ async def _unlock_connector(c: Controller, f: Fields, now: float, utc: datetime,
 
 @op("set_local_auth_list")
 async def _set_local_auth_list(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    update = parse_local_list(f._args)  # noqa: SLF001
+    update = parse_local_list(f.args)
     c.charger.local_list.apply(update.version, update.full, update.entries)
-    c._dirty.add("local_list")  # noqa: SLF001
-    await c._run([])  # noqa: SLF001 - durable before the reply (API.md §2)
+    c.persistence.stage(dirty={"local_list"})  # durable before the reply (API.md §2)
     return True
 
 
@@ -850,60 +991,6 @@ async def _get_state(c: Controller, f: Fields, now: float, utc: datetime, _: Req
     return {"evses": [c.state_doc(cid) for cid in c.evse_ids],
             "reservations": [reservation_doc(e, utc) for e in c.charger.book.entries],
             "firmware": __version__, "uptime_s": round(time.monotonic() - c.started_mono, 3)}
-
-
-def _sim(c: Controller) -> Any:  # noqa: ANN401
-    if c.sim is None:
-        raise Unsupported("sim ops are only available with --sim")
-    return c.sim
-
-
-@op("sim_plug")
-async def _sim_plug(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    sim = _sim(c)
-    cid = c._evse(f) or 0  # noqa: SLF001
-    cp = f.str_("cp", max_len=1)
-    kwargs: dict[str, object] = {}
-    if "pp_ohms" in f._args:  # noqa: SLF001 - null means "open"
-        kwargs["pp_ohms"] = f.number("pp_ohms", required=False)
-    diode_ok = f.bool_("diode_ok", required=False)
-    f.done()
-    if diode_ok is not None:
-        kwargs["diode_ok"] = diode_ok
-    sim.plug(cid, cp, **kwargs)
-    return True
-
-
-@op("sim_token")
-async def _sim_token(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    sim = _sim(c)
-    cid = c._evse(f) or 0  # noqa: SLF001
-    token = f.str_("id_token")
-    token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
-    f.done()
-    sim.token(cid, token, token_type)
-    return True
-
-
-@op("sim_fault")
-async def _sim_fault(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    sim = _sim(c)
-    cid = c._evse(f) or 0  # noqa: SLF001
-    fault = f.str_("fault", max_len=32)
-    active = f.bool_("active")
-    f.done()
-    sim.fault(cid, fault, bool(active))
-    return True
-
-
-@op("sim_load")
-async def _sim_load(c: Controller, f: Fields, now: float, utc: datetime, _: Request) -> object:
-    sim = _sim(c)
-    cid = c._evse(f) or 0  # noqa: SLF001
-    current_a = f.number("current_a")
-    f.done()
-    sim.load(cid, current_a)
-    return True
 
 
 def _items(value: object) -> list[tuple[object, object]]:
@@ -938,6 +1025,10 @@ async def cancellable(coro: Coroutine[Any, Any, None], name: str) -> None:
             await asyncio.wait([inner], timeout=0.02)
         else:
             log.error("%s did not stop after repeated cancellation; abandoning it", name)
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _same_pp(a: float | None, b: float | None) -> bool:

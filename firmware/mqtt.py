@@ -215,7 +215,11 @@ class Topics:
         return f"{self.root}/evse/{evse_id}/{leaf}"
 
 
-RequestHandler = Callable[[Request], Awaitable[dict[str, object]]]
+#: Completes a request with its reply. Called exactly once per submitted request, by the controller,
+#: whatever happened to the link meanwhile; never raises.
+ReplyCallback = Callable[[dict[str, object]], None]
+#: Hands a request to the controller without waiting: it answers later through the callback.
+RequestSubmitter = Callable[[Request, ReplyCallback], None]
 AuthResponseHandler = Callable[[object], Awaitable[None]]
 LinkHandler = Callable[[bool], Awaitable[None]]
 
@@ -241,12 +245,12 @@ class BackendLink:
     settings: MqttSettings
     charger_id: str
     codec: str
-    on_request: RequestHandler
+    submit: RequestSubmitter
     on_auth_response: AuthResponseHandler
     on_link: LinkHandler
     status_doc: Callable[[bool], dict[str, object]]
     outbox_pending: Callable[[], list[OutboxRecord]]
-    outbox_acked: Callable[[list[int]], Awaitable[None]]
+    outbox_acked: Callable[[list[int]], None]
     topics: Topics = field(init=False)
     stats: LinkStats = field(default_factory=LinkStats)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -374,7 +378,7 @@ class BackendLink:
             for record in self.outbox_pending():
                 await client.publish(record.topic, record.payload, qos=1, timeout=math.inf)
                 self.stats.published += 1
-                await self.outbox_acked([record.seq])
+                self.outbox_acked([record.seq])
             await self._outbox_wakeup.wait()
 
     async def _handle_auth_response(self, payload: bytes) -> None:
@@ -405,23 +409,42 @@ class BackendLink:
         await self._send_reply(client, codec, reply, response_topic, correlation)
 
     async def _reply_for(self, request: Request) -> dict[str, object]:
+        """The reply to `request`: from the cache, or from its one execution.
+
+        The execution belongs to the controller, not to this task: the link may drop (and cancel this
+        task) while a request waits for the core or for a commit. The controller still completes it;
+        the reply then goes to the cache, so the same id re-sent after the reconnect gets it without
+        a second execution. The in-flight entry lives exactly as long as the execution."""
         cached = self._replies.get(request.request_id)
         if cached is not None:
             return cached
-        in_flight = self._in_flight.get(request.request_id)
-        if in_flight is not None:  # a QoS 1 duplicate while the first is still being executed
-            return await asyncio.shield(in_flight)
-        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        self._in_flight[request.request_id] = future
+        waiting = self._in_flight.get(request.request_id)
+        if waiting is None:  # not a QoS 1 duplicate of one still being executed: execute it
+            waiting = asyncio.get_running_loop().create_future()
+            self._in_flight[request.request_id] = waiting
+            self._execute(request, waiting)
+        return await asyncio.shield(waiting)
+
+    def _execute(self, request: Request, waiting: asyncio.Future[dict[str, object]]) -> None:
+        done = False
+
+        def complete(reply: dict[str, object]) -> None:
+            nonlocal done
+            if done:  # pragma: no cover - a controller bug; the first reply stands
+                log.error("request %s completed twice; the second reply is dropped", request.request_id)
+                return
+            done = True
+            self._replies.put(request.request_id, reply)
+            if self._in_flight.get(request.request_id) is waiting:
+                del self._in_flight[request.request_id]
+            if not waiting.done():
+                waiting.set_result(reply)
+
         try:
-            reply = await self.on_request(request)
-        except Exception as exc:  # noqa: BLE001 - a bug in an op must still get exactly one reply
-            log.exception("op %s failed", request.op)
-            reply = error_reply(request.request_id, request.op, "internal", f"{type(exc).__name__}: {exc}")
-        self._replies.put(request.request_id, reply)
-        del self._in_flight[request.request_id]
-        future.set_result(reply)
-        return reply
+            self.submit(request, complete)
+        except Exception as exc:  # noqa: BLE001 - a bug in the controller must still get exactly one reply
+            log.exception("op %s could not be submitted", request.op)
+            complete(error_reply(request.request_id, request.op, "internal", f"{type(exc).__name__}: {exc}"))
 
     async def _send_reply(self, client: aiomqtt.Client, codec: str, reply: dict[str, object],
                           response_topic: str | None, correlation: bytes | None) -> None:

@@ -30,6 +30,11 @@ class Fields:
         self._args: dict[str, Any] = as_map(args)
         self._seen: set[str] = set()
 
+    @property
+    def args(self) -> dict[str, Any]:
+        """The whole map (for parsers that read it at once)."""
+        return self._args
+
     def _get(self, name: str, required: bool) -> Any:  # noqa: ANN401
         self._seen.add(name)
         if name not in self._args or self._args[name] is None:

@@ -101,7 +101,8 @@ class Store:
         self.dropped_records = 0
         self._size = 0
         self._compacted_size = 0
-        # commit (core task) and ack (link task) run in worker threads: one writer at a time
+        # Only worker threads write (the controller's one writer, and a last commit at shutdown that
+        # may overlap a write still under way): one at a time. The event loop never takes this lock.
         self._lock = threading.RLock()
 
     # --- reading ---------------------------------------------------------------------------------
@@ -182,28 +183,38 @@ class Store:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def commit(self, messages: list[OutboxRecord] | None = None, state: dict[str, Any] | None = None) -> None:
-        """Durably record state parts and new outbox messages, atomically (one fsync'ed record)."""
+    def commit(self, messages: list[OutboxRecord] | None = None, state: dict[str, Any] | None = None, *,
+               acks: list[int] | None = None) -> list[int]:
+        """Durably record state parts and new outbox messages, atomically (one fsync'ed record), with
+        acknowledgements that came meanwhile. Returns the seqs of meter samples dropped by the bound."""
         with self._lock:
             messages = messages or []
+            acks = [s for s in dict.fromkeys(acks or ()) if s in self._pending]
             if not messages and not state:
-                return
+                if acks:
+                    self.ack(acks)
+                return []
             body: dict[str, Any] = {}
             if state:
                 body["state"] = state
             if messages:
                 body["messages"] = [m.plain() for m in messages]
+            if acks:
+                body["acks"] = acks
             self._write(frame(body), sync=True)
             if state:
                 self.state.update(state)
+            for seq in acks:
+                del self._pending[seq]
             for record in messages:
                 self._pending[record.seq] = record
                 self.last_seq = max(self.last_seq, record.seq)
-            self._enforce_bound()
+            dropped = self._enforce_bound()
             # compact once the journal is mostly history; not again right after a compaction that
             # had to keep a large outbox (that would rewrite it on every commit)
             if self._size > max(COMPACT_AFTER_BYTES, 2 * self._compacted_size):
                 self.compact()
+            return dropped
 
     def ack(self, seqs: list[int]) -> None:
         """The broker acknowledged these messages. Not fsync'ed: a lost ack only means a message is
@@ -221,8 +232,12 @@ class Store:
             f.write(data)
             f.flush()
             if sync and self.fsync:
-                os.fsync(f.fileno())
+                self.sync_file(f.fileno())
         self._size += len(data)
+
+    def sync_file(self, fd: int) -> None:
+        """Flush a commit to the medium (a test or benchmark may slow this down to model an SD card)."""
+        os.fsync(fd)
 
     def pending(self) -> list[OutboxRecord]:
         with self._lock:
@@ -236,10 +251,10 @@ class Store:
             write_atomic(self.path, data)
             self._size = self._compacted_size = len(data)
 
-    def _enforce_bound(self) -> None:
+    def _enforce_bound(self) -> list[int]:
         excess = len(self._pending) - self.max_outbox_records
         if excess <= 0:
-            return
+            return []
         droppable = [s for s in sorted(self._pending) if self._pending[s].droppable][:excess]
         if droppable:
             log.warning("outbox full (%d messages): dropping the %d oldest meter samples",
@@ -249,3 +264,4 @@ class Store:
         if len(self._pending) > self.max_outbox_records:
             log.error("outbox over its bound with %d messages that are never dropped; keeping them",
                       len(self._pending))
+        return droppable

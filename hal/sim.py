@@ -168,6 +168,8 @@ class SimBoard:
         self._meters = {cid: SimMeter(self, cid) for cid in metered}
         # Safe outside a running loop: since Python 3.10 a Queue binds to the loop on first wait.
         self._tokens: asyncio.Queue[TokenRead] = asyncio.Queue()
+        #: (clock time, EVSE, closed) of every change of a relay command: how fast the controller reacted.
+        self.relay_log: list[tuple[float, int, bool]] = []
         self.pilot: Pilot = self
         self.relays: Relays = self
         self.leds: Leds = self
@@ -248,6 +250,8 @@ class SimBoard:
         e = self._evse(cid)
         cmd = _flag("closed", closed)
         self._integrate(e)
+        if cmd != e.relay_cmd:
+            self.relay_log.append((self._now(), cid, cmd))
         e.relay_cmd = cmd
 
     async def feedback_closed(self, cid: int) -> bool | None:

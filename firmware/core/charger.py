@@ -158,6 +158,10 @@ class Charger:
         """The LED pattern the EVSE shows (Reserved when the book holds it)."""
         return Led.RESERVED if self.status(cid) is Status.RESERVED else STATUS_LED[self._machine(cid).status]
 
+    def pilot_settling(self, cid: int) -> bool:
+        """A CP change of EVSE `cid` is being debounced (for the simulated board's replies)."""
+        return self._monitors[self._machine(cid).cid].settling
+
     def utc_at(self, now: float) -> datetime:
         """The UTC time that corresponds to monotonic `now` (from the last UTC the shell gave)."""
         return self._utc(now, None)

@@ -73,6 +73,14 @@ def classify(volts_hi: float, previous: Cp | None = None, hysteresis_v: float = 
     return None
 
 
+def nearest_cp(volts_hi: float) -> Cp:
+    """The state whose nominal level is nearest (for display: what a voltage between bands is closest
+    to; the machine itself treats such a reading as a pilot fault). Not finite: F."""
+    if not math.isfinite(volts_hi):
+        return Cp.F
+    return min(NOMINAL_V, key=lambda cp: abs(volts_hi - NOMINAL_V[cp]))
+
+
 def diode_ok(volts_lo: float) -> bool:
     """The diode check of IEC 61851-1 A.2.2: with PWM on, the low plateau must be about -12 V."""
     return math.isfinite(volts_lo) and volts_lo <= DIODE_LOW_MAX_V
@@ -118,6 +126,11 @@ class PilotMonitor:
     def stable(self) -> Cp | None:
         """The last reported CP state (None: unknown or out of band)."""
         return self._stable
+
+    @property
+    def settling(self) -> bool:
+        """A new CP state or a diode failure is seen but not yet reported (its debounce runs)."""
+        return self._candidate_since is not None or (self._diode_bad_since is not None and self._diode_ok)
 
     def reset(self) -> None:
         self._stable, self._known = None, False

@@ -134,7 +134,7 @@ async def charging(running: Running) -> None:
         LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
     running.sim.plug(1, "B")
     await asyncio.sleep(0.1)
-    await running.controller.queue.put(_token())
+    running.controller.queue.put(_token())
     running.sim.plug(1, "C")
     for _ in range(200):
         if running.sim.relay_commanded(1):

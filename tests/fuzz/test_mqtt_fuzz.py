@@ -21,7 +21,7 @@ changes state"):
 Checked for every payload:
 
 * `parse_request` raises nothing but `BadRequest`; `_execute` raises nothing and returns a reply
-  dict, or a Future (an `authorize` waiting for the backend) that later resolves to one;
+  dict, or `Deferred` (an `authorize` waiting for the backend) whose reply comes later;
 * the reply has `ok` (bool), the request's `id` and `op`, `result` when ok, else
   `error: {code, message}` with a documented code; a `bad_request` reply carries the id whenever
   the payload decodes to a map with a readable id (API.md §2); the reply encodes in the request's codec;
@@ -67,7 +67,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import firmware.mqtt
-from firmware.app import OPS, Controller, utc_now
+from firmware.app import OPS as CORE_OPS
+from firmware.app import Command, Controller, Deferred, utc_now
+from firmware.sim_lane import SIM_OPS
 from firmware.core.events import SessionCancellationReason
 from firmware.mqtt import MAX_DEPTH, MAX_ID_LEN, BadRequest, Request, encode, error_reply, parse_request
 from hal.sim import FAULTS
@@ -77,6 +79,7 @@ T = TypeVar("T")
 
 MAX_PAYLOAD = 65536
 ERROR_CODES = frozenset({"bad_request", "unknown_op", "invalid_args", "unsupported", "busy", "internal"})
+OPS = set(CORE_OPS) | SIM_OPS  # every op of API.md §3 and §8
 REAL_OPS = sorted(OPS)
 EVSE_IDS = [1, 4]
 EVSES = (
@@ -139,7 +142,7 @@ class Harness:
 
     async def _park(self, running: Running) -> None:
         self._parked, self._resume = asyncio.Event(), asyncio.Event()
-        running.controller.queue.put_nowait(_PARK)  # type: ignore[arg-type]
+        running.controller.queue.put(_PARK)  # type: ignore[arg-type]
         parked = asyncio.ensure_future(self._parked.wait())
         await asyncio.wait([parked, running.task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
         if not parked.done():
@@ -336,9 +339,11 @@ async def drive(h: Harness, payload: bytes) -> str:
     assert not has_lone_surrogate(request.args), "a lone surrogate got past parse_request"
     loop = asyncio.get_running_loop()
     reply = await c._execute(request, loop.time(), utc_now())  # noqa: SLF001
-    if isinstance(reply, asyncio.Future):
-        assert request.op == "authorize", f"{request.op} returned a Future"
-        h.waiting.append((reply, request))
+    if isinstance(reply, Deferred):
+        assert request.op == "authorize", f"{request.op} returned a Deferred reply"
+        future: asyncio.Future[dict[str, object]] = loop.create_future()
+        c._authorize_waiters[reply.auth_request_id] = Command(request, future.set_result)  # noqa: SLF001 - as _dispatch does
+        h.waiting.append((future, request))
         return "authorize: waits for the backend"
     check_reply(reply, request.request_id, request.op)
     encode(request.codec, reply)  # the link answers in the request's codec

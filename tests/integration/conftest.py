@@ -73,6 +73,13 @@ class Broker:
             time.sleep(0.02)
         pytest.fail(f"mosquitto did not listen on port {self.port}")
 
+    def kill(self) -> None:
+        """`kill -9`: the broker dies without closing a single connection cleanly."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -166,13 +173,20 @@ class Running:
             raise self.task.exception()  # type: ignore[misc]
 
 
-async def start_controller(config: Config, *, sim_ops: bool = True) -> Running:
+async def start_controller(config: Config, *, sim_ops: bool = True, store: Store | None = None,
+                           meters: dict[int, Meter] | None = None,
+                           prepare: Callable[[SimBoard], None] | None = None) -> Running:
     """The controller on a simulated board; `sim_ops=False` runs it as on real hardware (`sim=None`:
-    the board is still simulated, but the `sim_*` ops answer `unsupported`)."""
+    the board is still simulated, but the `sim_*` ops answer `unsupported`). `store` and `meters`
+    replace the defaults (a journal in `state_dir`, the simulated meters); `prepare` sets up the
+    simulated world before the controller starts."""
     loop = asyncio.get_running_loop()
     sim = SimBoard([e.id for e in config.evses], clock=loop.time, phases={e.id: e.phases for e in config.evses})
-    meters: dict[int, Meter] = {cid: m for cid in sim_ids(config) if (m := sim.meter(cid)) is not None}
-    controller = Controller(config, sim, Store(config.charger.state_dir), meters=meters,
+    if prepare is not None:
+        prepare(sim)
+    if meters is None:
+        meters = {cid: m for cid in sim_ids(config) if (m := sim.meter(cid)) is not None}
+    controller = Controller(config, sim, store or Store(config.charger.state_dir), meters=meters,
                             sim=sim if sim_ops else None)
     task = loop.create_task(controller.run(), name="controller")
     await asyncio.wait_for(controller.ready.wait(), 10)
@@ -306,14 +320,14 @@ async def backend_for(port: int, root: str) -> AsyncIterator[Backend]:
 
 
 @contextlib.asynccontextmanager
-async def charger_and_backend(broker: Broker, directory: Path, *, sim_ops: bool = True,
+async def charger_and_backend(broker: Broker, directory: Path, *, sim_ops: bool = True, store: Store | None = None,
                               **kw: Any) -> AsyncIterator[tuple[Running, Backend]]:  # noqa: ANN401
     """A running controller and a backend subscribed to its topics, online already."""
     charger_id = new_charger_id()
     config = write_config(directory, broker.port, charger_id=charger_id, **kw)
     root = root_of(charger_id)
     async with backend_for(broker.port, root) as backend:
-        running = await start_controller(config, sim_ops=sim_ops)
+        running = await start_controller(config, sim_ops=sim_ops, store=store)
         try:
             await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online") is True, 10)
             await asyncio.wait_for(running.controller.link.connected.wait(), 5)  # its connect sequence is over
@@ -407,6 +421,18 @@ async def wait_update(backend: Backend, status: str, reservation_id: int | None 
         return next((u for u in backend.reservation_updates() if u.get("reservation_status") == status
                      and (reservation_id is None or u.get("reservation_id") == reservation_id)), None)
     return await backend.wait_for(find, timeout)  # type: ignore[no-any-return]
+
+
+class SlowStore(Store):
+    """A store whose every fsync takes `fsync_s` (a worn SD card: 10 ms to several hundred ms)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], fsync_s: float) -> None:
+        super().__init__(state_dir)
+        self.fsync_s = fsync_s
+
+    def sync_file(self, fd: int) -> None:
+        time.sleep(self.fsync_s)
+        super().sync_file(fd)
 
 
 class SyncSubscriber:

@@ -31,7 +31,7 @@ quarter of the run (a plateau, not a slope, is what no leak looks like: the Repl
 the `tracemalloc` allocations that grew most in between (tracemalloc is on for the whole run: it
 slows the path down and its own bookkeeping is in the RSS; `--no-tracemalloc` to measure without);
 messages/s on the request path alone (generation excluded) and overall. Exceptions that escaped
-`parse_request` / `_execute` / `encode` are counted by type. Figures are printed, never asserted:
+`parse_request` / `_submit` / `encode` are counted by type. Figures are printed, never asserted:
 they depend on the machine. The exit code is 1 when an exception escaped or the controller stopped.
 
 Usage: .venv/bin/python tools/bench/fuzz_rss.py [--messages N] [--seed S] [--without-fixed-bugs] [--no-tracemalloc]
@@ -65,7 +65,9 @@ except ImportError:  # run from a plain checkout: the repository root is two lev
 
 import cbor2  # noqa: E402
 
-from firmware.app import OPS, Controller, utc_now  # noqa: E402
+from firmware.app import OPS as CORE_OPS  # noqa: E402
+from firmware.app import Controller, utc_now  # noqa: E402
+from firmware.sim_lane import SIM_OPS  # noqa: E402
 from firmware.config import load_config  # noqa: E402
 from firmware.mqtt import (  # noqa: E402
     MAX_ID_LEN,
@@ -80,6 +82,8 @@ from firmware.mqtt import (  # noqa: E402
 from firmware.store import Store  # noqa: E402
 from hal.protocols import Meter  # noqa: E402
 from hal.sim import SimBoard  # noqa: E402
+
+OPS = set(CORE_OPS) | SIM_OPS  # every op of API.md §3 and §8
 
 DEFAULT_MESSAGES = 100_000
 WARMUP = 1000
@@ -371,7 +375,7 @@ class RequestPath:
         self.escaped: collections.Counter[str] = collections.Counter()
         self.codes: collections.Counter[str] = collections.Counter()
         self.cached = 0
-        self.waiting: set[asyncio.Future[dict[str, object]]] = set()
+        self.waiting: set[asyncio.Future[None]] = set()
         self.busy_s = 0.0
 
     def _finish(self, codec: str, reply: dict[str, object]) -> None:
@@ -401,24 +405,27 @@ class RequestPath:
         self.busy_s += time.perf_counter() - started
 
     async def _execute(self, request: Request) -> None:
-        loop = asyncio.get_running_loop()
+        """Hand the request to the running controller as the MQTT link does (`_submit`), without
+        waiting for its reply; at most MAX_OUTSTANDING are in flight at once."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def complete(reply: dict[str, object]) -> None:
+            self.waiting.discard(done)
+            self.cache.put(request.request_id, reply)
+            self._finish(request.codec, reply)
+            done.set_result(None)
+
+        self.waiting.add(done)
         try:
-            reply = await self.controller._execute(request, loop.time(), utc_now())  # noqa: SLF001
+            self.controller._submit(request, complete)  # noqa: SLF001 - the link's entry point
         except Exception as exc:  # noqa: BLE001 - the bug this counts
-            self.escaped[f"_execute: {type(exc).__name__}"] += 1
-            reply = error_reply(request.request_id, request.op, "internal", f"{type(exc).__name__}: {exc}")
-        if isinstance(reply, asyncio.Future):  # an authorize waiting for the backend
-            self.waiting.add(reply)
+            self.escaped[f"_submit: {type(exc).__name__}"] += 1
+            self.waiting.discard(done)
+        if len(self.waiting) >= MAX_OUTSTANDING:
+            await asyncio.wait(set(self.waiting), return_when=asyncio.FIRST_COMPLETED)
 
-            def done(future: asyncio.Future[dict[str, object]], request: Request = request) -> None:
-                self.waiting.discard(future)
-                self.cache.put(request.request_id, future.result())
-                self._finish(request.codec, future.result())
 
-            reply.add_done_callback(done)
-            return
-        self.cache.put(request.request_id, reply)
-        self._finish(request.codec, reply)
+MAX_OUTSTANDING = 256
 
 
 def free_port() -> int:
@@ -484,7 +491,7 @@ async def run_bench(messages: int, seed: int, *, known_bugs: bool, trace: bool) 
     mix = gen.counts - counts_before
     growth = rss_after - rss_before
     print(f"fuzz_rss: {messages} malformed messages (seed {seed}) after a {WARMUP}-message warm-up, "
-          f"through parse_request -> ReplyCache / Controller._execute -> encode")
+          f"through parse_request -> ReplyCache / Controller._submit -> encode")
     print(f"  host: Python {platform.python_version()} on {platform.machine()}; controller: {len(EVSE_IDS)} EVSEs "
           f"on the simulated board, no broker; known-bug triggers "
           f"{'included' if known_bugs else 'excluded (--without-fixed-bugs)'}")

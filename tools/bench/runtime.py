@@ -130,7 +130,7 @@ async def command_latency(port: int, config_path: Path, count: int) -> None:
     for _ in range(count // 10 or 5):
         sim.plug(1, "B")
         await asyncio.sleep(0.3)
-        await controller.queue.put(_authorize_event())
+        controller.queue.put(_authorize_event())
         sim.plug(1, "C")
         while not sim.relay_commanded(1):
             await asyncio.sleep(0.001)
