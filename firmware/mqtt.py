@@ -339,6 +339,7 @@ class BackendLink:
                     else:
                         log.debug("broker still unreachable: %s", exc)
             finally:
+                read_disconnect_cause(client)
                 was_up = self.connected.is_set()
                 self._client = None
                 self.connected.clear()
@@ -462,6 +463,15 @@ class BackendLink:
                 await client.publish(response_topic, payload, qos=1, properties=properties, timeout=10)
         except aiomqtt.MqttError as exc:
             log.warning("reply could not be sent: %s", exc)
+
+
+def read_disconnect_cause(client: aiomqtt.Client) -> None:
+    """aiomqtt (2.x) keeps an unexpected disconnection's error in a future that its `__aexit__` does not
+    read when the connection is already gone; asyncio then logs "Future exception was never retrieved"
+    at every broker loss. The link has reported the loss already: read the error so it is not logged."""
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
 
 
 def as_map(args: object) -> dict[str, Any]:

@@ -30,6 +30,7 @@ import pytest
 
 from firmware.app import Controller
 from firmware.config import Config, load_config
+from firmware.mqtt import read_disconnect_cause
 from firmware.store import Store
 from hal.protocols import Meter
 from hal.sim import SimBoard
@@ -317,6 +318,7 @@ async def backend_for(port: int, root: str) -> AsyncIterator[Backend]:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await pump
+            read_disconnect_cause(client)
 
 
 @contextlib.asynccontextmanager
