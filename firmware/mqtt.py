@@ -35,6 +35,7 @@ CBOR: Final = "cbor"
 MAX_ID_LEN: Final = 64
 REPLY_CACHE_SIZE: Final = 1024
 MAX_DEPTH: Final = 32
+PENDING_PUBLISHES_WARN: Final = 5000
 
 
 class BadRequest(Exception):  # noqa: N818 - it is the error code's name
@@ -308,7 +309,7 @@ class BackendLink:
                 ca_certs=_path(s.tls.ca_file), certfile=_path(s.tls.cert_file), keyfile=_path(s.tls.key_file),
                 cert_reqs=ssl.CERT_REQUIRED if not s.tls.insecure else ssl.CERT_NONE,
             )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             s.host, s.port, identifier=self.charger_id, username=s.username, password=s.password,
             protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=s.keepalive_s, tls_params=tls_params,
             tls_insecure=s.tls.insecure if s.tls is not None else None,
@@ -316,6 +317,10 @@ class BackendLink:
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             timeout=10,
         )
+        # A group commit releases many replies at once, and a reconnect replays the outbox: hundreds of
+        # publishes waiting for their PUBACK are normal here, not the warning aiomqtt logs past 10.
+        client.pending_calls_threshold = PENDING_PUBLISHES_WARN
+        return client
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with capped exponential backoff and jitter, forever."""
