@@ -377,6 +377,7 @@ class Controller:
             case Command():
                 self.ops_executed += 1
                 reply = await self._execute(item.request, now, utc)
+                self.persistence.stage()  # what the op changed, found by the writer's diff
                 if isinstance(reply, Deferred):  # authorize: answered when the backend decides
                     self._authorize_waiters[reply.auth_request_id] = item
                 else:
@@ -467,7 +468,8 @@ class Controller:
                     self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
                 case AuthDecided():
                     self._auth_decided(action)
-        self.persistence.stage(durable, dirty=dirty)
+        if outputs:  # a step with no output changed nothing durable (a request's step is staged anyway)
+            self.persistence.stage(durable, dirty=dirty)
         for command, reply in self._replies_after_step:
             self._reply_when_durable(command, reply)
         self._replies_after_step.clear()

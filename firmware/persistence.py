@@ -42,8 +42,8 @@ Collector = Callable[[set[str]], dict[str, Any]]
 
 @dataclass(slots=True)
 class CommitStats:
-    commits: int = 0
-    steps: int = 0  # staged steps those commits covered (steps / commits = the grouping factor)
+    commits: int = 0  # writes to the store (batches that changed nothing durable write nothing)
+    steps: int = 0  # staged steps (steps / commits = the grouping factor)
     largest_batch: int = 0
 
 
@@ -133,19 +133,20 @@ class Persistence:
         parts.update(self._extra)
         self._dirty, self._extra = set(), {}
         changed = {k: v for k, v in parts.items() if self._committed.get(k) != v}
-        loop = asyncio.get_running_loop()
-        self._writing = loop.run_in_executor(None, self._write, records, changed, acks)
-        try:
-            dropped = await asyncio.shield(self._writing)
-        finally:
-            if self._writing.done():
-                self._writing = None
+        dropped: list[int] = []
+        if records or changed or acks:  # else the steps changed nothing durable: no write at all
+            self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, records, changed, acks)
+            try:
+                dropped = await asyncio.shield(self._writing)
+            finally:
+                if self._writing.done():
+                    self._writing = None
+            self.stats.commits += 1
         self._committed.update(changed)
         for record in records:
             self._view[record.seq] = record
         for seq in dropped:
             self._view.pop(seq, None)
-        self.stats.commits += 1
         self.stats.steps += steps
         self.stats.largest_batch = max(self.stats.largest_batch, steps)
         self._durable_ticket = max(self._durable_ticket, ticket)
