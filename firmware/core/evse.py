@@ -21,7 +21,18 @@ Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 * B -> C with PWM on and authorized: the relay closes on the same event (limit 3 s, sequence 7).
 * The EVSE ends or pauses charging while the EV stays in C: PWM off (X1, state C1), wait up to 6 s
   for B, then open under load and count it (sequence 10.2, Table A.6 "6 s").
-* After a fault, CP is held at F for at least 300 ms (`fault_hold_s`) before B1/C1 is offered again.
+* After a fault, CP is held at F for at least 300 ms (`fault_hold_s`) from the fault; a fault that
+  clears within that time keeps F for `fault_hold_s` after the clear. A fault that outlasts the hold
+  gets X1 (constant +12 V) while it stays active, as EVerest does (CX -> F >= 300 ms -> X1): the
+  relay stays open and the status Faulted, but CP is measurable again, so an unplug is seen and ends
+  the session (cancelled with EmergencyStop when the fault came) with SessionFinished at once. When
+  the fault then clears, no second F is needed; the usual rules apply. A new fault drives F again.
+  A plug-in during a fault starts no session until it clears (EVerest starts none while in error):
+  the backend sees one SessionStarted, when the EVSE can actually serve the EV.
+* A pilot fault (E, a voltage between the bands, -12 V we do not drive) is latched: it ends only
+  with a clean reading taken while CP is not driven to F. Our own -12 V read during F, and "no
+  reading yet" after leaving F, are no news; so a lasting short reads E again under X1 and stays the
+  same fault, it does not oscillate F -> X1 -> F. The machine's own crash (Fault.INTERNAL) keeps F.
 * The duty changes at most once per 5 s; switching PWM on or off is immediate (A.2.3 / Table A.6).
 * PP open or invalid on a socket outlet: no charging (Annex B, Table B.2); never an assumed 13 A.
 
@@ -82,7 +93,7 @@ class State(Enum):
     STOPPING = "stopping"  # session ended while charging: X1, relay kept <= 6 s until B
     FINISHING = "finishing"  # session ended, EV still plugged in
     REPLUGGING = "replugging"  # virtual unplug: F for the requested time
-    FAULTED = "faulted"  # a fault is active, or the 300 ms F hold after one
+    FAULTED = "faulted"  # a fault is active (F, then X1 after fault_hold_s), or the F hold after one
     UNAVAILABLE = "unavailable"  # disabled
 
 
@@ -262,8 +273,9 @@ class EvseMachine:
         self._plugged = False
         self._pp_a: int | None = None
         self._faults: set[Fault] = set()
-        self._pilot_fault = False
-        self._fault_hold_until = -math.inf  # +inf while a fault is active
+        self._pilot_fault = False  # latched: ends only with a clean reading taken while CP is not F
+        self._fault_active = False
+        self._f_until = -math.inf  # F (after a fault) is driven until then; +inf: until the fault clears
         self._enabled = True
         self._disable_reason = SessionCancellationReason.REMOTE
         self._limit_a = config.max_current_a
@@ -377,7 +389,7 @@ class EvseMachine:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do, or None."""
-        deadlines = [self._fault_hold_until, self._replug_until, self._ramp_deadline]
+        deadlines = [self._f_until, self._replug_until, self._ramp_deadline]
         if self._duty_pending:
             deadlines.append(self._duty_changed_at + self.config.pwm_min_interval_s)
         if self._overcurrent_since is not None and self._relay:
@@ -419,7 +431,7 @@ class EvseMachine:
                     self._plugged = True
                 if not diode:  # one-shot: F for fault_hold_s, session ends (A.2.2)
                     notes.append(self._note(SessionEvent.ERROR, error=Error.CAR_DIODE_FAULT))
-                    self._fault_hold_until = max(self._fault_hold_until, now + self.config.fault_hold_s)
+                    self._hold_f(now)
                 if cp is Cp.D and previous is not Cp.D and not self.config.ventilation_available:
                     notes.append(self._note(SessionEvent.ERROR, error=Error.VENTILATION_NOT_AVAILABLE))
             case PpChanged(ohms=ohms):
@@ -444,6 +456,7 @@ class EvseMachine:
                 if fault not in self._faults:
                     self._faults.add(fault)
                     notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[fault]))
+                    self._hold_f(now)
             case FaultCleared(fault=fault):
                 self._faults.discard(fault)
             case CurrentLimitChanged(current_a=current_a):
@@ -458,18 +471,19 @@ class EvseMachine:
                 raise IllegalTransition(self._state, event)
 
     def _settle(self, now: float, notes: list[Action], was_requesting: bool) -> list[Action]:
-        # Faults: a pilot-derived one follows the reading; all of them hold F for fault_hold_s.
-        pilot_fault = self._reading_is_faulty()
+        # Faults: each new one drives F for fault_hold_s; one that outlasts it gets X1 (_wanted_duty).
+        pilot_fault = self._pilot_fault_now()
         if pilot_fault and not self._pilot_fault:
             notes.append(self._note(SessionEvent.ERROR, error=Error.PILOT_FAULT))
+            self._hold_f(now)
         self._pilot_fault = pilot_fault
-        if self._faults or pilot_fault:
-            self._fault_hold_until = math.inf
-        elif self._fault_hold_until == math.inf:
-            self._fault_hold_until = now + self.config.fault_hold_s
-        elif self._fault_hold_until <= now:
-            self._fault_hold_until = -math.inf  # served; no longer a deadline
-        faulted = now < self._fault_hold_until
+        active = bool(self._faults) or pilot_fault
+        if self._fault_active and not active and now < self._f_until:
+            self._f_until = now + self.config.fault_hold_s  # cleared while F is driven: F 300 ms more
+        self._fault_active = active
+        if self._f_until <= now:
+            self._f_until = -math.inf  # served; no longer a deadline
+        faulted = active or now < self._f_until
         self._run_timers(now, faulted, notes)
         self._sync_session(now, faulted, notes)
 
@@ -566,7 +580,7 @@ class EvseMachine:
             self._relay, self._ramp_deadline = False, None
             actions.append(OpenRelay(cid=cid, under_load=under_load))
 
-        duty = self._wanted_duty(state)
+        duty = self._wanted_duty(state, now)
         self._duty_pending = False
         if _is_on(duty) and _is_on(self._duty) and duty != self._duty:
             if now < self._duty_changed_at + self.config.pwm_min_interval_s:
@@ -575,7 +589,7 @@ class EvseMachine:
             if self._duty == DUTY_F or (duty == DUTY_F and not self._reading_is_faulty()):
                 # Readings from before F say nothing about the EV after it, and what we read while
                 # driving F was our own -12 V: re-read. A faulty reading (E, out of band) is kept
-                # until the monitor reports a change, so a lasting short keeps the EVSE faulted.
+                # into F; the pilot fault itself is latched (_pilot_fault_now) until a clean reading.
                 self._reading = None
             if _is_on(duty):
                 self._duty_changed_at = now
@@ -619,7 +633,7 @@ class EvseMachine:
     def _crash(self) -> list[Action]:
         """A bug inside the machine: latch an internal fault and return fail-safe outputs."""
         self._faults.add(Fault.INTERNAL)
-        self._fault_hold_until = math.inf
+        self._fault_active, self._f_until = True, math.inf  # our own bug: F, nothing re-read, until cleared
         self._state = State.FAULTED
         self._relay, self._duty, self._led = False, DUTY_F, STATUS_LED[Status.FAULTED]
         self._duty_pending = False
@@ -642,6 +656,17 @@ class EvseMachine:
         cp = self._reading.cp
         return cp is None or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
 
+    def _pilot_fault_now(self) -> bool:
+        """A pilot fault lasts until a reading says otherwise: no reading yet (CP is re-read after F)
+        and our own -12 V while we drive F are no news, so a lasting short cannot oscillate F <-> X1."""
+        if self._reading is None or (self._reading.cp is Cp.F and self._duty == DUTY_F):
+            return self._pilot_fault
+        return self._reading_is_faulty()
+
+    def _hold_f(self, now: float) -> None:
+        """A new fault: F for at least fault_hold_s from now (IEC 61851-1 Table A.6)."""
+        self._f_until = max(self._f_until, now + self.config.fault_hold_s)
+
     def _cable_ok(self) -> bool:
         return not self.config.socket_outlet or self._pp_a is not None
 
@@ -653,9 +678,11 @@ class EvseMachine:
             offer = min(offer, self.config.cable_max_current_a)
         return offer
 
-    def _wanted_duty(self, state: State) -> float:
-        if state in (State.FAULTED, State.REPLUGGING):
+    def _wanted_duty(self, state: State, now: float) -> float:
+        if state is State.REPLUGGING or (state is State.FAULTED and now < self._f_until):
             return DUTY_F
+        if state is State.FAULTED:  # a lasting fault after its F: X1 keeps an unplug visible, relay open
+            return DUTY_X1
         if state in (State.CHARGING, State.SUSPENDED_EV):
             return current_to_duty(self._offer_a())
         return DUTY_X1
