@@ -36,6 +36,15 @@ Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 * The duty changes at most once per 5 s; switching PWM on or off is immediate (A.2.3 / Table A.6).
 * PP open or invalid on a socket outlet: no charging (Annex B, Table B.2); never an assumed 13 A.
 
+Energy is never invented: every energy figure in a SessionEvent is the latest `MeterSampled`, and
+an event without one carries no energy fields (not 0.0). An EVSE with a meter (`has_meter`) takes its
+first reading before it offers anything, as EVerest's `initial_meter_value_timeout` does: until then
+it is UNAVAILABLE (status Unavailable, like a disabled EVSE: it cannot serve a new session now, so a
+backend neither sends it a token nor sees an Available EVSE that refuses one). A token is refused
+(`AuthorizationGranted` is illegal there) and a plug-in waits: the first reading starts its session
+with that reading's energy. A restored session does not charge before it either. If the reading does
+not come, the shell raises `FaultRaised(METER_LOST)` and the EVSE ends Faulted.
+
 This module does no I/O and reads no clock: `now` is the shell's monotonic time in seconds.
 """
 
@@ -94,7 +103,7 @@ class State(Enum):
     FINISHING = "finishing"  # session ended, EV still plugged in
     REPLUGGING = "replugging"  # virtual unplug: F for the requested time
     FAULTED = "faulted"  # a fault is active (F, then X1 after fault_hold_s), or the F hold after one
-    UNAVAILABLE = "unavailable"  # disabled
+    UNAVAILABLE = "unavailable"  # disabled, or waiting for the meter's first reading
 
 
 STATUS: Final[dict[State, Status]] = {
@@ -185,6 +194,7 @@ class EvseConfig:
     cable_max_current_a: float | None = None  # tethered cable rating (None: max_current_a)
     ventilation_available: bool = False
     phase_switching: bool = False  # the board can switch between 1 and 3 phases
+    has_meter: bool = True  # False: no energy meter; session events then carry no energy fields
     connection_timeout_s: float = 60.0
     stop_timeout_s: float = 6.0
     fault_hold_s: float = 0.3
@@ -226,7 +236,7 @@ class Session:
     charging_started: bool = False
     started_at: float = 0.0
     connect_deadline: float = math.inf
-    energy_wh_import_start: float = 0.0
+    energy_wh_import_start: float = 0.0  # a reading; 0.0 only on an EVSE without a meter (never published)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -283,7 +293,7 @@ class EvseMachine:
         self._replug_until: float | None = None
         self._ramp_deadline: float | None = None
         self._overcurrent_since: float | None = None
-        self._energy_wh = (0.0, 0.0)
+        self._energy_wh: tuple[float, float] | None = None  # (import, export) of the latest reading
         # Outputs as last commanded; None = unknown, so the first settle commands every output.
         self._relay: bool | None = None
         self._duty: float | None = None
@@ -337,6 +347,11 @@ class EvseMachine:
         return self._enabled
 
     @property
+    def meter_ready(self) -> bool:
+        """Sessions may start: the meter has given its first reading, or the EVSE has no meter."""
+        return self._energy_wh is not None or not self.config.has_meter
+
+    @property
     def offered_a(self) -> float:
         return self._offer_a() if self.pwm_on else 0.0
 
@@ -361,13 +376,15 @@ class EvseMachine:
                         resume: bool) -> list[Action]:
         """Adopt a session that was open when the controller stopped (power loss or reboot).
 
-        Call once at boot, before any CP reading and after the first meter reading. The EV is taken
-        to be still plugged in until CP says otherwise. Unless `resume` (config
-        `sessions.resume_after_power_loss`, only for a session that was authorized), the session is
-        cancelled with `reason` and nothing charges without a fresh authorization; it ends with
-        SessionFinished when the EV is found unplugged.
+        Call once at boot, before any CP reading and after trying a first meter reading: the
+        cancellation carries the latest reading the machine knows, and no energy fields when the
+        meter has not answered yet (nothing is invented). Accepted while the EVSE waits for that
+        reading or is disabled (Unavailable). The EV is taken to be still plugged in until CP says
+        otherwise. Unless `resume` (config `sessions.resume_after_power_loss`, only for a session
+        that was authorized), the session is cancelled with `reason` and nothing charges without a
+        fresh authorization; it ends with SessionFinished when the EV is found unplugged.
         """
-        if self._session is not None or self._state is not State.AVAILABLE:
+        if self._session is not None or self._state not in (State.AVAILABLE, State.UNAVAILABLE):
             raise IllegalTransition(self._state, stored)
         self._session = Session(
             uuid=stored.uuid, id_token=stored.id_token, reservation_id=stored.reservation_id,
@@ -532,6 +549,7 @@ class EvseMachine:
             and self._plugged
             and self._reading is not None
             and self._enabled
+            and self.meter_ready
             and not faulted
         ):
             self._start_session(now, StartSessionReason.EV_CONNECTED, notes)
@@ -543,11 +561,15 @@ class EvseMachine:
             return State.REPLUGGING
         session = self._session
         if session is None:
-            return State.AVAILABLE if self._enabled else State.UNAVAILABLE
+            return State.AVAILABLE if self._enabled and self.meter_ready else State.UNAVAILABLE
         if not self._plugged:
             return State.WAITING_FOR_EV
         # An EV-side or cable problem opens at once; only a healthy EV gets the 6 s ramp-down.
-        hazard = not self._cable_ok() or (self.cp is Cp.D and not self.config.ventilation_available)
+        hazard = (
+            not self._cable_ok()
+            or (self.cp is Cp.D and not self.config.ventilation_available)
+            or not self.meter_ready  # a restored session: no power before the first reading
+        )
         ramping = (
             bool(self._relay)
             and self._requests_power()
@@ -719,7 +741,7 @@ class EvseMachine:
             reservation_id=reservation_id,
             started_at=now,
             ev_seen=self._plugged,
-            energy_wh_import_start=self._energy_wh[0],
+            energy_wh_import_start=self._energy_wh[0] if self._energy_wh is not None else 0.0,
         )
         if reason is StartSessionReason.AUTHORIZED and not self._plugged:
             session.connect_deadline = now + self.config.connection_timeout_s
@@ -741,5 +763,7 @@ class EvseMachine:
         return EmitSessionEvent(cid=self.cid, uuid=uuid, event=event, **fields)  # type: ignore[arg-type]
 
     def _energy_note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
-        imported, exported = self._energy_wh
-        return self._note(event, energy_wh_import=imported, energy_wh_export=exported, **fields)
+        """A note with the latest reading's energy registers; without a reading, none (never 0.0)."""
+        if self._energy_wh is not None:
+            fields.update(energy_wh_import=self._energy_wh[0], energy_wh_export=self._energy_wh[1])
+        return self._note(event, **fields)

@@ -25,6 +25,7 @@ from firmware.core.events import (
     FaultCleared,
     FaultRaised,
     Led,
+    MeterSampled,
     OpenRelay,
     PilotSampled,
     PpChanged,
@@ -52,6 +53,8 @@ PWM_ON = {Cp.A: (12.0, -12.0), Cp.B: (9.0, -12.0), Cp.C: (6.0, -12.0), Cp.F: (-1
 def charger() -> Charger:
     c = Charger([EvseConfig(cid=1), EvseConfig(cid=7, max_current_a=16.0)], new_session_id=ids())
     c.start(T0)
+    for cid in CIDS:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
+        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), T0)
     return c
 
 
@@ -122,7 +125,9 @@ def test_configs_may_be_any_iterable() -> None:
 
 
 def test_start_returns_the_initial_outputs_of_every_evse() -> None:
-    c = Charger([EvseConfig(cid=1), EvseConfig(cid=7, max_current_a=16.0)], new_session_id=ids())
+    # Without meters: an EVSE with one is Unavailable until its first reading (test_evse_meter.py).
+    c = Charger([EvseConfig(cid=1, has_meter=False), EvseConfig(cid=7, max_current_a=16.0, has_meter=False)],
+                new_session_id=ids())
     assert c.start(T0) == [
         action
         for cid in CIDS

@@ -13,6 +13,9 @@ and what the machine commanded (never from private fields):
 * a fault that lasts gets X1 once its 300 ms of F are served, so an unplug during it is seen and
   ends the session at once (EVerest: CX -> F >= 300 ms -> X1);
 * every session that starts ends with exactly one SessionFinished, at unplug;
+* no invented energy: every energy figure in a SessionEvent is the latest meter reading given, and
+  none is given before the first; an EVSE with a meter neither starts a session nor closes its
+  relay before that first reading;
 * the machine never crashes into its internal fault.
 """
 
@@ -56,6 +59,7 @@ from tests.core.helpers import CID, ids
 CP_VALUES = [Cp.A, Cp.B, Cp.C, Cp.D, Cp.E, Cp.F, None]
 HARDWARE_FAULTS = [f for f in Fault if f is not Fault.INTERNAL]  # INTERNAL marks a crash of the machine
 OPENING_READINGS = {Cp.A, Cp.B, Cp.E, Cp.F, None}
+ENERGY_EVENTS = {SessionEvent.SESSION_STARTED, SessionEvent.SESSION_CANCELLED, SessionEvent.SESSION_FINISHED}
 
 events = st.one_of(
     st.builds(PilotChanged, cid=st.just(CID), cp=st.sampled_from(CP_VALUES),
@@ -81,6 +85,7 @@ configs = st.builds(
     max_current_a=st.sampled_from([16.0, 32.0]),
     socket_outlet=st.booleans(),
     ventilation_available=st.booleans(),
+    has_meter=st.booleans(),
 )
 
 
@@ -104,6 +109,7 @@ class Observer:
     cancelled: dict[str, int] = field(default_factory=dict)
     authorized: set[str] = field(default_factory=set)
     new_fault: bool = False  # the last FaultRaised named a fault that was not active
+    reading: tuple[float, float] | None = None  # (import, export) of the latest MeterSampled
 
     def saw(self, event: Event) -> None:
         match event:
@@ -119,6 +125,8 @@ class Observer:
                 self.faults.discard(fault)
             case CurrentLimitChanged(current_a=current_a):
                 self.limit_a = current_a
+            case MeterSampled(energy_wh_import=imported, energy_wh_export=exported):
+                self.reading = (imported, exported)
             case _:
                 pass
 
@@ -135,6 +143,7 @@ class Observer:
             assert self.pp_ok or not self.config.socket_outlet
             assert not self.faults
             assert self.duty != DUTY_F
+            assert self.reading is not None or not self.config.has_meter, "closed before the first reading"
         if self.relay and self.duty == DUTY_X1:
             assert self.x1_with_relay_since is not None
             assert now - self.x1_with_relay_since <= 6.0 + 1e-9, "relay kept > 6 s after PWM off"
@@ -174,8 +183,13 @@ class Observer:
                 if duty == DUTY_X1 and self.relay:
                     self.x1_with_relay_since = now
                 self.duty = duty
-            case EmitSessionEvent(uuid=uuid, event=kind):
+            case EmitSessionEvent(uuid=uuid, event=kind, energy_wh_import=imported, energy_wh_export=exported):
                 self._session_event(uuid, kind)
+                if kind in ENERGY_EVENTS:
+                    assert (imported, exported) == (self.reading or (None, None)), "energy not from a reading"
+                if kind is SessionEvent.SESSION_STARTED:
+                    assert self.reading is not None or not self.config.has_meter, "started before the first reading"
+
             case _:
                 pass
 

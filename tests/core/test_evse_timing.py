@@ -188,7 +188,7 @@ def test_a_bug_inside_the_machine_ends_fail_safe() -> None:
     def broken_ids() -> str:
         raise RuntimeError("boom")
 
-    m = EvseMachine(EvseConfig(cid=CID), new_session_id=broken_ids)
+    m = EvseMachine(EvseConfig(cid=CID, has_meter=False), new_session_id=broken_ids)  # sessions start at once
     m.tick(0.0)
     actions = m.handle(cp(Cp.B), 1.0)
     assert actions[:2] == [OpenRelay(cid=CID, under_load=False), SetPwm(cid=CID, duty_pct=DUTY_F)]
