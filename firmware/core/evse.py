@@ -21,18 +21,16 @@ Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 * B -> C with PWM on and authorized: the relay closes on the same event (limit 3 s, sequence 7).
 * The EVSE ends or pauses charging while the EV stays in C: PWM off (X1, state C1), wait up to 6 s
   for B, then open under load and count it (sequence 10.2, Table A.6 "6 s").
-* After a fault, CP is held at F for at least 300 ms (`fault_hold_s`) from the fault; a fault that
-  clears within that time keeps F for `fault_hold_s` after the clear. A fault that outlasts the hold
-  gets X1 (constant +12 V) while it stays active, as EVerest does (CX -> F >= 300 ms -> X1): the
-  relay stays open and the status Faulted, but CP is measurable again, so an unplug is seen and ends
-  the session (cancelled with EmergencyStop when the fault came) with SessionFinished at once. When
-  the fault then clears, no second F is needed; the usual rules apply. A new fault drives F again.
-  A plug-in during a fault starts no session until it clears (EVerest starts none while in error):
-  the backend sees one SessionStarted, when the EVSE can actually serve the EV.
-* A pilot fault (E, a voltage between the bands, -12 V we do not drive) is latched: it ends only
-  with a clean reading taken while CP is not driven to F. Our own -12 V read during F, and "no
-  reading yet" after leaving F, are no news; so a lasting short reads E again under X1 and stays the
-  same fault, it does not oscillate F -> X1 -> F. The machine's own crash (Fault.INTERNAL) keeps F.
+* After a fault, F for at least 300 ms (`fault_hold_s`) from the fault (one cleared within that
+  time: F for `fault_hold_s` after the clear). A fault that outlasts it gets X1 while it stays
+  active, as EVerest does (CX -> F >= 300 ms -> X1): relay open, status Faulted, but CP is
+  measurable, so an unplug ends the session (cancelled with EmergencyStop when the fault came) with
+  SessionFinished at once; the clear then needs no second F. A new fault drives F again. No session
+  starts while faulted (EVerest: none in error): a plug-in during a fault starts one when it clears.
+* A pilot fault (E, between the bands, -12 V we do not drive) is latched until a clean reading
+  taken while CP is not F: our own -12 V during F and "not re-read yet" after F are no news, so a
+  lasting short reads E again under X1 and stays one fault (no F -> X1 -> F oscillation). The
+  machine's own crash (Fault.INTERNAL) keeps F until cleared.
 * The duty changes at most once per 5 s; switching PWM on or off is immediate (A.2.3 / Table A.6).
 * PP open or invalid on a socket outlet: no charging (Annex B, Table B.2); never an assumed 13 A.
 
@@ -701,10 +699,10 @@ class EvseMachine:
         return offer
 
     def _wanted_duty(self, state: State, now: float) -> float:
-        if state is State.REPLUGGING or (state is State.FAULTED and now < self._f_until):
+        if state is State.REPLUGGING:
             return DUTY_F
-        if state is State.FAULTED:  # a lasting fault after its F: X1 keeps an unplug visible, relay open
-            return DUTY_X1
+        if state is State.FAULTED:  # F for its hold; a lasting fault then gets X1, so an unplug is seen
+            return DUTY_F if now < self._f_until else DUTY_X1
         if state in (State.CHARGING, State.SUSPENDED_EV):
             return current_to_duty(self._offer_a())
         return DUTY_X1
