@@ -348,8 +348,9 @@ class EmitSessionEvent(Action):
 
     Only the fields that belong to `event` are set: `reason` for SessionStarted
     (StartSessionReason) and SessionCancelled (SessionCancellationReason), `error` for Error, the
-    energy registers for SessionStarted/Cancelled/Finished, `id_token` and `reservation_id` for
-    SessionStarted.
+    energy registers for SessionStarted/Cancelled/Finished when a meter reading is known (None: the
+    EVSE has no meter or no reading yet, and the payload omits the keys; never 0.0 in their place),
+    `id_token` and `reservation_id` for SessionStarted.
     """
 
     uuid: str

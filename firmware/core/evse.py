@@ -21,9 +21,27 @@ Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 * B -> C with PWM on and authorized: the relay closes on the same event (limit 3 s, sequence 7).
 * The EVSE ends or pauses charging while the EV stays in C: PWM off (X1, state C1), wait up to 6 s
   for B, then open under load and count it (sequence 10.2, Table A.6 "6 s").
-* After a fault, CP is held at F for at least 300 ms (`fault_hold_s`) before B1/C1 is offered again.
+* After a fault, F for at least 300 ms (`fault_hold_s`) from the fault (one cleared within that
+  time: F for `fault_hold_s` after the clear). A fault that outlasts it gets X1 while it stays
+  active, as EVerest does (CX -> F >= 300 ms -> X1): relay open, status Faulted, but CP is
+  measurable, so an unplug ends the session (cancelled with EmergencyStop when the fault came) with
+  SessionFinished at once; the clear then needs no second F. A new fault drives F again. No session
+  starts while faulted (EVerest: none in error): a plug-in during a fault starts one when it clears.
+* A pilot fault (E, between the bands, -12 V we do not drive) is latched until a clean reading
+  taken while CP is not F: our own -12 V during F and "not re-read yet" after F are no news, so a
+  lasting short reads E again under X1 and stays one fault (no F -> X1 -> F oscillation). The
+  machine's own crash (Fault.INTERNAL) keeps F until cleared.
 * The duty changes at most once per 5 s; switching PWM on or off is immediate (A.2.3 / Table A.6).
 * PP open or invalid on a socket outlet: no charging (Annex B, Table B.2); never an assumed 13 A.
+
+Energy is never invented: every energy figure in a SessionEvent is the latest `MeterSampled`, and
+an event without one carries no energy fields (not 0.0). An EVSE with a meter (`has_meter`) takes its
+first reading before it offers anything, as EVerest's `initial_meter_value_timeout` does: until then
+it is UNAVAILABLE (status Unavailable, like a disabled EVSE: it cannot serve a new session now, so a
+backend neither sends it a token nor sees an Available EVSE that refuses one). A token is refused
+(`AuthorizationGranted` is illegal there) and a plug-in waits: the first reading starts its session
+with that reading's energy. A restored session does not charge before it either. If the reading does
+not come, the shell raises `FaultRaised(METER_LOST)` and the EVSE ends Faulted.
 
 This module does no I/O and reads no clock: `now` is the shell's monotonic time in seconds.
 """
@@ -82,8 +100,8 @@ class State(Enum):
     STOPPING = "stopping"  # session ended while charging: X1, relay kept <= 6 s until B
     FINISHING = "finishing"  # session ended, EV still plugged in
     REPLUGGING = "replugging"  # virtual unplug: F for the requested time
-    FAULTED = "faulted"  # a fault is active, or the 300 ms F hold after one
-    UNAVAILABLE = "unavailable"  # disabled
+    FAULTED = "faulted"  # a fault is active (F, then X1 after fault_hold_s), or the F hold after one
+    UNAVAILABLE = "unavailable"  # disabled, or waiting for the meter's first reading
 
 
 STATUS: Final[dict[State, Status]] = {
@@ -174,6 +192,7 @@ class EvseConfig:
     cable_max_current_a: float | None = None  # tethered cable rating (None: max_current_a)
     ventilation_available: bool = False
     phase_switching: bool = False  # the board can switch between 1 and 3 phases
+    has_meter: bool = True  # False: no energy meter; session events then carry no energy fields
     connection_timeout_s: float = 60.0
     stop_timeout_s: float = 6.0
     fault_hold_s: float = 0.3
@@ -215,7 +234,7 @@ class Session:
     charging_started: bool = False
     started_at: float = 0.0
     connect_deadline: float = math.inf
-    energy_wh_import_start: float = 0.0
+    energy_wh_import_start: float = 0.0  # a reading; 0.0 only on an EVSE without a meter (never published)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,8 +281,9 @@ class EvseMachine:
         self._plugged = False
         self._pp_a: int | None = None
         self._faults: set[Fault] = set()
-        self._pilot_fault = False
-        self._fault_hold_until = -math.inf  # +inf while a fault is active
+        self._pilot_fault = False  # latched: ends only with a clean reading taken while CP is not F
+        self._fault_active = False
+        self._f_until = -math.inf  # F (after a fault) is driven until then; +inf: until the fault clears
         self._enabled = True
         self._disable_reason = SessionCancellationReason.REMOTE
         self._limit_a = config.max_current_a
@@ -271,7 +291,7 @@ class EvseMachine:
         self._replug_until: float | None = None
         self._ramp_deadline: float | None = None
         self._overcurrent_since: float | None = None
-        self._energy_wh = (0.0, 0.0)
+        self._energy_wh: tuple[float, float] | None = None  # (import, export) of the latest reading
         # Outputs as last commanded; None = unknown, so the first settle commands every output.
         self._relay: bool | None = None
         self._duty: float | None = None
@@ -325,6 +345,11 @@ class EvseMachine:
         return self._enabled
 
     @property
+    def meter_ready(self) -> bool:
+        """Sessions may start: the meter has given its first reading, or the EVSE has no meter."""
+        return self._energy_wh is not None or not self.config.has_meter
+
+    @property
     def offered_a(self) -> float:
         return self._offer_a() if self.pwm_on else 0.0
 
@@ -349,13 +374,15 @@ class EvseMachine:
                         resume: bool) -> list[Action]:
         """Adopt a session that was open when the controller stopped (power loss or reboot).
 
-        Call once at boot, before any CP reading and after the first meter reading. The EV is taken
-        to be still plugged in until CP says otherwise. Unless `resume` (config
-        `sessions.resume_after_power_loss`, only for a session that was authorized), the session is
-        cancelled with `reason` and nothing charges without a fresh authorization; it ends with
-        SessionFinished when the EV is found unplugged.
+        Call once at boot, before any CP reading and after trying a first meter reading: the
+        cancellation carries the latest reading the machine knows, and no energy fields when the
+        meter has not answered yet (nothing is invented). Accepted while the EVSE waits for that
+        reading or is disabled (Unavailable). The EV is taken to be still plugged in until CP says
+        otherwise. Unless `resume` (config `sessions.resume_after_power_loss`, only for a session
+        that was authorized), the session is cancelled with `reason` and nothing charges without a
+        fresh authorization; it ends with SessionFinished when the EV is found unplugged.
         """
-        if self._session is not None or self._state is not State.AVAILABLE:
+        if self._session is not None or self._state not in (State.AVAILABLE, State.UNAVAILABLE):
             raise IllegalTransition(self._state, stored)
         self._session = Session(
             uuid=stored.uuid, id_token=stored.id_token, reservation_id=stored.reservation_id,
@@ -377,7 +404,7 @@ class EvseMachine:
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do, or None."""
-        deadlines = [self._fault_hold_until, self._replug_until, self._ramp_deadline]
+        deadlines = [self._f_until, self._replug_until, self._ramp_deadline]
         if self._duty_pending:
             deadlines.append(self._duty_changed_at + self.config.pwm_min_interval_s)
         if self._overcurrent_since is not None and self._relay:
@@ -419,7 +446,7 @@ class EvseMachine:
                     self._plugged = True
                 if not diode:  # one-shot: F for fault_hold_s, session ends (A.2.2)
                     notes.append(self._note(SessionEvent.ERROR, error=Error.CAR_DIODE_FAULT))
-                    self._fault_hold_until = max(self._fault_hold_until, now + self.config.fault_hold_s)
+                    self._hold_f(now)
                 if cp is Cp.D and previous is not Cp.D and not self.config.ventilation_available:
                     notes.append(self._note(SessionEvent.ERROR, error=Error.VENTILATION_NOT_AVAILABLE))
             case PpChanged(ohms=ohms):
@@ -444,6 +471,7 @@ class EvseMachine:
                 if fault not in self._faults:
                     self._faults.add(fault)
                     notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[fault]))
+                    self._hold_f(now)
             case FaultCleared(fault=fault):
                 self._faults.discard(fault)
             case CurrentLimitChanged(current_a=current_a):
@@ -458,18 +486,19 @@ class EvseMachine:
                 raise IllegalTransition(self._state, event)
 
     def _settle(self, now: float, notes: list[Action], was_requesting: bool) -> list[Action]:
-        # Faults: a pilot-derived one follows the reading; all of them hold F for fault_hold_s.
-        pilot_fault = self._reading_is_faulty()
+        # Faults: each new one drives F for fault_hold_s; one that outlasts it gets X1 (_wanted_duty).
+        pilot_fault = self._pilot_fault_now()
         if pilot_fault and not self._pilot_fault:
             notes.append(self._note(SessionEvent.ERROR, error=Error.PILOT_FAULT))
+            self._hold_f(now)
         self._pilot_fault = pilot_fault
-        if self._faults or pilot_fault:
-            self._fault_hold_until = math.inf
-        elif self._fault_hold_until == math.inf:
-            self._fault_hold_until = now + self.config.fault_hold_s
-        elif self._fault_hold_until <= now:
-            self._fault_hold_until = -math.inf  # served; no longer a deadline
-        faulted = now < self._fault_hold_until
+        active = bool(self._faults) or pilot_fault
+        if self._fault_active and not active and now < self._f_until:
+            self._f_until = now + self.config.fault_hold_s  # cleared while F is driven: F 300 ms more
+        self._fault_active = active
+        if self._f_until <= now:
+            self._f_until = -math.inf  # served; no longer a deadline
+        faulted = active or now < self._f_until
         self._run_timers(now, faulted, notes)
         self._sync_session(now, faulted, notes)
 
@@ -518,6 +547,7 @@ class EvseMachine:
             and self._plugged
             and self._reading is not None
             and self._enabled
+            and self.meter_ready
             and not faulted
         ):
             self._start_session(now, StartSessionReason.EV_CONNECTED, notes)
@@ -529,11 +559,15 @@ class EvseMachine:
             return State.REPLUGGING
         session = self._session
         if session is None:
-            return State.AVAILABLE if self._enabled else State.UNAVAILABLE
+            return State.AVAILABLE if self._enabled and self.meter_ready else State.UNAVAILABLE
         if not self._plugged:
             return State.WAITING_FOR_EV
         # An EV-side or cable problem opens at once; only a healthy EV gets the 6 s ramp-down.
-        hazard = not self._cable_ok() or (self.cp is Cp.D and not self.config.ventilation_available)
+        hazard = (
+            not self._cable_ok()
+            or (self.cp is Cp.D and not self.config.ventilation_available)
+            or not self.meter_ready  # a restored session: no power before the first reading
+        )
         ramping = (
             bool(self._relay)
             and self._requests_power()
@@ -566,7 +600,7 @@ class EvseMachine:
             self._relay, self._ramp_deadline = False, None
             actions.append(OpenRelay(cid=cid, under_load=under_load))
 
-        duty = self._wanted_duty(state)
+        duty = self._wanted_duty(state, now)
         self._duty_pending = False
         if _is_on(duty) and _is_on(self._duty) and duty != self._duty:
             if now < self._duty_changed_at + self.config.pwm_min_interval_s:
@@ -575,7 +609,7 @@ class EvseMachine:
             if self._duty == DUTY_F or (duty == DUTY_F and not self._reading_is_faulty()):
                 # Readings from before F say nothing about the EV after it, and what we read while
                 # driving F was our own -12 V: re-read. A faulty reading (E, out of band) is kept
-                # until the monitor reports a change, so a lasting short keeps the EVSE faulted.
+                # into F; the pilot fault itself is latched (_pilot_fault_now) until a clean reading.
                 self._reading = None
             if _is_on(duty):
                 self._duty_changed_at = now
@@ -619,7 +653,7 @@ class EvseMachine:
     def _crash(self) -> list[Action]:
         """A bug inside the machine: latch an internal fault and return fail-safe outputs."""
         self._faults.add(Fault.INTERNAL)
-        self._fault_hold_until = math.inf
+        self._fault_active, self._f_until = True, math.inf  # our own bug: F, nothing re-read, until cleared
         self._state = State.FAULTED
         self._relay, self._duty, self._led = False, DUTY_F, STATUS_LED[Status.FAULTED]
         self._duty_pending = False
@@ -642,6 +676,17 @@ class EvseMachine:
         cp = self._reading.cp
         return cp is None or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
 
+    def _pilot_fault_now(self) -> bool:
+        """A pilot fault lasts until a reading says otherwise: no reading yet (CP is re-read after F)
+        and our own -12 V while we drive F are no news, so a lasting short cannot oscillate F <-> X1."""
+        if self._reading is None or (self._reading.cp is Cp.F and self._duty == DUTY_F):
+            return self._pilot_fault
+        return self._reading_is_faulty()
+
+    def _hold_f(self, now: float) -> None:
+        """A new fault: F for at least fault_hold_s from now (IEC 61851-1 Table A.6)."""
+        self._f_until = max(self._f_until, now + self.config.fault_hold_s)
+
     def _cable_ok(self) -> bool:
         return not self.config.socket_outlet or self._pp_a is not None
 
@@ -653,9 +698,11 @@ class EvseMachine:
             offer = min(offer, self.config.cable_max_current_a)
         return offer
 
-    def _wanted_duty(self, state: State) -> float:
-        if state in (State.FAULTED, State.REPLUGGING):
+    def _wanted_duty(self, state: State, now: float) -> float:
+        if state is State.REPLUGGING:
             return DUTY_F
+        if state is State.FAULTED:  # F for its hold; a lasting fault then gets X1, so an unplug is seen
+            return DUTY_F if now < self._f_until else DUTY_X1
         if state in (State.CHARGING, State.SUSPENDED_EV):
             return current_to_duty(self._offer_a())
         return DUTY_X1
@@ -692,7 +739,7 @@ class EvseMachine:
             reservation_id=reservation_id,
             started_at=now,
             ev_seen=self._plugged,
-            energy_wh_import_start=self._energy_wh[0],
+            energy_wh_import_start=self._energy_wh[0] if self._energy_wh is not None else 0.0,
         )
         if reason is StartSessionReason.AUTHORIZED and not self._plugged:
             session.connect_deadline = now + self.config.connection_timeout_s
@@ -714,5 +761,7 @@ class EvseMachine:
         return EmitSessionEvent(cid=self.cid, uuid=uuid, event=event, **fields)  # type: ignore[arg-type]
 
     def _energy_note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
-        imported, exported = self._energy_wh
-        return self._note(event, energy_wh_import=imported, energy_wh_export=exported, **fields)
+        """A note with the latest reading's energy registers; without a reading, none (never 0.0)."""
+        if self._energy_wh is not None:
+            fields.update(energy_wh_import=self._energy_wh[0], energy_wh_export=self._energy_wh[1])
+        return self._note(event, **fields)

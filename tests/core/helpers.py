@@ -14,6 +14,7 @@ from firmware.core.events import (
     Event,
     Fault,
     FaultRaised,
+    MeterSampled,
     PilotChanged,
     PpChanged,
     ReplugRequested,
@@ -26,6 +27,7 @@ from firmware.core.pilot import Cp
 
 CID = 1
 T0 = 100.0
+FIRST_READING = MeterSampled(cid=CID, energy_wh_import=0.0)
 
 
 def ids() -> Callable[[], str]:
@@ -34,8 +36,11 @@ def ids() -> Callable[[], str]:
 
 
 def machine(**config: object) -> EvseMachine:
+    """A booted machine whose meter has given its first reading (0 Wh), so sessions can start
+    (an EVSE with a meter offers nothing before it: see tests/core/test_evse_meter.py)."""
     m = EvseMachine(EvseConfig(cid=CID, **config), new_session_id=ids())  # type: ignore[arg-type]
     m.tick(T0)
+    m.handle(FIRST_READING, T0)
     return m
 
 

@@ -25,6 +25,7 @@ from firmware.core.events import (
     FaultCleared,
     FaultRaised,
     Led,
+    MeterSampled,
     OpenRelay,
     PilotSampled,
     PpChanged,
@@ -52,6 +53,8 @@ PWM_ON = {Cp.A: (12.0, -12.0), Cp.B: (9.0, -12.0), Cp.C: (6.0, -12.0), Cp.F: (-1
 def charger() -> Charger:
     c = Charger([EvseConfig(cid=1), EvseConfig(cid=7, max_current_a=16.0)], new_session_id=ids())
     c.start(T0)
+    for cid in CIDS:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
+        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), T0)
     return c
 
 
@@ -122,7 +125,9 @@ def test_configs_may_be_any_iterable() -> None:
 
 
 def test_start_returns_the_initial_outputs_of_every_evse() -> None:
-    c = Charger([EvseConfig(cid=1), EvseConfig(cid=7, max_current_a=16.0)], new_session_id=ids())
+    # Without meters: an EVSE with one is Unavailable until its first reading (test_evse_meter.py).
+    c = Charger([EvseConfig(cid=1, has_meter=False), EvseConfig(cid=7, max_current_a=16.0, has_meter=False)],
+                new_session_id=ids())
     assert c.start(T0) == [
         action
         for cid in CIDS
@@ -342,11 +347,12 @@ def test_next_deadline_is_the_earliest_over_the_evses() -> None:
     c = charger()
     c.handle(AuthorizationGranted(cid=1, id_token="tok"), T0 + 1.0)  # waits 60 s for the EV
     assert c.next_deadline() == pytest.approx(T0 + 61.0) == c.evses[1].next_deadline()
-    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), T0 + 2.0)
-    c.handle(FaultCleared(cid=7, fault=Fault.RCD_TRIPPED), T0 + 3.0)  # F held 0.3 s more
-    assert c.evses[7].next_deadline() == pytest.approx(T0 + 3.0 + FAULT_HOLD_S)
-    assert c.next_deadline() == pytest.approx(T0 + 3.0 + FAULT_HOLD_S)
-    assert c.tick(T0 + 3.0 + FAULT_HOLD_S) != []
+    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), T0 + 2.0)  # F for 0.3 s, then X1 while it lasts
+    assert c.evses[7].next_deadline() == pytest.approx(T0 + 2.0 + FAULT_HOLD_S)
+    assert c.next_deadline() == pytest.approx(T0 + 2.0 + FAULT_HOLD_S)
+    assert c.tick(T0 + 2.0 + FAULT_HOLD_S) != []
+    assert c.evses[7].state is State.FAULTED and c.evses[7].duty_pct == DUTY_X1
+    c.handle(FaultCleared(cid=7, fault=Fault.RCD_TRIPPED), T0 + 3.0)  # F was served: no more F
     assert c.evses[7].state is State.AVAILABLE
     assert c.next_deadline() == pytest.approx(T0 + 61.0)
 
@@ -354,16 +360,15 @@ def test_next_deadline_is_the_earliest_over_the_evses() -> None:
 def test_tick_runs_only_the_machines_that_are_due(monkeypatch: pytest.MonkeyPatch) -> None:
     c = charger()
     c.handle(AuthorizationGranted(cid=1, id_token="tok"), T0 + 1.0)  # EVSE 1: due at T0 + 61
-    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), T0 + 2.0)
-    c.handle(FaultCleared(cid=7, fault=Fault.RCD_TRIPPED), T0 + 3.0)  # EVSE 7: due at T0 + 3.3
+    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), T0 + 2.0)  # EVSE 7: F -> X1 due at T0 + 2.3
     ticked: list[int] = []
     for cid, m in c.evses.items():
         # A recording pass-through (the machine still runs), to see which machines are ticked.
         monkeypatch.setattr(m, "tick", lambda now, m=m, cid=cid: (ticked.append(cid), EvseMachine.tick(m, now))[1])
 
-    assert c.tick(T0 + 3.0 + FAULT_HOLD_S - 1e-3) == []
+    assert c.tick(T0 + 2.0 + FAULT_HOLD_S - 1e-3) == []
     assert ticked == []
-    actions = c.tick(T0 + 3.0 + FAULT_HOLD_S)
+    actions = c.tick(T0 + 2.0 + FAULT_HOLD_S)
     assert ticked == [7]
     assert actions and all(a.cid == 7 for a in actions)
     assert c.evses[1].state is State.WAITING_FOR_EV

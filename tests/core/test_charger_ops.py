@@ -16,6 +16,7 @@ from firmware.core.events import (
     EmitSessionEvent,
     Fault,
     FaultRaised,
+    MeterSampled,
     PilotChanged,
     PpChanged,
     SessionCancellationReason,
@@ -36,6 +37,8 @@ def charger(n: int = 2, **evse: object) -> Charger:
     c = Charger([EvseConfig(cid=i, connectors=("sType2",), **evse) for i in range(1, n + 1)],  # type: ignore[arg-type]
                 new_session_id=lambda: f"s-{next(ids)}")
     c.start(M0, UTC0)
+    for cid in c.evses:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
+        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), M0, UTC0)
     c.local_list.apply(1, True, [LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
     return c
 

@@ -22,6 +22,7 @@ from firmware.core.events import (
     FaultCleared,
     FaultRaised,
     Led,
+    MeterSampled,
     PilotChanged,
     PpChanged,
     RequestBackendAuth,
@@ -43,6 +44,8 @@ def charger(*connectors: tuple[str, ...], **kw: object) -> Charger:
     c = Charger([EvseConfig(cid=i + 1, connectors=conn) for i, conn in enumerate(connectors)],
                 new_session_id=lambda: f"s-{next(ids)}", **kw)  # type: ignore[arg-type]
     c.start(M0, UTC0)
+    for cid in c.evses:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
+        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), M0, UTC0)
     return c
 
 

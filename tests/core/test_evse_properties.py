@@ -7,9 +7,15 @@ and what the machine commanded (never from private fields):
 * the relay is never closed unless CP is C (or D with ventilation), the session is authorized, PP
   is valid (socket outlet) and no fault is active;
 * every opening the standard requires (C/D -> B, A, E, F, out of band, diode, any fault) comes on
-  the same input, a kept relay with PWM off (X1) never outlives 6 s, F lasts >= 300 ms, the duty
-  changes at most once per 5 s, and an authorized EV in C with PWM on has its relay closed;
+  the same input, a kept relay with PWM off (X1) never outlives 6 s, F lasts >= 300 ms (a new fault
+  drives F; the relay stays open until every fault has cleared), the duty changes at most once per
+  5 s, and an authorized EV in C with PWM on has its relay closed;
+* a fault that lasts gets X1 once its 300 ms of F are served, so an unplug during it is seen and
+  ends the session at once (EVerest: CX -> F >= 300 ms -> X1);
 * every session that starts ends with exactly one SessionFinished, at unplug;
+* no invented energy: every energy figure in a SessionEvent is the latest meter reading given, and
+  none is given before the first; an EVSE with a meter neither starts a session nor closes its
+  relay before that first reading;
 * the machine never crashes into its internal fault.
 """
 
@@ -46,13 +52,14 @@ from firmware.core.events import (
     SetPwm,
     StopRequested,
 )
-from firmware.core.evse import EvseConfig, EvseMachine
+from firmware.core.evse import EvseConfig, EvseMachine, State
 from firmware.core.pilot import Cp, pp_ampacity_a
 from tests.core.helpers import CID, ids
 
 CP_VALUES = [Cp.A, Cp.B, Cp.C, Cp.D, Cp.E, Cp.F, None]
 HARDWARE_FAULTS = [f for f in Fault if f is not Fault.INTERNAL]  # INTERNAL marks a crash of the machine
 OPENING_READINGS = {Cp.A, Cp.B, Cp.E, Cp.F, None}
+ENERGY_EVENTS = {SessionEvent.SESSION_STARTED, SessionEvent.SESSION_CANCELLED, SessionEvent.SESSION_FINISHED}
 
 events = st.one_of(
     st.builds(PilotChanged, cid=st.just(CID), cp=st.sampled_from(CP_VALUES),
@@ -78,6 +85,7 @@ configs = st.builds(
     max_current_a=st.sampled_from([16.0, 32.0]),
     socket_outlet=st.booleans(),
     ventilation_available=st.booleans(),
+    has_meter=st.booleans(),
 )
 
 
@@ -100,6 +108,8 @@ class Observer:
     finished: dict[str, int] = field(default_factory=dict)
     cancelled: dict[str, int] = field(default_factory=dict)
     authorized: set[str] = field(default_factory=set)
+    new_fault: bool = False  # the last FaultRaised named a fault that was not active
+    reading: tuple[float, float] | None = None  # (import, export) of the latest MeterSampled
 
     def saw(self, event: Event) -> None:
         match event:
@@ -109,11 +119,14 @@ class Observer:
             case PpChanged(ohms=ohms):
                 self.pp_ok = pp_ampacity_a(ohms) is not None
             case FaultRaised(fault=fault):
+                self.new_fault = fault not in self.faults
                 self.faults.add(fault)
             case FaultCleared(fault=fault):
                 self.faults.discard(fault)
             case CurrentLimitChanged(current_a=current_a):
                 self.limit_a = current_a
+            case MeterSampled(energy_wh_import=imported, energy_wh_export=exported):
+                self.reading = (imported, exported)
             case _:
                 pass
 
@@ -130,13 +143,16 @@ class Observer:
             assert self.pp_ok or not self.config.socket_outlet
             assert not self.faults
             assert self.duty != DUTY_F
+            assert self.reading is not None or not self.config.has_meter, "closed before the first reading"
         if self.relay and self.duty == DUTY_X1:
             assert self.x1_with_relay_since is not None
             assert now - self.x1_with_relay_since <= 6.0 + 1e-9, "relay kept > 6 s after PWM off"
         if isinstance(event, PilotChanged) and (event.cp in OPENING_READINGS or not event.diode_ok):
             assert not self.relay, f"{event} must open the relay on the same event"
         if isinstance(event, FaultRaised):
-            assert not self.relay and self.duty == DUTY_F
+            assert not self.relay and m.state is State.FAULTED
+            assert self.duty == DUTY_F or not self.new_fault, "a new fault must drive F"
+
         # Close on B->C: an authorized EV in C, PWM on, nothing against it -> relay closed.
         session = m.session
         if (
@@ -167,8 +183,13 @@ class Observer:
                 if duty == DUTY_X1 and self.relay:
                     self.x1_with_relay_since = now
                 self.duty = duty
-            case EmitSessionEvent(uuid=uuid, event=kind):
+            case EmitSessionEvent(uuid=uuid, event=kind, energy_wh_import=imported, energy_wh_export=exported):
                 self._session_event(uuid, kind)
+                if kind in ENERGY_EVENTS:
+                    assert (imported, exported) == (self.reading or (None, None)), "energy not from a reading"
+                if kind is SessionEvent.SESSION_STARTED:
+                    assert self.reading is not None or not self.config.has_meter, "started before the first reading"
+
             case _:
                 pass
 
@@ -231,8 +252,8 @@ def test_every_session_ends_with_exactly_one_finished_at_unplug(
     now += 0.01
     obs.check(m, None, m.handle(SetEnabled(cid=CID, enabled=True), now), now)
     for _ in range(3):
-        # While we drive F the ADC reads our own -12 V (a short, E, ends when it does); the unplug
-        # is seen only once CP is no longer driven to F.
+        # While we drive F the ADC reads our own -12 V; the unplug is seen only once CP is no longer
+        # driven to F (X1 after the hold, also while a pilot fault such as a short, E, lasts).
         readings = [Cp.F, Cp.A] if m.duty_pct == DUTY_F else [Cp.A]
         for reading in readings:
             now += 0.01
@@ -244,3 +265,35 @@ def test_every_session_ends_with_exactly_one_finished_at_unplug(
     assert m.session is None
     assert obs.finished.keys() == obs.started.keys()
     assert all(count == 1 for count in obs.finished.values())
+
+
+@given(config=configs, steps=st.lists(st.tuples(time_steps, events), max_size=40),
+       fault=st.sampled_from(HARDWARE_FAULTS))
+def test_an_unplug_during_a_lasting_fault_ends_the_session(
+    config: EvseConfig, steps: list[tuple[float, Event]], fault: Fault
+) -> None:
+    """Whatever came before: a new fault that stays active gets X1 after its F (relay open, Faulted),
+    and the EV's unplug is then seen and ends the session at once."""
+    m, obs, now = _drive(config, steps)
+    if fault in obs.faults:
+        now += 0.01
+        event: Event = FaultCleared(cid=CID, fault=fault)
+        obs.saw(event)
+        obs.check(m, event, m.handle(event, now), now)
+    now += 0.01
+    event = FaultRaised(cid=CID, fault=fault)
+    obs.saw(event)
+    obs.check(m, event, m.handle(event, now), now)
+    _run_until(m, obs, now + 0.3)
+    now += 0.3
+    assert m.duty_pct == DUTY_X1 and m.state is State.FAULTED and not m.relay_closed
+    assert m.next_deadline() is None
+    had_session = m.session is not None
+    now += 0.01
+    event = PilotChanged(cid=CID, cp=Cp.A)
+    obs.saw(event)
+    actions = m.handle(event, now)
+    obs.check(m, event, actions, now)
+    assert m.session is None and m.state is State.FAULTED and not m.relay_closed
+    finished = [a for a in actions if isinstance(a, EmitSessionEvent) and a.event is SessionEvent.SESSION_FINISHED]
+    assert len(finished) == had_session

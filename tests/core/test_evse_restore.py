@@ -69,3 +69,11 @@ def test_stored_session_round_trip() -> None:
     assert m.session is not None
     stored = StoredSession.of(m.session)
     assert stored.uuid == "session-1" and stored.authorized and stored.charging_started and not stored.cancelled
+
+
+def test_restore_is_accepted_on_a_disabled_evse() -> None:
+    """The shell restores `enabled = false` before the sessions: the open session must still end."""
+    m, now = at(State.UNAVAILABLE)
+    out = m.restore_session(STORED, now, reason=SessionCancellationReason.POWER_LOSS, resume=True)
+    assert session_events(out) == [SessionEvent.SESSION_CANCELLED] and m.state is State.UNAVAILABLE
+    assert session_events(m.handle(cp(Cp.A), now + 1)) == [SessionEvent.SESSION_FINISHED]

@@ -138,7 +138,9 @@ def build() -> tuple[Charger, list[Lane], float]:
     lanes = [Lane(cid=c.cid, max_a=c.max_current_a) for c in configs]
     for lane in lanes:
         evse = charger.evses[lane.cid]
-        script: list[Event] = [PpChanged(cid=lane.cid, ohms=PP_32A_OHMS)]
+        # The meter's first reading: an EVSE with a meter offers nothing before it (issue 8).
+        script: list[Event] = [MeterSampled(cid=lane.cid, energy_wh_import=lane.energy_wh),
+                               PpChanged(cid=lane.cid, ohms=PP_32A_OHMS)]
         script += [sample(lane.cid, "B", False)] * 5
         script += [AuthorizationGranted(cid=lane.cid, id_token=f"TOKEN{lane.cid:02d}")]
         script += [sample(lane.cid, "C", True)] * 5

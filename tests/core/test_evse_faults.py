@@ -1,0 +1,212 @@
+"""A lasting fault: F for fault_hold_s from the fault, then X1 while it stays active (issue 8, defect A).
+
+While the EVSE drives F (-12 V) it cannot see the EV: its own -12 V hides the EV's resistor. So, as
+EVerest does (CX -> F for >= 300 ms -> X1, relay open), a fault that outlasts the hold switches CP to
+X1 (constant +12 V): the relay stays open and the status Faulted until the fault clears, but an
+unplug is seen and ends the session (IEC 61851-1 Table A.6; DESIGN.md timing table).
+No sleeps: time is injected.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.core.charger import Charger
+from firmware.core.events import (
+    DUTY_F,
+    DUTY_X1,
+    CloseRelay,
+    EmitSessionEvent,
+    Error,
+    Fault,
+    FaultCleared,
+    FaultRaised,
+    MeterSampled,
+    PilotSampled,
+    SessionEvent,
+    SetPwm,
+    Status,
+)
+from firmware.core.evse import EvseConfig, EvseMachine, State
+from firmware.core.pilot import Cp
+from tests.core.helpers import (
+    AUTH,
+    CID,
+    PP_32A,
+    T0,
+    at,
+    cp,
+    ids,
+    outputs,
+    session_events,
+)
+
+EPS = 1e-3
+HOLD_S = 0.3
+LASTING_FAULTS = [Fault.RCD_TRIPPED, Fault.RELAY_WELDED, Fault.RELAY_STUCK_OPEN, Fault.OVER_CURRENT,
+                  Fault.OVERTEMPERATURE, Fault.METER_LOST]
+
+
+def _faulted_while_charging(fault: Fault) -> tuple[EvseMachine, float]:
+    m, now = at(State.CHARGING)
+    actions = m.handle(FaultRaised(cid=CID, fault=fault), now)
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions and not m.relay_closed
+    assert SessionEvent.SESSION_CANCELLED in session_events(actions)
+    return m, now
+
+
+@pytest.mark.parametrize("fault", LASTING_FAULTS, ids=lambda f: f.name)
+def test_an_unplug_during_a_lasting_fault_ends_the_session(fault: Fault) -> None:
+    m, now = at(State.CHARGING)
+    m.handle(FaultRaised(cid=CID, fault=fault), now)
+    # F for fault_hold_s from the fault; the F -> X1 switch is a deadline the shell's tick performs.
+    assert m.next_deadline() == pytest.approx(now + HOLD_S)
+    assert m.tick(now + HOLD_S - EPS) == [] and m.duty_pct == DUTY_F
+    assert m.tick(now + HOLD_S) == [SetPwm(cid=CID, duty_pct=DUTY_X1)]
+    assert m.state is State.FAULTED and m.status is Status.FAULTED and not m.relay_closed
+    assert m.cp is None  # what was read while driving F was our own -12 V: read CP afresh
+    assert m.next_deadline() is None  # nothing more is due while the fault lasts
+    actions = m.handle(cp(Cp.A), now + 1.0)
+    (finished,) = [a for a in actions if isinstance(a, EmitSessionEvent)]
+    assert finished.event is SessionEvent.SESSION_FINISHED and finished.uuid == "session-1"
+    assert m.session is None and m.state is State.FAULTED and m.duty_pct == DUTY_X1 and not m.relay_closed
+
+
+def test_relay_stays_open_and_no_session_starts_until_the_fault_clears() -> None:
+    """A plug-in while faulted (X1) is seen but starts no session (EVerest: no session while in error)."""
+    m, now = _faulted_while_charging(Fault.RCD_TRIPPED)
+    m.tick(now + HOLD_S)
+    m.handle(cp(Cp.A), now + 1.0)
+    for step, reading in enumerate([Cp.B, Cp.C, Cp.B], start=2):
+        actions = m.handle(cp(reading), now + step)
+        assert session_events(actions) == [] and outputs(actions) == []
+        assert m.session is None and m.state is State.FAULTED and not m.relay_closed and m.duty_pct == DUTY_X1
+    # The fault clears: no second F (it was held >= 300 ms already); the usual rules apply at once.
+    actions = m.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), now + 10.0)
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) not in actions
+    assert session_events(actions) == [SessionEvent.SESSION_STARTED, SessionEvent.AUTH_REQUIRED]
+    assert m.state is State.WAITING_FOR_AUTH and m.duty_pct == DUTY_X1
+    m.handle(AUTH, now + 11.0)
+    assert CloseRelay(cid=CID) in m.handle(cp(Cp.C), now + 12.0)
+
+
+def test_the_ev_staying_through_a_lasting_fault_finishes_its_session_after_the_clear() -> None:
+    m, now = _faulted_while_charging(Fault.OVERTEMPERATURE)
+    m.tick(now + HOLD_S)
+    m.handle(cp(Cp.C), now + 1.0)  # the EV is still there, and asks for power: nothing closes
+    assert m.state is State.FAULTED and not m.relay_closed
+    actions = m.handle(FaultCleared(cid=CID, fault=Fault.OVERTEMPERATURE), now + 2.0)
+    assert session_events(actions) == [] and m.state is State.FINISHING and not m.relay_closed
+    assert session_events(m.handle(cp(Cp.A), now + 3.0)) == [SessionEvent.SESSION_FINISHED]
+
+
+def test_a_fault_cleared_within_the_hold_keeps_f_for_the_hold_after_the_clear() -> None:
+    """A fault shorter than the hold: unchanged, F lasts fault_hold_s after the clear (>= 300 ms)."""
+    m, now = at(State.AVAILABLE)
+    m.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now)
+    m.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), now + 0.1)
+    assert m.next_deadline() == pytest.approx(now + 0.1 + HOLD_S)
+    assert m.tick(now + 0.1 + HOLD_S - EPS) == [] and m.state is State.FAULTED
+    m.tick(now + 0.1 + HOLD_S)
+    assert m.state is State.AVAILABLE and m.duty_pct == DUTY_X1
+
+
+def test_a_new_fault_during_x1_drives_f_again_a_repeated_one_does_not() -> None:
+    m, now = _faulted_while_charging(Fault.RCD_TRIPPED)
+    m.tick(now + HOLD_S)
+    assert m.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now + 1.0) == []  # already active
+    actions = m.handle(FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE), now + 2.0)
+    assert outputs(actions) == [SetPwm(cid=CID, duty_pct=DUTY_F)]
+    assert m.next_deadline() == pytest.approx(now + 2.0 + HOLD_S)
+    assert m.tick(now + 2.0 + HOLD_S) == [SetPwm(cid=CID, duty_pct=DUTY_X1)]
+    assert m.state is State.FAULTED
+
+
+def test_a_fault_on_an_idle_evse_also_switches_to_x1() -> None:
+    m, now = at(State.AVAILABLE)
+    m.handle(FaultRaised(cid=CID, fault=Fault.METER_LOST), now)
+    m.tick(now + HOLD_S)
+    assert m.duty_pct == DUTY_X1 and m.state is State.FAULTED
+    m.handle(PP_32A, now + 1.0)
+    assert session_events(m.handle(cp(Cp.B), now + 1.1)) == [] and m.session is None
+
+
+# --- pilot-derived faults: X1 re-reads CP, and a reading that is still faulty is no new fault --------------
+
+#: A CP reading that is a pilot fault (IEC 61851-1 Table A.4): a short (E), a voltage between the bands, and
+#: -12 V that we do not drive (e.g. a stuck pilot driver).
+PILOT_FAULTS = [(Cp.E, "short"), (None, "out of band"), (Cp.F, "-12 V not driven")]
+
+
+@pytest.mark.parametrize("reading", [r for r, _ in PILOT_FAULTS], ids=[i for _, i in PILOT_FAULTS])
+def test_a_lasting_pilot_fault_switches_to_x1_once_and_does_not_oscillate(reading: Cp | None) -> None:
+    m, now = at(State.CHARGING)
+    actions = m.handle(cp(reading), now)
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions and m.state is State.FAULTED
+    m.handle(cp(Cp.F), now + 0.1)  # our own -12 V while we drive F: no news about the fault
+    assert m.state is State.FAULTED and m.duty_pct == DUTY_F
+    assert m.tick(now + HOLD_S) == [SetPwm(cid=CID, duty_pct=DUTY_X1)]
+    assert m.state is State.FAULTED and m.cp is None
+    # The monitor re-reads CP under X1: still faulty -> the same fault, no new Error, no F again.
+    assert m.handle(cp(reading), now + 0.4) == []
+    assert m.state is State.FAULTED and m.duty_pct == DUTY_X1 and m.next_deadline() is None
+    assert m.tick(now + 100.0) == [] and m.duty_pct == DUTY_X1
+    # The unplug is seen: the pilot fault is gone with it and the session finishes; F was served.
+    actions = m.handle(cp(Cp.A), now + 101.0)
+    assert session_events(actions) == [SessionEvent.SESSION_FINISHED]
+    assert m.state is State.AVAILABLE and m.session is None and m.duty_pct == DUTY_X1
+
+
+@pytest.mark.parametrize("reading", [r for r, _ in PILOT_FAULTS], ids=[i for _, i in PILOT_FAULTS])
+def test_a_pilot_fault_ends_with_a_clean_reading_under_x1(reading: Cp | None) -> None:
+    m, now = at(State.CHARGING)
+    m.handle(cp(reading), now)
+    m.tick(now + HOLD_S)
+    actions = m.handle(cp(Cp.B), now + 0.4)  # the short is gone, the EV still there
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) not in actions
+    assert m.state is State.FINISHING and m.duty_pct == DUTY_X1 and not m.relay_closed
+
+
+def test_a_pilot_fault_that_returns_after_a_clean_reading_is_a_new_fault() -> None:
+    m, now = at(State.WAITING_FOR_AUTH)
+    m.handle(cp(Cp.E), now)
+    m.tick(now + HOLD_S)
+    m.handle(cp(Cp.B), now + 0.4)
+    actions = m.handle(cp(Cp.E), now + 0.5)
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions
+    assert EmitSessionEvent(cid=CID, uuid="session-1", event=SessionEvent.ERROR, error=Error.PILOT_FAULT) in actions
+    assert m.next_deadline() == pytest.approx(now + 0.5 + HOLD_S)
+
+
+
+def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
+    """End to end from raw CP volts (Table A.4: A +12 V, B +9 V, F -12 V): what the ADC reads while we
+    drive F is discarded when F ends, the charger's monitor starts afresh, and the unplug is seen."""
+    c = Charger([EvseConfig(cid=CID)], new_session_id=ids())
+    c.start(T0)
+    now = T0
+    c.handle(MeterSampled(cid=CID, energy_wh_import=50.0), now)
+    m = c.evses[CID]
+
+    def volts(hi: float) -> list[object]:
+        nonlocal now
+        out: list[object] = []
+        for _ in range(3):  # 3 samples 1/64 s apart: longer than the 30 ms debounce
+            now += 1 / 64
+            out += c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), now)
+        return out
+
+    c.handle(PP_32A, now)
+    volts(9.0)
+    assert m.state is State.WAITING_FOR_AUTH
+    raised_at = now = now + 0.01
+    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now)
+    volts(-12.0)  # our own -12 V
+    assert m.cp is Cp.F and m.state is State.FAULTED
+    assert c.next_deadline() == pytest.approx(raised_at + HOLD_S)
+    now = raised_at + HOLD_S
+    assert SetPwm(cid=CID, duty_pct=DUTY_X1) in c.tick(now)
+    assert m.cp is None and m.state is State.FAULTED
+    finished = [a for a in volts(12.0) if isinstance(a, EmitSessionEvent)]
+    assert [(a.event, a.energy_wh_import) for a in finished] == [(SessionEvent.SESSION_FINISHED, 50.0)]
+    assert m.session is None and m.state is State.FAULTED and not m.relay_closed
