@@ -152,7 +152,8 @@ class Controller:
         self.evse_ids = [e.id for e in config.evses]
         self.meters = meters if meters is not None else {}
         self.charger = Charger(
-            [e.core_config(config.auth.connection_timeout_s) for e in config.evses],  # MERGE: has_meter
+            [replace(e.core_config(config.auth.connection_timeout_s), has_meter=e.id in self.meters)
+             for e in config.evses],
             new_session_id=lambda: str(uuid.uuid4()),
             debounce_s=config.pilot.debounce_s,
             reservations_enabled=config.reservations.enabled,
@@ -239,7 +240,7 @@ class Controller:
         now, utc = loop.time(), utc_now()
         outputs: list[Output] = list(self.charger.start(now, utc))
         outputs += await self._first_meter_readings(now, utc)
-        outputs += self._restore(state, now, utc, _items(state.get("energy")))
+        outputs += self._restore(state, now, utc)
         self.persistence.stage(extra={"clean": False})
         await self._run(outputs)
         await self._measure_pilots()
@@ -290,8 +291,7 @@ class Controller:
                 return
             await asyncio.sleep(self.config.pilot.sample_interval_s)
 
-    def _restore(self, state: dict[str, Any], now: float, utc: datetime,
-                 energy: list[tuple[object, object]]) -> list[Output]:
+    def _restore(self, state: dict[str, Any], now: float, utc: datetime) -> list[Output]:
         """Bring back what the journal holds; a damaged part is logged and skipped, never fatal."""
         out: list[Output] = []
         charger = self.charger
@@ -307,12 +307,11 @@ class Controller:
         for key, counts in _items(state.get("counters")):
             steps.append(("counters", lambda k=key, c=counts: self._restore_counters(int(k), c)))
         reason = SessionCancellationReason.REBOOT if state.get("clean") is True else SessionCancellationReason.POWER_LOSS
-        stored_energy = {str(k): v for k, v in energy}
         for key, stored in _items(state.get("sessions")):
             if isinstance(stored, dict):
                 steps.append(("sessions", lambda k=key, v=stored: charger.restore_session(
                     int(k), StoredSession(**v), now, utc, reason=reason,
-                    resume=self.config.sessions.resume_after_power_loss)))  # MERGE: energy
+                    resume=self.config.sessions.resume_after_power_loss)))
         for part, step in steps:
             if part not in state:
                 continue
@@ -543,13 +542,13 @@ class Controller:
         session_doc: dict[str, object] | None = None
         if session is not None:
             meter = self.last_meter.get(cid)
-            energy_wh = (meter.energy_wh_import - session.energy_wh_import_start) if meter else 0.0
+            energy_wh = (meter.energy_wh_import - session.energy_wh_import_start) if meter else None
             started = self._session_started.get(session.uuid)
             if started is None:
                 age_s = asyncio.get_running_loop().time() - session.started_at
                 started = self._session_started[session.uuid] = utc - timedelta(seconds=age_s)
             session_doc = {"uuid": session.uuid, "id_token": mask_token(session.id_token),
-                           "started_at": rfc3339(started), "energy_wh": round(max(energy_wh, 0.0), 3),
+                           "started_at": rfc3339(started), "energy_wh": None if energy_wh is None else round(max(energy_wh, 0.0), 3),
                            "reservation_id": session.reservation_id}
         entry = self.charger.book.specific(cid, utc)
         reservation_doc_ = None
@@ -1027,10 +1026,6 @@ async def cancellable(coro: Coroutine[Any, Any, None], name: str) -> None:
             await asyncio.wait([inner], timeout=0.02)
         else:
             log.error("%s did not stop after repeated cancellation; abandoning it", name)
-
-
-def _float_or_none(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _same_pp(a: float | None, b: float | None) -> bool:

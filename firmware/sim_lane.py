@@ -56,7 +56,7 @@ SimHandler = Callable[["Controller", Fields, Any], Watch]
 
 
 def _plug(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f)
+    cid = c.evse_arg(f) or 0  # required: never None
     cp = f.str_("cp", max_len=1)
     kwargs: dict[str, object] = {}
     if "pp_ohms" in f.args:  # null means "open"
@@ -70,7 +70,7 @@ def _plug(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
 
 
 def _token(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f)
+    cid = c.evse_arg(f) or 0  # required: never None
     token = f.str_("id_token")
     token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
     f.done()
@@ -79,7 +79,7 @@ def _token(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
 
 
 def _fault(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f)
+    cid = c.evse_arg(f) or 0  # required: never None
     fault = f.str_("fault", max_len=32)
     active = f.bool_("active")
     f.done()
@@ -92,7 +92,7 @@ def _fault(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
 
 
 def _load(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f)
+    cid = c.evse_arg(f) or 0  # required: never None
     current_a = f.number("current_a")
     f.done()
     sim.load(cid, current_a)
