@@ -402,7 +402,7 @@ class ReservationBook:
             del self._entries[old.key]
             # V6: the EVSE stays reserved only if the new version holds the same EVSE from now on.
             stays = old.reservation.evse_id == reservation.evse_id and candidate.window_start <= now
-            if old.reservation.evse_id is not None and self._started.get(old.reservation.evse_id) == \
+            if old.active and old.reservation.evse_id is not None and self._started.get(old.reservation.evse_id) == \
                     old.reservation.reservation_id and not stays:
                 del self._started[old.reservation.evse_id]
                 out.end(old.reservation.evse_id, old.reservation.reservation_id, ReservationEndReason.CANCELLED)
@@ -591,8 +591,8 @@ class ReservationBook:
         del self._entries[entry.key]
         out.update(entry, status)
         evse_id = entry.reservation.evse_id
-        if evse_id is not None and self._started.get(evse_id) == entry.reservation.reservation_id \
-                and evse_id not in self._held:
+        # Only an active one has a start; an open start with its id may be another sender's.
+        if entry.active and evse_id is not None and self._started.get(evse_id) == entry.reservation.reservation_id:
             del self._started[evse_id]
             out.end(evse_id, entry.reservation.reservation_id, reason)
 

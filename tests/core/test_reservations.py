@@ -849,6 +849,20 @@ def test_u3_another_sender_can_neither_cancel_nor_replace() -> None:
     assert keys(book) == [("a", 1)]
 
 
+def test_u3_another_senders_scheduled_reservation_with_the_same_id_leaves_the_active_one_alone() -> None:
+    """Sender a's reservation 2 is active on EVSE 1; sender b's reservation 2 is scheduled there after
+    it. Cancelling or replacing b's must not end (and restart) a's ReservationStart: the EVSE's open
+    start is a's (found by the stateful test's one-event-per-reservation-and-step check)."""
+    book = prepare(TWO, [res(2, "A", evse=1, expiry=T0 + H, sender="a"),
+                         res(2, "B", evse=1, start=T0 + H, expiry=T0 + 2 * H, sender="b")])
+    assert book.reserved(1)
+    out = book.reserve(res(2, "B", expiry=T0 + H, sender="b"), T0)[2]  # V2: b's becomes a global one
+    assert norm(out) == [upd("Placed", 2, "uuid-3", sender="b"), hold(2)]
+    book.reserve(res(2, "B", evse=1, start=T0 + H, expiry=T0 + 2 * H, sender="b"), T0)  # and back
+    assert norm(book.cancel("b", 2, T0)[1]) == [upd("Cancelled", 2, "uuid-4", evse=1, sender="b")]
+    assert book.reserved(1) and keys(book) == [("a", 2)]
+
+
 # === U4 =========================================================================================
 
 
