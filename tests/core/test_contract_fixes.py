@@ -3,22 +3,31 @@
 1. G3 (API.md §4, §7): an EVSE gets hold events only when its held state changes. One step of the
    charger (a token, a plug-in with a held token, a tick) never ends a hold and starts it again, nor
    starts one and ends it again.
+2. V5: a scheduled reservation whose EVSE is busy at `start_time` stays Scheduled (no
+   ReservationStart, not Reserved) until the EVSE is free, or until it expires (update Expired, no
+   ReservationEnd); faulted or disabled at `start_time` it ends as in U4 (Removed).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from firmware.core.auth import AuthStatus, LocalAuthEntry, LocalAuthStatus
-from firmware.core.charger import Output
+from firmware.core.charger import Charger, Output
 from firmware.core.events import (
     EmitSessionEvent,
+    Fault,
+    FaultRaised,
+    SessionCancellationReason,
     SessionEvent,
     Status,
 )
 from firmware.core.pilot import Cp
 from firmware.core.reservations import ReservationStatus, ReservationUpdate
 from tests.core.test_charger_reservations import (
+    HOUR,
     M0,
     UTC0,
     charger,
@@ -116,3 +125,103 @@ def test_g3_a_held_evse_that_becomes_specifically_reserved_changes_its_start() -
         (2, "ReservationEnd", {"reservation_id": -1, "reason": "GlobalReservationRequirementDropped"}),
         (2, "ReservationStart", {"reservation_id": 1, "id_tag": "AA11"}),
     ]
+
+
+# --- 2. V5: busy at start_time ---------------------------------------------------------------------
+
+
+START = M0 + 3600  # start_time of the scheduled reservations below (UTC0 + 1 h)
+
+
+def busy(c: Charger, how: str, now: float) -> None:
+    """Make EVSE 1 busy: an EV plugged in, charging, or a session authorized before plug-in."""
+    c.local_list.apply(1, True, [LocalAuthEntry(id_token="LOCAL", status=LocalAuthStatus.ACCEPTED)])
+    if how != "waiting for the EV":
+        plug(c, 1, Cp.C if how == "charging" else Cp.B, now)
+    if how != "plugged in":
+        c.present_token(1, "LOCAL", now)
+    assert c.evses[1].relay_closed is (how == "charging") and c.evses[1].plugged is (how != "waiting for the EV")
+
+
+def free_up(c: Charger, how: str, now: float) -> list[Output]:
+    if how == "waiting for the EV":
+        return c.stop_session(1, SessionCancellationReason.REMOTE, now)[1]
+    return plug(c, 1, Cp.A, now)
+
+
+BUSY = ["plugged in", "charging", "waiting for the EV"]
+
+
+@pytest.mark.parametrize("how", BUSY)
+def test_v5_busy_at_start_stays_scheduled_until_the_evse_is_free(how: str) -> None:
+    c = charger(T2, T2)
+    reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 3 * HOUR)
+    busy(c, how, START - 10)
+    out = c.tick(START)
+    assert reservation_events(out) == [] and updates(out) == []
+    entry = c.book.get("", 7)
+    assert entry is not None and not entry.active  # list_reservations: Scheduled
+    assert c.status(1) is not Status.RESERVED and not c.book.reserved(1)
+    assert c.book.next_deadline() == UTC0 + 3 * HOUR  # nothing due until the EVSE frees or it expires
+
+    out = free_up(c, how, START + 20)
+    assert reservation_events(out) == [(1, "ReservationStart", {"reservation_id": 7, "id_tag": "AA11"})]
+    entry = c.book.get("", 7)
+    assert entry is not None and entry.active and c.status(1) is Status.RESERVED
+
+
+def test_v5_session_that_times_out_after_start_lets_the_reservation_start() -> None:
+    c = charger(T2, T2)
+    reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 3 * HOUR)
+    busy(c, "waiting for the EV", START - 10)  # connection timeout 60 s: at START + 50
+    assert reservation_events(c.tick(START)) == []
+    assert c.next_deadline() == START + 50
+    out = c.tick(START + 50)
+    assert events(out, SessionEvent.SESSION_CANCELLED)
+    assert reservation_events(out) == [(1, "ReservationStart", {"reservation_id": 7, "id_tag": "AA11"})]
+
+
+@pytest.mark.parametrize("how", ["plugged in", "charging"])
+def test_v5_busy_until_expiry_ends_expired_without_evse_events(how: str) -> None:
+    c = charger(T2, T2)
+    reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
+    busy(c, how, START - 10)
+    out = c.tick(START)
+    assert c.next_deadline() == START + 3600
+    out += c.tick(START + 3600)
+    assert updates(out) == [(7, ReservationStatus.EXPIRED)]
+    assert reservation_events(out) == []  # it never started: no ReservationStart, no ReservationEnd
+    assert c.book.entries == []
+    assert reservation_events(free_up(c, how, START + 3700)) == []
+
+
+@pytest.mark.parametrize("kind", ["faulted", "disabled"])
+def test_v5_faulted_or_disabled_at_start_ends_as_in_u4(kind: str) -> None:
+    c = charger(T2, T2)
+    reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
+    if kind == "faulted":
+        c.handle(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED), M0 + 1)
+    else:
+        c.set_enabled(1, False, M0 + 1)
+    assert c.book.get("", 7) is not None  # judged at start_time, not before
+    out = c.tick(M0 + 3600)
+    assert updates(out) == [(7, ReservationStatus.REMOVED)]
+    assert reservation_events(out) == [] and c.book.entries == []
+
+
+def test_v5_busy_and_faulted_at_start_ends_as_in_u4() -> None:
+    c = charger(T2, T2)
+    plug(c, 1, Cp.B, M0)
+    reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
+    c.handle(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED), M0 + 1)
+    out = c.tick(M0 + 3600)
+    assert updates(out) == [(7, ReservationStatus.REMOVED)] and reservation_events(out) == []
+
+
+def test_v5_waiting_reservation_faulted_later_is_removed_without_evse_events() -> None:
+    c = charger(T2, T2)
+    plug(c, 1, Cp.B, M0)
+    reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
+    c.tick(M0 + 3600)
+    out = c.handle(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED), M0 + 3700)
+    assert updates(out) == [(7, ReservationStatus.REMOVED)] and reservation_events(out) == []

@@ -1,7 +1,10 @@
 """Reservation contract points of API.md §4, §5 and §7 against the real broker (issue 8):
 
 * G3: an EVSE gets hold events only when its held state changes (no End + Start "blip" when a
-  global reservation is used at another held EVSE).
+  global reservation is used at another held EVSE);
+* V5: a scheduled reservation whose EVSE is busy at `start_time` stays Scheduled until the EVSE is
+  free (then Active) or it expires (Expired, no ReservationStart / ReservationEnd); faulted or
+  disabled at `start_time` it ends as in U4 (Removed).
 
 A `sim_*` reply may come before or after the controller has handled the change, so every test
 waits for the observable result (an event, a state document) after a sim op.
@@ -21,6 +24,8 @@ from tests.integration.conftest import (
     Broker,
     charger_and_backend,
     in_s,
+    parse_time,
+    rfc3339,
     wait_event,
     wait_status,
     wait_update,
@@ -91,3 +96,67 @@ async def test_global_used_at_one_held_evse_leaves_the_other_hold_alone(broker: 
         dropped = await wait_event(backend, 5, "ReservationEnd")
         assert dropped["reservation_end"] == {"reservation_id": -1, "reason": "GlobalReservationRequirementDropped"}
         await wait_status(backend, 5, "Available")
+
+
+# --- V5: busy at start_time -----------------------------------------------------------------------------
+
+
+async def test_scheduled_reservation_busy_at_start_waits_for_the_evse(broker: Broker, tmp_path: Path) -> None:
+    async with charger_and_backend(broker, tmp_path) as (_, backend):
+        await plug(backend, 1, "B", "Preparing")
+        start = parse_time(in_s(1.0))
+        result = await backend.ok("reserve_now", {"reservation_id": 6, "id_token": "AA11", "evse_id": 1,
+                                                  "start_time": rfc3339(start), "expiry_time": in_s(60)})
+        assert result["status"] == "Accepted"
+        await until(start)
+        (entry,) = await backend.ok("list_reservations")
+        assert entry["state"] == "Scheduled"
+        state = (await backend.ok("get_state"))["evses"][0]
+        assert state["status"] == "Preparing" and state["reservation"] is None
+        assert [r["state"] for r in (await backend.ok("get_state"))["reservations"]] == ["Scheduled"]
+        assert reservation_events(backend, 1) == []
+
+        await plug(backend, 1, "A", "Reserved")  # the EVSE is free: now it becomes Active
+        begin = await wait_event(backend, 1, "ReservationStart")
+        assert begin["reservation_start"] == {"reservation_id": 6, "id_tag": "AA11"}
+        (entry,) = await backend.ok("list_reservations")
+        assert entry["state"] == "Active"
+        assert (backend.state(1) or {})["reservation"]["reservation_id"] == 6
+
+
+async def test_scheduled_reservation_busy_until_expiry_ends_without_evse_events(broker: Broker,
+                                                                               tmp_path: Path) -> None:
+    async with charger_and_backend(broker, tmp_path) as (_, backend):
+        await plug(backend, 1, "B", "Preparing")
+        start, expiry = parse_time(in_s(0.8)), parse_time(in_s(2.0))
+        result = await backend.ok("reserve_now", {"reservation_id": 7, "id_token": "AA11", "evse_id": 1,
+                                                  "start_time": rfc3339(start), "expiry_time": rfc3339(expiry)})
+        assert result["status"] == "Accepted"
+        await until(start)
+        assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
+        expired = await wait_update(backend, "Expired", 7, timeout=5)
+        assert parse_time(expired["timestamp"]) >= expiry
+        await plug(backend, 1, "A", "Available")
+        await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
+        await wait_event(backend, 1, "AuthRequired", after=len(backend.events(1)))  # a later event on EVSE 1
+        assert reservation_events(backend, 1) == []  # never started: no ReservationStart, no ReservationEnd
+        assert await backend.ok("list_reservations") == []
+        assert [u["reservation_status"] for u in backend.reservation_updates()] == ["Placed", "Expired"]
+
+
+async def test_scheduled_reservation_faulted_or_disabled_at_start_is_removed(broker: Broker, tmp_path: Path) -> None:
+    async with charger_and_backend(broker, tmp_path, evses=TWO_EVSES) as (_, backend):
+        assert await backend.ok("sim_fault", {"evse_id": 1, "fault": "rcd", "active": True}) is True
+        await wait_status(backend, 1, "Faulted")
+        assert await backend.ok("set_enabled", {"evse_id": 2, "enabled": False}) is True
+        await wait_status(backend, 2, "Unavailable")
+        start = rfc3339(parse_time(in_s(0.8)))
+        for rid in (1, 2):
+            result = await backend.ok("reserve_now", {"reservation_id": rid, "id_token": "AA11", "evse_id": rid,
+                                                      "start_time": start, "expiry_time": in_s(60)})
+            assert result["status"] == "Accepted"  # V5: judged at start_time, not at acceptance
+        for rid in (1, 2):
+            removed = await wait_update(backend, "Removed", rid, timeout=4)
+            assert removed["evse_id"] == rid
+        assert await backend.ok("list_reservations") == []
+        assert reservation_events(backend, 1) == reservation_events(backend, 2) == []
