@@ -265,7 +265,7 @@ class Charger:
             for cid, evse in self.evses.items()
             if evse.state is State.AVAILABLE
             and (
-                self.book.match(cid, id_token, None, when) is not None
+                self.book.match(cid, id_token, self.local_list.parent(id_token, when), when) is not None
                 or (self.book.specific(cid, when) is None and self.book.walk_in_allowed(cid, when))
             )
         ]

@@ -1,4 +1,4 @@
-"""Issue 8: reservation contract points, through the whole core (Charger), time injected.
+"""Issue 8: three reservation contract points, through the whole core (Charger), time injected.
 
 1. G3 (API.md §4, §7): an EVSE gets hold events only when its held state changes. One step of the
    charger (a token, a plug-in with a held token, a tick) never ends a hold and starts it again, nor
@@ -6,6 +6,8 @@
 2. V5: a scheduled reservation whose EVSE is busy at `start_time` stays Scheduled (no
    ReservationStart, not Reserved) until the EVSE is free, or until it expires (update Expired, no
    ReservationEnd); faulted or disabled at `start_time` it ends as in U4 (Removed).
+3. §5 / OCPP 2.0.1 H03.FR.08: the local auth list knows a token's parent (or that it has none); only
+   a token it does not hold is looked up through the backend before a reservation refuses it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from firmware.core.events import (
     EmitSessionEvent,
     Fault,
     FaultRaised,
+    RequestBackendAuth,
     SessionCancellationReason,
     SessionEvent,
     Status,
@@ -31,6 +34,7 @@ from tests.core.test_charger_reservations import (
     M0,
     UTC0,
     charger,
+    decided,
     events,
     plug,
     reserve,
@@ -225,3 +229,44 @@ def test_v5_waiting_reservation_faulted_later_is_removed_without_evse_events() -
     c.tick(M0 + 3600)
     out = c.handle(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED), M0 + 3700)
     assert updates(out) == [(7, ReservationStatus.REMOVED)] and reservation_events(out) == []
+
+
+# --- 3. the local list knows a token's parent --------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", list(LocalAuthStatus))
+def test_local_token_without_parent_is_refused_at_once_at_a_group_reservation(status: LocalAuthStatus) -> None:
+    c = charger(T2)
+    c.local_list.apply(1, True, [LocalAuthEntry(id_token="LOCAL", status=status)])
+    reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
+    plug(c, 1, Cp.B, M0 + 1)
+    decision, out = c.present_token(1, "local", M0 + 2)
+    assert decision is not None and decision.status is AuthStatus.RESERVED_FOR_OTHER and decision.mismatch
+    assert not [a for a in out if isinstance(a, RequestBackendAuth)]
+    assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH) and decided(out).status == "ReservedForOther"
+    assert c.next_deadline() is None or c.next_deadline() > M0 + 2 + 60  # no auth request pending
+    assert c.book.get("", 7) is not None and not c.evses[1].relay_closed
+
+
+def test_unknown_token_is_still_looked_up_at_a_group_reservation() -> None:
+    c = charger(T2)
+    c.local_list.apply(1, True, [LocalAuthEntry(id_token="LOCAL", status=LocalAuthStatus.ACCEPTED)])
+    reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
+    plug(c, 1, Cp.B, M0 + 1)
+    decision, out = c.present_token(1, "STRANGER", M0 + 2)
+    assert decision is None and [a.id_token for a in out if isinstance(a, RequestBackendAuth)] == ["STRANGER"]
+
+
+def test_authorize_without_evse_matches_a_group_reservation_through_the_local_list_parent() -> None:
+    """`authorize` without EVSE (§5): the only EVSE is reserved for the group FLEET; a token the local
+    list holds with parent FLEET can use it, so the token is held, not NoEvseAvailable."""
+    c = charger(T2)
+    c.local_list.apply(1, True, [LocalAuthEntry(id_token="CC33", status=LocalAuthStatus.ACCEPTED,
+                                                parent_id_token="FLEET")])
+    reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
+    cid, decision, _ = c.authorize_anywhere("CC33", M0 + 1)
+    assert cid is None and decision is not None and decision.status is AuthStatus.ACCEPTED
+    out = plug(c, 1, Cp.B, M0 + 2)
+    assert updates(out) == [(7, ReservationStatus.USED)]
+    session = c.evses[1].session
+    assert session is not None and session.authorized and session.reservation_id == 7

@@ -4,7 +4,9 @@
   global reservation is used at another held EVSE);
 * V5: a scheduled reservation whose EVSE is busy at `start_time` stays Scheduled until the EVSE is
   free (then Active) or it expires (Expired, no ReservationStart / ReservationEnd); faulted or
-  disabled at `start_time` it ends as in U4 (Removed).
+  disabled at `start_time` it ends as in U4 (Removed);
+* §5: a token the local auth list holds has a known parent (or none): at a reserved EVSE it is
+  decided at once, without a backend lookup.
 
 A `sim_*` reply may come before or after the controller has handled the change, so every test
 waits for the observable result (an event, a state document) after a sim op.
@@ -160,3 +162,39 @@ async def test_scheduled_reservation_faulted_or_disabled_at_start_is_removed(bro
             assert removed["evse_id"] == rid
         assert await backend.ok("list_reservations") == []
         assert reservation_events(backend, 1) == reservation_events(backend, 2) == []
+
+
+# --- §5: the local list knows a token's parent ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "parent"), [
+    ("Accepted", None), ("Blocked", None), ("Expired", None), ("Invalid", None),
+    ("Blocked", "FLEET1"),  # a token the list does not accept gives no parent to match with
+])
+async def test_local_token_without_parent_is_refused_at_once_at_a_group_reservation(
+        broker: Broker, tmp_path: Path, status: str, parent: str | None) -> None:
+    """auth.timeout_s is 5 s: the refusal comes well before, and nothing is asked of the backend."""
+    token: dict[str, Any] = {"id_token": "LOCAL1", "status": status}
+    if parent is not None:
+        token["parent_id_token"] = parent
+    async with charger_and_backend(broker, tmp_path, auth_timeout_s=5.0) as (_, backend):
+        await backend.ok("set_local_auth_list", {"version": 1, "full": True, "tokens": [token]})
+        await backend.ok("reserve_now", {"reservation_id": 4, "id_token": "CHILD1", "parent_id_token": "FLEET1",
+                                         "expiry_time": in_s(600), "evse_id": 1})
+        await wait_status(backend, 1, "Reserved")
+        await plug(backend, 1, "B", "Preparing")
+        loop = asyncio.get_running_loop()
+
+        begin = loop.time()
+        await backend.ok("sim_token", {"evse_id": 1, "id_token": "LOCAL1"})
+        await wait_event(backend, 1, "ReservationAuthtokenMismatch", timeout=1.0)
+        assert loop.time() - begin < 1.0
+
+        begin = loop.time()
+        reply = await backend.request("authorize", {"id_token": "LOCAL1", "evse_id": 1}, timeout=1.0)
+        assert loop.time() - begin < 1.0
+        assert reply["result"] == {"status": "ReservedForOther", "evse_id": 1, "reservation_id": None}
+        assert backend.event_names(1).count("ReservationAuthtokenMismatch") == 2
+        assert not [m for t, m in backend.messages if t.endswith("/auth/request")]  # decided locally
+        assert [r["reservation_id"] for r in await backend.ok("list_reservations")] == [4]  # still reserved
+        assert (backend.state(1) or {})["session"]["id_token"] is None and not (backend.state(1) or {})["relay_closed"]
