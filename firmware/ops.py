@@ -188,7 +188,7 @@ def reservation_doc(entry: Any, now: datetime) -> dict[str, object]:  # noqa: AN
         "expiry_time": rfc3339(r.expiry_utc),
         "uuid": entry.uuid,
         "sender": r.sender,
-        "state": "Active" if entry.window_start <= now else "Scheduled",
+        "state": "Active" if entry.active else "Scheduled",  # V5: busy at start_time, it stays Scheduled
         "placed_at": rfc3339(entry.placed_utc),
         "connector_type": r.connector_type,
     }

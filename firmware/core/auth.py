@@ -7,7 +7,8 @@ A token presented at EVSE *e* is decided in this order:
    ReserveNow). No match at a specifically reserved EVSE, or at an EVSE where G2 forbids a walk-in,
    is a refusal (`ReservationAuthtokenMismatch`). Before refusing, a token whose parent is unknown
    locally is looked up through the backend when a reservation could match by parent (OCPP 2.0.1
-   H03.FR.08).
+   H03.FR.08). A token in the local list is known: the list says its parent, or that it has none
+   (then it is refused at once). The list's parent counts only while the list accepts the token.
 2. The local auth list: Accepted / Blocked / Expired / Invalid, with parent tokens and expiry.
 3. The backend (`R/auth/request`), answered within `auth.timeout_s`.
 4. No answer (offline or timeout): `auth.offline_policy`, `local_list_only` (default) or `accept_all`.
@@ -94,6 +95,13 @@ class LocalAuthList:
     def lookup(self, id_token: str) -> LocalAuthEntry | None:
         return self._entries.get(id_token.casefold())
 
+    def parent(self, id_token: str, now: datetime) -> str | None:
+        """The parent a token matches reservations with (U1): the list's, while the list accepts the
+        token; a Blocked, Expired or Invalid one gives none (as a backend answer that is not Accepted)."""
+        entry = self.lookup(id_token)
+        return entry.parent_id_token if entry is not None and entry.status_at(now) is LocalAuthStatus.ACCEPTED \
+            else None
+
     def apply(self, version: int, full: bool, entries: Iterable[LocalAuthEntry]) -> None:
         """A full list replaces the old one; a differential one adds or overwrites its tokens."""
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
@@ -175,7 +183,7 @@ def decide(
 ) -> TokenDecision | _AskBackend:
     """API.md §5 in order. `backend` is the answer once there is one; `offline` once there won't be."""
     entry = local.lookup(id_token)
-    parent = entry.parent_id_token if entry is not None else None
+    parent = local.parent(id_token, now_utc)
     if backend is not None and backend.status is LocalAuthStatus.ACCEPTED and backend.parent_id_token:
         parent = backend.parent_id_token
     if book is not None:  # 1. reservations
@@ -183,7 +191,7 @@ def decide(
         if match is not None:
             return TokenDecision(status=AuthStatus.ACCEPTED, reservation=match, source="reservation")
         if book.specific(evse_id, now_utc) is not None or not book.walk_in_allowed(evse_id, now_utc):
-            if parent is None and backend is None and not offline and book.needs_parent(evse_id, now_utc):
+            if entry is None and backend is None and not offline and book.needs_parent(evse_id, now_utc):
                 return ASK_BACKEND  # learn the parent before refusing (OCPP 2.0.1 H03.FR.08)
             return TokenDecision(status=AuthStatus.RESERVED_FOR_OTHER, mismatch=True, source="reservation")
     if entry is not None:  # 2. local list

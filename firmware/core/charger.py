@@ -6,7 +6,9 @@ and token authorization above them.
   machine as `PilotChanged`, as EVerest's IEC layer feeds its charger layer. When a machine stops
   driving F, its monitor is reset so the EV's real state is reported afresh.
 * After every step the book learns each EVSE's live state (occupied, faulted, enabled), which drives
-  U4 and the G3 holds; the book's outputs are returned with the machines' actions.
+  U4 and the G3 holds; the book's outputs are returned with the machines' actions. The book sees a
+  step as one change (all EVSEs at once, with a tick's expiries; a used reservation's EVSE is busy
+  from its use on), so an EVSE gets hold events only when its held state changes over the step.
 * A token goes through `auth.decide` (API.md §5): a matching reservation is consumed and the session
   carries its id; a refused token gives `ReservationAuthtokenMismatch` and never closes a relay.
 * The status shown is the machine's, except that an Available EVSE that the book holds shows
@@ -184,11 +186,11 @@ class Charger:
             if reading is None:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
-        out = self._settle(self._step(evse, now, event), when)
-        held = self._use_held_token(evse, now)
+        out: list[Output] = list(self._step(evse, now, event))
+        held = self._use_held_token(evse, now, when)
         if held:
-            out = self._drop_auth_required(out, evse.cid)
-        return out + held
+            out = self._drop_auth_required(out, evse.cid) + held
+        return self._settle(out, when)  # the plug-in and a held token's use: one step for the book
 
     def tick(self, now: float, utc: datetime | None = None) -> list[Output]:
         when = self._utc(now, utc)
@@ -198,8 +200,8 @@ class Charger:
             if deadline is not None and deadline <= now:
                 out.extend(self._step(evse, now, None))
         book_deadline = self.book.next_deadline()
-        if book_deadline is not None and book_deadline <= when:
-            out.extend(self.book.tick(when))
+        due = book_deadline is not None and book_deadline <= when
+        out.extend(self.book.set_evses(self._live(), when, expire=due))  # the machines' changes too: one refresh
         self._held = [h for h in self._held if h.deadline > now]
         for pending in self._pending.expired(now):
             decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
@@ -230,14 +232,8 @@ class Charger:
         when = self._utc(now, utc)
         if (evse.state, AuthorizationGranted) not in TRANSITIONS:
             return TokenDecision(status=AuthStatus.REJECTED, source="state"), []
-        decision = decide(id_token=id_token, evse_id=cid, book=self.book, local=self.local_list, now_utc=when,
-                          policy=self.auth.offline_policy, offline=not self.online)
-        if decision is ASK_BACKEND:
-            pending = self._pending.add(cid, id_token, token_type, now)
-            return None, [RequestBackendAuth(cid=cid, request_id=pending.request_id, id_token=id_token,
-                                             token_type=token_type)]
-        assert isinstance(decision, TokenDecision)  # noqa: S101 - narrowed above
-        return decision, self._settle(self._apply_decision(cid, id_token, decision, now, when, None), when)
+        decision, out = self._decide(cid, id_token, now, when, token_type)
+        return decision, out if decision is None else self._settle(out, when)
 
     def backend_auth_answer(self, request_id: str, answer: BackendAnswer, now: float,
                             utc: datetime | None = None) -> list[Output]:
@@ -273,7 +269,7 @@ class Charger:
             for cid, evse in self.evses.items()
             if evse.state is State.AVAILABLE
             and (
-                self.book.match(cid, id_token, None, when) is not None
+                self.book.match(cid, id_token, self.local_list.parent(id_token, when), when) is not None
                 or (self.book.specific(cid, when) is None and self.book.walk_in_allowed(cid, when))
             )
         ]
@@ -378,14 +374,25 @@ class Charger:
         return self._settle(self._step(evse, now, CurrentLimitChanged(cid=cid, current_a=self.limit_a(cid))),
                             self._utc(now, utc))
 
-    def _use_held_token(self, evse: EvseMachine, now: float) -> list[Output]:
-        """A held token (authorize without EVSE) goes to the EV that just plugged in."""
+    def _use_held_token(self, evse: EvseMachine, now: float, when: datetime) -> list[Output]:
+        """A held token (authorize without EVSE) goes to the EV that just plugged in (not settled)."""
         self._held = [h for h in self._held if h.deadline > now]
         if not self._held or evse.state is not State.WAITING_FOR_AUTH:
             return []
         held = self._held.pop(0)
-        _, out = self.present_token(evse.cid, held.id_token, now, token_type=held.token_type)
-        return out
+        return self._decide(evse.cid, held.id_token, now, when, held.token_type)[1]
+
+    def _decide(self, cid: int, id_token: str, now: float, when: datetime,
+                token_type: str) -> tuple[TokenDecision | None, list[Output]]:
+        """API.md §5 for a token at an EVSE that takes one; None while the backend is asked. Not settled."""
+        decision = decide(id_token=id_token, evse_id=cid, book=self.book, local=self.local_list, now_utc=when,
+                          policy=self.auth.offline_policy, offline=not self.online)
+        if decision is ASK_BACKEND:
+            pending = self._pending.add(cid, id_token, token_type, now)
+            return None, [RequestBackendAuth(cid=cid, request_id=pending.request_id, id_token=id_token,
+                                             token_type=token_type)]
+        assert isinstance(decision, TokenDecision)  # noqa: S101 - narrowed above
+        return decision, self._apply_decision(cid, id_token, decision, now, when, None)
 
     def _drop_auth_required(self, out: list[Output], cid: int) -> list[Output]:
         """The plug-in that used a held token needs no authorization: no AuthRequired (API.md §5)."""
@@ -430,16 +437,14 @@ class Charger:
                                request_id=request_id))
         return out
 
+    def _live(self) -> dict[int, tuple[bool, bool, bool]]:
+        """What the book needs of each EVSE: (occupied, faulted, enabled)."""
+        return {cid: (evse.plugged or evse.session is not None, evse.state is State.FAULTED, evse.enabled)
+                for cid, evse in self.evses.items()}
+
     def _settle(self, out: list[Output], when: datetime) -> list[Output]:
         """Tell the book what the EVSEs are now, and show Reserved where it holds an EVSE."""
-        for cid, evse in self.evses.items():
-            out.extend(self.book.set_evse(
-                cid,
-                occupied=evse.plugged or evse.session is not None,
-                faulted=evse.state is State.FAULTED,
-                enabled=evse.enabled,
-                now=when,
-            ))
+        out.extend(self.book.set_evses(self._live(), when))
         # The machines' LED commands are replaced by the shown status's LED, in the same place.
         wanted = {cid: self.led(cid) for cid in self.evses}
         settled: list[Output] = []

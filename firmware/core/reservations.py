@@ -402,7 +402,7 @@ class ReservationBook:
             del self._entries[old.key]
             # V6: the EVSE stays reserved only if the new version holds the same EVSE from now on.
             stays = old.reservation.evse_id == reservation.evse_id and candidate.window_start <= now
-            if old.reservation.evse_id is not None and self._started.get(old.reservation.evse_id) == \
+            if old.active and old.reservation.evse_id is not None and self._started.get(old.reservation.evse_id) == \
                     old.reservation.reservation_id and not stays:
                 del self._started[old.reservation.evse_id]
                 out.end(old.reservation.evse_id, old.reservation.reservation_id, ReservationEndReason.CANCELLED)
@@ -424,48 +424,59 @@ class ReservationBook:
         return True, out.items
 
     def use(self, entry: Entry, evse_id: int, now: datetime) -> list[BookOutput]:
-        """U1: consume `entry` (from `match`) to start charging at `evse_id`."""
+        """U1: consume `entry` (from `match`) to start charging at `evse_id`, which is busy from now
+        on: the holds are refreshed once with both changes (no hold ends and starts again)."""
         if self._entries.get(entry.key) is not entry:
             raise ValueError("that reservation is no longer in the book")
         out = _Outputs()
         del self._entries[entry.key]
+        self._evses[evse_id].occupied = True  # a session starts there (the charger reports it next)
         out.update(entry, ReservationStatus.USED, evse_id=evse_id)
-        reservation_id = entry.reservation.reservation_id
-        if entry.reservation.evse_id is not None:
-            if self._started.pop(evse_id, None) is not None:
-                out.end(evse_id, reservation_id, ReservationEndReason.USED_TO_START_CHARGING)
-        elif evse_id in self._held:
+        # Its own start, or the G3 hold where a global one is used (U1 uses a specific one only at
+        # its EVSE): either ends with the used reservation's id (§4).
+        if self._started.pop(evse_id, None) is not None:
             self._held.discard(evse_id)
-            del self._started[evse_id]
-            out.end(evse_id, reservation_id, ReservationEndReason.USED_TO_START_CHARGING)
+            out.end(evse_id, entry.reservation.reservation_id, ReservationEndReason.USED_TO_START_CHARGING)
         self._refresh(now, out)
         return out.items
 
     def set_evse(self, evse_id: int, *, occupied: bool, faulted: bool, enabled: bool,
                  now: datetime) -> list[BookOutput]:
-        """The charger reports an EVSE's live state; applies U4 and refreshes G3 holds."""
-        live = self._evses[evse_id]
-        if (live.occupied, live.faulted, live.enabled) == (occupied, faulted, enabled):
-            return []
-        shrank = (faulted and not live.faulted) or (not enabled and live.enabled)
-        live.occupied, live.faulted, live.enabled = occupied, faulted, enabled
-        out = _Outputs()
-        if shrank:
-            specific = self.specific(evse_id, now)
-            if specific is not None and specific.active:
-                self._end(specific, ReservationStatus.REMOVED, ReservationEndReason.CANCELLED, out)
-            self._shrink(now, out)
-        self._refresh(now, out)
-        return out.items
+        """One EVSE's live state (see `set_evses`)."""
+        return self.set_evses({evse_id: (occupied, faulted, enabled)}, now)
 
     def tick(self, now: datetime) -> list[BookOutput]:
         """U2 expiry (to the second) and V5 activation; call at `next_deadline()`."""
-        _check_utc("now", now)
+        return self.set_evses({}, now, expire=True)
+
+    def set_evses(self, live: Mapping[int, tuple[bool, bool, bool]], now: datetime, *,
+                  expire: bool = False) -> list[BookOutput]:
+        """The charger reports the EVSEs' live state `(occupied, faulted, enabled)` after its step,
+        with `expire` also U2 expiry: U4 for what became faulted or disabled, then V5 activation and
+        the G3 holds are refreshed once for all, so an EVSE gets hold events only when its held state
+        really changes over the step (never End then Start again)."""
         out = _Outputs()
-        for entry in self.entries:
-            if entry.reservation.expiry_utc <= now:
-                self._end(entry, ReservationStatus.EXPIRED, ReservationEndReason.EXPIRED, out)
-        self._refresh(now, out)
+        changed, shrank = expire, False
+        if expire:
+            _check_utc("now", now)
+            for entry in self.entries:
+                if entry.reservation.expiry_utc <= now:
+                    self._end(entry, ReservationStatus.EXPIRED, ReservationEndReason.EXPIRED, out)
+        for evse_id, (occupied, faulted, enabled) in live.items():
+            state = self._evses[evse_id]
+            if (state.occupied, state.faulted, state.enabled) == (occupied, faulted, enabled):
+                continue
+            changed = True
+            if (faulted and not state.faulted) or (not enabled and state.enabled):
+                shrank = True
+                specific = self.specific(evse_id, now)
+                if specific is not None and specific.active:
+                    self._end(specific, ReservationStatus.REMOVED, ReservationEndReason.CANCELLED, out)
+            state.occupied, state.faulted, state.enabled = occupied, faulted, enabled
+        if shrank:
+            self._shrink(now, out)
+        if changed:
+            self._refresh(now, out)
         return out.items
 
     # --- persistence (U6) ------------------------------------------------------------------------
@@ -591,15 +602,15 @@ class ReservationBook:
         del self._entries[entry.key]
         out.update(entry, status)
         evse_id = entry.reservation.evse_id
-        if evse_id is not None and self._started.get(evse_id) == entry.reservation.reservation_id \
-                and evse_id not in self._held:
+        # Only an active one has a start; an open start with its id may be another sender's.
+        if entry.active and evse_id is not None and self._started.get(evse_id) == entry.reservation.reservation_id:
             del self._started[evse_id]
             out.end(evse_id, entry.reservation.reservation_id, reason)
 
     def _shrink(self, now: datetime, out: _Outputs) -> None:
         """U4: while the hardware that works cannot hold the reservations, remove the newest global."""
         while not self._g1(list(self._entries.values()), now, now, capacity=True):
-            newest = [e for e in self._globals(now)]
+            newest = self._globals(now)
             if not newest:
                 return
             self._end(newest[-1], ReservationStatus.REMOVED, ReservationEndReason.CANCELLED, out)

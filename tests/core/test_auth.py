@@ -88,6 +88,47 @@ def test_h03_fr_08_unknown_parent_is_looked_up_before_refusing() -> None:
     assert isinstance(offline, TokenDecision) and offline.mismatch
 
 
+@pytest.mark.parametrize("status", list(LocalAuthStatus))
+def test_h03_fr_08_no_parent_lookup_for_a_token_the_local_list_holds_without_parent(status: LocalAuthStatus) -> None:
+    """The local list says what a token's parent is, also that it has none (whatever its status):
+    only a token the list does not hold is looked up. So a driver at a group reservation is
+    refused at once instead of after auth.timeout_s."""
+    b = book(("sType2",))
+    reserve(b, reservation_id=1, id_token="AA11", parent_id_token="FLEET", evse_id=1)
+    lst = local_list(LocalAuthEntry(id_token="DD44", status=status))
+    decision = run(b, "dd44", lst=lst)
+    assert decision == TokenDecision(status=AuthStatus.RESERVED_FOR_OTHER, mismatch=True, source="reservation")
+
+
+@pytest.mark.parametrize(("status", "expiry", "expected"), [
+    (LocalAuthStatus.ACCEPTED, None, AuthStatus.ACCEPTED),
+    (LocalAuthStatus.ACCEPTED, T0, AuthStatus.RESERVED_FOR_OTHER),  # expired at now
+    (LocalAuthStatus.BLOCKED, None, AuthStatus.RESERVED_FOR_OTHER),
+    (LocalAuthStatus.EXPIRED, None, AuthStatus.RESERVED_FOR_OTHER),
+    (LocalAuthStatus.INVALID, None, AuthStatus.RESERVED_FOR_OTHER),
+])
+def test_h03_fr_08_the_local_list_parent_of_a_valid_token_matches(status: LocalAuthStatus, expiry: datetime | None,
+                                                                  expected: AuthStatus) -> None:
+    """A token the list holds with a parent uses it to match, if the list accepts the token; a
+    Blocked / Expired / Invalid one gives no parent (as a backend answer that is not Accepted) and
+    is refused at once, without a lookup."""
+    b = book(("sType2",))
+    reserve(b, reservation_id=1, id_token="AA11", parent_id_token="FLEET", evse_id=1)
+    lst = local_list(LocalAuthEntry(id_token="DD44", status=status, parent_id_token="FLEET", expiry_utc=expiry))
+    decision = run(b, "DD44", lst=lst)
+    assert isinstance(decision, TokenDecision) and decision.status is expected
+    assert decision.source == "reservation" and (decision.reservation is not None) is (not decision.mismatch)
+
+
+def test_h03_fr_08_no_parent_lookup_at_a_g3_held_evse_for_a_local_token() -> None:
+    b = book(("sType2",))
+    reserve(b, reservation_id=1, id_token="AA11", parent_id_token="FLEET")  # global, EVSE 1 held (G3)
+    assert run(b, "DD44") is ASK_BACKEND  # unknown token: its parent may match
+    lst = local_list(LocalAuthEntry(id_token="DD44", status=LocalAuthStatus.ACCEPTED))
+    decision = run(b, "DD44", lst=lst)
+    assert decision == TokenDecision(status=AuthStatus.RESERVED_FOR_OTHER, mismatch=True, source="reservation")
+
+
 def test_no_parent_lookup_when_the_reservation_has_no_parent() -> None:
     b = book(("sType2",))
     reserve(b, reservation_id=1, id_token="AA11", evse_id=1)

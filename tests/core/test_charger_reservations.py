@@ -221,7 +221,13 @@ TOKENS = ["AA11", "aa11", "BB22", "CC33", "DD44"]
 
 
 class ReservedChargerMachine(RuleBasedStateMachine):
-    """Random reservations, plugs, tokens, faults and time over three EVSEs."""
+    """Random reservations (global or specific, some scheduled), cancels, plugs, tokens, faults,
+    enable/disable and time over three EVSEs.
+
+    Besides the lock-out, every charger call is one step whose ReservationStart / ReservationEnd
+    events are checked (API.md §4, G3): a start only on an EVSE without an open one, an end only on
+    one with an open one, and at most one event per EVSE and reservation id in one step, so an
+    EVSE that stays held never gets an End followed by a Start (nor a Start and an End again)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -231,26 +237,58 @@ class ReservedChargerMachine(RuleBasedStateMachine):
             LocalAuthEntry(id_token="DD44", status=LocalAuthStatus.ACCEPTED),
         ])
         self.now = M0
+        self.open: dict[int, int] = {}  # EVSE -> reservation id of its open ReservationStart
+
+    def step(self, out: list[Output]) -> list[Output]:
+        seen: set[tuple[int, int]] = set()
+        for item in out:
+            if not isinstance(item, EmitSessionEvent):
+                continue
+            if item.event is SessionEvent.RESERVATION_START:
+                assert item.cid not in self.open, f"second ReservationStart on EVSE {item.cid}"
+                data = item.payload()["reservation_start"]
+                assert isinstance(data, dict) and isinstance(data["reservation_id"], int)
+                opened = self.open[item.cid] = data["reservation_id"]
+            elif item.event is SessionEvent.RESERVATION_END:
+                assert item.cid in self.open, f"ReservationEnd without a start on EVSE {item.cid}"
+                opened = self.open.pop(item.cid)
+            else:
+                continue
+            assert (item.cid, opened) not in seen, f"EVSE {item.cid}: reservation {opened} blipped in one step"
+            seen.add((item.cid, opened))
+        return out
+
+    def utc(self) -> datetime:
+        return UTC0 + timedelta(seconds=self.now - M0)
 
     @rule(rid=st.integers(1, 3), token=st.sampled_from(["AA11", "BB22"]), evse=st.sampled_from([None, 1, 2, 3]),
-          parent=st.sampled_from([None, "FLEET"]), minutes=st.integers(1, 120))
-    def reserve(self, rid: int, token: str, evse: int | None, parent: str | None, minutes: int) -> None:
-        utc = UTC0 + timedelta(seconds=self.now - M0)
-        self.c.reserve_now(Reservation(reservation_id=rid, id_token=token, evse_id=evse, parent_id_token=parent,
-                                       expiry_utc=utc + timedelta(minutes=minutes)), self.now)
+          parent=st.sampled_from([None, "FLEET"]), minutes=st.integers(1, 120),
+          start=st.sampled_from([None, None, 1, 30]))
+    def reserve(self, rid: int, token: str, evse: int | None, parent: str | None, minutes: int,
+                start: int | None) -> None:
+        utc = self.utc()
+        self.step(self.c.reserve_now(Reservation(
+            reservation_id=rid, id_token=token, evse_id=evse, parent_id_token=parent,
+            start_utc=None if start is None else utc + timedelta(minutes=start),
+            expiry_utc=utc + timedelta(minutes=minutes + (start or 0))), self.now)[2])
+
+    @rule(rid=st.integers(1, 3))
+    def cancel(self, rid: int) -> None:
+        self.step(self.c.cancel_reservation("", rid, self.now)[1])
 
     @rule(cid=st.integers(1, 3), cp=st.sampled_from([Cp.A, Cp.B, Cp.C]))
     def pilot(self, cid: int, cp: Cp) -> None:
-        self.c.handle(PpChanged(cid=cid, ohms=220.0), self.now)
-        self.c.handle(PilotChanged(cid=cid, cp=cp), self.now)
+        self.step(self.c.handle(PpChanged(cid=cid, ohms=220.0), self.now))
+        self.step(self.c.handle(PilotChanged(cid=cid, cp=cp), self.now))
 
     @rule(cid=st.integers(1, 3), token=st.sampled_from(TOKENS))
     def token(self, cid: int, token: str) -> None:
-        utc = UTC0 + timedelta(seconds=self.now - M0)
+        utc = self.utc()
         specific = self.c.book.specific(cid, utc)
         walk_in = self.c.book.walk_in_allowed(cid, utc)
         global_match = self.c.book.match(cid, token, "FLEET" if token == "CC33" else None, utc)
-        decision, _ = self.c.present_token(cid, token, self.now)
+        decision, out = self.c.present_token(cid, token, self.now)
+        self.step(out)
         if decision is not None and decision.status is AuthStatus.ACCEPTED:
             if specific is not None:
                 assert specific.reservation.matches(token, "FLEET" if token == "CC33" else None)
@@ -258,19 +296,27 @@ class ReservedChargerMachine(RuleBasedStateMachine):
             elif not walk_in:
                 assert global_match is not None, "a walk-in started where G2 forbids it"
 
+    @rule(token=st.sampled_from(TOKENS))
+    def authorize_anywhere(self, token: str) -> None:
+        self.step(self.c.authorize_anywhere(token, self.now)[2])
+
     @rule(cid=st.integers(1, 3), active=st.booleans())
     def fault(self, cid: int, active: bool) -> None:
         event = FaultRaised if active else FaultCleared
-        self.c.handle(event(cid=cid, fault=Fault.OVERTEMPERATURE), self.now)
+        self.step(self.c.handle(event(cid=cid, fault=Fault.OVERTEMPERATURE), self.now))
+
+    @rule(cid=st.integers(1, 3), enabled=st.booleans())
+    def enable(self, cid: int, enabled: bool) -> None:
+        self.step(self.c.set_enabled(cid, enabled, self.now))
 
     @rule(seconds=st.floats(0.01, 1800))
     def wait(self, seconds: float) -> None:
         target = self.now + seconds
         while (deadline := self.c.next_deadline()) is not None and deadline <= target:
             self.now = max(self.now, deadline)
-            self.c.tick(self.now)
+            self.step(self.c.tick(self.now))
         self.now = target
-        self.c.tick(self.now)
+        self.step(self.c.tick(self.now))
 
     @invariant()
     def reserved_evses_never_close_for_a_stranger(self) -> None:
@@ -280,6 +326,11 @@ class ReservedChargerMachine(RuleBasedStateMachine):
                 assert evse.session is not None and evse.session.authorized
             if self.c.status(cid) is Status.RESERVED:
                 assert evse.state is State.AVAILABLE and not evse.relay_closed
+
+    @invariant()
+    def reserved_is_an_open_start(self) -> None:
+        for cid in self.c.evses:
+            assert self.c.book.reserved(cid) is (cid in self.open), (cid, self.open)
 
 
 TestReservedCharger = ReservedChargerMachine.TestCase

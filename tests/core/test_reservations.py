@@ -656,12 +656,42 @@ def test_g3_using_a_global_at_a_held_evse_ends_the_hold_with_its_id() -> None:
     assert not book.reserved(3) and book.entries == []
 
 
-def test_g3_using_a_global_drops_the_other_holds() -> None:
+def test_g3_using_a_global_keeps_the_other_holds_still_needed() -> None:
+    """The EVSE where a reservation is used is busy from then on (a session starts there): one
+    EVSE and one global less, EVSE 2 is still the last room of global 2 and stays held, without
+    events (it used to get End + Start, once the charger reported EVSE 1 busy)."""
     book = prepare(TWO, [res(1, "A"), res(2, "B")])
     entry = book.match(1, "A", None, T0)
     assert entry is not None
     out = book.use(entry, 1, T0)
-    assert norm(out) == [upd("Used", 1, "uuid-1", evse=1), end(1, 1, USED), end(2, -1, DROPPED)]
+    assert norm(out) == [upd("Used", 1, "uuid-1", evse=1), end(1, 1, USED)]
+    assert book.reserved(2)
+    assert set_live(book, 1, "occupied", T0) == []  # the charger reports the session: nothing changes
+
+
+def test_g3_global_used_at_one_of_two_held_evses_leaves_the_other_alone() -> None:
+    """Issue 8: EVSEs 1..5, EVs at 1, 3, 4, two globals hold 2 and 5 (G3: 2 free = 2 globals)."""
+    book = prepare({i: [UNKNOWN] for i in range(1, 6)},
+                   [("occupied", 1), ("occupied", 3), ("occupied", 4), res(1, "A"), res(2, "B")])
+    assert [book.reserved(i) for i in range(1, 6)] == [False, True, False, False, True]
+    entry = book.match(2, "a", None, T0 + MIN)
+    assert entry is not None
+    assert norm(book.use(entry, 2, T0 + MIN)) == [upd("Used", 1, "uuid-1", evse=2), end(2, 1, USED)]
+    assert set_live(book, 2, "occupied", T0 + MIN) == []
+    assert book.reserved(5)
+
+
+def test_g3_using_a_global_drops_the_holds_no_longer_needed() -> None:
+    """EVSEs CCS2+T2 | CCS2 | T2 with a CCS2 and a T2 global: 2 and 3 are held (a walk-in at either
+    lets one car take EVSE 1 and strand the other). The CCS2 one used at 2: the T2 car has 1 and 3,
+    so 3 is no longer held."""
+    book = prepare({1: [CCS2, T2], 2: [CCS2], 3: [T2]}, [res(1, "A", conn=CCS2), res(2, "B", conn=T2)])
+    assert [book.reserved(i) for i in (1, 2, 3)] == [False, True, True]
+    entry = book.match(2, "A", None, T0)
+    assert entry is not None
+    out = book.use(entry, 2, T0)
+    assert norm(out) == [upd("Used", 1, "uuid-1", evse=2), end(2, 1, USED), end(3, -1, DROPPED)]
+    assert [book.reserved(i) for i in (1, 2, 3)] == [False, False, False]
 
 
 def test_g3_specific_reservation_taking_over_a_held_evse() -> None:
@@ -847,6 +877,21 @@ def test_u3_another_sender_can_neither_cancel_nor_replace() -> None:
     assert book.get("a", 1).reservation.evse_id == 1  # type: ignore[union-attr]
     assert book.cancel("b", 1, T0)[0]
     assert keys(book) == [("a", 1)]
+
+
+
+def test_u3_another_senders_scheduled_reservation_with_the_same_id_leaves_the_active_one_alone() -> None:
+    """Sender a's reservation 2 is active on EVSE 1; sender b's reservation 2 is scheduled there after
+    it. Cancelling or replacing b's must not end (and restart) a's ReservationStart: the EVSE's open
+    start is a's (found by the stateful test's one-event-per-reservation-and-step check)."""
+    book = prepare(TWO, [res(2, "A", evse=1, expiry=T0 + H, sender="a"),
+                         res(2, "B", evse=1, start=T0 + H, expiry=T0 + 2 * H, sender="b")])
+    assert book.reserved(1)
+    out = book.reserve(res(2, "B", expiry=T0 + H, sender="b"), T0)[2]  # V2: b's becomes a global one
+    assert norm(out) == [upd("Placed", 2, "uuid-3", sender="b"), hold(2)]
+    book.reserve(res(2, "B", evse=1, start=T0 + H, expiry=T0 + 2 * H, sender="b"), T0)  # and back
+    assert norm(book.cancel("b", 2, T0)[1]) == [upd("Cancelled", 2, "uuid-4", evse=1, sender="b")]
+    assert book.reserved(1) and keys(book) == [("a", 2)]
 
 
 # === U4 =========================================================================================

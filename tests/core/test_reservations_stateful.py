@@ -26,6 +26,9 @@ Invariants after every step:
     with UsedToStartCharging carrying the id of the global reservation used there;
 (f) book.reserved(e) == an open ReservationStart on e (tracked from the outputs only);
 (g) G3: no hold on an occupied, faulted or disabled EVSE;
+(h) §4 / G3: one step (a rule: `use` is the use and the charger reporting the EVSE busy) gives an
+    EVSE at most one event per reservation id: never an End and a Start again (a "blip" while it
+    stays held), nor a Start and an End again;
 plus: an open specific start belongs to a reservation in the book for that EVSE; every reservation
 update names a reservation that was in the book (or the one just placed/used).
 
@@ -76,6 +79,11 @@ class ReservationBookMachine(RuleBasedStateMachine):
         self.now = T0
         self.live = {e: (False, False, True) for e in LAYOUT}  # occupied, faulted, enabled
         self.open: Open = {}
+        self.step_ids: dict[int, set[int]] = {}  # (h): EVSE -> ids it got an event for in this step
+
+    def begin(self) -> None:
+        """A new step (h)."""
+        self.step_ids = {}
 
     # --- tracking outputs -----------------------------------------------------------------------
 
@@ -97,6 +105,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
                 if rid == GLOBAL_HOLD_ID:
                     assert data == {"reservation_id": -1, "id_tag": "", "global": True}
                 self.open[evse] = rid
+                opened = rid
             else:
                 assert item.event is SessionEvent.RESERVATION_END
                 data = item.payload()["reservation_end"]
@@ -111,6 +120,9 @@ class ReservationBookMachine(RuleBasedStateMachine):
                 else:
                     assert rid == opened, (opened, data)
                     assert reason in {"Expired", "Cancelled", "UsedToStartCharging"}
+            seen = self.step_ids.setdefault(evse, set())
+            assert opened not in seen, f"EVSE {evse}: reservation {opened} ended and started again in one step"
+            seen.add(opened)
 
     def keys(self) -> set[tuple[str, int]]:
         return {e.key for e in self.book.entries}
@@ -134,6 +146,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
                 return
             raise AssertionError("V1: start_time >= expiry_time must be invalid")
         reservation = Reservation(**args)  # type: ignore[arg-type]
+        self.begin()
         before = self.book.snapshot()
         known = self.keys()
         result, uuid, out = self.book.reserve(reservation, self.now)
@@ -151,6 +164,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
 
     @rule(sender=SENDERS, rid=RIDS)
     def cancel(self, sender: str, rid: int) -> None:
+        self.begin()
         existed = self.book.get(sender, rid) is not None
         known = self.keys()
         ok, out = self.book.cancel(sender, rid, self.now)
@@ -172,6 +186,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
             return
         known = self.keys()
         assert entry.in_window(self.now)
+        self.begin()
         out = self.book.use(entry, evse, self.now)
         first = out[0]
         assert isinstance(first, ReservationUpdate)
@@ -219,6 +234,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
 
     @rule(evse=EVSE_IDS, occupied=st.booleans(), faulted=st.booleans(), enabled=st.booleans())
     def set_evse(self, evse: int, occupied: bool, faulted: bool, enabled: bool) -> None:
+        self.begin()
         self.set_live(evse, occupied, faulted, enabled)
 
     @rule(seconds=st.integers(0, 3 * 3600))
@@ -234,6 +250,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
         self.tick()
 
     def tick(self) -> None:
+        self.begin()
         known = self.keys()
         out = self.book.tick(self.now)
         for item in out:
@@ -248,6 +265,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
         snap = self.book.snapshot()
         known = self.keys()
         fresh = ReservationBook(LAYOUT, new_uuid=self.new_uuid)
+        self.begin()
         out = fresh.restore(snap, self.now)
         self.book = fresh
         for item in out:
@@ -256,6 +274,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
         self.track(out, known)
         for evse, (occupied, faulted, enabled) in self.live.items():
             self.live[evse] = (False, False, True)  # what the fresh book believes
+            self.begin()  # in this model each EVSE is reported on its own
             self.set_live(evse, occupied, faulted, enabled)
 
     # --- invariants -----------------------------------------------------------------------------
