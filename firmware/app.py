@@ -297,7 +297,6 @@ class Controller:
         charger = self.charger
         steps: list[tuple[str, Callable[[], list[Output]]]] = [
             ("local_list", lambda: charger.local_list.restore(state["local_list"]) or []),
-            ("reservations", lambda: charger.book.restore(state["reservations"], utc)),
         ]
         for key, limit in _items(state.get("limits")):
             steps.append(("limits", lambda k=key, v=limit: charger.set_max_current(int(k), float(v), now, utc)[1]))
@@ -312,6 +311,8 @@ class Controller:
                 steps.append(("sessions", lambda k=key, v=stored: charger.restore_session(
                     int(k), StoredSession(**v), now, utc, reason=reason,
                     resume=self.config.sessions.resume_after_power_loss)))
+        # Last: the book then judges scheduled reservations and G3 holds on EVSEs whose sessions are back.
+        steps.append(("reservations", lambda: charger.book.restore(state["reservations"], utc)))
         for part, step in steps:
             if part not in state:
                 continue

@@ -8,8 +8,8 @@
 * §5: a token the local auth list holds has a known parent (or none): at a reserved EVSE it is
   decided at once, without a backend lookup.
 
-A `sim_*` reply may come before or after the controller has handled the change, so every test
-waits for the observable result (an event, a state document) after a sim op.
+A `sim_*` reply comes once the controller has handled the change (API.md §8); the tests still wait
+for the observable result (an event, a state document), which may arrive just before or after it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     in_s,
     parse_time,
     rfc3339,
+    start_controller,
     wait_event,
     wait_status,
     wait_update,
@@ -139,8 +140,9 @@ async def test_scheduled_reservation_busy_until_expiry_ends_without_evse_events(
         expired = await wait_update(backend, "Expired", 7, timeout=5)
         assert parse_time(expired["timestamp"]) >= expiry
         await plug(backend, 1, "A", "Available")
+        before = len(backend.events(1))
         await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-        await wait_event(backend, 1, "AuthRequired", after=len(backend.events(1)))  # a later event on EVSE 1
+        await wait_event(backend, 1, "AuthRequired", after=before)  # a later event on EVSE 1
         assert reservation_events(backend, 1) == []  # never started: no ReservationStart, no ReservationEnd
         assert await backend.ok("list_reservations") == []
         assert [u["reservation_status"] for u in backend.reservation_updates()] == ["Placed", "Expired"]
@@ -198,3 +200,24 @@ async def test_local_token_without_parent_is_refused_at_once_at_a_group_reservat
         assert not [m for t, m in backend.messages if t.endswith("/auth/request")]  # decided locally
         assert [r["reservation_id"] for r in await backend.ok("list_reservations")] == [4]  # still reserved
         assert (backend.state(1) or {})["session"]["id_token"] is None and not (backend.state(1) or {})["relay_closed"]
+
+
+async def test_scheduled_reservation_waiting_for_a_busy_evse_stays_scheduled_after_a_restart(
+        broker: Broker, tmp_path: Path) -> None:
+    """The restored session makes the EVSE busy before the book judges its reservations (boot order)."""
+    async with charger_and_backend(broker, tmp_path) as (running, backend):
+        await plug(backend, 1, "B", "Preparing")
+        start = parse_time(in_s(0.5))
+        result = await backend.ok("reserve_now", {"reservation_id": 8, "id_token": "AA11", "evse_id": 1,
+                                                  "start_time": rfc3339(start), "expiry_time": in_s(60)})
+        assert result["status"] == "Accepted"
+        await until(start)
+        assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
+        await running.stop()  # a clean stop; the EV stays plugged in
+        restarted = await start_controller(running.config, prepare=lambda sim: sim.plug(1, "B"))
+        try:
+            await backend.wait_for(lambda: restarted.controller.link.connected.is_set(), 10)
+            assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
+            assert reservation_events(backend, 1) == []
+        finally:
+            await restarted.stop()
