@@ -1,15 +1,16 @@
-"""The backend link over MQTT (aiomqtt): codecs, the request/reply envelope, idempotency, and the
-connection that reconnects, resubscribes, republishes retained state and replays the outbox.
+"""The backend link over MQTT (aiomqtt): bytes, topics and the connection. It subscribes, answers each
+request once (idempotency over the last 1024 ids), reconnects with backoff, republishes retained
+state and replays the outbox in seq order, acknowledging each message after its PUBACK.
 
-Contract: API.md §1, §2, §6. What this module never does: decide anything about charging (requests
-are handed to the controller, which runs them on the core), or let any payload, however malformed,
-raise out of the receive loop.
+Contract: API.md §1, §2, §6 (the shapes themselves are `firmware.wire`'s). What this module never
+does: decide anything about charging (requests are handed to the controller, which runs them on the
+core and completes them through a callback), or let any payload, however malformed, raise out of the
+receive loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -18,128 +19,30 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import aiomqtt
-import cbor2
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from firmware.config import MqttSettings
 from firmware.store import OutboxRecord
+from firmware.wire import (
+    BadRequest,
+    Request,
+    Topics,
+    codec_of,
+    decode,
+    encode,
+    error_reply,
+    parse_request,
+    value_problem,
+)
 
 log = logging.getLogger(__name__)
 
-JSON: Final = "json"
-CBOR: Final = "cbor"
-MAX_ID_LEN: Final = 64
 REPLY_CACHE_SIZE: Final = 1024
-MAX_DEPTH: Final = 32
 PENDING_PUBLISHES_WARN: Final = 5000
-
-
-class BadRequest(Exception):  # noqa: N818 - it is the error code's name
-    """The payload is not a request: undecodable, not a map, or no valid `id` / `op`."""
-
-    def __init__(self, message: str, request_id: str | None = None, op: str | None = None) -> None:
-        super().__init__(message)
-        self.request_id = request_id
-        self.op = op
-
-
-class InvalidArgs(Exception):  # noqa: N818
-    """An argument is missing or wrong; the message names the field."""
-
-
-def codec_of(data: bytes) -> str:
-    """API.md §1: a payload whose first non-blank byte is `{` is JSON, anything else CBOR."""
-    stripped = data.lstrip(b" \t\r\n")
-    return JSON if stripped[:1] == b"{" else CBOR
-
-
-def _check_value(value: object, depth: int = 0) -> str | None:
-    """Why a decoded value cannot be a request (too deep, or a string that is not valid UTF-8, such
-    as JSON's lone surrogates: CBOR could not even encode the reply), or None."""
-    if depth > MAX_DEPTH:
-        return f"nested deeper than {MAX_DEPTH} levels"
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "a string is not valid UTF-8 (lone surrogate)"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problem = _check_value(key, depth + 1) or _check_value(item, depth + 1)
-            if problem:
-                return problem
-    elif isinstance(value, list | tuple):
-        for item in value:
-            problem = _check_value(item, depth + 1)
-            if problem:
-                return problem
-    return None
-
-
-def decode(data: bytes) -> tuple[str, object]:
-    """Decode a payload with the codec it announces; raises BadRequest on anything undecodable."""
-    codec = codec_of(data)
-    try:
-        value = json.loads(data) if codec == JSON else cbor2.loads(data)
-    except RecursionError as exc:
-        raise BadRequest(f"payload nested too deeply ({codec})") from exc
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types on garbage
-        raise BadRequest(f"undecodable {codec} payload: {type(exc).__name__}") from exc
-    return codec, value
-
-
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def encode(codec: str, value: object) -> bytes:
-    if codec == JSON:
-        return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False).encode()
-    return cbor2.dumps(value)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    request_id: str
-    op: str
-    args: object  # validated by the op
-    codec: str
-    response_topic: str | None = None
-    correlation_data: bytes | None = None
-
-
-def parse_request(data: bytes, max_payload_bytes: int, properties: Properties | None = None) -> Request:
-    """The request envelope of API.md §2. Raises BadRequest with whatever id/op could be read."""
-    response_topic, correlation = _response_properties(properties)
-    if len(data) > max_payload_bytes:
-        raise BadRequest(f"payload of {len(data)} bytes exceeds {max_payload_bytes}")
-    codec, value = decode(data)
-    if not isinstance(value, dict):
-        raise BadRequest(f"request must be a map, got {type(value).__name__}")
-    raw_id, raw_op = value.get("id"), value.get("op")
-    request_id = raw_id if isinstance(raw_id, str) and 1 <= len(raw_id) <= MAX_ID_LEN else None
-    op = raw_op if isinstance(raw_op, str) else None
-    if request_id is not None and _check_value(request_id):
-        request_id = None
-    if op is not None and _check_value(op):
-        op = None
-    if request_id is None:
-        raise BadRequest(f"id must be a string of 1..{MAX_ID_LEN} characters", None, op)
-    problem = _check_value(value)
-    if problem:
-        raise BadRequest(f"request {problem}", request_id, op)
-    if op is None or not op:
-        raise BadRequest("op must be a non-empty string", request_id, None)
-    args = value.get("args", {})
-    return Request(request_id=request_id, op=op, args=args, codec=codec, response_topic=response_topic,
-                   correlation_data=correlation)
 
 
 def _response_properties(properties: Properties | None) -> tuple[str | None, bytes | None]:
@@ -150,14 +53,6 @@ def _response_properties(properties: Properties | None) -> tuple[str | None, byt
     if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic:
         topic = None
     return topic, correlation if isinstance(correlation, bytes) else None
-
-
-def ok_reply(request_id: str, op: str, result: object) -> dict[str, object]:
-    return {"id": request_id, "op": op, "ok": True, "result": result}
-
-
-def error_reply(request_id: str | None, op: str | None, code: str, message: str) -> dict[str, object]:
-    return {"id": request_id, "op": op, "ok": False, "error": {"code": code, "message": message}}
 
 
 class ReplyCache:
@@ -178,42 +73,6 @@ class ReplyCache:
 
     def __len__(self) -> int:
         return len(self._replies)
-
-
-@dataclass(slots=True)
-class Topics:
-    root: str
-
-    @classmethod
-    def for_charger(cls, prefix: str, charger_id: str) -> Topics:
-        return cls(root=f"{prefix}/{charger_id}/v1")
-
-    @property
-    def status(self) -> str:
-        return f"{self.root}/status"
-
-    @property
-    def cmd(self) -> str:
-        return f"{self.root}/cmd"
-
-    @property
-    def reply(self) -> str:
-        return f"{self.root}/reply"
-
-    @property
-    def reservation(self) -> str:
-        return f"{self.root}/reservation"
-
-    @property
-    def auth_request(self) -> str:
-        return f"{self.root}/auth/request"
-
-    @property
-    def auth_response(self) -> str:
-        return f"{self.root}/auth/response"
-
-    def evse(self, evse_id: int, leaf: str) -> str:
-        return f"{self.root}/evse/{evse_id}/{leaf}"
 
 
 #: Completes a request with its reply. Called exactly once per submitted request, by the controller,
@@ -390,7 +249,7 @@ class BackendLink:
     async def _handle_auth_response(self, payload: bytes) -> None:
         try:
             _, value = decode(payload)
-            problem = _check_value(value)
+            problem = value_problem(value)
             if problem:
                 raise BadRequest(problem)
             await self.on_auth_response(value)
@@ -403,7 +262,8 @@ class BackendLink:
         codec = codec_of(payload)
         response_topic, correlation = _response_properties(properties)
         try:
-            request = parse_request(payload, self.settings.max_payload_bytes, properties)
+            request = parse_request(payload, self.settings.max_payload_bytes, response_topic=response_topic,
+                                    correlation=correlation)
         except BadRequest as exc:
             self.stats.malformed += 1
             reply = error_reply(exc.request_id, exc.op, "bad_request", str(exc))
@@ -477,13 +337,6 @@ def read_disconnect_cause(client: aiomqtt.Client) -> None:
     disconnected = getattr(client, "_disconnected", None)
     if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
-
-
-def as_map(args: object) -> dict[str, Any]:
-    """`args` must be a map with string keys (API.md §2: otherwise invalid_args for `args`)."""
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-        raise InvalidArgs("args: must be a map with string keys")
-    return args
 
 
 def _path(value: object) -> str | None:

@@ -1,212 +1,203 @@
-"""Argument checking for the operations of API.md §3 and §8: one small parser per op.
+"""The operations of API.md §3 (and the parse-and-apply half of §8's sim ops): one table, one context.
 
-Each parser turns the request's `args` map into typed values or raises `InvalidArgs` naming the
-field and what was wrong. Unknown fields are refused too, so a backend's typo is caught instead of
-silently ignored. Nothing here touches state: the controller runs the op only after its args parsed.
+What it is for: each op parses its args (`firmware.args`), asks the core, hands the core's actions to
+the context to carry out, and returns its result. `execute()` maps errors to the reply codes of API.md
+§2. The context (`OpContext`) is all an op may touch: the core, the action runner, the state
+documents. What it must never do: perform I/O itself, wait for the disk (the reply is released after
+the commit by the caller), or change anything when its args are refused.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Protocol
 
-from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
-from firmware.core.events import SessionCancellationReason
-from firmware.core.reservations import MAX_TOKEN_LEN, UNKNOWN, Reservation
-from firmware.mqtt import InvalidArgs, as_map
-
-
-#: Integers beyond this are refused before anything formats them (Python refuses to print ints of more
-#: than 4300 digits, and no field of the API needs more than 64 bits).
-MAX_INT = 2**63
+from firmware import __version__
+from firmware.args import Fields, parse_local_list, parse_reason, parse_reservation
+from firmware.core.auth import AuthStatus
+from firmware.core.charger import Charger, Output
+from firmware.core.events import RequestBackendAuth
+from firmware.wire import InvalidArgs, Request, error_reply, ok_reply, reservation_doc
 
 
-class Fields:
-    """Typed access to an args map; records which fields were read to refuse the rest."""
-
-    def __init__(self, args: object) -> None:
-        self._args: dict[str, Any] = as_map(args)
-        self._seen: set[str] = set()
-
-    @property
-    def args(self) -> dict[str, Any]:
-        """The whole map (for parsers that read it at once)."""
-        return self._args
-
-    def _get(self, name: str, required: bool) -> Any:  # noqa: ANN401
-        self._seen.add(name)
-        if name not in self._args or self._args[name] is None:
-            if required:
-                raise InvalidArgs(f"{name}: required")
-            return None
-        return self._args[name]
-
-    def done(self) -> None:
-        unknown = sorted(set(self._args) - self._seen)
-        if unknown:
-            raise InvalidArgs(f"{unknown[0]}: unknown field")
-
-    def int_(self, name: str, *, required: bool = True, minimum: int | None = None,
-             maximum: int | None = None) -> int | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidArgs(f"{name}: must be an integer, got {type(value).__name__}")
-        if abs(value) > MAX_INT:
-            raise InvalidArgs(f"{name}: integer out of range")
-        if minimum is not None and value < minimum:
-            raise InvalidArgs(f"{name}: must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise InvalidArgs(f"{name}: must be <= {maximum}, got {value}")
-        return value
-
-    def number(self, name: str, *, required: bool = True) -> float | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidArgs(f"{name}: must be a number, got {type(value).__name__}")
-        if isinstance(value, int) and abs(value) > MAX_INT or isinstance(value, float) and not math.isfinite(value):
-            raise InvalidArgs(f"{name}: must be a finite number of sensible size")
-        return float(value)
-
-    def bool_(self, name: str, *, required: bool = True) -> bool | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            raise InvalidArgs(f"{name}: must be true or false, got {type(value).__name__}")
-        return value
-
-    def str_(self, name: str, *, required: bool = True, max_len: int = MAX_TOKEN_LEN) -> str | None:
-        value = self._get(name, required)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise InvalidArgs(f"{name}: must be a string, got {type(value).__name__}")
-        if not value and required:
-            raise InvalidArgs(f"{name}: must not be empty")
-        if len(value) > max_len:
-            raise InvalidArgs(f"{name}: longer than {max_len} characters")
-        return value
-
-    def time(self, name: str, *, required: bool = True) -> datetime | None:
-        value = self.str_(name, required=required, max_len=64)
-        if value is None:
-            return None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError as exc:
-            raise InvalidArgs(f"{name}: not an RFC 3339 time: {value!r}") from exc
-        if parsed.tzinfo is None:
-            raise InvalidArgs(f"{name}: needs a time zone (UTC, e.g. 2026-11-21T08:30:00Z)")
-        try:
-            return parsed.astimezone(UTC)
-        except OverflowError as exc:
-            raise InvalidArgs(f"{name}: out of the representable range: {value!r}") from exc
-
-    def list_(self, name: str) -> list[Any]:
-        value = self._get(name, True)
-        if not isinstance(value, list):
-            raise InvalidArgs(f"{name}: must be a list, got {type(value).__name__}")
-        return value
-
-
-def parse_reservation(args: object) -> Reservation:
-    f = Fields(args)
-    fields: dict[str, Any] = {
-        "reservation_id": f.int_("reservation_id", minimum=-(2**31), maximum=2**31 - 1),
-        "id_token": f.str_("id_token"),
-        "expiry_utc": f.time("expiry_time"),
-        "evse_id": f.int_("evse_id", required=False, minimum=1),
-        "parent_id_token": f.str_("parent_id_token", required=False),
-        "connector_type": f.str_("connector_type", required=False, max_len=64) or UNKNOWN,
-        "start_utc": f.time("start_time", required=False),
-        "sender": f.str_("sender", required=False, max_len=64) or "",
-        "token_type": f.str_("token_type", required=False, max_len=64),
-    }
-    f.done()
-    try:
-        return Reservation(**fields)
-    except ValueError as exc:
-        raise InvalidArgs(str(exc).replace("expiry_time", "expiry_time:", 1)) from exc
+class Unsupported(Exception):  # noqa: N818 - the error code's name
+    """The op is not available here (a sim op on real hardware, or a feature switched off)."""
 
 
 @dataclass(frozen=True, slots=True)
-class LocalListUpdate:
-    version: int
-    full: bool
-    entries: list[LocalAuthEntry]
+class Deferred:
+    """An op's result that comes later: `authorize` waiting for the backend's R/auth/response."""
+
+    auth_request_id: str
 
 
-def parse_local_list(args: object) -> LocalListUpdate:
-    f = Fields(args)
-    version = f.int_("version", minimum=0)
-    full = f.bool_("full")
-    items = f.list_("tokens")
-    f.done()
-    entries = []
-    for i, item in enumerate(items):
-        try:
-            g = Fields(item)
-        except InvalidArgs as exc:
-            raise InvalidArgs(f"tokens[{i}]: must be a map with string keys") from exc
-        try:
-            token = g.str_("id_token")
-            status_text = g.str_("status", max_len=16)
-            parent = g.str_("parent_id_token", required=False)
-            expiry = g.time("expiry", required=False)
-            g.done()
-            status = LocalAuthStatus(status_text)
-        except InvalidArgs as exc:
-            raise InvalidArgs(f"tokens[{i}].{exc}") from exc
-        except ValueError as exc:
-            raise InvalidArgs(f"tokens[{i}].status: must be one of Accepted, Blocked, Expired, Invalid") from exc
-        entries.append(LocalAuthEntry(id_token=token or "", status=status, parent_id_token=parent, expiry_utc=expiry))
-    return LocalListUpdate(version=version or 0, full=bool(full), entries=entries)
+class OpContext(Protocol):
+    """What an op may use: the core, the runner of the core's actions, the documents."""
+
+    @property
+    def charger(self) -> Charger: ...
+
+    def evse_arg(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
+        """The EVSE named by the field, checked to exist (InvalidArgs otherwise)."""
+        ...
+
+    async def apply(self, outputs: list[Output]) -> None:
+        """Carry out the core's actions of this step (relays first; durable messages staged)."""
+        ...
+
+    def mark_changed(self, part: str) -> None:
+        """A durable state part the op changed outside the core's actions (e.g. the local list)."""
+        ...
+
+    def state_documents(self) -> list[dict[str, object]]: ...
+
+    def uptime_s(self) -> float: ...
 
 
-def parse_reason(value: str | None) -> SessionCancellationReason:
-    if value is None:
-        return SessionCancellationReason.REMOTE
+OpHandler = Callable[[OpContext, Fields, float, datetime, Request], Awaitable[object]]
+OPS: dict[str, OpHandler] = {}
+
+
+def op(name: str) -> Callable[[OpHandler], OpHandler]:
+    def register(handler: OpHandler) -> OpHandler:
+        OPS[name] = handler
+        return handler
+    return register
+
+
+async def execute(c: OpContext, request: Request, now: float, utc: datetime) -> dict[str, object] | Deferred:
+    """Run one request on the core: its reply, or `Deferred` (the reply comes with the backend's answer)."""
+    handler = OPS.get(request.op)
+    if handler is None:
+        return error_reply(request.request_id, request.op, "unknown_op", f"unknown op {request.op!r}")
     try:
-        return SessionCancellationReason(value)
+        result = await handler(c, Fields(request.args), now, utc, request)
+    except InvalidArgs as exc:
+        return error_reply(request.request_id, request.op, "invalid_args", str(exc))
+    except Unsupported as exc:
+        return error_reply(request.request_id, request.op, "unsupported", str(exc))
     except ValueError as exc:
-        allowed = ", ".join(r.value for r in SessionCancellationReason)
-        raise InvalidArgs(f"reason: must be one of {allowed}") from exc
+        return error_reply(request.request_id, request.op, "invalid_args", str(exc))
+    if isinstance(result, Deferred):
+        return result
+    return ok_reply(request.request_id, request.op, result)
 
 
-def reservation_doc(entry: Any, now: datetime) -> dict[str, object]:  # noqa: ANN401
-    """A reservation as `list_reservations` shows it (API.md §3)."""
-    r = entry.reservation
-    doc: dict[str, object] = {
-        "reservation_id": r.reservation_id,
-        "id_token": r.id_token,
-        "expiry_time": rfc3339(r.expiry_utc),
-        "uuid": entry.uuid,
-        "sender": r.sender,
-        "state": "Active" if entry.active else "Scheduled",  # V5: busy at start_time, it stays Scheduled
-        "placed_at": rfc3339(entry.placed_utc),
-        "connector_type": r.connector_type,
-    }
-    for key, value in (("evse_id", r.evse_id), ("parent_id_token", r.parent_id_token),
-                       ("start_time", None if r.start_utc is None else rfc3339(r.start_utc)),
-                       ("token_type", r.token_type)):
-        if value is not None:
-            doc[key] = value
+@op("reserve_now")
+async def _reserve_now(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    reservation = parse_reservation(f.args)
+    result, res_uuid, outputs = c.charger.reserve_now(reservation, now, utc)
+    await c.apply(outputs)
+    doc: dict[str, object] = {"status": result.value}
+    if res_uuid is not None:
+        doc["uuid"] = res_uuid
     return doc
 
 
-def rfc3339(when: datetime) -> str:
-    """UTC, millisecond precision, with `Z` (API.md §1)."""
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@op("cancel_reservation")
+async def _cancel_reservation(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    reservation_id = f.int_("reservation_id")
+    sender = f.str_("sender", required=False, max_len=64) or ""
+    f.done()
+    cancelled, outputs = c.charger.cancel_reservation(sender, reservation_id or 0, now, utc)
+    await c.apply(outputs)
+    return cancelled
 
 
-def mask_token(token: str | None) -> str | None:
-    """Tokens never appear whole in logs or state documents: keep the first 4 characters."""
-    if token is None:
-        return None
-    return token[:4] + "*" * max(len(token) - 4, 0) if len(token) > 4 else "*" * len(token)
+@op("exists_reservation")
+async def _exists_reservation(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    token = f.str_("id_token")
+    cid = c.evse_arg(f, required=False)
+    group = f.str_("group_id_token", required=False)
+    f.done()
+    return c.charger.exists_reservation(token or "", cid, group, now, utc).value
+
+
+@op("list_reservations")
+async def _list_reservations(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    f.done()
+    return [reservation_doc(e, utc) for e in c.charger.book.entries]
+
+
+@op("authorize")
+async def _authorize(c: OpContext, f: Fields, now: float, utc: datetime, request: Request) -> object:
+    token = f.str_("id_token") or ""
+    cid = c.evse_arg(f, required=False)
+    token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
+    f.done()
+    if cid is None:
+        chosen, decision, outputs = c.charger.authorize_anywhere(token, now, utc, token_type)
+    else:
+        chosen = cid
+        decision, outputs = c.charger.present_token(cid, token, now, utc, token_type)
+    await c.apply(outputs)
+    if decision is None:  # the backend is asked: the reply comes when it answers or the request times out
+        return Deferred(next(a.request_id for a in outputs if isinstance(a, RequestBackendAuth)))
+    reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
+    evse_id = chosen if decision.status is not AuthStatus.NO_EVSE_AVAILABLE else None
+    return {"status": decision.status.value, "evse_id": evse_id if decision.source != "held" else None,
+            "reservation_id": reservation_id}
+
+
+@op("stop_session")
+async def _stop_session(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c.evse_arg(f) or 0
+    reason = parse_reason(f.str_("reason", required=False, max_len=32))
+    f.done()
+    stopped, outputs = c.charger.stop_session(cid, reason, now, utc)
+    await c.apply(outputs)
+    return stopped
+
+
+@op("set_max_current")
+async def _set_max_current(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c.evse_arg(f) or 0
+    current_a = f.number("current_a") or 0.0
+    f.done()
+    result, outputs = c.charger.set_max_current(cid, current_a, now, utc)
+    await c.apply(outputs)
+    return result.value
+
+
+@op("switch_phases")
+async def _switch_phases(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c.evse_arg(f) or 0
+    three = f.bool_("three_phases")
+    f.done()
+    return c.charger.switch_phases(cid, bool(three)).value
+
+
+@op("set_enabled")
+async def _set_enabled(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c.evse_arg(f) or 0
+    enabled = f.bool_("enabled")
+    f.done()
+    await c.apply(c.charger.set_enabled(cid, bool(enabled), now, utc))
+    return True
+
+
+@op("unlock_connector")
+async def _unlock_connector(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    cid = c.evse_arg(f) or 0
+    f.done()
+    unlocked, outputs = c.charger.unlock_connector(cid, now, utc)
+    await c.apply(outputs)
+    return unlocked
+
+
+@op("set_local_auth_list")
+async def _set_local_auth_list(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    update = parse_local_list(f.args)
+    c.charger.local_list.apply(update.version, update.full, update.entries)
+    c.mark_changed("local_list")  # durable before the reply (API.md §2)
+    return True
+
+
+@op("get_state")
+async def _get_state(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+    f.done()
+    return {"evses": c.state_documents(),
+            "reservations": [reservation_doc(e, utc) for e in c.charger.book.entries],
+            "firmware": __version__, "uptime_s": c.uptime_s()}

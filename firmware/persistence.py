@@ -1,4 +1,4 @@
-"""Group commit: the one writer between the core task and the durable store.
+"""Group commit, and what is durable: the one writer between the core task and the durable store.
 
 What it is for. The core task must never wait on the disk (DESIGN.md principle 6: "nothing
 safety-relevant ever waits for a commit"; an SD card's fsync can take hundreds of milliseconds). So the
@@ -27,11 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from datetime import datetime
 from typing import Any
 
+from firmware.core.charger import Charger, Output
+from firmware.core.errors import ChargerError
+from firmware.core.events import SessionCancellationReason
+from firmware.core.evse import StoredSession
 from firmware.store import OutboxRecord, Store
+from hal.protocols import MeterSample
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +171,99 @@ def _call(callback: Callable[[], None]) -> None:
         callback()
     except Exception:  # noqa: BLE001 - one bad callback must not stop the writer or the others
         log.exception("a callback after commit failed")
+
+
+# --- what is durable, and how it comes back ------------------------------------------------------
+
+def collect_state(charger: Charger, last_meter: Mapping[int, MeterSample], dirty: set[str]) -> dict[str, Any]:
+    """The durable state parts as they are now (the writer's collector). The energy registers go with
+    every commit, so nothing published ever exceeds what a restart restores; the reservation book and
+    the local list only when a step marked them changed (they can be large)."""
+    parts: dict[str, Any] = {
+        "sessions": {str(cid): (asdict(StoredSession.of(m.session)) if m.session is not None else None)
+                     for cid, m in charger.evses.items()},
+        "limits": {str(cid): charger.commanded_limit_a(cid) for cid in charger.evses},
+        "enabled": {str(cid): m.enabled for cid, m in charger.evses.items()},
+        "counters": {str(cid): [m.counters.contactor_cycles, m.counters.openings_under_load]
+                     for cid, m in charger.evses.items()},
+    }
+    energy = {str(cid): sample.energy_wh_import for cid, sample in last_meter.items()}
+    if energy:
+        parts["energy"] = energy
+    if "reservations" in dirty:
+        parts["reservations"] = charger.book.snapshot()
+    if "local_list" in dirty:
+        parts["local_list"] = charger.local_list.snapshot()
+    return parts
+
+
+def restore_state(charger: Charger, state: dict[str, Any], now: float, utc: datetime, *,
+                  resume_after_power_loss: bool) -> list[Output]:
+    """Bring back what the store holds; a damaged part is logged and skipped, never fatal. Sessions
+    come back before the reservations, so the book judges scheduled reservations and G3 holds on
+    EVSEs whose sessions are back (API.md §7 V5, U6)."""
+    out: list[Output] = []
+
+    def attempt(part: str, step: Callable[[], list[Output]]) -> None:
+        if part not in state:
+            return
+        try:
+            out.extend(step())
+        except (ValueError, KeyError, TypeError, IndexError, ChargerError):
+            log.exception("stored %s could not be restored; continuing with the rest", part)
+
+    attempt("local_list", partial(_restored_list, charger, state.get("local_list")))
+    for key, limit in _items(state.get("limits")):
+        attempt("limits", partial(_restored_limit, charger, key, limit, now, utc))
+    for key, enabled in _items(state.get("enabled")):
+        if enabled is False:
+            attempt("enabled", partial(_restored_disabled, charger, key, now, utc))
+    for key, counts in _items(state.get("counters")):
+        attempt("counters", partial(_restored_counters, charger, key, counts))
+    reason = SessionCancellationReason.REBOOT if state.get("clean") is True else SessionCancellationReason.POWER_LOSS
+    for key, stored in _items(state.get("sessions")):
+        if isinstance(stored, dict):
+            attempt("sessions", partial(charger.restore_session, _cid(key), StoredSession(**stored), now, utc,
+                                        reason=reason, resume=resume_after_power_loss))
+    attempt("reservations", partial(_restored_book, charger, state.get("reservations"), utc))
+    return out
+
+
+def _cid(key: object) -> int:
+    return int(str(key))
+
+
+def _restored_limit(charger: Charger, key: object, limit: object, now: float, utc: datetime) -> list[Output]:
+    if isinstance(limit, bool) or not isinstance(limit, int | float):
+        raise TypeError(f"limit {limit!r} is not a number")
+    return list(charger.set_max_current(_cid(key), float(limit), now, utc)[1])
+
+
+def _restored_disabled(charger: Charger, key: object, now: float, utc: datetime) -> list[Output]:
+    return charger.set_enabled(_cid(key), False, now, utc)
+
+
+def _restored_book(charger: Charger, data: object, utc: datetime) -> list[Output]:
+    if not isinstance(data, Mapping):
+        raise TypeError("the stored reservation book is not a map")
+    return list(charger.book.restore(data, utc))
+
+
+def _restored_list(charger: Charger, data: object) -> list[Output]:
+    if not isinstance(data, Mapping):
+        raise TypeError("the stored local list is not a map")
+    charger.local_list.restore(data)
+    return []
+
+
+def _restored_counters(charger: Charger, key: object, counts: object) -> list[Output]:
+    if not isinstance(counts, list | tuple) or len(counts) < 2:
+        raise TypeError(f"counters {counts!r} are not a pair")
+    counters = charger.evses[_cid(key)].counters
+    counters.contactor_cycles, counters.openings_under_load = int(counts[0]), int(counts[1])
+    return []
+
+
+def _items(value: object) -> list[tuple[object, object]]:
+    """The (key, value) pairs of a stored map; anything else is treated as empty (damaged)."""
+    return list(value.items()) if isinstance(value, dict) else []

@@ -31,11 +31,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from firmware.mqtt import InvalidArgs, error_reply, ok_reply
-from firmware.ops import Fields
+from firmware.args import Fields
+from firmware.wire import InvalidArgs, error_reply, ok_reply
 
 if TYPE_CHECKING:
-    from firmware.app import Command, Controller
+    from firmware.app import Controller
+    from firmware.core_loop import Command
 
 log = logging.getLogger(__name__)
 
@@ -148,5 +149,5 @@ class SimLane:
                       SEEN_TIMEOUT_S)
             return error_reply(request.request_id, request.op, "internal",
                                f"the controller did not see the change on {watch.channel} within {SEEN_TIMEOUT_S:g} s")
-        c.ops_executed += 1
+        c.core.ops_executed += 1
         return ok_reply(request.request_id, request.op, True)

@@ -80,7 +80,7 @@ async def test_broker_down_while_sessions_happen(tmp_path: Path) -> None:
                     sim.plug(1, "A")
                     await asyncio.sleep(0.2)
                     sessions += 1
-                produced = running.controller._seq  # noqa: SLF001 - what the charger numbered
+                produced = running.controller.core.seq  # what the charger numbered
                 broker.start()
             except BaseException:
                 await running.stop()

@@ -67,11 +67,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import firmware.mqtt
-from firmware.app import OPS as CORE_OPS
-from firmware.app import Command, Controller, Deferred, utc_now
+from firmware.ops import OPS as CORE_OPS
+from firmware.app import Command, Controller, utc_now
+from firmware.ops import Deferred
 from firmware.sim_lane import SIM_OPS
 from firmware.core.events import SessionCancellationReason
-from firmware.mqtt import MAX_DEPTH, MAX_ID_LEN, BadRequest, Request, encode, error_reply, parse_request
+from firmware.wire import MAX_DEPTH, MAX_ID_LEN, BadRequest, Request, encode, error_reply, parse_request
 from hal.sim import FAULTS
 from tests.integration.conftest import Running, free_port, start_controller, write_config
 
@@ -127,7 +128,7 @@ class Harness:
     async def _start(self, directory: Path) -> Running:
         config = write_config(directory, free_port(), charger_id="CP-FUZZ", codec="cbor", evses=EVSES)
         running = await start_controller(config)
-        original = running.controller._dispatch
+        original = running.controller.core.dispatch
 
         async def dispatch(item: Any, now: float, utc: datetime) -> None:  # noqa: ANN401
             if item is _PARK:
@@ -136,7 +137,7 @@ class Harness:
                 return
             await original(item, now, utc)
 
-        running.controller._dispatch = dispatch  # type: ignore[method-assign]
+        running.controller.core.dispatch = dispatch  # type: ignore[method-assign]
         await self._park(running)
         return running
 
@@ -249,9 +250,9 @@ def view(c: Controller) -> dict[str, object]:
         "phases": dict(ch.phases),
         "held": list(ch._held),  # noqa: SLF001
         "pending_auth": len(ch._pending),  # noqa: SLF001
-        "authorize_waiters": len(c._authorize_waiters),  # noqa: SLF001
-        "seq": c._seq,  # noqa: SLF001 - no durable message was produced
-        "relays": dict(c._relay),  # noqa: SLF001
+        "authorize_waiters": len(c.core.authorize_waiters),
+        "seq": c.core.seq,  # no durable message was produced
+        "relays": {cid: m.relay_closed for cid, m in c.charger.evses.items()},
         "sim": {cid: (sim.ev(cid), sim.faults(cid), sim.locked(cid)) for cid in c.evse_ids},
         "sim_tokens": sim._tokens.qsize(),  # noqa: SLF001
     }
@@ -342,7 +343,7 @@ async def drive(h: Harness, payload: bytes) -> str:
     if isinstance(reply, Deferred):
         assert request.op == "authorize", f"{request.op} returned a Deferred reply"
         future: asyncio.Future[dict[str, object]] = loop.create_future()
-        c._authorize_waiters[reply.auth_request_id] = Command(request, future.set_result)  # noqa: SLF001 - as _dispatch does
+        c.core.authorize_waiters[reply.auth_request_id] = Command(request, future.set_result)  # as CoreLoop.dispatch does
         h.waiting.append((future, request))
         return "authorize: waits for the backend"
     check_reply(reply, request.request_id, request.op)
@@ -725,9 +726,9 @@ SURROGATE_CASES = {
 async def test_lone_surrogate_in_json_args_changes_nothing(tmp_path: Path, payload: bytes) -> None:
     async with own_controller(tmp_path) as running:
         c = running.controller
-        before = (list(c.charger.book.entries), c.charger.local_list.snapshot(), c._seq)  # noqa: SLF001
+        before = (list(c.charger.book.entries), c.charger.local_list.snapshot(), c.core.seq)
         reply = await execute(running, payload)
-        after = (list(c.charger.book.entries), c.charger.local_list.snapshot(), c._seq)  # noqa: SLF001
+        after = (list(c.charger.book.entries), c.charger.local_list.snapshot(), c.core.seq)
         assert reply["ok"] is False, reply
         assert after == before, f"refused with {reply['error']} but the state changed: {before} -> {after}"
 

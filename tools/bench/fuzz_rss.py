@@ -7,7 +7,7 @@ nothing listens, so it keeps retrying in the background. Each message takes the 
 (a `BadRequest` becomes the `bad_request` reply); a request whose id is in the `ReplyCache` is
 answered from it (idempotency, API.md §2); anything else is run by `Controller._execute(request,
 loop.time(), utc_now())` and its reply stored with `ReplyCache.put(id, reply)`; every reply is
-encoded with `firmware.mqtt.encode` in the request's codec.
+encoded with `firmware.wire.encode` in the request's codec.
 
 The messages (deterministic: `random.Random(seed)`, generated on the fly, no hypothesis) are all
 malformed or refused, so the controller's state never grows:
@@ -65,14 +65,14 @@ except ImportError:  # run from a plain checkout: the repository root is two lev
 
 import cbor2  # noqa: E402
 
-from firmware.app import OPS as CORE_OPS  # noqa: E402
-from firmware.app import Controller, utc_now  # noqa: E402
+from firmware.app import Controller  # noqa: E402
+from firmware.ops import OPS as CORE_OPS  # noqa: E402
 from firmware.sim_lane import SIM_OPS  # noqa: E402
 from firmware.config import load_config  # noqa: E402
-from firmware.mqtt import (  # noqa: E402
+from firmware.mqtt import ReplyCache  # noqa: E402
+from firmware.wire import (  # noqa: E402
     MAX_ID_LEN,
     BadRequest,
-    ReplyCache,
     Request,
     codec_of,
     encode,

@@ -1,0 +1,352 @@
+"""The core task: the one consumer of the inbox, the only caller of the core, the runner of its actions.
+
+What it is for. It takes one item at a time (hardware facts first: `firmware.inbox`), lets the core
+(`firmware.core.charger.Charger`) decide, and carries out the actions in order: relays, PWM, lock and
+LEDs at once; SessionEvents and ReservationUpdateStatus numbered with the charger's `seq` and staged
+for the writer (`firmware.persistence`); replies released once their step is committed (API.md §2);
+the transitions logged, one INFO line each, tokens masked (DESIGN.md principle 7).
+
+What it must never do: wait for the disk or the network (the safety path: DESIGN.md timing table),
+decide anything the core decides, or let an item reach the core as an exception (a bad backend answer
+is logged and dropped; a link event is just a fact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from datetime import UTC, datetime
+from typing import Any
+
+from firmware.args import Fields
+from firmware.config import Config
+from firmware.core.auth import BackendAnswer, LocalAuthStatus
+from firmware.core.charger import Charger, Output
+from firmware.core.errors import HardwareError
+from firmware.core.events import (
+    AuthDecided,
+    CloseRelay,
+    EmitSessionEvent,
+    Event,
+    Fault,
+    MeterSampled,
+    OpenRelay,
+    RequestBackendAuth,
+    SessionEvent,
+    SetLed,
+    SetLock,
+    SetPwm,
+)
+from firmware.core.reservations import ReservationUpdate
+from firmware.inbox import Barrier, Barriers, Inbox
+from firmware.mqtt import BackendLink, ReplyCallback
+from firmware.ops import Deferred
+from firmware.persistence import Persistence
+from firmware.store import METER_KEY_BASE, OutboxRecord
+from firmware.wire import InvalidArgs, Request, encode, mask_token, meter_doc, ok_reply, rfc3339
+from hal.protocols import Board, MeterSample, TokenRead
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request for the core task; `complete` takes its reply (the link's callback: never fails)."""
+
+    request: Request
+    complete: ReplyCallback
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    value: object
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChanged:
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackDue:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryDue:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRead:
+    cid: int
+    sample: MeterSample
+
+
+Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead | TelemetryDue | Barrier
+
+
+
+Executor = Callable[[Request, float, datetime], Awaitable["dict[str, object] | Deferred"]]
+
+
+class CoreLoop:
+    """The core task of one controller (see the module docstring)."""
+
+    def __init__(self, *, config: Config, charger: Charger, board: Board, persistence: Persistence,
+                 link: BackendLink, inbox: Inbox[Item], barriers: Barriers, execute: Executor,
+                 publish_states: Callable[[], None], last_meter: dict[int, MeterSample]) -> None:
+        self.config = config
+        self.charger = charger
+        self.board = board
+        self.persistence = persistence
+        self.link = link
+        self.inbox = inbox
+        self.barriers = barriers
+        self.execute = execute
+        self.publish_states = publish_states
+        self.last_meter = last_meter
+        self.evse_ids = list(charger.evses)
+        self.transitions: deque[str] = deque(maxlen=200)
+        self.ops_executed = 0  # requests run on the core (a re-sent id answered from the cache is not)
+        self.seq = 0  # the last seq given to a durable message (API.md §4)
+        self.meter_key = METER_KEY_BASE  # the last key given to a meter sample waiting in the outbox
+        self.authorize_waiters: dict[str, Command] = {}
+        self._replies_after_step: list[tuple[Command, dict[str, object]]] = []
+        self._fallback_timer: asyncio.TimerHandle | None = None
+        self._states: dict[int, str] = {}
+        self._cause = "boot"
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def run(self) -> None:
+        """Take one item (hardware first), let the core decide, carry out its actions. Nothing here
+        waits for the disk or the network: durable output is staged for the writer, and replies are
+        released by it once their step is committed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(self.charger.next_deadline()):
+                    item = await self.inbox.get()
+            except TimeoutError:
+                self._cause = "deadline"
+                await self.after(self.charger.tick(loop.time(), utc_now()))
+                continue
+            self._cause = item.request.op if isinstance(item, Command) else type(item).__name__
+            await self.dispatch(item, loop.time(), utc_now())
+
+    async def dispatch(self, item: Item, now: float, utc: datetime) -> None:
+        charger = self.charger
+        match item:
+            case Command():
+                self.ops_executed += 1
+                reply = await self.execute(item.request, now, utc)
+                self.persistence.stage()  # what the op changed, found by the writer's diff
+                if isinstance(reply, Deferred):  # authorize: answered when the backend decides
+                    self.authorize_waiters[reply.auth_request_id] = item
+                else:
+                    self._reply_when_durable(item, reply)
+                return
+            case Barrier():
+                self.barriers.handled(item)
+                return
+            case TokenRead(cid=cid, id_token=token, token_type=token_type):
+                log.info("c%d token %s presented (%s)", cid, mask_token(token), token_type)
+                if cid not in charger.evses:
+                    log.warning("token for unknown EVSE %d ignored", cid)
+                    return
+                await self.after(charger.present_token(cid, token, now, utc, token_type)[1])
+            case AuthResponse(value=value):
+                try:
+                    outputs = self._auth_response(value, now, utc)
+                except InvalidArgs as exc:
+                    log.warning("ignored a bad R/auth/response: %s", exc)
+                    return
+                await self.after(outputs)
+            case LinkChanged(up=up):
+                charger.online = up
+                if up:
+                    self.disarm_fallback()
+                    await self.after(charger.set_fallback(None, now, utc), publish=True)
+                else:
+                    self.arm_fallback()
+            case FallbackDue():
+                log.warning("backend unreachable for %.0f s: offering at most %.1f A",
+                            self.config.mqtt.fallback_after_s, self.config.mqtt.fallback_current_a)
+                await self.after(charger.set_fallback(self.config.mqtt.fallback_current_a, now, utc))
+            case TelemetryDue():
+                self._telemetry()
+            case MeterRead(cid=cid, sample=sample):
+                self.last_meter[cid] = sample
+                await self.after(charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
+                                                              energy_wh_export=sample.energy_wh_export,
+                                                              currents_a=sample.currents_a), now, utc),
+                                  publish=True)  # the session's energy is in the state document
+            case Event():
+                before = [m.cp for m in charger.evses.values()]
+                outputs = charger.handle(item, now, utc)
+                await self.after(outputs, publish=before != [m.cp for m in charger.evses.values()])
+
+    async def after(self, outputs: list[Output], *, publish: bool = False) -> None:
+        """Carry out outputs; republish the state documents that changed (only if anything can have:
+        most CP samples change nothing, and building documents 100 times a second costs CPU)."""
+        await self.run_actions(outputs)
+        if outputs or publish:
+            self.publish_states()
+
+    async def run_actions(self, outputs: list[Output]) -> None:
+        """Carry out the core's actions in order, then stage the step's durable messages and state for
+        the writer. Nothing here waits for the disk: replies wait for the commit instead."""
+        durable: list[OutboxRecord] = []
+        dirty: set[str] = set()
+        for action in outputs:
+            match action:
+                case OpenRelay(cid=cid, under_load=under_load):
+                    await self.board.relays.set_closed(cid, False)
+                    if under_load:
+                        log.warning("c%d contactor opened under load", cid)
+                case CloseRelay(cid=cid):
+                    await self.board.relays.set_closed(cid, True)
+                case SetPwm(cid=cid, duty_pct=duty):
+                    await self.board.pilot.set_duty(cid, duty)
+                case SetLock(cid=cid, locked=locked):
+                    await self.board.lock.set_locked(cid, locked)
+                case SetLed(cid=cid, led=led):
+                    try:
+                        await self.board.leds.set_led(cid, led)
+                    except HardwareError:
+                        log.exception("c%d LED could not be set", cid)
+                case EmitSessionEvent():
+                    durable.append(self._session_record(action))
+                    if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
+                        dirty.add("reservations")
+                case ReservationUpdate():
+                    durable.append(self._reservation_record(action))
+                    dirty.add("reservations")
+                case RequestBackendAuth():
+                    doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
+                           "token_type": action.token_type}
+                    self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
+                case AuthDecided():
+                    self._auth_decided(action)
+        if outputs:  # a step with no output changed nothing durable (a request's step is staged anyway)
+            self.persistence.stage(durable, dirty=dirty)
+        for command, reply in self._replies_after_step:
+            self._reply_when_durable(command, reply)
+        self._replies_after_step.clear()
+        self._log_transitions()
+
+    def _reply_when_durable(self, command: Command, reply: dict[str, object]) -> None:
+        """API.md §2: a reply goes out once everything its request changed is committed (and, to keep
+        replies in request order, everything before it)."""
+        self.persistence.when_durable(self.persistence.staged_ticket, lambda: command.complete(reply))
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A best-effort send (auth request, meter sample, retained document): kept referenced until it ends."""
+        task = asyncio.get_running_loop().create_task(coro, name="send")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _session_record(self, action: EmitSessionEvent) -> OutboxRecord:
+        seq = self._next_seq()
+        doc = action.payload()
+        timestamp = rfc3339(utc_now())
+        doc["timestamp"] = timestamp
+        doc["seq"] = seq
+        for key in ("session_started", "session_finished", "session_cancelled"):
+            part = doc.get(key)
+            if isinstance(part, dict):
+                doc[key] = {**part, "timestamp": timestamp}
+        log.info("c%d session event %s seq %d", action.cid, action.event.value, seq)
+        return OutboxRecord(seq=seq, topic=self.link.topics.evse(action.cid, "session"),
+                            payload=encode(self.link.codec, doc), kind="session")
+
+    def _reservation_record(self, update: ReservationUpdate) -> OutboxRecord:
+        seq = self._next_seq()
+        doc = update.payload()
+        doc["timestamp"] = rfc3339(utc_now())
+        doc["seq"] = seq
+        log.info("reservation %s/%d %s (seq %d)", update.sender, update.reservation_id, update.status.value, seq)
+        return OutboxRecord(seq=seq, topic=self.link.topics.reservation, payload=encode(self.link.codec, doc),
+                            kind="reservation")
+
+    def _log_transitions(self) -> None:
+        for cid, evse in self.charger.evses.items():
+            status = self.charger.status(cid).value
+            label = f"{evse.state.name}/{status}"
+            old = self._states.get(cid)
+            if old != label:
+                self._states[cid] = label
+                line = f"c{cid} {old or 'boot'} -> {label} ({self._cause})"
+                self.transitions.append(f"{rfc3339(utc_now())} {line}")
+                log.info("%s", line)
+
+    def _auth_response(self, value: object, now: float, utc: datetime) -> list[Output]:
+        f = Fields(value)
+        request_id = f.str_("id", max_len=64)
+        status = f.str_("status", max_len=16)
+        parent = f.str_("parent_id_token", required=False)
+        try:
+            answer = BackendAnswer(status=LocalAuthStatus(status or ""), parent_id_token=parent)
+        except ValueError as exc:
+            raise InvalidArgs("status: must be Accepted, Blocked, Expired or Invalid") from exc
+        return self.charger.backend_auth_answer(request_id or "", answer, now, utc)
+
+    def _auth_decided(self, action: AuthDecided) -> None:
+        if action.request_id is None:
+            return
+        command = self.authorize_waiters.pop(action.request_id, None)
+        if command is not None:  # released with the step's commit, like every reply
+            result = {"status": action.status, "evse_id": action.cid, "reservation_id": action.reservation_id}
+            self._replies_after_step.append((command, ok_reply(command.request.request_id, command.request.op,
+                                                               result)))
+
+    # --- link supervision ------------------------------------------------------------------------
+
+    def arm_fallback(self) -> None:
+        if self._fallback_timer is None:
+            loop = asyncio.get_running_loop()
+            self._fallback_timer = loop.call_later(self.config.mqtt.fallback_after_s, self.inbox.put,
+                                                   FallbackDue())
+
+    def disarm_fallback(self) -> None:
+        if self._fallback_timer is not None:
+            self._fallback_timer.cancel()
+            self._fallback_timer = None
+
+    def _telemetry(self) -> None:
+        """Meter samples (QoS 0), published once the energy in them is committed (never ahead of the
+        store). While the backend is unreachable they wait in the outbox (droppable: oldest first)."""
+        offline: list[OutboxRecord] = []
+        online: list[tuple[str, dict[str, object]]] = []
+        for cid in self.evse_ids:
+            sample = self.last_meter.get(cid)
+            if sample is None:
+                continue
+            doc = meter_doc(cid, sample, meter_ok=Fault.METER_LOST not in self.charger.evses[cid].faults,
+                            utc=utc_now())
+            topic = self.link.topics.evse(cid, "meter")
+            if self.link.connected.is_set():
+                online.append((topic, doc))
+            else:
+                self.meter_key += 1
+                offline.append(OutboxRecord(seq=self.meter_key, topic=topic, payload=encode(self.link.codec, doc),
+                                            kind="meter"))
+        ticket = self.persistence.stage(offline)
+        for topic, doc in online:
+            self.persistence.when_durable(ticket, partial(self._publish_sample, topic, doc))
+
+    def _publish_sample(self, topic: str, doc: dict[str, object]) -> None:
+        self.background(self.link.publish_now(topic, doc, qos=0))
+
