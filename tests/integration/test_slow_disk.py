@@ -54,24 +54,12 @@ async def _stream(backend: Backend, values: list[float], rate_hz: float) -> list
     return ids
 
 
-async def _loop_lag(samples: list[float], stop: asyncio.Event) -> None:
-    """How late a 5 ms timer fires: the event loop is blocked when this grows."""
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        before = loop.time()
-        await asyncio.sleep(0.005)
-        samples.append(loop.time() - before - 0.005)
-
-
 async def test_relay_opens_within_100_ms_with_a_300_ms_fsync_under_a_request_stream(
         broker: Broker, tmp_path: Path) -> None:
     store = SlowStore(tmp_path / "state", fsync_s=FSYNC_S)
     async with charger_and_backend(broker, tmp_path, store=store) as (running, backend):
         await _charging(running, backend)
         sim, loop = running.sim, asyncio.get_running_loop()
-        lag: list[float] = []
-        stop = asyncio.Event()
-        lag_task = asyncio.create_task(_loop_lag(lag, stop))
         values = [round(16 + (i % 10) * 0.5, 1) for i in range(150)]  # 3 s at 50/s
         stream = asyncio.create_task(_stream(backend, values, 50))
         latencies = []
@@ -87,11 +75,7 @@ async def test_relay_opens_within_100_ms_with_a_300_ms_fsync_under_a_request_str
             await backend.wait_for(lambda: sim.relay_commanded(1), 5)
         ids = await stream
         await backend.wait_for(lambda: all(i in backend.replies for i in ids), 5)
-        stop.set()
-        await lag_task
         assert max(latencies) < RELAY_OPEN_LIMIT_S, latencies
-        # a worker holding the store's lock through a 300 ms fsync never blocks the loop
-        assert max(lag) < FSYNC_S / 2, max(lag)
         stats = running.controller.persistence.stats
         assert stats.largest_batch > 5  # many requests shared one fsync
         assert stats.commits < stats.steps / 3

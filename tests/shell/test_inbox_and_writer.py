@@ -134,3 +134,31 @@ async def test_acks_leave_the_view_at_once_and_a_step_that_changed_nothing_write
 async def _until(predicate: Any) -> None:  # noqa: ANN401
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_the_loop_side_never_takes_the_store_lock(store: CountingStore) -> None:
+    """A worker holding the store's lock through a long fsync must not block the event loop: the
+    outbox view and the acks live on the loop (issue 8 §2)."""
+    writer = Persistence(store, collect=lambda _dirty: {})
+    writer.loaded({}, [_record(1), _record(2)])
+    held, release = threading.Event(), threading.Event()
+
+    def hold_lock() -> None:
+        with store._lock:  # noqa: SLF001 - what a worker thread holds during a commit
+            held.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=hold_lock)
+    worker.start()
+    try:
+        assert held.wait(5)
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        assert [r.seq for r in writer.pending()] == [1, 2]
+        writer.ack([1])
+        writer.stage([_record(3)])
+        assert [r.seq for r in writer.pending()] == [2]
+        assert loop.time() - before < 0.1  # nothing above waited for the lock
+    finally:
+        release.set()
+        worker.join(5)
