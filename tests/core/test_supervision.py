@@ -381,6 +381,25 @@ PP_SCENARIOS: list[tuple[str, list[tuple[float, float | None, list[PpChanged]]]]
             (T + 1 + D + EPS, 100.0, [PpChanged(cid=CID, ohms=100.0)]),
         ],
     ),
+    (
+        "5 % of the reported cable: 105.2 is a new one after 100 (not 100 after 105.2)",
+        [
+            (T, 100.0, [PpChanged(cid=CID, ohms=100.0)]),
+            (T + 1, 105.0, []),
+            (T + 2, 105.2, []),
+            (T + 2 + D + EPS, 105.2, [PpChanged(cid=CID, ohms=105.2)]),
+            (T + 3, 100.0, []),
+        ],
+    ),
+    (
+        "5 % of the candidate's first reading",
+        [
+            (T, 1500.0, [PpChanged(cid=CID, ohms=1500.0)]),
+            (T + 1, 100.0, []),
+            (T + 1 + D + EPS, 105.2, []),
+            (T + 1 + 2 * D + EPS, 105.2, [PpChanged(cid=CID, ohms=105.2)]),
+        ],
+    ),
 ]
 
 
@@ -845,7 +864,7 @@ class ShellPp:
 
 ohms_values = st.one_of(
     st.none(),
-    st.sampled_from([0.0, 0.5, 100.0, 104.0, 110.0, 220.0, 680.0, 1500.0]),
+    st.sampled_from([0.0, 0.5, 95.2, 100.0, 105.0, 105.2, 110.0, 220.0, 680.0, 1500.0]),
     st.floats(0, 3000),
 )
 pp_samples = st.lists(
