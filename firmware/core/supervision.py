@@ -1,0 +1,473 @@
+"""Supervision: what the shell's raw readings mean, decided in the core.
+
+The shell samples RCD, over-temperature, relay feedback and PP, polls the meters and
+watches the backend link; this module turns the readings into facts for the charger
+(`FaultRaised`/`FaultCleared`, `PpChanged`, `OnlineChanged`, `FallbackChanged`) by the
+rules `firmware/app.py` applied before issue 9:
+
+* RCD, over-temperature (`SafetyInputs`): the input is the fault, raised and cleared
+  on change; the charger opens the relay at once (IEC 61851-1 Table A.6).
+* Relay feedback (`RelayFeedback`): a commanded/feedback mismatch is a fault once it
+  lasted `RELAY_FEEDBACK_GRACE_S` (the contactor's travel): closed while commanded
+  open is RELAY_WELDED, open while commanded closed RELAY_STUCK_OPEN (EVerest's
+  MREC17EVSEContactorFault). Welded stays while the feedback reads closed, whatever
+  is commanded; stuck-open clears with the mismatch. Feedback None never faults.
+* PP (`PpDebounce`, IEC 61851-1 Table B.2): a new resistance counts once stable (5 %,
+  or open) for `PP_DEBOUNCE_S`, longer than CP's so an unplug reaches A first; the
+  first reading counts at once.
+* Meter (`MeterWatch`): no first reading (a failure, or none `stale_after_s` after
+  the start: EVerest's initial_meter_value_timeout) is METER_LOST; later, a failure
+  `stale_after_s` after the last good read is. A good read clears it.
+* Backend link (`Fallback`): `after_s` after the first LinkDown, while still down,
+  the fallback current applies; LinkUp lifts it.
+
+The model is EVerest's evse_manager error handling: a named error is raised once and
+cleared once, and the charger decides what it means. API as every core machine
+(STYLE.md B2): `handle(event, now)`, `tick(now)`, `next_deadline()`; `Supervisor`
+routes by `cid`. A sensor reports what it sees, so every input is legal in every
+state (no `IllegalTransition`); the TRANSITIONS tables say where each may lead. Relay
+feedback and PP are judged on each sample (the shell samples them continuously): no
+deadlines there; the meter's first reading and the fallback have one.
+
+Never: read a clock, sleep, log, do I/O, import the shell or the HAL (enforced by
+tests/test_layering.py), or drive an output. `now` is the shell's `loop.time()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, TypeVar, assert_never
+
+from firmware.core.events import Fault, FaultCleared, FaultRaised, PpChanged
+from firmware.core.events import _check_cid, _check_finite
+
+#: A feedback mismatch shorter than this is the contactor moving.
+RELAY_FEEDBACK_GRACE_S: Final = 0.3
+#: Longer than the CP debounce, so an unplug ends a session as unplugged (A first).
+PP_DEBOUNCE_S: Final = 0.1
+#: PP readings within this fraction of the reference (at least 1 Ohm) are one cable.
+PP_SAME_FRACTION: Final = 0.05
+
+_P = TypeVar("_P")
+
+
+# --- Inputs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sensed:
+    """Base of the per-EVSE readings the shell reports to supervision."""
+
+    cid: int
+
+    def __post_init__(self) -> None:
+        _check_cid(self.cid)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputsSensed(Sensed):
+    """One round's RCD trip output and over-temperature alarm."""
+
+    rcd_tripped: bool
+    overtemperature: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelaySensed(Sensed):
+    """The contactor as last commanded and its mirror contact (None: not wired)."""
+
+    commanded_closed: bool
+    feedback_closed: bool | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PpSampled(Sensed):
+    """A raw PP resistance in ohms; None means open circuit."""
+
+    ohms: float | None
+
+    def __post_init__(self) -> None:
+        _check_cid(self.cid)
+        if self.ohms is not None:
+            _check_finite("ohms", self.ohms, 0.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterReadSucceeded(Sensed):
+    """A meter read returned a sample (the sample itself goes to the charger)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterReadFailed(Sensed):
+    """A meter read failed (HardwareError) or a first read did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkUp:
+    """The backend (MQTT) link is connected."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkDown:
+    """The backend (MQTT) link is not connected (also reported at the end of boot)."""
+
+
+SupervisionEvent = (
+    InputsSensed | RelaySensed | PpSampled | MeterReadSucceeded | MeterReadFailed
+    | LinkUp | LinkDown
+)
+
+
+# --- Outputs: facts for the charger ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnlineChanged:
+    """The backend became reachable or not: `Charger.online = online`."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FallbackChanged:
+    """The fallback current in force (None: none): `Charger.set_fallback(current_a)`."""
+
+    current_a: float | None
+
+
+FaultChange = FaultRaised | FaultCleared
+LinkChange = OnlineChanged | FallbackChanged
+Output = FaultRaised | FaultCleared | PpChanged | OnlineChanged | FallbackChanged
+
+
+def _change(cid: int, fault: Fault, active: bool) -> FaultChange:
+    if active:
+        return FaultRaised(cid=cid, fault=fault)
+    return FaultCleared(cid=cid, fault=fault)
+
+
+# --- RCD, over-temperature, relay feedback --------------------------------------------
+
+
+class SafetyInputs:
+    """RCD and over-temperature of one EVSE: each input is its fault, on change."""
+
+    __slots__ = ("_active", "cid")
+
+    def __init__(self, cid: int) -> None:
+        self.cid = cid
+        self._active: set[Fault] = set()
+
+    def handle(self, event: InputsSensed, now: float) -> list[FaultChange]:
+        """RCD first, then over-temperature. No debounce, so `now` is unused."""
+        out: list[FaultChange] = []
+        for fault, active in ((Fault.RCD_TRIPPED, event.rcd_tripped),
+                              (Fault.OVERTEMPERATURE, event.overtemperature)):
+            if bool(active) != (fault in self._active):
+                self._active ^= {fault}
+                out.append(_change(self.cid, fault, bool(active)))
+        return out
+
+
+class RelayFeedback:
+    """Welded / stuck-open detection of one contactor, judged on each `RelaySensed`."""
+
+    __slots__ = ("_grace_s", "_mismatch_since", "_stuck_open", "_welded", "cid")
+
+    def __init__(self, cid: int, grace_s: float = RELAY_FEEDBACK_GRACE_S) -> None:
+        _check_finite("grace_s", grace_s, 0.0)
+        self.cid, self._grace_s = cid, grace_s
+        self._mismatch_since: float | None = None
+        self._welded = self._stuck_open = False
+
+    def handle(self, event: RelaySensed, now: float) -> list[FaultChange]:
+        """RELAY_WELDED first, then RELAY_STUCK_OPEN."""
+        commanded, feedback = event.commanded_closed, event.feedback_closed
+        if feedback is None or feedback == commanded:
+            self._mismatch_since = None
+        elif self._mismatch_since is None:
+            self._mismatch_since = now
+        since = self._mismatch_since
+        late = since is not None and now - since >= self._grace_s
+        # welded stays a fault until the feedback opens (or reads None)
+        welded = bool(feedback) and ((late and not commanded) or self._welded)
+        stuck_open = late and feedback is False and commanded
+        out: list[FaultChange] = []
+        if welded != self._welded:
+            out.append(_change(self.cid, Fault.RELAY_WELDED, welded))
+        if stuck_open != self._stuck_open:
+            out.append(_change(self.cid, Fault.RELAY_STUCK_OPEN, stuck_open))
+        self._welded, self._stuck_open = welded, stuck_open
+        return out
+
+
+# --- Proximity pilot ------------------------------------------------------------------
+
+
+def same_pp(a: float | None, b: float | None) -> bool:
+    """One cable: both open, or `a` within 5 % of `b` (of at least 1 Ohm)."""
+    if a is None or b is None:
+        return a is b
+    return abs(a - b) <= PP_SAME_FRACTION * max(abs(b), 1.0)
+
+
+class PpDebounce:
+    """PP debounce of one EVSE, judged on each `PpSampled`."""
+
+    __slots__ = ("_candidate", "_debounce_s", "_known", "_ohms", "cid")
+
+    def __init__(self, cid: int, debounce_s: float = PP_DEBOUNCE_S) -> None:
+        _check_finite("debounce_s", debounce_s, 0.0)
+        self.cid, self._debounce_s = cid, debounce_s
+        self._known = False
+        self._ohms: float | None = None
+        self._candidate: tuple[float | None, float] | None = None  # (first, since)
+
+    @property
+    def ohms(self) -> float | None:
+        """The last reported resistance (None: open, or nothing reported yet)."""
+        return self._ohms
+
+    @property
+    def settling(self) -> bool:
+        """A reading that differs from the reported one is being debounced."""
+        return self._candidate is not None
+
+    def handle(self, event: PpSampled, now: float) -> list[PpChanged]:
+        ohms, candidate = event.ohms, self._candidate
+        if self._known and same_pp(ohms, self._ohms):
+            candidate = None
+        elif candidate is None or not same_pp(ohms, candidate[0]):
+            candidate = (ohms, now)
+        self._candidate = candidate
+        if candidate is None:
+            return []
+        if now - candidate[1] >= self._debounce_s or not self._known:
+            self._candidate, self._ohms, self._known = None, ohms, True
+            return [PpChanged(cid=self.cid, ohms=ohms)]
+        return []
+
+
+# --- Meter staleness ------------------------------------------------------------------
+
+
+class MeterState(Enum):
+    WAITING = "waiting"  # no good read yet; the first-reading deadline runs
+    FRESH = "fresh"  # a failure stale_after_s after the last good read loses it
+    LOST = "lost"  # METER_LOST is raised; a good read clears it
+
+
+MeterInput = type[MeterReadSucceeded] | type[MeterReadFailed] | None  # None: tick
+_M = MeterState
+#: (state, input) -> the states it may lead to.
+METER_TRANSITIONS: Final[dict[tuple[MeterState, MeterInput], frozenset[MeterState]]] = {
+    (_M.WAITING, MeterReadSucceeded): frozenset({_M.FRESH}),
+    (_M.WAITING, MeterReadFailed): frozenset({_M.LOST}),  # at once
+    (_M.WAITING, None): frozenset({_M.WAITING, _M.LOST}),  # at start + stale_after_s
+    (_M.FRESH, MeterReadSucceeded): frozenset({_M.FRESH}),
+    (_M.FRESH, MeterReadFailed): frozenset({_M.FRESH, _M.LOST}),  # LOST once stale
+    (_M.FRESH, None): frozenset({_M.FRESH}),
+    (_M.LOST, MeterReadSucceeded): frozenset({_M.FRESH}),
+    (_M.LOST, MeterReadFailed): frozenset({_M.LOST}),
+    (_M.LOST, None): frozenset({_M.LOST}),
+}
+
+
+class MeterWatch:
+    """Staleness of one meter; created when its first reading is attempted (`now`)."""
+
+    __slots__ = ("_first_deadline", "_last_ok", "_stale_after_s", "cid", "state")
+
+    def __init__(self, cid: int, stale_after_s: float, now: float) -> None:
+        _check_finite("stale_after_s", stale_after_s, 0.0)
+        self.cid, self._stale_after_s = cid, stale_after_s
+        self.state = MeterState.WAITING
+        self._first_deadline = now + stale_after_s
+        self._last_ok = now
+
+    def handle(
+        self, event: MeterReadSucceeded | MeterReadFailed, now: float
+    ) -> list[FaultChange]:
+        match event:
+            case MeterReadSucceeded():
+                self._last_ok = now
+                return self._enter(MeterState.FRESH)
+            case MeterReadFailed():
+                stale = now - self._last_ok >= self._stale_after_s
+                if self.state is MeterState.WAITING or (
+                    self.state is MeterState.FRESH and stale
+                ):
+                    return self._enter(MeterState.LOST)
+                return []
+            case _:
+                assert_never(event)
+
+    def tick(self, now: float) -> list[FaultChange]:
+        if self.state is MeterState.WAITING and now >= self._first_deadline:
+            return self._enter(MeterState.LOST)
+        return []
+
+    def next_deadline(self) -> float | None:
+        """The first-reading deadline; once a reading came, failures decide."""
+        return self._first_deadline if self.state is MeterState.WAITING else None
+
+    def _enter(self, new: MeterState) -> list[FaultChange]:
+        was_lost, self.state = self.state is MeterState.LOST, new
+        if was_lost == (new is MeterState.LOST):
+            return []
+        return [_change(self.cid, Fault.METER_LOST, not was_lost)]
+
+
+# --- Backend link fallback ------------------------------------------------------------
+
+
+class LinkState(Enum):
+    STARTING = "starting"  # offline, not yet reported (boot)
+    ONLINE = "online"
+    OFFLINE = "offline"  # the fallback deadline runs from the first LinkDown
+    FALLBACK = "fallback"  # offline for fallback_after_s: the fallback applies
+
+
+LinkInput = type[LinkUp] | type[LinkDown] | None  # None: tick
+_L = LinkState
+#: (state, input) -> the states it may lead to. LinkDown while offline keeps the
+#: deadline of the first one.
+LINK_TRANSITIONS: Final[dict[tuple[LinkState, LinkInput], frozenset[LinkState]]] = {
+    (_L.STARTING, LinkUp): frozenset({_L.ONLINE}),
+    (_L.STARTING, LinkDown): frozenset({_L.OFFLINE}),
+    (_L.STARTING, None): frozenset({_L.STARTING}),
+    (_L.ONLINE, LinkUp): frozenset({_L.ONLINE}),
+    (_L.ONLINE, LinkDown): frozenset({_L.OFFLINE}),
+    (_L.ONLINE, None): frozenset({_L.ONLINE}),
+    (_L.OFFLINE, LinkUp): frozenset({_L.ONLINE}),
+    (_L.OFFLINE, LinkDown): frozenset({_L.OFFLINE}),
+    (_L.OFFLINE, None): frozenset({_L.OFFLINE, _L.FALLBACK}),
+    (_L.FALLBACK, LinkUp): frozenset({_L.ONLINE}),
+    (_L.FALLBACK, LinkDown): frozenset({_L.FALLBACK}),
+    (_L.FALLBACK, None): frozenset({_L.FALLBACK}),
+}
+
+
+class Fallback:
+    """Backend link: `online`, and the fallback current after `after_s` offline."""
+
+    __slots__ = ("_current_a", "_deadline", "after_s", "state")
+
+    def __init__(self, after_s: float, current_a: float) -> None:
+        _check_finite("after_s", after_s, 0.0)
+        _check_finite("current_a", current_a, 0.0)
+        self.after_s, self._current_a = after_s, current_a
+        self.state = LinkState.STARTING
+        self._deadline: float | None = None
+
+    @property
+    def online(self) -> bool:
+        return self.state is LinkState.ONLINE
+
+    @property
+    def current_a(self) -> float | None:
+        """The fallback current in force (None: none)."""
+        return self._current_a if self.state is LinkState.FALLBACK else None
+
+    def handle(self, event: LinkUp | LinkDown, now: float) -> list[LinkChange]:
+        """LinkUp: OnlineChanged(True), then FallbackChanged(None) if one applied."""
+        match event:
+            case LinkUp():
+                self._deadline = None
+                return self._enter(LinkState.ONLINE)
+            case LinkDown():
+                if self.state in (LinkState.STARTING, LinkState.ONLINE):
+                    self._deadline = now + self.after_s
+                    return self._enter(LinkState.OFFLINE)
+                return []
+            case _:
+                assert_never(event)
+
+    def tick(self, now: float) -> list[LinkChange]:
+        if self._deadline is not None and now >= self._deadline:
+            self._deadline = None
+            return self._enter(LinkState.FALLBACK)
+        return []
+
+    def next_deadline(self) -> float | None:
+        return self._deadline
+
+    def _enter(self, new: LinkState) -> list[LinkChange]:
+        old, self.state = self.state, new
+        out: list[LinkChange] = []
+        if (old is _L.ONLINE) != (new is _L.ONLINE):
+            out.append(OnlineChanged(online=new is _L.ONLINE))
+        if (old is _L.FALLBACK) != (new is _L.FALLBACK):
+            out.append(FallbackChanged(current_a=self.current_a))
+        return out
+
+
+# --- All of it ------------------------------------------------------------------------
+
+
+class Supervisor:
+    """Every EVSE's parts and the link fallback behind one handle/tick/next_deadline.
+
+    Create it at boot where the first meter readings are attempted (`now`): each
+    first-reading deadline runs from there. `meter_stale_after_s` has an entry for
+    each EVSE with a meter.
+    """
+
+    def __init__(self, cids: Iterable[int], *,
+                 meter_stale_after_s: Mapping[int, float], fallback_after_s: float,
+                 fallback_current_a: float, now: float) -> None:
+        ids = list(cids)
+        for cid in ids:
+            _check_cid(cid)
+        if not ids or len(set(ids)) != len(ids):
+            raise ValueError(f"EVSE ids must be unique, at least one: {ids}")
+        if unknown := sorted(set(meter_stale_after_s) - set(ids)):
+            raise ValueError(f"meters for unknown EVSEs: {unknown}")
+        self.inputs = {cid: SafetyInputs(cid) for cid in ids}
+        self.relays = {cid: RelayFeedback(cid) for cid in ids}
+        self.pp = {cid: PpDebounce(cid) for cid in ids}
+        self.meters = {cid: MeterWatch(cid, meter_stale_after_s[cid], now)
+                       for cid in ids if cid in meter_stale_after_s}
+        self.fallback = Fallback(fallback_after_s, fallback_current_a)
+
+    @property
+    def online(self) -> bool:
+        return self.fallback.online
+
+    def handle(self, event: SupervisionEvent, now: float) -> list[Output]:
+        match event:
+            case InputsSensed():
+                return list(_part(self.inputs, event.cid).handle(event, now))
+            case RelaySensed():
+                return list(_part(self.relays, event.cid).handle(event, now))
+            case PpSampled():
+                return list(_part(self.pp, event.cid).handle(event, now))
+            case MeterReadSucceeded() | MeterReadFailed():
+                meter = _part(self.meters, event.cid, " with a meter")
+                return list(meter.handle(event, now))
+            case LinkUp() | LinkDown():
+                return list(self.fallback.handle(event, now))
+            case _:
+                assert_never(event)
+
+    def tick(self, now: float) -> list[Output]:
+        """Meters in EVSE order, then the link."""
+        out: list[Output] = []
+        for meter in self.meters.values():
+            out.extend(meter.tick(now))
+        out.extend(self.fallback.tick(now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        parts: list[MeterWatch | Fallback] = [*self.meters.values(), self.fallback]
+        return min((d for p in parts if (d := p.next_deadline()) is not None),
+                   default=None)
+
+
+def _part(parts: dict[int, _P], cid: int, kind: str = "") -> _P:
+    part = parts.get(cid)
+    if part is None:
+        raise ValueError(f"no EVSE {cid}{kind} is supervised")
+    return part
