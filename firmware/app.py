@@ -23,8 +23,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import replace
-from functools import partial
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,17 +33,34 @@ from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
-from firmware.core.events import DUTY_F, Fault, FaultRaised, Led, MeterSampled
+from firmware.core.events import DUTY_F, Led, MeterSampled
 from firmware.core.pilot import Cp
-from firmware.core_loop import AuthResponse, Command, CoreLoop, Item, LinkChanged, utc_now
+from firmware.core.supervision import (
+    PP_DEBOUNCE_S,
+    RELAY_FEEDBACK_GRACE_S,
+    LinkDown,
+    LinkUp,
+    MeterReadFailed,
+    MeterReadSucceeded,
+    Supervisor,
+)
+from firmware.core_loop import AuthResponse, Command, CoreLoop, Item, utc_now
 from firmware.inbox import Barriers, Inbox
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred
 from firmware.persistence import Persistence, collect_state, restore_state
 from firmware.sim_lane import SIM_HANDLERS, SIM_OPS, SimLane, Watch
 from firmware.store import METER_KEY_BASE, Store
-from firmware.tasks import PP_DEBOUNCE_S, RELAY_FEEDBACK_GRACE_S, SUPERVISE_INTERVAL_S, Producers
-from firmware.wire import InvalidArgs, Request, encode, error_reply, evse_state_doc, ok_reply, status_doc
+from firmware.tasks import SUPERVISE_INTERVAL_S, Producers
+from firmware.wire import (
+    InvalidArgs,
+    Request,
+    encode,
+    error_reply,
+    evse_state_doc,
+    ok_reply,
+    status_doc,
+)
 from hal.protocols import Board, Meter, MeterSample
 
 log = logging.getLogger(__name__)
@@ -90,7 +107,7 @@ class Controller:
             reservations_enabled=config.reservations.enabled,
             auth=replace(config.auth_settings(), request_prefix=self.boot_id[:8]),
         )
-        self.charger.online = False  # until the backend link is up: tokens go to the offline policy
+        self.charger.online = False  # until the link is up (supervision's LinkUp): the offline policy
         self.last_meter: dict[int, MeterSample] = {}
         self.queue: Inbox[Item] = Inbox()
         self.barriers = Barriers(self.queue)  # type: ignore[arg-type]
@@ -102,11 +119,16 @@ class Controller:
             outbox_acked=self.persistence.ack,
         )
         self.persistence.on_committed = self.link.outbox_changed
+        self.supervisor = Supervisor(
+            self.evse_ids, meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
+            fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
+            now=_loop_time())
         self.core = CoreLoop(config=config, charger=self.charger, board=board, persistence=self.persistence,
                              link=self.link, inbox=self.queue, barriers=self.barriers, execute=self._execute,
-                             publish_states=self.publish_states, last_meter=self.last_meter)
+                             publish_states=self.publish_states, last_meter=self.last_meter,
+                             supervisor=self.supervisor)
         self.producers = Producers(config=config, board=board, charger=self.charger, inbox=self.queue,
-                                   barriers=self.barriers, meters=self.meters, last_meter=self.last_meter)
+                                   barriers=self.barriers, meters=self.meters)
         self.sim_lane = SimLane(self) if sim is not None else None
         self.ready = asyncio.Event()
         self._published: dict[int, bytes] = {}
@@ -176,7 +198,7 @@ class Controller:
         await self.core.run_actions(outputs)
         await self._measure_pilots()
         await self.persistence.flush()
-        self.core.arm_fallback()
+        await self.core.run_actions(self.core.decide(LinkDown(), loop.time(), utc_now()))  # the fallback runs
         self.publish_states()
         log.info("controller %s started: %d EVSE(s), boot %s, %d message(s) to replay, last seq %d",
                  self.config.charger.id, len(self.evse_ids), self.boot_id, len(pending), self.core.seq)
@@ -198,9 +220,10 @@ class Controller:
             if isinstance(result, Exception):
                 log.error("c%d meter gave no first reading (%s): MeterLost until it answers", cid,
                           result or type(result).__name__)
-                outputs += self.charger.handle(FaultRaised(cid=cid, fault=Fault.METER_LOST), now, utc)
+                outputs += self.core.decide(MeterReadFailed(cid=cid), now, utc)
                 continue
             self.last_meter[cid] = result
+            outputs += self.core.decide(MeterReadSucceeded(cid=cid), now, utc)
             outputs += self.charger.handle(MeterSampled(cid=cid, energy_wh_import=result.energy_wh_import,
                                                         energy_wh_export=result.energy_wh_export), now, utc)
         return outputs
@@ -212,7 +235,7 @@ class Controller:
         while True:
             for cid in self.evse_ids:
                 for event in await self.producers.sample_pilot(cid):
-                    await self.core.run_actions(self.charger.handle(event, loop.time(), utc_now()))
+                    await self.core.run_actions(self.core.decide(event, loop.time(), utc_now()))
             if all(self.charger.evses[cid].cp is not None for cid in self.evse_ids):
                 return
             if loop.time() >= deadline:
@@ -248,7 +271,7 @@ class Controller:
         live = {m.session.uuid for m in self.charger.evses.values() if m.session is not None}
         for stale in set(self._session_started) - live:
             del self._session_started[stale]
-        return evse_state_doc(self.charger, cid, cp=self._measured_cp(cid), pp_ohms=self.producers.pp.get(cid),
+        return evse_state_doc(self.charger, cid, cp=self._measured_cp(cid), pp_ohms=self.supervisor.pp[cid].ohms,
                               meter=self.last_meter.get(cid), session_started_utc=started, utc=utc)
 
     def _measured_cp(self, cid: int) -> Cp:
@@ -285,7 +308,7 @@ class Controller:
             self._first_online_logged = True
             age = process_age_s()
             log.info("first status online%s", f" {age * 1000:.0f} ms after the process started" if age else "")
-        self.queue.put(LinkChanged(up))
+        self.queue.put(LinkUp() if up else LinkDown())
 
     async def _execute(self, request: Request, now: float, utc: datetime) -> dict[str, object] | Deferred:
         if request.op in SIM_OPS:  # the sim lane runs them (and waits until seen); here only parse and apply
@@ -339,7 +362,7 @@ class Controller:
 
     def pilot_settling(self, cid: int) -> bool:
         """A CP or PP change of this EVSE is still being debounced."""
-        return self.charger.pilot_settling(cid) or self.producers.pp_settling(cid)
+        return self.charger.pilot_settling(cid) or self.supervisor.pp[cid].settling
 
     async def durable(self) -> None:
         """Wait until everything the core has done so far is committed."""
@@ -347,6 +370,14 @@ class Controller:
         self.persistence.when_durable(self.persistence.staged_ticket,
                                       lambda: None if done.done() else done.set_result(None))
         await done
+
+
+def _loop_time() -> float:
+    """The running loop's clock (monotonic seconds), the time base of the core."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # built outside a loop (a script): the default loop clock is time.monotonic
+        return time.monotonic()
 
 
 def process_age_s() -> float | None:

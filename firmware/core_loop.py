@@ -18,9 +18,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from functools import partial
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 from firmware.args import Fields
 from firmware.config import Config
@@ -33,8 +33,11 @@ from firmware.core.events import (
     EmitSessionEvent,
     Event,
     Fault,
+    FaultCleared,
+    FaultRaised,
     MeterSampled,
     OpenRelay,
+    PpChanged,
     RequestBackendAuth,
     SessionEvent,
     SetLed,
@@ -42,12 +45,34 @@ from firmware.core.events import (
     SetPwm,
 )
 from firmware.core.reservations import ReservationUpdate
+from firmware.core.supervision import (
+    FallbackChanged,
+    InputsSensed,
+    LinkDown,
+    LinkUp,
+    MeterReadFailed,
+    MeterReadSucceeded,
+    OnlineChanged,
+    PpSampled,
+    RelaySensed,
+    SupervisionEvent,
+    Supervisor,
+)
+from firmware.core.supervision import Output as SupervisionOutput
 from firmware.inbox import Barrier, Barriers, Inbox
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred
 from firmware.persistence import Persistence
 from firmware.store import METER_KEY_BASE, OutboxRecord
-from firmware.wire import InvalidArgs, Request, encode, mask_token, meter_doc, ok_reply, rfc3339
+from firmware.wire import (
+    InvalidArgs,
+    Request,
+    encode,
+    mask_token,
+    meter_doc,
+    ok_reply,
+    rfc3339,
+)
 from hal.protocols import Board, MeterSample, TokenRead
 
 log = logging.getLogger(__name__)
@@ -71,13 +96,11 @@ class AuthResponse:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkChanged:
-    up: bool
+class FeedbackRead:
+    """The relay's mirror contact as read (None: not wired); the core loop adds what was commanded."""
 
-
-@dataclass(frozen=True, slots=True)
-class FallbackDue:
-    pass
+    cid: int
+    feedback_closed: bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +114,9 @@ class MeterRead:
     sample: MeterSample
 
 
-Item = Event | Command | TokenRead | AuthResponse | LinkChanged | FallbackDue | MeterRead | TelemetryDue | Barrier
+Item = (Event | SupervisionEvent | FeedbackRead | Command | TokenRead | AuthResponse | MeterRead | TelemetryDue
+        | Barrier)
+SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LinkUp, LinkDown)
 
 
 
@@ -103,7 +128,8 @@ class CoreLoop:
 
     def __init__(self, *, config: Config, charger: Charger, board: Board, persistence: Persistence,
                  link: BackendLink, inbox: Inbox[Item], barriers: Barriers, execute: Executor,
-                 publish_states: Callable[[], None], last_meter: dict[int, MeterSample]) -> None:
+                 publish_states: Callable[[], None], last_meter: dict[int, MeterSample],
+                 supervisor: Supervisor) -> None:
         self.config = config
         self.charger = charger
         self.board = board
@@ -114,6 +140,7 @@ class CoreLoop:
         self.execute = execute
         self.publish_states = publish_states
         self.last_meter = last_meter
+        self.supervisor = supervisor
         self.evse_ids = list(charger.evses)
         self.transitions: deque[str] = deque(maxlen=200)
         self.ops_executed = 0  # requests run on the core (a re-sent id answered from the cache is not)
@@ -121,7 +148,6 @@ class CoreLoop:
         self.meter_key = METER_KEY_BASE  # the last key given to a meter sample waiting in the outbox
         self.authorize_waiters: dict[str, Command] = {}
         self._replies_after_step: list[tuple[Command, dict[str, object]]] = []
-        self._fallback_timer: asyncio.TimerHandle | None = None
         self._states: dict[int, str] = {}
         self._cause = "boot"
         self._background: set[asyncio.Task[Any]] = set()
@@ -133,11 +159,14 @@ class CoreLoop:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                async with asyncio.timeout_at(self.charger.next_deadline()):
+                async with asyncio.timeout_at(self.next_deadline()):
                     item = await self.inbox.get()
             except TimeoutError:
                 self._cause = "deadline"
-                await self.after(self.charger.tick(loop.time(), utc_now()))
+                now, utc = loop.time(), utc_now()
+                outputs = self._apply_facts(self.supervisor.tick(now), now, utc)
+                outputs += self.charger.tick(now, utc)
+                await self.after(outputs)
                 continue
             self._cause = item.request.op if isinstance(item, Command) else type(item).__name__
             await self.dispatch(item, loop.time(), utc_now())
@@ -170,25 +199,22 @@ class CoreLoop:
                     log.warning("ignored a bad R/auth/response: %s", exc)
                     return
                 await self.after(outputs)
-            case LinkChanged(up=up):
-                charger.online = up
-                if up:
-                    self.disarm_fallback()
-                    await self.after(charger.set_fallback(None, now, utc), publish=True)
-                else:
-                    self.arm_fallback()
-            case FallbackDue():
-                log.warning("backend unreachable for %.0f s: offering at most %.1f A",
-                            self.config.mqtt.fallback_after_s, self.config.mqtt.fallback_current_a)
-                await self.after(charger.set_fallback(self.config.mqtt.fallback_current_a, now, utc))
+            case FeedbackRead(cid=cid, feedback_closed=feedback):
+                commanded = charger.evses[cid].relay_closed
+                await self.after(self.decide(RelaySensed(cid=cid, commanded_closed=commanded,
+                                                         feedback_closed=feedback), now, utc))
             case TelemetryDue():
                 self._telemetry()
             case MeterRead(cid=cid, sample=sample):
                 self.last_meter[cid] = sample
-                await self.after(charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
-                                                              energy_wh_export=sample.energy_wh_export,
-                                                              currents_a=sample.currents_a), now, utc),
-                                  publish=True)  # the session's energy is in the state document
+                outputs = self.decide(MeterReadSucceeded(cid=cid), now, utc)
+                outputs += charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
+                                                       energy_wh_export=sample.energy_wh_export,
+                                                       currents_a=sample.currents_a), now, utc)
+                await self.after(outputs, publish=True)  # the session's energy is in the state document
+            case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
+                    | LinkUp() | LinkDown():
+                await self.after(self.decide(item, now, utc), publish=isinstance(item, LinkUp | LinkDown))
             case Event():
                 before = [m.cp for m in charger.evses.values()]
                 outputs = charger.handle(item, now, utc)
@@ -314,16 +340,36 @@ class CoreLoop:
 
     # --- link supervision ------------------------------------------------------------------------
 
-    def arm_fallback(self) -> None:
-        if self._fallback_timer is None:
-            loop = asyncio.get_running_loop()
-            self._fallback_timer = loop.call_later(self.config.mqtt.fallback_after_s, self.inbox.put,
-                                                   FallbackDue())
+    def decide(self, event: Event | SupervisionEvent, now: float, utc: datetime) -> list[Output]:
+        """The core's answer to one fact. A reading goes through supervision first, which turns it into
+        facts for the charger (faults raised or cleared, a PP change, the link's state)."""
+        if not isinstance(event, SUPERVISION_EVENTS):
+            return self.charger.handle(event, now, utc)
+        return self._apply_facts(self.supervisor.handle(event, now), now, utc)
 
-    def disarm_fallback(self) -> None:
-        if self._fallback_timer is not None:
-            self._fallback_timer.cancel()
-            self._fallback_timer = None
+    def _apply_facts(self, facts: list[SupervisionOutput], now: float, utc: datetime) -> list[Output]:
+        outputs: list[Output] = []
+        for fact in facts:
+            match fact:
+                case OnlineChanged(online=online):
+                    self.charger.online = online
+                case FallbackChanged(current_a=current_a):
+                    if current_a is not None:
+                        log.warning("backend unreachable for %.0f s: offering at most %.1f A",
+                                    self.config.mqtt.fallback_after_s, current_a)
+                    outputs += self.charger.set_fallback(current_a, now, utc)
+                case FaultRaised(cid=cid, fault=fault) | FaultCleared(cid=cid, fault=fault):
+                    raised = isinstance(fact, FaultRaised)
+                    log.log(logging.ERROR if raised and fault is Fault.METER_LOST else logging.WARNING,
+                            "c%d %s %s", cid, fault.value, "raised" if raised else "cleared")
+                    outputs += self.charger.handle(fact, now, utc)
+                case PpChanged():
+                    outputs += self.charger.handle(fact, now, utc)
+        return outputs
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.charger.next_deadline(), self.supervisor.next_deadline()) if d is not None]
+        return min(deadlines, default=None)
 
     def _telemetry(self) -> None:
         """Meter samples (QoS 0), published once the energy in them is committed (never ahead of the
