@@ -70,7 +70,8 @@ BOOT_PILOT_TIMEOUT_S: Final = 1.0
 
 
 async def failsafe(board: Board, evse_ids: list[int]) -> None:
-    """Every relay open, CP to F, LEDs to fault. Idempotent, bounded in time, never raises."""
+    """Every relay open, CP to F, LEDs to fault. Idempotent, bounded in time, never raises but a
+    cancellation: every step is still tried, then the cancellation goes on (it is never swallowed)."""
     steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
     for cid in evse_ids:
         steps += [
@@ -78,12 +79,18 @@ async def failsafe(board: Board, evse_ids: list[int]) -> None:
             (f"CP F {cid}", partial(board.pilot.set_duty, cid, DUTY_F)),
             (f"LED fault {cid}", partial(board.leds.set_led, cid, Led.FAULT)),
         ]
+    cancelled: asyncio.CancelledError | None = None
     for name, step in steps:
         try:
             async with asyncio.timeout(FAILSAFE_STEP_S):
                 await step()
-        except BaseException:  # noqa: BLE001 - fail-safe must try every step and never raise
+        except asyncio.CancelledError as exc:  # try the other steps first, then let it go on
+            cancelled = exc
+            log.error("failsafe: %s cancelled", name)
+        except Exception:  # noqa: BLE001 - a failing step must not keep the others from running
             log.exception("failsafe: %s failed", name)
+    if cancelled is not None:
+        raise cancelled
 
 
 class Controller:

@@ -119,6 +119,7 @@ class BackendLink:
     _outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _replies: ReplyCache = field(default_factory=ReplyCache)
     _in_flight: dict[str, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
+    _sends: set[asyncio.Task[bool]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.topics = Topics.for_charger(self.settings.prefix, self.charger_id)
@@ -133,7 +134,10 @@ class BackendLink:
             return
         self._retained[topic] = _Retained(topic, payload)
         if self._client is not None and self.connected.is_set():
-            asyncio.get_running_loop().create_task(self._publish_quietly(topic, payload, 1, True))
+            task = asyncio.get_running_loop().create_task(self._publish_quietly(topic, payload, 1, True),
+                                                          name=f"retain {topic}")
+            self._sends.add(task)  # referenced until done (asyncio keeps only weak references)
+            task.add_done_callback(self._sends.discard)
 
     def outbox_changed(self) -> None:
         """New durable messages are in the outbox: the sender publishes them in seq order."""
@@ -232,7 +236,7 @@ class BackendLink:
             async for message in client.messages:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 if message.topic.matches(self.topics.cmd):
-                    group.create_task(self._handle_command(client, payload, message.properties))
+                    group.create_task(self._handle_command(client, payload, message.properties), name="mqtt-request")
                 elif message.topic.matches(self.topics.auth_response):
                     await self._handle_auth_response(payload)
 
@@ -331,12 +335,19 @@ class BackendLink:
 
 
 def read_disconnect_cause(client: aiomqtt.Client) -> None:
-    """aiomqtt (2.x) keeps an unexpected disconnection's error in a future that its `__aexit__` does not
-    read when the connection is already gone; asyncio then logs "Future exception was never retrieved"
-    at every broker loss. The link has reported the loss already: read the error so it is not logged."""
+    """Tidy up after an aiomqtt (2.x) client whose connection ended:
+
+    * it keeps an unexpected disconnection's error in a future that its `__aexit__` does not read when
+      the connection is already gone; asyncio then logs "Future exception was never retrieved" at
+      every broker loss. The link has reported the loss already: read the error so it is not logged;
+    * a connect cancelled inside `__aenter__` leaves its housekeeping task (`_misc_loop`) running for
+      ever: cancel it."""
     disconnected = getattr(client, "_disconnected", None)
     if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
+    misc = getattr(client, "_misc_task", None)
+    if isinstance(misc, asyncio.Task) and not misc.done():
+        misc.cancel()
 
 
 def _path(value: object) -> str | None:

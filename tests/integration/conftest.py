@@ -34,6 +34,7 @@ from firmware.mqtt import read_disconnect_cause
 from firmware.store import Store
 from hal.protocols import Meter
 from hal.sim import SimBoard
+from tests.support.leaks import no_leaked_tasks  # noqa: F401 - autouse: fails a test that leaks tasks
 
 MOSQUITTO_HINT = "mosquitto is not installed: run ./tools/test (it installs it) or `apt-get install mosquitto`"
 

@@ -40,14 +40,26 @@ class AdcDies(SimBoard):
 
 
 class EverythingFails(SimBoard):
+    """Every output fails in its own way; each attempt is recorded."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.tried: list[tuple[str, int]] = []
+
     async def set_closed(self, cid: int, closed: bool) -> None:
+        self.tried.append(("relay", cid))
         raise HardwareError("relay driver gone")
 
     async def set_duty(self, cid: int, duty_pct: float) -> None:
+        self.tried.append(("duty", cid))
         await asyncio.sleep(10)  # hangs: bounded by the per-step timeout
 
     async def set_led(self, cid: int, led: Led) -> None:
+        self.tried.append(("led", cid))
         raise RuntimeError("unexpected")
+
+
+ALL_STEPS = [(kind, cid) for cid in (1, 2) for kind in ("relay", "duty", "led")]
 
 
 async def test_a_dead_adc_ends_fail_safe(tmp_path: Path) -> None:
@@ -65,12 +77,25 @@ async def test_a_dead_adc_ends_fail_safe(tmp_path: Path) -> None:
     assert not board.relay_commanded(1) and board.duty_pct(1) == DUTY_F and board.led(1) is Led.FAULT
 
 
-async def test_failsafe_is_bounded_and_never_raises() -> None:
+async def test_failsafe_is_bounded_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
     board = EverythingFails([1, 2], clock=lambda: 0.0)
     start = time.monotonic()
     await failsafe(board, [1, 2])
     await failsafe(board, [1, 2])  # idempotent
     assert time.monotonic() - start < 2 * 2 * 3 * 0.5 + 1
+    assert board.tried == ALL_STEPS * 2  # every step tried, relays first, whatever failed before
+    assert caplog.text.count("failsafe: open relay") == 4 and caplog.text.count("failsafe: LED fault") == 4
+
+
+async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled() -> None:
+    """A cancellation (SIGTERM during the fail-safe) is not swallowed, but no output is skipped."""
+    board = EverythingFails([1, 2], clock=lambda: 0.0)
+    task = asyncio.create_task(failsafe(board, [1, 2]))
+    await asyncio.sleep(0.1)  # in the first hanging duty step
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert board.tried == ALL_STEPS
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
