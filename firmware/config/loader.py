@@ -81,7 +81,7 @@ class _Loader:
             if key.name in data:
                 kwargs[key.field] = self.read(key, data[key.name], path)
             elif key.required:
-                what = "key" if prefix else "section"
+                what = "section" if key.kind == "table" and not prefix else "key"
                 problem = f"at least one [[{_header(path)}]] table is required" if key.kind == "tables" else None
                 raise self.error(path, problem or f"required {what} is missing")
             elif key.kind == "table" and not key.optional:
