@@ -15,17 +15,17 @@ import pytest
 from firmware.config import Config, EvseSettings, MeterModel, MeterSettings, MeterUrl, TlsSettings
 from firmware.config.loader import _Loader
 from firmware.config.rules import (
-    AboveField,
-    Between,
-    Each,
     Invalid,
     InvalidField,
-    NonEmpty,
-    OneOf,
     Required,
     TomlKey,
-    Unique,
+    above_field,
+    between,
     check_fields,
+    each,
+    non_empty,
+    one_of,
+    unique,
 )
 from firmware.config.schema import Key, schema
 from firmware.core.errors import ConfigError
@@ -103,7 +103,7 @@ def test_a_type_without_a_reader_is_a_programming_error() -> None:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
-    flow_lpm: Annotated[float, Between(1, 10)] = 2.0
+    flow_lpm: Annotated[float, between(1, 10)] = 2.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -112,7 +112,7 @@ class Pump:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     low_c: float = 10.0
-    high_c: Annotated[float, AboveField("low_c")] = 20.0
+    high_c: Annotated[float, above_field("low_c")] = 20.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -120,11 +120,11 @@ class Limits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plant:
-    title: Annotated[str, Required(), NonEmpty()] = "plant"
-    modes: Annotated[tuple[str, ...], Each(OneOf(("eco", "boost")))] = ("eco",)
+    title: Annotated[str, Required(), non_empty()] = "plant"
+    modes: Annotated[tuple[str, ...], each(one_of("eco", "boost"))] = ("eco",)
     limits: Limits = dataclasses.field(default_factory=Limits)
     backup: Limits | None = None
-    pumps: Annotated[tuple[Pump, ...], TomlKey("pump"), Unique("name", "pump name")] = ()
+    pumps: Annotated[tuple[Pump, ...], TomlKey("pump"), unique("name", "pump name")] = ()
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -27,22 +27,22 @@ from typing import Annotated, Final
 
 from firmware.config.meter_url import MeterUrl
 from firmware.config.rules import (
-    AboveField,
-    Between,
-    Check,
-    Each,
     ExistingFile,
-    NeedsField,
-    NonEmpty,
-    OneOf,
-    OnlyWhen,
-    Positive,
-    PositiveInteger,
     Required,
     TomlKey,
-    Unique,
-    ZeroOrBetween,
+    above_field,
+    between,
     check_fields,
+    each,
+    needs_field,
+    non_empty,
+    one_of,
+    only_when,
+    positive,
+    positive_integer,
+    satisfies,
+    unique,
+    zero_or_between,
 )
 from firmware.core.auth import AuthSettings, OfflinePolicy
 from firmware.core.evse import EvseConfig
@@ -71,10 +71,10 @@ DEFAULT_CHARGER_ID: Final = "CP-0001"
 DEFAULT_STATE_DIR: Final = Path("/var/lib/charger-firmware")
 #: The charger id becomes an MQTT topic level (API.md §1), so no '/', '+', '#' or spaces.
 _CHARGER_ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_CHARGER_ID: Final = Check(
+_CHARGER_ID: Final = satisfies(
     _CHARGER_ID_RE.fullmatch, "must be 1..64 characters of A-Z a-z 0-9 _ . - (it is an MQTT topic level)"
 )
-_CURRENT_A: Final = Between(MIN_CURRENT_A, MAX_CURRENT_A)
+_CURRENT_A: Final = between(MIN_CURRENT_A, MAX_CURRENT_A)
 
 
 def _no_spaces(text: str) -> bool:
@@ -125,10 +125,10 @@ class TlsSettings:
 
     ca_file: Annotated[Path | None, ExistingFile()] = None
     cert_file: Annotated[  # client certificate; needs key_file
-        Path | None, ExistingFile(), NeedsField("key_file", "a client certificate needs key_file as well")
+        Path | None, ExistingFile(), needs_field("key_file", "a client certificate needs key_file as well")
     ] = None
     key_file: Annotated[
-        Path | None, ExistingFile(), NeedsField("cert_file", "a client key needs cert_file as well")
+        Path | None, ExistingFile(), needs_field("cert_file", "a client key needs cert_file as well")
     ] = None
     insecure: bool = False  # do not verify the broker's certificate and host name
 
@@ -140,28 +140,28 @@ class TlsSettings:
 class MqttSettings:
     """`[mqtt]`: the broker link (API.md §1, §2)."""
 
-    host: Annotated[str, NonEmpty(), Check(_no_spaces, "must not contain spaces")] = "127.0.0.1"
-    port: Annotated[int, Between(1, 65535)] = 1883
+    host: Annotated[str, non_empty(), satisfies(_no_spaces, "must not contain spaces")] = "127.0.0.1"
+    port: Annotated[int, between(1, 65535)] = 1883
     prefix: Annotated[  # topic root R = {prefix}/{charger_id}/v1
         str,
-        NonEmpty(),
-        Check(_no_wildcards, "must not contain MQTT wildcards '+' or '#'"),
-        Check(_no_edge_slash, "must not start or end with '/'"),
+        non_empty(),
+        satisfies(_no_wildcards, "must not contain MQTT wildcards '+' or '#'"),
+        satisfies(_no_edge_slash, "must not start or end with '/'"),
     ] = "chargers"
     codec: Codec = Codec.CBOR
-    username: Annotated[str | None, NonEmpty()] = None
-    password: Annotated[str | None, NeedsField("username", "password given without username")] = field(
+    username: Annotated[str | None, non_empty()] = None
+    password: Annotated[str | None, needs_field("username", "password given without username")] = field(
         default=None, repr=False
     )
-    keepalive_s: Annotated[int, Between(5, 3600)] = 30
+    keepalive_s: Annotated[int, between(5, 3600)] = 30
     tls: TlsSettings | None = None
     # link supervision: broker unreachable this long -> fallback current
-    fallback_after_s: Annotated[float, Positive()] = 60.0
+    fallback_after_s: Annotated[float, positive()] = 60.0
     # offered while the link is down that long (0: pause); 6 A keeps cars charging slowly
-    fallback_current_a: Annotated[float, ZeroOrBetween(MIN_CURRENT_A, MAX_CURRENT_A)] = 6.0
-    max_payload_bytes: Annotated[int, Between(1024, 1 << 20)] = 65536  # larger requests get bad_request (API.md §2)
-    reconnect_min_s: Annotated[float, Positive()] = 0.5  # bounded exponential backoff
-    reconnect_max_s: Annotated[float, AboveField("reconnect_min_s", or_equal=True)] = 30.0
+    fallback_current_a: Annotated[float, zero_or_between(MIN_CURRENT_A, MAX_CURRENT_A)] = 6.0
+    max_payload_bytes: Annotated[int, between(1024, 1 << 20)] = 65536  # larger requests get bad_request (API.md §2)
+    reconnect_min_s: Annotated[float, positive()] = 0.5  # bounded exponential backoff
+    reconnect_max_s: Annotated[float, above_field("reconnect_min_s", or_equal=True)] = 30.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -171,7 +171,7 @@ class MqttSettings:
 class TelemetrySettings:
     """`[telemetry]`."""
 
-    meter_interval_s: Annotated[float, Positive()] = 10.0  # meter samples on R/evse/{id}/meter
+    meter_interval_s: Annotated[float, positive()] = 10.0  # meter samples on R/evse/{id}/meter
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -181,10 +181,10 @@ class TelemetrySettings:
 class AuthSection:
     """`[auth]` as written in the file (API.md §5); `Config.auth_settings()` gives the core's `AuthSettings`."""
 
-    timeout_s: Annotated[float, Positive()] = 5.0  # backend answer to R/auth/request
+    timeout_s: Annotated[float, positive()] = 5.0  # backend answer to R/auth/request
     offline_policy: OfflinePolicy = OfflinePolicy.LOCAL_LIST_ONLY
     # authorized before plug-in: wait this long for the EV
-    connection_timeout_s: Annotated[float, Positive()] = 60.0
+    connection_timeout_s: Annotated[float, positive()] = 60.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -214,8 +214,8 @@ class SessionSettings:
 class PilotSettings:
     """`[pilot]`: CP/PP sampling."""
 
-    sample_interval_s: Annotated[float, Between(0.001, 0.05)] = 0.01  # how often CP and PP are sampled
-    debounce_s: Annotated[float, Between(0.0, 0.05)] = 0.03  # a CP state must hold this long to count
+    sample_interval_s: Annotated[float, between(0.001, 0.05)] = 0.01  # how often CP and PP are sampled
+    debounce_s: Annotated[float, between(0.0, 0.05)] = 0.03  # a CP state must hold this long to count
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -227,9 +227,9 @@ class MeterSettings:
 
     model: MeterModel
     url: MeterUrl
-    device_id: Annotated[int, Between(1, 247)] = 1  # Modbus unit id
-    poll_interval_s: Annotated[float, Positive()] = 1.0
-    timeout_s: Annotated[float, Positive()] = 1.0  # per request
+    device_id: Annotated[int, between(1, 247)] = 1  # Modbus unit id
+    poll_interval_s: Annotated[float, positive()] = 1.0
+    timeout_s: Annotated[float, positive()] = 1.0  # per request
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -239,22 +239,23 @@ class MeterSettings:
 class EvseSettings:
     """One `[[evse]]`. Without `meter`, `--sim` gives the EVSE a simulated meter (API.md §9)."""
 
-    id: Annotated[int, PositiveInteger()]  # any positive integer, unique; need not be contiguous
+    id: Annotated[int, positive_integer()]  # any positive integer, unique; need not be contiguous
     connectors: Annotated[  # connector types; "Unknown" fits every request
-        tuple[str, ...], NonEmpty("must list at least one connector type"), Each(NonEmpty())
+        tuple[str, ...], non_empty("must list at least one connector type"), each(non_empty())
     ] = ("Unknown",)
     max_current_a: Annotated[float, _CURRENT_A] = 32.0
-    phases: Annotated[int, OneOf((1, 3))] = 3
+    phases: Annotated[int, one_of(1, 3)] = 3
     socket_outlet: bool = True  # False: tethered cable (PP not used)
     cable_max_current_a: Annotated[  # tethered cable rating; only with socket_outlet = false
         float | None,
-        OnlyWhen("socket_outlet", False, "only allowed with socket_outlet = false (a socket reads the cable's PP)"),
+        only_when("socket_outlet", False, "only allowed with socket_outlet = false (a socket reads the cable's PP)"),
         _CURRENT_A,
     ] = None
     ventilation_available: bool = False  # allows charging in CP state D
-    phase_switching: Annotated[bool, OnlyWhen("phases", 3, "needs phases = 3")] = False  # 1 <-> 3 phases
+    # the hardware can switch 1 <-> 3 phases
+    phase_switching: Annotated[bool, only_when("phases", 3, "needs phases = 3")] = False
     # a meter silent this long is lost (MeterLost)
-    meter_stale_after_s: Annotated[float, Positive(), AboveField("meter.poll_interval_s")] = 5.0
+    meter_stale_after_s: Annotated[float, positive(), above_field("meter.poll_interval_s")] = 5.0
     meter: MeterSettings | None = None
 
     def __post_init__(self) -> None:
@@ -294,8 +295,8 @@ class Config:
         tuple[EvseSettings, ...],
         TomlKey("evse"),
         Required(),
-        NonEmpty("at least one EVSE is required"),
-        Unique("id", "EVSE id"),
+        non_empty("at least one EVSE is required"),
+        unique("id", "EVSE id"),
     ] = DEFAULT_EVSES
 
     def __post_init__(self) -> None:
