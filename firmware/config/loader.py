@@ -23,7 +23,6 @@ Standard: STYLE.md B6 (ConfigError with `raise ... from exc` at the boundary), m
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import sys
@@ -101,6 +100,8 @@ class _Loader:
         what = "key" if prefix else "section"
         for name in data:
             if name not in known:
+                import difflib  # only for a typo: ~1.5 ms at every start otherwise
+
                 hint = difflib.get_close_matches(name, known, n=1)
                 problem = f"unknown {what}" + (f"; did you mean {hint[0]!r}?" if hint else "")
                 raise self.error(_join(prefix, _quoted(name)), f"{problem} (known: {', '.join(known)})")
