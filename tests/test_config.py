@@ -1,4 +1,4 @@
-"""Tests of firmware/config.py: defaults, the API.md §9 example, deploy/charger.example.toml, a table
+"""Tests of firmware/config/: defaults, the API.md §9 example, deploy/charger.example.toml, a table
 of bad configs (each error names the file, the dotted key and the problem), `check_config_main`, and
 hypothesis fuzzing (load_config raises only ConfigError, whatever the document)."""
 
