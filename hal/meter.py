@@ -1,6 +1,7 @@
 """Energy meters over Modbus (TCP or RTU): register maps as data, and `ModbusMeter`, the `Meter` backend.
 
-Being split up (issue 9): the register maps are in hal/meter_maps.py.
+Being split up (issue 9): the register maps are in hal/meter_maps.py, decoding in
+hal/meter_codec.py.
 
 What it is for: reading one energy meter per EVSE (voltage, current, total power, frequency, imported
 and exported energy) and handing the shell a `MeterSample` in SI units (V, A, W, Hz, Wh; import
@@ -32,18 +33,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 from typing import Final, Literal, Protocol, Self
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from firmware.core.errors import HardwareError
+from hal.meter_codec import (  # noqa: F401  (re-exported: hal.meter keeps its names)
+    NOT_AVAILABLE,
+    WH_PER_KWH,
+    ReadBlock,
+    decode_block,
+    decode_register,
+    encode_register,
+    plan_reads,
+    sample_from,
+)
 from hal.meter_maps import (  # noqa: F401  (re-exported: hal.meter keeps its names)
     EASTRON_MAX_COUNT,
     ENERGY,
@@ -63,170 +70,7 @@ from hal.protocols import MeterSample
 
 log = logging.getLogger(__name__)
 
-#: pymodbus' name for each data type (`ModbusClientMixin.DATATYPE`).
-_DATATYPE: Final = {
-    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
-    "int32": ModbusClientMixin.DATATYPE.INT32,
-    "uint32": ModbusClientMixin.DATATYPE.UINT32,
-    "uint64": ModbusClientMixin.DATATYPE.UINT64,
-    "int16": ModbusClientMixin.DATATYPE.INT16,
-    "uint16": ModbusClientMixin.DATATYPE.UINT16,
-}
-#: Raw integers that mean "not available" rather than a reading: all-ones for unsigned types and the
-#: largest positive value for signed ones (ABB EQ meters, METERS.md §6.4; mbmd maps them to NaN). No
-#: meter reports these as real values (655.35 Hz, 214 MW, 429 MV...), so they are refused for every model.
-NOT_AVAILABLE: Final[dict[str, int]] = {
-    "uint16": 0xFFFF,
-    "uint32": 0xFFFF_FFFF,
-    "uint64": 0xFFFF_FFFF_FFFF_FFFF,
-    "int16": 0x7FFF,
-    "int32": 0x7FFF_FFFF,
-}
-WH_PER_KWH: Final = 1000
-
 BAUD_RATES: Final = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
-
-
-# --------------------------------------------------------------------------------------------------
-# Batching
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadBlock:
-    """One request: `count` registers from `address` with function code `fc`, holding `registers`."""
-
-    fc: int
-    address: int
-    count: int
-    registers: tuple[Register, ...]
-
-
-def plan_reads(registers: Iterable[Register], max_count: int = 60, max_gap: int = 20) -> tuple[ReadBlock, ...]:
-    """Merge registers into as few contiguous requests as possible, per function code.
-
-    Two neighbours share a request when at most `max_gap` unused registers lie between them and the
-    request stays within `max_count` registers. Blocks come out ordered by (fc, address). Raises
-    ValueError for overlapping registers or a `max_count` outside 1..125.
-    """
-    if not 1 <= max_count <= MODBUS_MAX_COUNT:
-        raise ValueError(f"max_count {max_count} not in 1..{MODBUS_MAX_COUNT}")
-    if max_gap < 0:
-        raise ValueError(f"max_gap {max_gap} is negative")
-    ordered = sorted(registers, key=lambda r: (r.fc, r.address))
-    overlaps(ordered)
-    blocks: list[ReadBlock] = []
-    members: list[Register] = []
-    for reg in ordered:
-        if members:
-            first, end = members[0], max(r.end for r in members)
-            if reg.fc == first.fc and reg.address - end <= max_gap and reg.end - first.address <= max_count:
-                members.append(reg)
-                continue
-            blocks.append(_block(members))
-        if reg.count > max_count:
-            raise ValueError(f"{reg.quantity} needs {reg.count} registers, more than max_count {max_count}")
-        members = [reg]
-    if members:
-        blocks.append(_block(members))
-    return tuple(blocks)
-
-
-def _block(members: list[Register]) -> ReadBlock:
-    start = members[0].address
-    return ReadBlock(
-        fc=members[0].fc, address=start, count=max(r.end for r in members) - start, registers=tuple(members)
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Decoding (pure)
-
-
-@lru_cache(maxsize=64)
-def _exact(scale: float) -> Fraction:
-    """The decimal a scale stands for (0.1 -> 1/10), so that 2301 x 0.1 gives 230.1, not 230.10000000000002."""
-    return Fraction(scale).limit_denominator(1_000_000)
-
-
-def decode_register(reg: Register, words: Sequence[int], *, factor: int = 1) -> float:
-    """Decode one value from its registers and apply `reg.scale` (times `factor`, e.g. 1000 for kWh -> Wh).
-
-    Raises ValueError for a wrong number of words, a word outside 0..0xFFFF, NaN/infinity, or a
-    "not available" pattern (`NOT_AVAILABLE`).
-    """
-    if len(words) != reg.count:
-        raise ValueError(f"{reg.dtype} needs {reg.count} registers, got {len(words)}")
-    if any(not 0 <= w <= 0xFFFF for w in words):
-        raise ValueError(f"register value out of range in {list(words)}")
-    raw = ModbusClientMixin.convert_from_registers(list(words), _DATATYPE[reg.dtype], word_order=reg.word_order)
-    if isinstance(raw, float):
-        if not math.isfinite(raw):
-            raise ValueError(f"not available ({raw})")
-        return raw * float(_exact(reg.scale) * factor)
-    if isinstance(raw, int):
-        if raw == NOT_AVAILABLE.get(reg.dtype):
-            raise ValueError(f"not available (0x{raw:X})")
-        return float(raw * _exact(reg.scale) * factor)
-    raise ValueError(f"{reg.dtype} decoded to {raw!r}")  # a list: cannot happen with reg.count words
-
-
-def encode_register(reg: Register, value: float) -> list[int]:
-    """The registers a meter sends for `value` (in the wire unit): the inverse of `decode_register`.
-
-    For simulators and tests. Raises ValueError if the value is not a whole number of `scale` steps.
-    """
-    datatype = _DATATYPE[reg.dtype]
-    if reg.dtype == "float32":
-        return ModbusClientMixin.convert_to_registers(value / reg.scale, datatype, word_order=reg.word_order)
-    steps = Fraction(repr(value)) / _exact(reg.scale)
-    if steps.denominator != 1:
-        raise ValueError(f"{value} is not a multiple of {reg.scale}")
-    return ModbusClientMixin.convert_to_registers(int(steps), datatype, word_order=reg.word_order)
-
-
-def sample_from(model: MeterModel, values: Mapping[str, float]) -> MeterSample:
-    """Build the `MeterSample` from decoded values (wire units, energies already in Wh).
-
-    Quantities the model lacks are 0.0 (1-phase meters: L2/L3; SDM72D-M v1: V, I, f). Power is
-    normalised to import positive here and only here. Raises ValueError for a negative energy counter
-    or a missing required quantity.
-    """
-    if missing := REQUIRED - values.keys():
-        raise ValueError(f"missing {sorted(missing)}")
-    for q in ENERGY:
-        if values[q] < 0:
-            raise ValueError(f"{q} is negative ({values[q]})")
-
-    def phases(kind: str) -> tuple[float, float, float]:
-        return (
-            values.get(f"{kind}_l1", 0.0),
-            values.get(f"{kind}_l2", 0.0),
-            values.get(f"{kind}_l3", 0.0),
-        )
-
-    return MeterSample(
-        energy_wh_import=values["energy_import"],
-        energy_wh_export=values["energy_export"],
-        power_w=model.power_sign * values["power_total"],
-        currents_a=phases("current"),
-        voltages_v=phases("voltage"),
-        frequency_hz=values.get("frequency", 0.0),
-    )
-
-
-def decode_block(block: ReadBlock, words: Sequence[int]) -> dict[str, float]:
-    """Decode every register of a block's response; energies come out in Wh. ValueError names the quantity."""
-    if len(words) != block.count:
-        raise ValueError(f"FC{block.fc} 0x{block.address:04X}: expected {block.count} registers, got {len(words)}")
-    out: dict[str, float] = {}
-    for reg in block.registers:
-        offset = reg.address - block.address
-        factor = WH_PER_KWH if reg.quantity in ENERGY else 1
-        try:
-            out[reg.quantity] = decode_register(reg, words[offset : offset + reg.count], factor=factor)
-        except ValueError as exc:
-            raise ValueError(f"{reg.quantity} (FC{reg.fc} 0x{reg.address:04X}): {exc}") from exc
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
