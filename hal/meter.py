@@ -1,7 +1,7 @@
 """Energy meters over Modbus (TCP or RTU): register maps as data, and `ModbusMeter`, the `Meter` backend.
 
 Being split up (issue 9): the register maps are in hal/meter_maps.py, decoding in
-hal/meter_codec.py.
+hal/meter_codec.py, meter URLs in hal/meter_url.py.
 
 What it is for: reading one energy meter per EVSE (voltage, current, total power, frequency, imported
 and exported energy) and handing the shell a `MeterSample` in SI units (V, A, W, Hz, Wh; import
@@ -33,8 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass
-from typing import Final, Literal, Protocol, Self
+from typing import Final, Self
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -66,106 +65,17 @@ from hal.meter_maps import (  # noqa: F401  (re-exported: hal.meter keeps its na
     WordOrder,
     overlaps,
 )
+from hal.meter_url import (  # noqa: F401  (re-exported: hal.meter keeps its names)
+    BAUD_RATES,
+    MeterUrl,
+    MeterUrlLike,
+    as_meter_url,
+    format_meter_url,
+    parse_meter_url,
+)
 from hal.protocols import MeterSample
 
 log = logging.getLogger(__name__)
-
-BAUD_RATES: Final = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
-
-
-# --------------------------------------------------------------------------------------------------
-# Addresses
-
-
-class MeterUrlLike(Protocol):
-    """What `ModbusMeter` needs to know about an address: `MeterUrl`, or the config module's own record.
-
-    Objects that call the serial device `device` instead of `path`, or leave the other scheme's
-    fields as None, are accepted too (`as_meter_url`).
-    """
-
-    @property
-    def scheme(self) -> str: ...
-    @property
-    def host(self) -> str | None: ...
-    @property
-    def port(self) -> int | None: ...
-    @property
-    def baud(self) -> int | None: ...
-    @property
-    def parity(self) -> str | None: ...
-    @property
-    def stopbits(self) -> int | None: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeterUrl:
-    """Where a meter is: `tcp://host:port` (port 502 if left out) or
-    `rtu:///dev/ttyX?baud=9600&parity=N&stopbits=1` (8 data bits). The serial settings have no
-    defaults: they differ between models (METERS.md: SDM120 2400 baud, ABB often 8E1) and a wrong
-    guess shows only as timeouts. Fields of the other scheme keep their empty defaults."""
-
-    scheme: Literal["tcp", "rtu"]
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    baud: int = 0
-    parity: Literal["N", "E", "O", ""] = ""
-    stopbits: int = 0
-
-    def __post_init__(self) -> None:
-        if self.scheme == "tcp":
-            if not self.host:
-                raise ValueError("meter url: tcp needs a host, e.g. tcp://192.168.1.20:502")
-            if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
-                raise ValueError(f"meter url: tcp port {self.port!r} not in 1..65535")
-            if self.path or self.baud or self.parity or self.stopbits:
-                raise ValueError("meter url: tcp takes no serial device or serial settings")
-        elif self.scheme == "rtu":
-            if not self.path.startswith("/") or self.path == "/":
-                raise ValueError(f"meter url: rtu needs an absolute serial device path, got {self.path!r}")
-            if self.baud not in BAUD_RATES:
-                raise ValueError(f"meter url: baud {self.baud!r} not one of {sorted(BAUD_RATES)}")
-            if self.parity not in ("N", "E", "O"):
-                raise ValueError(f"meter url: parity {self.parity!r} is not N, E or O")
-            if self.stopbits not in (1, 2):
-                raise ValueError(f"meter url: stopbits {self.stopbits!r} is not 1 or 2")
-            if self.host or self.port:
-                raise ValueError("meter url: rtu takes no host or port")
-        else:
-            raise ValueError(f"meter url: scheme {self.scheme!r} is not tcp or rtu")
-
-    def __str__(self) -> str:
-        if self.scheme == "rtu":
-            return f"rtu://{self.path}?baud={self.baud}&parity={self.parity}&stopbits={self.stopbits}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def format_meter_url(url: MeterUrlLike) -> str:
-    """The canonical text of a meter address, as used in error messages."""
-    return str(as_meter_url(url))
-
-
-def as_meter_url(url: MeterUrlLike) -> MeterUrl:
-    """A `MeterUrl` from any object with the `MeterUrlLike` attributes, e.g. the config's parsed
-    URL (firmware/config.py parses the text: one parser for the whole project). The serial device
-    may be called `path` or `device`; None means "not set". Raises ValueError."""
-    if isinstance(url, MeterUrl):
-        return url
-    scheme = getattr(url, "scheme", None)
-    if scheme == "tcp":
-        return MeterUrl(scheme="tcp", host=getattr(url, "host", None) or "", port=getattr(url, "port", None) or 0)
-    if scheme == "rtu":
-        return MeterUrl(
-            scheme="rtu",
-            path=getattr(url, "path", None) or getattr(url, "device", None) or "",
-            baud=getattr(url, "baud", None) or 0,
-            parity=getattr(url, "parity", None) or "",
-            stopbits=getattr(url, "stopbits", None) or 0,
-        )
-    raise ValueError(f"meter url: scheme {scheme!r} is not tcp or rtu")
-
 
 # --------------------------------------------------------------------------------------------------
 # The backend
