@@ -1,7 +1,8 @@
-"""Energy meters over Modbus: the former single module, now a re-export of its four parts.
+"""Energy meters over Modbus: the former single module, now re-exporting its four parts.
 
-What it is for: keeping `from hal.meter import ModbusMeter, MODELS, ...` working (firmware/
-__main__.py, the meter tests). New code imports from the module that owns the name:
+What it is for: keeping `from hal.meter import ModbusMeter, MODELS, ...` working
+(firmware/__main__.py, the meter tests). New code imports from the module that owns the
+name:
 
 * `hal.meter_url`: the meter URL parser and the `MeterUrl` record;
 * `hal.meter_maps`: the register maps of METERS.md as frozen dataclasses;

@@ -141,7 +141,7 @@ class ModbusMeter:
         log.debug("%s: %s", self._where, sample)
         return sample
 
-    # -- internals ----------------------------------------------------------------------
+    # -- internals ---------------------------------------------------------------------
 
     def _error(self, what: str) -> HardwareError:
         return HardwareError(f"{self._where}: {what}")

@@ -219,8 +219,8 @@ def parse_meter_url(text: str) -> MeterUrl:
 def _parse_tcp(text: str, rest: str) -> MeterUrl:
     """`tcp://HOST:PORT`; `rest` is the text after "://".
 
-    A tcp URL is only an authority, so urlsplit is not used here: it drops an empty query
-    or fragment ("tcp://h:502?"), its `hostname` and `port` do not fit (see
+    A tcp URL is only an authority, so urlsplit is not used here: it drops an empty
+    query or fragment ("tcp://h:502?"), its `hostname` and `port` do not fit (see
     `_host_and_port`), and its own check of a host in brackets refuses IPv6 zone ids
     that this parser has always accepted (non-ASCII ones that NFKC turns into ":").
     """
