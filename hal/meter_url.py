@@ -17,7 +17,8 @@ firmware/config.py's own record) into one (`as_meter_url`). Two forms exist:
 `parse_meter_url(text)` (also `MeterUrl.parse(text)`) raises ValueError saying which
 part is wrong and quoting the text, e.g. `port must be between 1 and 65535, got '0'`.
 The texts are those firmware/config.py has always produced, so that config can use this
-parser unchanged.
+parser unchanged. One difference: when an rtu query has two faults and one of them is a
+field without "=", that field is named even if the other fault comes first.
 
 What it must never do:
 
