@@ -1,673 +1,81 @@
-"""Energy meters over Modbus (TCP or RTU): register maps as data, and `ModbusMeter`, the `Meter` backend.
+"""Energy meters over Modbus: the former single module, now re-exporting its four parts.
 
-What it is for: reading one energy meter per EVSE (voltage, current, total power, frequency, imported
-and exported energy) and handing the shell a `MeterSample` in SI units (V, A, W, Hz, Wh; import
-positive). Each supported model is a `MeterModel`: a small table of `Register`s (function code,
-address, data type, word order, scale), each table citing where its numbers come from. Reads are
-batched into contiguous blocks per function code (`plan_reads`) so that a poll over RS-485 costs two or
-three requests, not ten. This is the only module of the project that imports pymodbus (STYLE.md B4).
+What it is for: keeping `from hal.meter import ModbusMeter, MODELS, ...` working
+(firmware/__main__.py, the meter tests). New code imports from the module that owns the
+name:
 
-What it must never do:
+* `hal.meter_url`: the meter URL parser and the `MeterUrl` record;
+* `hal.meter_maps`: the register maps of METERS.md as frozen dataclasses;
+* `hal.meter_codec`: registers to values and samples, pure (no pymodbus);
+* `hal.meter_modbus`: `ModbusMeter`, the pymodbus client (the only pymodbus importer).
 
-* decide anything about charging: it returns raw readings; the core decides what they mean;
-* return a made-up value: every failure (cannot connect, timeout, exception response, a garbled,
-  short or mismatched frame, a value that does not decode, NaN, a meter's "not available" pattern
-  such as ABB's all-0xFF) raises `HardwareError("meter <model> at <url>: <what>")` with the cause
-  chained. A quantity a model does not have (L2/L3 of a 1-phase meter, V/I/f of an SDM72D-M v1) is
-  reported as 0.0, which `MeterSample` documents as "not measured";
-* retry behind the caller's back: pymodbus' own retries and reconnect task are off; after a failure
-  the connection is dropped and the next `read()` opens a fresh one. Back-off is the shell's job.
-
-Standard: Modbus Application Protocol Specification V1.1b3 (function codes 03 "Read Holding
-Registers" and 04 "Read Input Registers", at most 125 registers per request; exception responses),
-Modbus over Serial Line V1.02 (RTU framing) and Modbus Messaging on TCP/IP V1.0b (MBAP). Register maps:
-/work/shared/METERS.md §6.1-6.7, which cross-checks volkszaehler/mbmd (the library behind evcc's
-meters), evcc's meter templates and SmartEVSE's `EMConfig[]`. Addresses are 0-based PDU addresses.
+What it must never do: define anything of its own. Standard: see the four modules.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
-from itertools import pairwise
-from typing import Final, Literal, Protocol, Self
-
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.client.mixin import ModbusClientMixin
-from pymodbus.exceptions import ModbusException
-from pymodbus.pdu import ModbusPDU
-
-from firmware.core.errors import HardwareError
-from hal.protocols import MeterSample
-
-log = logging.getLogger(__name__)
-
-DType = Literal["float32", "int32", "uint32", "uint64", "int16", "uint16"]
-WordOrder = Literal["big", "little"]
-
-#: Registers (16-bit words) per data type.
-WORDS: Final[dict[str, int]] = {"float32": 2, "int32": 2, "uint32": 2, "uint64": 4, "int16": 1, "uint16": 1}
-#: pymodbus' name for each data type (`ModbusClientMixin.DATATYPE`).
-_DATATYPE: Final = {
-    "float32": ModbusClientMixin.DATATYPE.FLOAT32,
-    "int32": ModbusClientMixin.DATATYPE.INT32,
-    "uint32": ModbusClientMixin.DATATYPE.UINT32,
-    "uint64": ModbusClientMixin.DATATYPE.UINT64,
-    "int16": ModbusClientMixin.DATATYPE.INT16,
-    "uint16": ModbusClientMixin.DATATYPE.UINT16,
-}
-#: Raw integers that mean "not available" rather than a reading: all-ones for unsigned types and the
-#: largest positive value for signed ones (ABB EQ meters, METERS.md §6.4; mbmd maps them to NaN). No
-#: meter reports these as real values (655.35 Hz, 214 MW, 429 MV...), so they are refused for every model.
-NOT_AVAILABLE: Final[dict[str, int]] = {
-    "uint16": 0xFFFF,
-    "uint32": 0xFFFF_FFFF,
-    "uint64": 0xFFFF_FFFF_FFFF_FFFF,
-    "int16": 0x7FFF,
-    "int32": 0x7FFF_FFFF,
-}
-PHASE_QUANTITIES: Final = tuple(f"{kind}_l{n}" for kind in ("voltage", "current") for n in (1, 2, 3))
-#: Every quantity a map may contain. Energies are kWh on the wire; `MeterSample` carries Wh.
-QUANTITIES: Final = frozenset({*PHASE_QUANTITIES, "power_total", "frequency", "energy_import", "energy_export"})
-#: What every map must have: the shell bills energy and watches power.
-REQUIRED: Final = frozenset({"power_total", "energy_import", "energy_export"})
-ENERGY: Final = frozenset({"energy_import", "energy_export"})
-WH_PER_KWH: Final = 1000
-#: Modbus limit for FC03/FC04 (Application Protocol §6.3/§6.4).
-MODBUS_MAX_COUNT: Final = 125
-BAUD_RATES: Final = frozenset({1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200})
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Register:
-    """One value in a meter's map: where it is (`fc`, 0-based `address`), how it is encoded, and the
-    `scale` that turns the raw number into the wire unit (V, A, W, Hz, kWh)."""
-
-    quantity: str
-    fc: int
-    address: int
-    dtype: DType
-    word_order: WordOrder
-    scale: float
-
-    def __post_init__(self) -> None:
-        if self.quantity not in QUANTITIES:
-            raise ValueError(f"quantity: unknown {self.quantity!r}; expected one of {sorted(QUANTITIES)}")
-        if self.fc not in (3, 4):
-            raise ValueError(f"fc: {self.fc} is not 3 (holding) or 4 (input)")
-        if self.dtype not in WORDS:
-            raise ValueError(f"dtype: unknown {self.dtype!r}; expected one of {sorted(WORDS)}")
-        if self.word_order not in ("big", "little"):
-            raise ValueError(f"word_order: {self.word_order!r} is not 'big' or 'little'")
-        if not 0 <= self.address <= 0xFFFF - self.count + 1:
-            raise ValueError(f"address: 0x{self.address:X} out of range for {self.dtype}")
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"scale: {self.scale} must be finite and positive")
-
-    @property
-    def count(self) -> int:
-        """Number of 16-bit registers the value occupies."""
-        return WORDS[self.dtype]
-
-    @property
-    def end(self) -> int:
-        """First address after the value."""
-        return self.address + self.count
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeterModel:
-    """A meter model's register map. `max_count` caps registers per request; `max_gap` is how many
-    unused registers a batched read may read through; `power_sign` turns the meter's own convention
-    into "import positive" (+1: positive power means drawing from the grid)."""
-
-    name: str
-    registers: tuple[Register, ...]
-    phases: int
-    max_count: int = 60
-    max_gap: int = 20
-    power_sign: int = 1
-
-    def __post_init__(self) -> None:
-        if self.phases not in (1, 3):
-            raise ValueError(f"{self.name}: phases {self.phases} is not 1 or 3")
-        if not 1 <= self.max_count <= MODBUS_MAX_COUNT:
-            raise ValueError(f"{self.name}: max_count {self.max_count} not in 1..{MODBUS_MAX_COUNT}")
-        if self.max_gap < 0:
-            raise ValueError(f"{self.name}: max_gap {self.max_gap} is negative")
-        if self.power_sign not in (1, -1):
-            raise ValueError(f"{self.name}: power_sign {self.power_sign} is not +1 or -1")
-        names = [r.quantity for r in self.registers]
-        if len(names) != len(set(names)):
-            raise ValueError(f"{self.name}: a quantity appears twice in {names}")
-        if missing := REQUIRED - set(names):
-            raise ValueError(f"{self.name}: map lacks {sorted(missing)}")
-        for kind in ("voltage", "current"):
-            have = {q for q in names if q.startswith(kind)}
-            if have and have != {f"{kind}_l{n}" for n in range(1, self.phases + 1)}:
-                raise ValueError(f"{self.name}: {kind} registers {sorted(have)} do not match {self.phases} phase(s)")
-        overlaps(self.registers)  # raises ValueError
-
-    def quantities(self) -> frozenset[str]:
-        return frozenset(r.quantity for r in self.registers)
-
-
-def overlaps(registers: Iterable[Register]) -> None:
-    """Raise ValueError if two registers of the same function code share an address."""
-    ordered = sorted(registers, key=lambda r: (r.fc, r.address))
-    for a, b in pairwise(ordered):
-        if a.fc == b.fc and b.address < a.end:
-            raise ValueError(f"{b.quantity} at FC{b.fc} 0x{b.address:04X} overlaps {a.quantity} (0x{a.address:04X}..)")
-
-
-def _reg(quantity: str, fc: int, address: int, dtype: DType, word_order: WordOrder, scale: float) -> Register:
-    return Register(quantity=quantity, fc=fc, address=address, dtype=dtype, word_order=word_order, scale=scale)
-
-
-def _eastron(quantity: str, address: int) -> Register:
-    """Eastron: FC04 input registers, IEEE-754 float32, high word first, already in V/A/W/Hz/kWh."""
-    return _reg(quantity, 4, address, "float32", "big", 1.0)
-
-
-#: Eastron allows at most 40 values (80 registers) per request (METERS.md §6.1).
-EASTRON_MAX_COUNT: Final = 80
-
-# --- Eastron SDM630-Modbus v2 (METERS.md §6.1). Sources: mbmd meters/rs485/sdm.go; SmartEVSE EMConfig
-# "Eastron3P" (FC4 FLOAT32 HBF_HWF, U 0x0, I 0x6, P 0x34, Eimp 0x48, Eexp 0x4A); evcc
-# templates/definition/meter/eastron-sdm72v2_630.yaml (model: sdm). Total power is negative when exporting.
-_SDM630_REGISTERS: Final = (
-    _eastron("voltage_l1", 0x0000),  # 30001
-    _eastron("voltage_l2", 0x0002),  # 30003
-    _eastron("voltage_l3", 0x0004),  # 30005
-    _eastron("current_l1", 0x0006),  # 30007
-    _eastron("current_l2", 0x0008),  # 30009
-    _eastron("current_l3", 0x000A),  # 30011
-    _eastron("power_total", 0x0034),  # 30053, W, signed (negative = export)
-    _eastron("frequency", 0x0046),  # 30071
-    _eastron("energy_import", 0x0048),  # 30073, kWh
-    _eastron("energy_export", 0x004A),  # 30075, kWh
+from hal.meter_codec import (
+    NOT_AVAILABLE,
+    WH_PER_KWH,
+    ReadBlock,
+    decode_block,
+    decode_register,
+    encode_register,
+    plan_reads,
+    sample_from,
+)
+from hal.meter_maps import (
+    EASTRON_MAX_COUNT,
+    ENERGY,
+    MODBUS_MAX_COUNT,
+    MODELS,
+    PHASE_QUANTITIES,
+    QUANTITIES,
+    REQUIRED,
+    WORDS,
+    DType,
+    MeterModel,
+    Register,
+    WordOrder,
+    overlaps,
+)
+from hal.meter_modbus import ModbusMeter
+from hal.meter_url import (
+    BAUD_RATES,
+    MeterUrl,
+    MeterUrlLike,
+    as_meter_url,
+    format_meter_url,
+    parse_meter_url,
 )
 
-#: Carlo Gavazzi voltage, current and total power: the same on the EM340 and the EM24-DIN (METERS.md §6.5/6.6).
-_CG_VIP: Final = (
-    _reg("voltage_l1", 4, 0x0000, "int32", "little", 0.1),
-    _reg("voltage_l2", 4, 0x0002, "int32", "little", 0.1),
-    _reg("voltage_l3", 4, 0x0004, "int32", "little", 0.1),
-    _reg("current_l1", 4, 0x000C, "int32", "little", 0.001),
-    _reg("current_l2", 4, 0x000E, "int32", "little", 0.001),
-    _reg("current_l3", 4, 0x0010, "int32", "little", 0.001),
-    _reg("power_total", 4, 0x0028, "int32", "little", 0.1),
-)
-
-MODELS: Final[dict[str, MeterModel]] = {
-    "SDM630": MeterModel(name="SDM630", registers=_SDM630_REGISTERS, phases=3, max_count=EASTRON_MAX_COUNT),
-    # Eastron SDM120-Modbus, 1-phase (METERS.md §6.2). Sources: mbmd meters/rs485/sdm120.go; SmartEVSE
-    # "Eastron1P" (0x0/0x6/0x0C/0x48/0x4A). Serial default 2400 baud (Eastron SDM120 manual V2.6).
-    "SDM120": MeterModel(
-        name="SDM120",
-        registers=(
-            _eastron("voltage_l1", 0x0000),
-            _eastron("current_l1", 0x0006),
-            _eastron("power_total", 0x000C),  # "active power"; the meter's only power value
-            _eastron("frequency", 0x0046),
-            _eastron("energy_import", 0x0048),
-            _eastron("energy_export", 0x004A),
-        ),
-        phases=1,
-        max_count=EASTRON_MAX_COUNT,
-    ),
-    # Eastron SDM72D-M, first generation (METERS.md §6.3). Source: mbmd meters/rs485/sdm72.go ("This
-    # device does not provide voltage data"): power and energies only, so V, I and f read as 0.0.
-    "SDM72D-M": MeterModel(
-        name="SDM72D-M",
-        registers=(
-            _eastron("power_total", 0x0034),
-            _eastron("energy_import", 0x0048),
-            _eastron("energy_export", 0x004A),
-        ),
-        phases=3,
-        max_count=EASTRON_MAX_COUNT,
-    ),
-    # Eastron SDM72D-M-2 / SDM72DM-V2 (METERS.md §6.3): the SDM630 map. Sources: mbmd
-    # meters/rs485/sdm72v2.go (cites Eastron sdm72dm-v2.pdf); evcc groups it with the SDM630.
-    "SDM72D-M-2": MeterModel(name="SDM72D-M-2", registers=_SDM630_REGISTERS, phases=3, max_count=EASTRON_MAX_COUNT),
-    # ABB B23/B24 (also A43/A44), "EQ meters" (METERS.md §6.4). FC03 holding registers, integers, high word
-    # first. Sources: mbmd meters/rs485/abb.go (cites the ABB B-series manual); SmartEVSE "ABB" (FC3 INT32 BE
-    # 0x5B00 /10, 0x5B0C /100, 0x5B14 /100, 0x5000 /100, 0x5004 /100); openWB's B23 script (0x5B14 int32 /100).
-    # Energies are read as the full uint64 (SmartEVSE skips the high 4 bytes). Not-available = all 0xFF.
-    "ABB-B23": MeterModel(
-        name="ABB-B23",
-        registers=(
-            _reg("voltage_l1", 3, 0x5B00, "uint32", "big", 0.1),
-            _reg("voltage_l2", 3, 0x5B02, "uint32", "big", 0.1),
-            _reg("voltage_l3", 3, 0x5B04, "uint32", "big", 0.1),
-            _reg("current_l1", 3, 0x5B0C, "uint32", "big", 0.01),
-            _reg("current_l2", 3, 0x5B0E, "uint32", "big", 0.01),
-            _reg("current_l3", 3, 0x5B10, "uint32", "big", 0.01),
-            _reg("power_total", 3, 0x5B14, "int32", "big", 0.01),
-            _reg("frequency", 3, 0x5B2C, "uint16", "big", 0.01),
-            _reg("energy_import", 3, 0x5000, "uint64", "big", 0.01),
-            _reg("energy_export", 3, 0x5004, "uint64", "big", 0.01),
-        ),
-        phases=3,
-    ),
-    # Carlo Gavazzi EM340 (also EM330, ET330/ET340, EM24 Ethernet/EM24_E1) (METERS.md §6.5). FC04, INT32
-    # with the low word first. Sources: mbmd meters/rs485/carlogavazzi-ex3x0.go (cites
-    # EM330_EM340_ET330_ET340_CP.pdf); SmartEVSE "C.Gavazzi" (FC4 INT32 HBF_LWF, U 0x0 /10, I 0xC /1000,
-    # P 0x28 /10, Eimp 0x34 /10, Eexp 0x4E /10); evcc cg-emt3xx.yaml (model: cgex3x0). f scale: mbmd only.
-    "EM340": MeterModel(
-        name="EM340",
-        registers=(
-            *_CG_VIP,
-            _reg("frequency", 4, 0x0033, "int16", "little", 0.1),
-            _reg("energy_import", 4, 0x0034, "int32", "little", 0.1),
-            _reg("energy_export", 4, 0x004E, "int32", "little", 0.1),
-        ),
-        phases=3,
-    ),
-    # Carlo Gavazzi EM24-DIN, RS-485 "AV..." models (METERS.md §6.6): the EM340 layout for V, I and P, but
-    # f, import and export elsewhere. Source: mbmd meters/rs485/carlogavazzi-em24.go and
-    # carlogavazzi-ex.go; evcc cg-em24.yaml (model: cgem24). The EM24 *Ethernet* (EM24_E1) uses "EM340".
-    "EM24": MeterModel(
-        name="EM24",
-        registers=(
-            *_CG_VIP,
-            _reg("frequency", 4, 0x0037, "int16", "little", 0.1),
-            _reg("energy_import", 4, 0x0042, "int32", "little", 0.1),
-            _reg("energy_export", 4, 0x005C, "int32", "little", 0.1),
-        ),
-        phases=3,
-    ),
-}
-
-
-# --------------------------------------------------------------------------------------------------
-# Batching
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadBlock:
-    """One request: `count` registers from `address` with function code `fc`, holding `registers`."""
-
-    fc: int
-    address: int
-    count: int
-    registers: tuple[Register, ...]
-
-
-def plan_reads(registers: Iterable[Register], max_count: int = 60, max_gap: int = 20) -> tuple[ReadBlock, ...]:
-    """Merge registers into as few contiguous requests as possible, per function code.
-
-    Two neighbours share a request when at most `max_gap` unused registers lie between them and the
-    request stays within `max_count` registers. Blocks come out ordered by (fc, address). Raises
-    ValueError for overlapping registers or a `max_count` outside 1..125.
-    """
-    if not 1 <= max_count <= MODBUS_MAX_COUNT:
-        raise ValueError(f"max_count {max_count} not in 1..{MODBUS_MAX_COUNT}")
-    if max_gap < 0:
-        raise ValueError(f"max_gap {max_gap} is negative")
-    ordered = sorted(registers, key=lambda r: (r.fc, r.address))
-    overlaps(ordered)
-    blocks: list[ReadBlock] = []
-    members: list[Register] = []
-    for reg in ordered:
-        if members:
-            first, end = members[0], max(r.end for r in members)
-            if reg.fc == first.fc and reg.address - end <= max_gap and reg.end - first.address <= max_count:
-                members.append(reg)
-                continue
-            blocks.append(_block(members))
-        if reg.count > max_count:
-            raise ValueError(f"{reg.quantity} needs {reg.count} registers, more than max_count {max_count}")
-        members = [reg]
-    if members:
-        blocks.append(_block(members))
-    return tuple(blocks)
-
-
-def _block(members: list[Register]) -> ReadBlock:
-    start = members[0].address
-    return ReadBlock(
-        fc=members[0].fc, address=start, count=max(r.end for r in members) - start, registers=tuple(members)
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Decoding (pure)
-
-
-@lru_cache(maxsize=64)
-def _exact(scale: float) -> Fraction:
-    """The decimal a scale stands for (0.1 -> 1/10), so that 2301 x 0.1 gives 230.1, not 230.10000000000002."""
-    return Fraction(scale).limit_denominator(1_000_000)
-
-
-def decode_register(reg: Register, words: Sequence[int], *, factor: int = 1) -> float:
-    """Decode one value from its registers and apply `reg.scale` (times `factor`, e.g. 1000 for kWh -> Wh).
-
-    Raises ValueError for a wrong number of words, a word outside 0..0xFFFF, NaN/infinity, or a
-    "not available" pattern (`NOT_AVAILABLE`).
-    """
-    if len(words) != reg.count:
-        raise ValueError(f"{reg.dtype} needs {reg.count} registers, got {len(words)}")
-    if any(not 0 <= w <= 0xFFFF for w in words):
-        raise ValueError(f"register value out of range in {list(words)}")
-    raw = ModbusClientMixin.convert_from_registers(list(words), _DATATYPE[reg.dtype], word_order=reg.word_order)
-    if isinstance(raw, float):
-        if not math.isfinite(raw):
-            raise ValueError(f"not available ({raw})")
-        return raw * float(_exact(reg.scale) * factor)
-    if isinstance(raw, int):
-        if raw == NOT_AVAILABLE.get(reg.dtype):
-            raise ValueError(f"not available (0x{raw:X})")
-        return float(raw * _exact(reg.scale) * factor)
-    raise ValueError(f"{reg.dtype} decoded to {raw!r}")  # a list: cannot happen with reg.count words
-
-
-def encode_register(reg: Register, value: float) -> list[int]:
-    """The registers a meter sends for `value` (in the wire unit): the inverse of `decode_register`.
-
-    For simulators and tests. Raises ValueError if the value is not a whole number of `scale` steps.
-    """
-    datatype = _DATATYPE[reg.dtype]
-    if reg.dtype == "float32":
-        return ModbusClientMixin.convert_to_registers(value / reg.scale, datatype, word_order=reg.word_order)
-    steps = Fraction(repr(value)) / _exact(reg.scale)
-    if steps.denominator != 1:
-        raise ValueError(f"{value} is not a multiple of {reg.scale}")
-    return ModbusClientMixin.convert_to_registers(int(steps), datatype, word_order=reg.word_order)
-
-
-def sample_from(model: MeterModel, values: Mapping[str, float]) -> MeterSample:
-    """Build the `MeterSample` from decoded values (wire units, energies already in Wh).
-
-    Quantities the model lacks are 0.0 (1-phase meters: L2/L3; SDM72D-M v1: V, I, f). Power is
-    normalised to import positive here and only here. Raises ValueError for a negative energy counter
-    or a missing required quantity.
-    """
-    if missing := REQUIRED - values.keys():
-        raise ValueError(f"missing {sorted(missing)}")
-    for q in ENERGY:
-        if values[q] < 0:
-            raise ValueError(f"{q} is negative ({values[q]})")
-
-    def phases(kind: str) -> tuple[float, float, float]:
-        return (
-            values.get(f"{kind}_l1", 0.0),
-            values.get(f"{kind}_l2", 0.0),
-            values.get(f"{kind}_l3", 0.0),
-        )
-
-    return MeterSample(
-        energy_wh_import=values["energy_import"],
-        energy_wh_export=values["energy_export"],
-        power_w=model.power_sign * values["power_total"],
-        currents_a=phases("current"),
-        voltages_v=phases("voltage"),
-        frequency_hz=values.get("frequency", 0.0),
-    )
-
-
-def decode_block(block: ReadBlock, words: Sequence[int]) -> dict[str, float]:
-    """Decode every register of a block's response; energies come out in Wh. ValueError names the quantity."""
-    if len(words) != block.count:
-        raise ValueError(f"FC{block.fc} 0x{block.address:04X}: expected {block.count} registers, got {len(words)}")
-    out: dict[str, float] = {}
-    for reg in block.registers:
-        offset = reg.address - block.address
-        factor = WH_PER_KWH if reg.quantity in ENERGY else 1
-        try:
-            out[reg.quantity] = decode_register(reg, words[offset : offset + reg.count], factor=factor)
-        except ValueError as exc:
-            raise ValueError(f"{reg.quantity} (FC{reg.fc} 0x{reg.address:04X}): {exc}") from exc
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Addresses
-
-
-class MeterUrlLike(Protocol):
-    """What `ModbusMeter` needs to know about an address: `MeterUrl`, or the config module's own record.
-
-    Objects that call the serial device `device` instead of `path`, or leave the other scheme's
-    fields as None, are accepted too (`as_meter_url`).
-    """
-
-    @property
-    def scheme(self) -> str: ...
-    @property
-    def host(self) -> str | None: ...
-    @property
-    def port(self) -> int | None: ...
-    @property
-    def baud(self) -> int | None: ...
-    @property
-    def parity(self) -> str | None: ...
-    @property
-    def stopbits(self) -> int | None: ...
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeterUrl:
-    """Where a meter is: `tcp://host:port` (port 502 if left out) or
-    `rtu:///dev/ttyX?baud=9600&parity=N&stopbits=1` (8 data bits). The serial settings have no
-    defaults: they differ between models (METERS.md: SDM120 2400 baud, ABB often 8E1) and a wrong
-    guess shows only as timeouts. Fields of the other scheme keep their empty defaults."""
-
-    scheme: Literal["tcp", "rtu"]
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    baud: int = 0
-    parity: Literal["N", "E", "O", ""] = ""
-    stopbits: int = 0
-
-    def __post_init__(self) -> None:
-        if self.scheme == "tcp":
-            if not self.host:
-                raise ValueError("meter url: tcp needs a host, e.g. tcp://192.168.1.20:502")
-            if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
-                raise ValueError(f"meter url: tcp port {self.port!r} not in 1..65535")
-            if self.path or self.baud or self.parity or self.stopbits:
-                raise ValueError("meter url: tcp takes no serial device or serial settings")
-        elif self.scheme == "rtu":
-            if not self.path.startswith("/") or self.path == "/":
-                raise ValueError(f"meter url: rtu needs an absolute serial device path, got {self.path!r}")
-            if self.baud not in BAUD_RATES:
-                raise ValueError(f"meter url: baud {self.baud!r} not one of {sorted(BAUD_RATES)}")
-            if self.parity not in ("N", "E", "O"):
-                raise ValueError(f"meter url: parity {self.parity!r} is not N, E or O")
-            if self.stopbits not in (1, 2):
-                raise ValueError(f"meter url: stopbits {self.stopbits!r} is not 1 or 2")
-            if self.host or self.port:
-                raise ValueError("meter url: rtu takes no host or port")
-        else:
-            raise ValueError(f"meter url: scheme {self.scheme!r} is not tcp or rtu")
-
-    def __str__(self) -> str:
-        if self.scheme == "rtu":
-            return f"rtu://{self.path}?baud={self.baud}&parity={self.parity}&stopbits={self.stopbits}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
-
-
-def format_meter_url(url: MeterUrlLike) -> str:
-    """The canonical text of a meter address, as used in error messages."""
-    return str(as_meter_url(url))
-
-
-def as_meter_url(url: MeterUrlLike) -> MeterUrl:
-    """A `MeterUrl` from any object with the `MeterUrlLike` attributes, e.g. the config's parsed
-    URL (firmware/config.py parses the text: one parser for the whole project). The serial device
-    may be called `path` or `device`; None means "not set". Raises ValueError."""
-    if isinstance(url, MeterUrl):
-        return url
-    scheme = getattr(url, "scheme", None)
-    if scheme == "tcp":
-        return MeterUrl(scheme="tcp", host=getattr(url, "host", None) or "", port=getattr(url, "port", None) or 0)
-    if scheme == "rtu":
-        return MeterUrl(
-            scheme="rtu",
-            path=getattr(url, "path", None) or getattr(url, "device", None) or "",
-            baud=getattr(url, "baud", None) or 0,
-            parity=getattr(url, "parity", None) or "",
-            stopbits=getattr(url, "stopbits", None) or 0,
-        )
-    raise ValueError(f"meter url: scheme {scheme!r} is not tcp or rtu")
-
-
-# --------------------------------------------------------------------------------------------------
-# The backend
-
-_Client = AsyncModbusTcpClient | AsyncModbusSerialClient
-
-
-class ModbusMeter:
-    """A Modbus energy meter implementing `hal.protocols.Meter`.
-
-    `async with ModbusMeter("SDM630", MeterUrl.parse("tcp://10.0.0.5:502")) as meter:` does not
-    connect; the first `read()` does. Each request waits at most `timeout_s`, and a whole `read()` at
-    most `timeout_s` x (requests + 1) plus a margin. Any failure raises HardwareError and drops the
-    connection; the next `read()` reconnects.
-    """
-
-    def __init__(self, model: str, url: MeterUrlLike, device_id: int = 1, timeout_s: float = 1.0) -> None:
-        if model not in MODELS:
-            raise ValueError(f"meter model {model!r} unknown; supported: {', '.join(sorted(MODELS))}")
-        url = as_meter_url(url)
-        if not 0 <= device_id <= 247:
-            raise ValueError(f"device_id {device_id} not in 0..247")
-        if not (math.isfinite(timeout_s) and timeout_s > 0):
-            raise ValueError(f"timeout_s {timeout_s} must be positive")
-        self.model: Final = MODELS[model]
-        self.url: Final = url
-        self.device_id: Final = device_id
-        self.timeout_s: Final = timeout_s
-        self._where = f"meter {model} at {url}"
-        self._plan = plan_reads(self.model.registers, self.model.max_count, self.model.max_gap)
-        self._budget_s = timeout_s * (len(self._plan) + 1) + 0.5
-        self._client: _Client | None = None
-        self._lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"ModbusMeter({self.model.name!r}, {str(self.url)!r}, device_id={self.device_id})"
-
-    @property
-    def plan(self) -> tuple[ReadBlock, ...]:
-        """The requests one `read()` makes."""
-        return self._plan
-
-    @property
-    def connected(self) -> bool:
-        return self._client is not None and self._client.connected
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Drop the connection (idempotent). A later `read()` opens a new one."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            client.close()
-
-    async def read(self) -> MeterSample:
-        """Read every register of the model and return the sample. Raises HardwareError on any failure."""
-        async with self._lock:
-            try:
-                async with asyncio.timeout(self._budget_s):
-                    sample = await self._read_once()
-            except HardwareError:
-                self.close()
-                raise
-            except TimeoutError as exc:
-                self.close()
-                raise self._error(f"no complete answer within {self._budget_s:.1f} s") from exc
-            except asyncio.CancelledError:
-                self.close()  # a half-finished transaction must not answer the next request
-                raise
-            except Exception as exc:
-                # The Meter contract is "HardwareError, never anything else". What pymodbus raises varies
-                # between releases (ModbusException, OSError, TimeoutError, struct.error, ...); convert it all.
-                self.close()
-                raise self._error(f"{type(exc).__name__}: {exc}") from exc
-        log.debug("%s: %s", self._where, sample)
-        return sample
-
-    # -- internals -------------------------------------------------------------------------------
-
-    def _error(self, what: str) -> HardwareError:
-        return HardwareError(f"{self._where}: {what}")
-
-    def _new_client(self) -> _Client:
-        # retries=0 and reconnect_delay=0: one attempt per request, no background reconnect task; the
-        # shell owns back-off. pymodbus' `timeout` bounds both the connect and each response.
-        if self.url.scheme == "tcp":
-            return AsyncModbusTcpClient(
-                self.url.host,
-                port=self.url.port,
-                name=self._where,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-            )
-        return AsyncModbusSerialClient(
-            self.url.path,
-            baudrate=self.url.baud,
-            bytesize=8,
-            parity=self.url.parity,
-            stopbits=self.url.stopbits,
-            name=self._where,
-            timeout=self.timeout_s,
-            retries=0,
-            reconnect_delay=0,
-        )
-
-    async def _connected_client(self) -> _Client:
-        if self._client is not None and self._client.connected:
-            return self._client
-        self.close()
-        self._client = client = self._new_client()
-        if not await client.connect():
-            raise self._error("cannot connect")
-        log.debug("%s: connected", self._where)
-        return client
-
-    async def _read_once(self) -> MeterSample:
-        client = await self._connected_client()
-        values: dict[str, float] = {}
-        for block in self._plan:
-            words = await self._request(client, block)
-            try:
-                values.update(decode_block(block, words))
-            except ValueError as exc:
-                raise self._error(str(exc)) from exc
-        try:
-            return sample_from(self.model, values)
-        except ValueError as exc:
-            raise self._error(str(exc)) from exc
-
-    async def _request(self, client: _Client, block: ReadBlock) -> list[int]:
-        what = f"FC{block.fc:02d} 0x{block.address:04X} count {block.count}"
-        read = client.read_holding_registers if block.fc == 3 else client.read_input_registers
-        try:
-            resp: ModbusPDU = await read(block.address, count=block.count, device_id=self.device_id)
-        except (ModbusException, OSError, TimeoutError) as exc:
-            # No answer within timeout_s (a timeout is a ModbusIOException), a lost connection, a refused send.
-            raise self._error(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if resp.isError():
-            code = getattr(resp, "exception_code", None)
-            raise self._error(f"{what}: exception response (function 0x{resp.function_code:02X}, code {code})")
-        if resp.function_code != block.fc:
-            raise self._error(f"{what}: answer has function code {resp.function_code}")
-        if len(resp.registers) != block.count:
-            raise self._error(f"{what}: answer has {len(resp.registers)} registers")
-        return list(resp.registers)
+__all__ = [
+    "BAUD_RATES",
+    "EASTRON_MAX_COUNT",
+    "ENERGY",
+    "MODBUS_MAX_COUNT",
+    "MODELS",
+    "NOT_AVAILABLE",
+    "PHASE_QUANTITIES",
+    "QUANTITIES",
+    "REQUIRED",
+    "WH_PER_KWH",
+    "WORDS",
+    "DType",
+    "MeterModel",
+    "MeterUrl",
+    "MeterUrlLike",
+    "ModbusMeter",
+    "ReadBlock",
+    "Register",
+    "WordOrder",
+    "as_meter_url",
+    "decode_block",
+    "decode_register",
+    "encode_register",
+    "format_meter_url",
+    "overlaps",
+    "parse_meter_url",
+    "plan_reads",
+    "sample_from",
+]
