@@ -1,7 +1,7 @@
 """Table-driven transitions of the EVSE machine, and the exhaustive legality check (STYLE.md B7).
 
 Each row: the state a recipe of real inputs reached, one more input, the state it must settle in,
-and the exact actions, in order. IEC 61851-1 references are in firmware/core/evse.py.
+and the exact actions, in order. IEC 61851-1 references are in firmware/core/evse/machine.py.
 """
 
 from __future__ import annotations

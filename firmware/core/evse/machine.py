@@ -1,18 +1,13 @@
 """The per-EVSE state machine: session lifecycle, SessionEvents and the IEC 61851 safety reactions.
 
-Design. The machine keeps the facts it was told (the debounced CP reading, the PP cable rating,
-active faults, enabled, the current limit, the session) and, after every input or `tick(now)`,
-*settles*: it derives the one state those facts call for, then emits the output changes (relay, CP
-PWM, lock, LED) and the SessionEvents of the step. Deciding the state from the facts, rather than
-from the last edge, is what makes the safety invariant hold by construction: the relay is commanded
-closed only in CHARGING, and CHARGING is chosen only when CP is C (or D with ventilation), the
-session is authorized, the cable is valid, PWM is on and no fault is active. The ramp-down states
-(PAUSING, STOPPING) merely *keep* a closed relay, for at most the 6 s the standard allows.
-
-Legality is declared in `TRANSITIONS`: for each (state, event type) that the machine accepts, the
-states it may settle in. A pair that is absent raises `IllegalTransition` and changes nothing (h11's
-rule); a settle outside the declared set is a bug and, like any exception inside the machine, ends in
-FAULTED with fail-safe outputs.
+Design. The machine keeps the facts it was told (`facts.EvseFacts`) and, after every input or
+`tick(now)`, *settles*: it derives the one state those facts call for, then emits the output changes
+(relay, CP PWM, lock, LED) and the SessionEvents of the step. Deciding the state from the facts,
+rather than from the last edge, is what makes the safety invariant hold by construction: the relay
+is commanded closed only in CHARGING, and CHARGING is chosen only when CP is C (or D with
+ventilation), the session is authorized, the cable is valid, PWM is on and no fault is active. The
+ramp-down states (PAUSING, STOPPING) merely *keep* a closed relay, for at most the 6 s the standard
+allows. Legality is declared in `states.TRANSITIONS`.
 
 Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 
@@ -43,21 +38,18 @@ backend neither sends it a token nor sees an Available EVSE that refuses one). A
 with that reading's energy. A restored session does not charge before it either. If the reading does
 not come, the shell raises `FaultRaised(METER_LOST)` and the EVSE ends Faulted.
 
-This module does no I/O and reads no clock: `now` is the shell's monotonic time in seconds.
+What it must never do: close the relay outside CHARGING, keep it closed in a ramp-down beyond
+`stop_timeout_s`, let a bug of its own escape as an exception (it ends FAULTED, fail-safe), do I/O
+or read a clock: `now` is the shell's monotonic time in seconds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Final
 
 from firmware.core.errors import IllegalTransition
 from firmware.core.events import (
     DUTY_F,
-    DUTY_X1,
     FAULT_ERROR,
     STATUS_LED,
     Action,
@@ -86,272 +78,14 @@ from firmware.core.events import (
     Status,
     StopRequested,
 )
-from firmware.core.pilot import MAX_CURRENT_A, MIN_CURRENT_A, Cp, PilotReading, current_to_duty, pp_ampacity_a
+from firmware.core.evse.facts import EvseFacts, _is_on
+from firmware.core.evse.session import Session, StoredSession
+from firmware.core.evse.states import _ALL, _EDGES, STATUS, TRANSITIONS, State
+from firmware.core.pilot import MIN_CURRENT_A, Cp, PilotReading, pp_ampacity_a
 
 
-class State(Enum):
-    AVAILABLE = "available"  # no EV, no session
-    WAITING_FOR_EV = "waiting_for_ev"  # authorized before plug-in; waits connection_timeout_s
-    WAITING_FOR_AUTH = "waiting_for_auth"  # EV plugged in, no token yet (B1/C1)
-    SUSPENDED_EV = "suspended_ev"  # PWM offered, EV in B2
-    SUSPENDED_EVSE = "suspended_evse"  # authorized, nothing offered (limit 0, PP invalid, D without ventilation)
-    CHARGING = "charging"  # C2/D2, relay closed
-    PAUSING = "pausing"  # limit went to 0 while charging: X1, relay kept <= 6 s until B
-    STOPPING = "stopping"  # session ended while charging: X1, relay kept <= 6 s until B
-    FINISHING = "finishing"  # session ended, EV still plugged in
-    REPLUGGING = "replugging"  # virtual unplug: F for the requested time
-    FAULTED = "faulted"  # a fault is active (F, then X1 after fault_hold_s), or the F hold after one
-    UNAVAILABLE = "unavailable"  # disabled, or waiting for the meter's first reading
-
-
-STATUS: Final[dict[State, Status]] = {
-    State.AVAILABLE: Status.AVAILABLE,
-    State.WAITING_FOR_EV: Status.PREPARING,
-    State.WAITING_FOR_AUTH: Status.PREPARING,
-    State.SUSPENDED_EV: Status.SUSPENDED_EV,
-    State.SUSPENDED_EVSE: Status.SUSPENDED_EVSE,
-    State.CHARGING: Status.CHARGING,
-    State.PAUSING: Status.SUSPENDED_EVSE,
-    State.STOPPING: Status.FINISHING,
-    State.FINISHING: Status.FINISHING,
-    State.REPLUGGING: Status.SUSPENDED_EVSE,
-    State.FAULTED: Status.FAULTED,
-    State.UNAVAILABLE: Status.UNAVAILABLE,
-}
-
-_S = State
-#: Where each state may settle next (itself always included below).
-_EDGES: Final[dict[State, frozenset[State]]] = {
-    # AVAILABLE -> SUSPENDED_*: a token while CP is being re-read after F, with the EV still plugged.
-    _S.AVAILABLE: frozenset(
-        {_S.WAITING_FOR_EV, _S.WAITING_FOR_AUTH, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FAULTED, _S.UNAVAILABLE}
-    ),
-    _S.WAITING_FOR_EV: frozenset(
-        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FAULTED, _S.UNAVAILABLE}
-    ),
-    _S.WAITING_FOR_AUTH: frozenset(
-        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FINISHING, _S.FAULTED, _S.UNAVAILABLE}
-    ),
-    _S.SUSPENDED_EV: frozenset(
-        {_S.AVAILABLE, _S.CHARGING, _S.SUSPENDED_EVSE, _S.FINISHING, _S.REPLUGGING, _S.FAULTED, _S.UNAVAILABLE}
-    ),
-    _S.SUSPENDED_EVSE: frozenset(
-        {_S.AVAILABLE, _S.CHARGING, _S.SUSPENDED_EV, _S.FINISHING, _S.REPLUGGING, _S.FAULTED, _S.UNAVAILABLE}
-    ),
-    _S.CHARGING: frozenset(
-        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.PAUSING, _S.STOPPING, _S.REPLUGGING, _S.FAULTED}
-    ),
-    _S.PAUSING: frozenset(
-        {_S.AVAILABLE, _S.CHARGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.STOPPING, _S.REPLUGGING, _S.FAULTED}
-    ),
-    _S.STOPPING: frozenset({_S.AVAILABLE, _S.FINISHING, _S.UNAVAILABLE, _S.FAULTED}),
-    _S.FINISHING: frozenset({_S.AVAILABLE, _S.FAULTED, _S.UNAVAILABLE}),
-    _S.REPLUGGING: frozenset(
-        {_S.AVAILABLE, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FINISHING, _S.FAULTED, _S.UNAVAILABLE}
-    ),
-    _S.FAULTED: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING, _S.UNAVAILABLE}),
-    _S.UNAVAILABLE: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING, _S.FAULTED}),
-}
-_ALL = frozenset(State)
-_SESSION_RUNNING = frozenset(
-    {_S.WAITING_FOR_EV, _S.WAITING_FOR_AUTH, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.PAUSING, _S.REPLUGGING}
-)
-#: In which states each event type is accepted. Facts from sensors and settings are always accepted;
-#: commands only where they make sense.
-ACCEPTED_IN: Final[dict[type[Event], frozenset[State]]] = {
-    PilotChanged: _ALL,
-    PpChanged: _ALL,
-    FaultRaised: _ALL,
-    FaultCleared: _ALL,
-    MeterSampled: _ALL,
-    CurrentLimitChanged: _ALL,
-    SetEnabled: _ALL,
-    AuthorizationGranted: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH}),
-    AuthorizationRefused: frozenset({_S.AVAILABLE, _S.WAITING_FOR_AUTH}),
-    StopRequested: _SESSION_RUNNING,
-    ReplugRequested: frozenset({_S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING}),
-}
-#: (state, event type) -> the states the machine may settle in. Absent pairs are illegal.
-TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
-    (state, event_type): _EDGES[state] | {state}
-    for event_type, states in ACCEPTED_IN.items()
-    for state in states
-}
-EVENT_TYPES: Final[tuple[type[Event], ...]] = tuple(ACCEPTED_IN)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EvseConfig:
-    """Per-EVSE settings. Times in seconds; the defaults are IEC 61851-1 Table A.6 limits."""
-
-    cid: int
-    connectors: tuple[str, ...] = ("Unknown",)  # connector types, e.g. ("sType2",); "Unknown" fits all
-    max_current_a: float = 32.0
-    phases: int = 3
-    socket_outlet: bool = True  # False: tethered cable, PP not used
-    cable_max_current_a: float | None = None  # tethered cable rating (None: max_current_a)
-    ventilation_available: bool = False
-    phase_switching: bool = False  # the board can switch between 1 and 3 phases
-    has_meter: bool = True  # False: no energy meter; session events then carry no energy fields
-    connection_timeout_s: float = 60.0
-    stop_timeout_s: float = 6.0
-    fault_hold_s: float = 0.3
-    pwm_min_interval_s: float = 5.0
-    overcurrent_tolerance_pct: float = 10.0
-    overcurrent_tolerance_a: float = 0.5
-    overcurrent_timeout_s: float = 7.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.cid, bool) or not isinstance(self.cid, int) or self.cid < 1:
-            raise ValueError(f"cid must be a positive integer, got {self.cid!r}")
-        if not self.connectors or not all(isinstance(c, str) and c for c in self.connectors):
-            raise ValueError(f"connectors must be a non-empty list of connector types, got {self.connectors!r}")
-        if not MIN_CURRENT_A <= self.max_current_a <= MAX_CURRENT_A:
-            raise ValueError(f"max_current_a must be {MIN_CURRENT_A:g}..{MAX_CURRENT_A:g}, got {self.max_current_a}")
-        if self.phases not in (1, 3):
-            raise ValueError(f"phases must be 1 or 3, got {self.phases}")
-        if self.fault_hold_s < 0.3:
-            raise ValueError("fault_hold_s must be >= 0.3 (IEC 61851-1: F for at least 300 ms)")
-        if not 0 < self.stop_timeout_s <= 6.0:
-            raise ValueError("stop_timeout_s must be in (0, 6] (IEC 61851-1 Table A.6)")
-        if self.pwm_min_interval_s < 5.0:
-            raise ValueError("pwm_min_interval_s must be >= 5 (IEC 61851-1: one duty change per 5 s)")
-        for name in ("connection_timeout_s", "overcurrent_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
-
-
-@dataclass(slots=True, kw_only=True)
-class Session:
-    """The running session: what the backend bills from."""
-
-    uuid: str
-    id_token: str | None = None
-    reservation_id: int | None = None
-    authorized: bool = False
-    cancelled: bool = False
-    ev_seen: bool = False
-    charging_started: bool = False
-    started_at: float = 0.0
-    connect_deadline: float = math.inf
-    energy_wh_import_start: float = 0.0  # a reading; 0.0 only on an EVSE without a meter (never published)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredSession:
-    """What the store keeps of an open session, to end it correctly after a restart."""
-
-    uuid: str
-    id_token: str | None = None
-    reservation_id: int | None = None
-    authorized: bool = False
-    cancelled: bool = False
-    charging_started: bool = False
-    energy_wh_import_start: float = 0.0
-
-    @classmethod
-    def of(cls, session: Session) -> StoredSession:
-        return cls(uuid=session.uuid, id_token=session.id_token, reservation_id=session.reservation_id,
-                   authorized=session.authorized, cancelled=session.cancelled,
-                   charging_started=session.charging_started, energy_wh_import_start=session.energy_wh_import_start)
-
-
-@dataclass(slots=True)
-class Counters:
-    """Wear counters (persisted by the store): closes of the contactor and opens under load."""
-
-    contactor_cycles: int = 0
-    openings_under_load: int = 0
-
-
-def _is_on(duty_pct: float | None) -> bool:
-    return duty_pct is not None and duty_pct not in (DUTY_X1, DUTY_F)
-
-
-class EvseMachine:
+class EvseMachine(EvseFacts):
     """One EVSE. `handle(event, now)`, `tick(now)` and `next_deadline()`; no callbacks or I/O."""
-
-    def __init__(self, config: EvseConfig, *, new_session_id: Callable[[], str]) -> None:
-        self.config = config
-        self.cid = config.cid
-        self.counters = Counters()
-        self._new_session_id = new_session_id
-        self._state = State.AVAILABLE
-        self._reading: PilotReading | None = None  # None: not known since we last drove F
-        self._plugged = False
-        self._pp_a: int | None = None
-        self._faults: set[Fault] = set()
-        self._pilot_fault = False  # latched: ends only with a clean reading taken while CP is not F
-        self._fault_active = False
-        self._f_until = -math.inf  # F (after a fault) is driven until then; +inf: until the fault clears
-        self._enabled = True
-        self._disable_reason = SessionCancellationReason.REMOTE
-        self._limit_a = config.max_current_a
-        self._session: Session | None = None
-        self._replug_until: float | None = None
-        self._ramp_deadline: float | None = None
-        self._overcurrent_since: float | None = None
-        self._energy_wh: tuple[float, float] | None = None  # (import, export) of the latest reading
-        # Outputs as last commanded; None = unknown, so the first settle commands every output.
-        self._relay: bool | None = None
-        self._duty: float | None = None
-        self._locked: bool | None = None
-        self._led: object = None
-        self._duty_changed_at = -math.inf
-        self._duty_pending = False
-        self.last_crash: Exception | None = None
-
-    # --- read-only views -------------------------------------------------------------------------
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def status(self) -> Status:
-        return STATUS[self._state]
-
-    @property
-    def relay_closed(self) -> bool:
-        return bool(self._relay)
-
-    @property
-    def duty_pct(self) -> float:
-        return DUTY_F if self._duty is None else self._duty
-
-    @property
-    def pwm_on(self) -> bool:
-        return _is_on(self._duty)
-
-    @property
-    def cp(self) -> Cp | None:
-        return None if self._reading is None else self._reading.cp
-
-    @property
-    def plugged(self) -> bool:
-        """An EV is connected, as last seen (kept while CP is driven to F and cannot be read)."""
-        return self._plugged
-
-    @property
-    def session(self) -> Session | None:
-        return self._session
-
-    @property
-    def faults(self) -> frozenset[Fault]:
-        return frozenset(self._faults)
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
-
-    @property
-    def meter_ready(self) -> bool:
-        """Sessions may start: the meter has given its first reading, or the EVSE has no meter."""
-        return self._energy_wh is not None or not self.config.has_meter
-
-    @property
-    def offered_a(self) -> float:
-        return self._offer_a() if self.pwm_on else 0.0
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -663,105 +397,3 @@ class EvseMachine:
             SetLed(cid=self.cid, led=self._led),
             EmitSessionEvent(cid=self.cid, uuid="", event=SessionEvent.ERROR, error=Error.INTERNAL),
         ]
-
-    # --- helpers ---------------------------------------------------------------------------------
-
-    def _requests_power(self) -> bool:
-        return self.cp in (Cp.C, Cp.D)
-
-    def _reading_is_faulty(self) -> bool:
-        """CP short (E), a voltage outside every band, or -12 V while we are not driving F."""
-        if self._reading is None:
-            return False
-        cp = self._reading.cp
-        return cp is None or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
-
-    def _pilot_fault_now(self) -> bool:
-        """A pilot fault lasts until a reading says otherwise: no reading yet (CP is re-read after F)
-        and our own -12 V while we drive F are no news, so a lasting short cannot oscillate F <-> X1."""
-        if self._reading is None or (self._reading.cp is Cp.F and self._duty == DUTY_F):
-            return self._pilot_fault
-        return self._reading_is_faulty()
-
-    def _hold_f(self, now: float) -> None:
-        """A new fault: F for at least fault_hold_s from now (IEC 61851-1 Table A.6)."""
-        self._f_until = max(self._f_until, now + self.config.fault_hold_s)
-
-    def _cable_ok(self) -> bool:
-        return not self.config.socket_outlet or self._pp_a is not None
-
-    def _offer_a(self) -> float:
-        offer = min(self._limit_a, self.config.max_current_a)
-        if self.config.socket_outlet:
-            offer = min(offer, self._pp_a or 0)
-        elif self.config.cable_max_current_a is not None:
-            offer = min(offer, self.config.cable_max_current_a)
-        return offer
-
-    def _wanted_duty(self, state: State, now: float) -> float:
-        if state is State.REPLUGGING:
-            return DUTY_F
-        if state is State.FAULTED:  # F for its hold; a lasting fault then gets X1, so an unplug is seen
-            return DUTY_F if now < self._f_until else DUTY_X1
-        if state in (State.CHARGING, State.SUSPENDED_EV):
-            return current_to_duty(self._offer_a())
-        return DUTY_X1
-
-    def _signalled_a(self) -> float:
-        return self._offer_a() if self.pwm_on else 0.0
-
-    def _check_overcurrent(self, current_a: float, now: float) -> None:
-        """Soft over-current: above the signalled limit + tolerance for overcurrent_timeout_s."""
-        signalled_a = self._signalled_a()
-        limit_a = signalled_a * (1 + self.config.overcurrent_tolerance_pct / 100) + self.config.overcurrent_tolerance_a
-        if self._relay and current_a > limit_a:
-            if self._overcurrent_since is None:
-                self._overcurrent_since = now
-        else:
-            self._overcurrent_since = None
-
-    def _session_or_raise(self) -> Session:
-        if self._session is None:  # pragma: no cover - guarded by TRANSITIONS
-            raise AssertionError("no session")
-        return self._session
-
-    def _start_session(
-        self,
-        now: float,
-        reason: StartSessionReason,
-        notes: list[Action],
-        id_token: str | None = None,
-        reservation_id: int | None = None,
-    ) -> None:
-        session = Session(
-            uuid=self._new_session_id(),
-            id_token=id_token,
-            reservation_id=reservation_id,
-            started_at=now,
-            ev_seen=self._plugged,
-            energy_wh_import_start=self._energy_wh[0] if self._energy_wh is not None else 0.0,
-        )
-        if reason is StartSessionReason.AUTHORIZED and not self._plugged:
-            session.connect_deadline = now + self.config.connection_timeout_s
-        self._session = session
-        notes.append(
-            self._energy_note(
-                SessionEvent.SESSION_STARTED, reason=reason.value, id_token=id_token, reservation_id=reservation_id
-            )
-        )
-
-    def _cancel(self, reason: SessionCancellationReason, notes: list[Action]) -> None:
-        session = self._session
-        if session is not None and not session.cancelled:
-            session.cancelled = True
-            notes.append(self._energy_note(SessionEvent.SESSION_CANCELLED, reason=reason.value))
-
-    def _note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
-        uuid = self._session.uuid if self._session is not None else ""
-        return EmitSessionEvent(cid=self.cid, uuid=uuid, event=event, **fields)  # type: ignore[arg-type]
-
-    def _energy_note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
-        """A note with the latest reading's energy registers; without a reading, none (never 0.0)."""
-        if self._energy_wh is not None:
-            fields.update(energy_wh_import=self._energy_wh[0], energy_wh_export=self._energy_wh[1])
-        return self._note(event, **fields)

@@ -1,0 +1,44 @@
+"""One EVSE: its state machine, states and transition table, settings and session records.
+
+IEC 61851-1:2017 (Annex A control pilot, Annex B proximity pilot) governs every timing and safety
+rule here; the rules themselves are written out in `machine`, which applies them. The package is
+part of the sans-I/O core: it must never do I/O, read a clock, log or import the shell or `hal`.
+
+* `states`  - `State`, its public `STATUS`, and the legality tables (`ACCEPTED_IN`, `TRANSITIONS`);
+* `config`  - `EvseConfig`, one EVSE's settings, bounded by the standard;
+* `session` - `Session`, `StoredSession`, `Counters`: plain records;
+* `facts`   - `EvseFacts`: what the machine knows and derives (offer, duty, notes), no decisions;
+* `machine` - `EvseMachine`: `handle`, `tick`, `next_deadline`, `restore_session`; the step.
+
+Everything is re-exported here, so `from firmware.core.evse import ...` is the one import path.
+"""
+
+from firmware.core.evse.config import EvseConfig
+from firmware.core.evse.facts import EvseFacts
+from firmware.core.evse.machine import EvseMachine
+from firmware.core.evse.session import Counters, Session, StoredSession
+from firmware.core.evse.states import (  # the private tables stay importable, as before the split
+    _ALL,  # noqa: F401
+    _EDGES,  # noqa: F401
+    _S,  # noqa: F401
+    _SESSION_RUNNING,  # noqa: F401
+    ACCEPTED_IN,
+    EVENT_TYPES,
+    STATUS,
+    TRANSITIONS,
+    State,
+)
+
+__all__ = [
+    "ACCEPTED_IN",
+    "EVENT_TYPES",
+    "STATUS",
+    "TRANSITIONS",
+    "Counters",
+    "EvseConfig",
+    "EvseFacts",
+    "EvseMachine",
+    "Session",
+    "State",
+    "StoredSession",
+]

@@ -1,0 +1,230 @@
+"""`EvseFacts`: what one EVSE's machine knows, and what it derives from those facts.
+
+The facts are what the machine was told (the debounced CP reading, the PP cable rating, active
+faults, enabled, the current limit, the meter's latest reading, the session) and the outputs as last
+commanded. The derivations are pure reads of them: the offered current (limited by the PP rating on a
+socket outlet, IEC 61851-1 Annex B Table B.2, never an assumed 13 A), the wanted CP duty (F, X1 or
+the PWM of the offer, A.2.3), whether a reading is a pilot fault, and the SessionEvent notes of a
+step, which carry the latest reading's energy and never an invented figure. It also keeps the
+books the step relies on: the F hold, the soft over-current timer, and opening or cancelling a
+session with its SessionEvent.
+
+`EvseFacts` is the base of `machine.EvseMachine` and is never used alone. It must never settle a
+state, command an output, do I/O or read a clock: `now` is the shell's monotonic time in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from firmware.core.events import (
+    DUTY_F,
+    DUTY_X1,
+    Action,
+    EmitSessionEvent,
+    Fault,
+    SessionCancellationReason,
+    SessionEvent,
+    StartSessionReason,
+    Status,
+)
+from firmware.core.evse.config import EvseConfig
+from firmware.core.evse.session import Counters, Session
+from firmware.core.evse.states import STATUS, State
+from firmware.core.pilot import Cp, PilotReading, current_to_duty
+
+
+def _is_on(duty_pct: float | None) -> bool:
+    return duty_pct is not None and duty_pct not in (DUTY_X1, DUTY_F)
+
+
+class EvseFacts:
+    """One EVSE's facts and read-only views; `machine.EvseMachine` adds the step."""
+
+    def __init__(self, config: EvseConfig, *, new_session_id: Callable[[], str]) -> None:
+        self.config = config
+        self.cid = config.cid
+        self.counters = Counters()
+        self._new_session_id = new_session_id
+        self._state = State.AVAILABLE
+        self._reading: PilotReading | None = None  # None: not known since we last drove F
+        self._plugged = False
+        self._pp_a: int | None = None
+        self._faults: set[Fault] = set()
+        self._pilot_fault = False  # latched: ends only with a clean reading taken while CP is not F
+        self._fault_active = False
+        self._f_until = -math.inf  # F (after a fault) is driven until then; +inf: until the fault clears
+        self._enabled = True
+        self._disable_reason = SessionCancellationReason.REMOTE
+        self._limit_a = config.max_current_a
+        self._session: Session | None = None
+        self._replug_until: float | None = None
+        self._ramp_deadline: float | None = None
+        self._overcurrent_since: float | None = None
+        self._energy_wh: tuple[float, float] | None = None  # (import, export) of the latest reading
+        # Outputs as last commanded; None = unknown, so the first settle commands every output.
+        self._relay: bool | None = None
+        self._duty: float | None = None
+        self._locked: bool | None = None
+        self._led: object = None
+        self._duty_changed_at = -math.inf
+        self._duty_pending = False
+        self.last_crash: Exception | None = None
+
+    # --- read-only views -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def status(self) -> Status:
+        return STATUS[self._state]
+
+    @property
+    def relay_closed(self) -> bool:
+        return bool(self._relay)
+
+    @property
+    def duty_pct(self) -> float:
+        return DUTY_F if self._duty is None else self._duty
+
+    @property
+    def pwm_on(self) -> bool:
+        return _is_on(self._duty)
+
+    @property
+    def cp(self) -> Cp | None:
+        return None if self._reading is None else self._reading.cp
+
+    @property
+    def plugged(self) -> bool:
+        """An EV is connected, as last seen (kept while CP is driven to F and cannot be read)."""
+        return self._plugged
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    @property
+    def faults(self) -> frozenset[Fault]:
+        return frozenset(self._faults)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def meter_ready(self) -> bool:
+        """Sessions may start: the meter has given its first reading, or the EVSE has no meter."""
+        return self._energy_wh is not None or not self.config.has_meter
+
+    @property
+    def offered_a(self) -> float:
+        return self._offer_a() if self.pwm_on else 0.0
+
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _requests_power(self) -> bool:
+        return self.cp in (Cp.C, Cp.D)
+
+    def _reading_is_faulty(self) -> bool:
+        """CP short (E), a voltage outside every band, or -12 V while we are not driving F."""
+        if self._reading is None:
+            return False
+        cp = self._reading.cp
+        return cp is None or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
+
+    def _pilot_fault_now(self) -> bool:
+        """A pilot fault lasts until a reading says otherwise: no reading yet (CP is re-read after F)
+        and our own -12 V while we drive F are no news, so a lasting short cannot oscillate F <-> X1."""
+        if self._reading is None or (self._reading.cp is Cp.F and self._duty == DUTY_F):
+            return self._pilot_fault
+        return self._reading_is_faulty()
+
+    def _hold_f(self, now: float) -> None:
+        """A new fault: F for at least fault_hold_s from now (IEC 61851-1 Table A.6)."""
+        self._f_until = max(self._f_until, now + self.config.fault_hold_s)
+
+    def _cable_ok(self) -> bool:
+        return not self.config.socket_outlet or self._pp_a is not None
+
+    def _offer_a(self) -> float:
+        offer = min(self._limit_a, self.config.max_current_a)
+        if self.config.socket_outlet:
+            offer = min(offer, self._pp_a or 0)
+        elif self.config.cable_max_current_a is not None:
+            offer = min(offer, self.config.cable_max_current_a)
+        return offer
+
+    def _wanted_duty(self, state: State, now: float) -> float:
+        if state is State.REPLUGGING:
+            return DUTY_F
+        if state is State.FAULTED:  # F for its hold; a lasting fault then gets X1, so an unplug is seen
+            return DUTY_F if now < self._f_until else DUTY_X1
+        if state in (State.CHARGING, State.SUSPENDED_EV):
+            return current_to_duty(self._offer_a())
+        return DUTY_X1
+
+    def _signalled_a(self) -> float:
+        return self._offer_a() if self.pwm_on else 0.0
+
+    def _check_overcurrent(self, current_a: float, now: float) -> None:
+        """Soft over-current: above the signalled limit + tolerance for overcurrent_timeout_s."""
+        signalled_a = self._signalled_a()
+        limit_a = signalled_a * (1 + self.config.overcurrent_tolerance_pct / 100) + self.config.overcurrent_tolerance_a
+        if self._relay and current_a > limit_a:
+            if self._overcurrent_since is None:
+                self._overcurrent_since = now
+        else:
+            self._overcurrent_since = None
+
+    # --- session bookkeeping ---------------------------------------------------------------------
+
+    def _start_session(
+        self,
+        now: float,
+        reason: StartSessionReason,
+        notes: list[Action],
+        id_token: str | None = None,
+        reservation_id: int | None = None,
+    ) -> None:
+        session = Session(
+            uuid=self._new_session_id(),
+            id_token=id_token,
+            reservation_id=reservation_id,
+            started_at=now,
+            ev_seen=self._plugged,
+            energy_wh_import_start=self._energy_wh[0] if self._energy_wh is not None else 0.0,
+        )
+        if reason is StartSessionReason.AUTHORIZED and not self._plugged:
+            session.connect_deadline = now + self.config.connection_timeout_s
+        self._session = session
+        notes.append(
+            self._energy_note(
+                SessionEvent.SESSION_STARTED, reason=reason.value, id_token=id_token, reservation_id=reservation_id
+            )
+        )
+
+    def _cancel(self, reason: SessionCancellationReason, notes: list[Action]) -> None:
+        session = self._session
+        if session is not None and not session.cancelled:
+            session.cancelled = True
+            notes.append(self._energy_note(SessionEvent.SESSION_CANCELLED, reason=reason.value))
+
+    def _session_or_raise(self) -> Session:
+        if self._session is None:  # pragma: no cover - guarded by TRANSITIONS
+            raise AssertionError("no session")
+        return self._session
+
+    def _note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
+        uuid = self._session.uuid if self._session is not None else ""
+        return EmitSessionEvent(cid=self.cid, uuid=uuid, event=event, **fields)  # type: ignore[arg-type]
+
+    def _energy_note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
+        """A note with the latest reading's energy registers; without a reading, none (never 0.0)."""
+        if self._energy_wh is not None:
+            fields.update(energy_wh_import=self._energy_wh[0], energy_wh_export=self._energy_wh[1])
+        return self._note(event, **fields)
