@@ -1,17 +1,17 @@
 """The reservation book: reserve, cancel, check, use and expire reservations over the EVSEs.
 
-It implements API.md §7 (rules V1-V6, G1-G3, U1-U6) with the names and enum values of the EVerest
-`reservation` and `evse_manager` types, OCPI's ReserveNow rules (sender namespaces, atomic
-replacement) and the depot API's scheduled reservations. It is pure: UTC time (`now`, an aware
-`datetime`) is passed in; expiry and activation happen in `tick(now)`, with `next_deadline()`
-telling the shell when. Every change returns its outputs: `ReservationUpdate`s for `R/reservation`
-and `EmitSessionEvent`s (ReservationStart / ReservationEnd) for the EVSEs concerned.
+What it is for: `ReservationBook` holds every reservation of one charger and implements API.md §7
+(rules V1-V6, G1-G3, U1-U6) with the names and enum values of the EVerest `reservation` and
+`evse_manager` types, OCPI's ReserveNow rules (sender namespaces, atomic replacement) and the depot
+API's scheduled reservations. UTC time (`now`, an aware `datetime`) is passed in; expiry and
+activation happen in `tick(now)`, with `next_deadline()` telling the shell when. Every change
+returns its outputs: `ReservationUpdate`s for `R/reservation` and `EmitSessionEvent`s
+(ReservationStart / ReservationEnd) for the EVSEs concerned. The room questions (G1) are asked of
+room.py; the snapshot's plain data is snapshot.py's.
 
-G1, the worst-case room check for global reservations, asks: for every order in which the cars of
-the global reservations may arrive, and every free fitting EVSE each may pick, does every later car
-still find a free fitting EVSE? EVerest enumerates permutations (factorial). Here it is a bipartite
-matching question per connector type (`global_room`), polynomial in the number of cars and EVSEs.
-Tests prove it agrees with the brute-force enumeration on thousands of random layouts.
+It must never read a clock, persist or publish anything itself (the shell does, from the returned
+outputs and `snapshot()`), nor drive an EVSE: it only knows the EVSEs' live state the charger
+reports (`set_evses`). It is part of the sans-I/O core (DESIGN.md principle 1, STYLE.md B1).
 
 Readings chosen where API.md leaves room (each is tested):
 * G3 "per connector type": an EVSE is held for global reservations exactly when G2 would refuse a
@@ -27,264 +27,41 @@ Readings chosen where API.md leaves room (each is tested):
   are removed, newest first, when the working EVSEs (occupied ones included) cannot hold them: on
   a fault, when a scheduled reservation becomes active, and on restore.
 * `exists_reservation` and token use consider reservations whose window contains now.
+
+Standard: API.md §7 (V1-V6, G1-G3, U1-U6); the EVerest `reservation` interface and types
+(/work/shared/seeds/everest_interfaces_reservation.rst, everest_types_reservation.rst), OCPI
+ReserveNow (ocpi_reserve_now.rs.txt) and the depot reservations API (depot_reservations_api.txt).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Final
+from dataclasses import replace
+from datetime import datetime
 
-from firmware.core.events import EmitSessionEvent, SessionEvent
-
-UNKNOWN: Final = "Unknown"
-#: The id EVerest uses on an EVSE held for global reservations (G3).
-GLOBAL_HOLD_ID: Final = -1
-MAX_TOKEN_LEN: Final = 255
-
-
-class ReservationResult(StrEnum):
-    ACCEPTED = "Accepted"
-    FAULTED = "Faulted"
-    OCCUPIED = "Occupied"
-    REJECTED = "Rejected"
-    UNAVAILABLE = "Unavailable"
-
-
-class ReservationCheckStatus(StrEnum):
-    NOT_RESERVED = "NotReserved"
-    RESERVED_FOR_TOKEN = "ReservedForToken"
-    RESERVED_FOR_OTHER_TOKEN = "ReservedForOtherToken"
-    RESERVED_FOR_OTHER_TOKEN_AND_HAS_PARENT_TOKEN = "ReservedForOtherTokenAndHasParentToken"
-
-
-class ReservationStatus(StrEnum):
-    """ReservationUpdateStatus.reservation_status."""
-
-    PLACED = "Placed"
-    EXPIRED = "Expired"
-    REMOVED = "Removed"
-    CANCELLED = "Cancelled"
-    USED = "Used"
-
-
-class ReservationEndReason(StrEnum):
-    EXPIRED = "Expired"
-    CANCELLED = "Cancelled"
-    USED_TO_START_CHARGING = "UsedToStartCharging"
-    GLOBAL_RESERVATION_REQUIREMENT_DROPPED = "GlobalReservationRequirementDropped"
-
-
-def _check_utc(name: str, value: datetime) -> None:
-    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() != timedelta(0):
-        raise ValueError(f"{name} must be an aware UTC datetime, got {value!r}")
-
-
-def check_token(name: str, value: object) -> str:
-    """A token (id, parent, group): a string of 1..MAX_TOKEN_LEN characters, else ValueError."""
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_LEN:
-        raise ValueError(f"{name} must be a string of 1..{MAX_TOKEN_LEN} characters")
-    return value
-
-
-def fits(requested: str, connectors: Iterable[str]) -> bool:
-    """A requested connector type fits an EVSE (API.md §3.1: `Unknown` is a wildcard on both sides)."""
-    return requested == UNKNOWN or any(c == requested or c == UNKNOWN for c in connectors)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reservation:
-    """The args of `reserve_now` (API.md §3.1), validated."""
-
-    reservation_id: int
-    id_token: str
-    expiry_utc: datetime
-    evse_id: int | None = None
-    parent_id_token: str | None = None
-    connector_type: str = UNKNOWN
-    start_utc: datetime | None = None
-    sender: str = ""
-    token_type: str | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.reservation_id, bool) or not isinstance(self.reservation_id, int):
-            raise ValueError(f"reservation_id must be an integer, got {self.reservation_id!r}")
-        check_token("id_token", self.id_token)
-        _check_utc("expiry_time", self.expiry_utc)
-        if self.start_utc is not None:
-            _check_utc("start_time", self.start_utc)
-            if self.start_utc >= self.expiry_utc:
-                raise ValueError("start_time must be before expiry_time")
-        if self.evse_id is not None and (
-            isinstance(self.evse_id, bool) or not isinstance(self.evse_id, int) or self.evse_id < 1
-        ):
-            raise ValueError(f"evse_id must be a positive integer, got {self.evse_id!r}")
-        if self.parent_id_token is not None:
-            check_token("parent_id_token", self.parent_id_token)
-        if not isinstance(self.connector_type, str) or not self.connector_type:
-            raise ValueError("connector_type must be a non-empty string")
-        if not isinstance(self.sender, str):
-            raise ValueError("sender must be a string")
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.sender, self.reservation_id)
-
-    def matches(self, id_token: str, parent_id_token: str | None) -> bool:
-        """U1: the token equals, or both parent tokens are present and equal (case-insensitive)."""
-        if id_token.casefold() == self.id_token.casefold():
-            return True
-        return (
-            parent_id_token is not None
-            and self.parent_id_token is not None
-            and parent_id_token.casefold() == self.parent_id_token.casefold()
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Entry:
-    """A reservation in the book, with what the book adds: uuid, placement time and order."""
-
-    reservation: Reservation
-    uuid: str
-    placed_utc: datetime
-    order: int  # placement order: oldest first (U1), newest removed first (U4)
-    active: bool = False  # Scheduled until activated (V5)
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.reservation.key
-
-    @property
-    def window_start(self) -> datetime:
-        r = self.reservation
-        return self.placed_utc if r.start_utc is None else max(r.start_utc, self.placed_utc)
-
-    def in_window(self, instant: datetime) -> bool:
-        return self.window_start <= instant < self.reservation.expiry_utc
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReservationUpdate:
-    """ReservationUpdateStatus for `R/reservation` (the shell adds timestamp and seq)."""
-
-    reservation_id: int
-    sender: str
-    uuid: str
-    status: ReservationStatus
-    evse_id: int | None = None
-    reason: str | None = None
-
-    def payload(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "reservation_id": self.reservation_id,
-            "sender": self.sender,
-            "uuid": self.uuid,
-            "reservation_status": self.status.value,
-        }
-        if self.evse_id is not None:
-            doc["evse_id"] = self.evse_id
-        if self.reason is not None:
-            doc["reason"] = self.reason
-        return doc
-
-
-BookOutput = ReservationUpdate | EmitSessionEvent
-
-
-@dataclass(slots=True)
-class EvseLive:
-    """What the book needs to know of an EVSE, kept current by the charger."""
-
-    connectors: tuple[str, ...]
-    occupied: bool = False  # an EV plugged in or a session running
-    faulted: bool = False
-    enabled: bool = True
-
-
-# --- G1 ------------------------------------------------------------------------------------------
-
-def _max_matching(cars: list[str], evses: list[tuple[str, ...]]) -> int:
-    """Size of a maximum matching of cars to EVSEs they fit (Kuhn's augmenting paths)."""
-    owner: list[int | None] = [None] * len(evses)
-
-    def augment(car: int, seen: list[bool]) -> bool:
-        for j, connectors in enumerate(evses):
-            if not seen[j] and fits(cars[car], connectors):
-                seen[j] = True
-                holder = owner[j]
-                if holder is None or augment(holder, seen):
-                    owner[j] = car
-                    return True
-        return False
-
-    return sum(augment(car, [False] * len(evses)) for car in range(len(cars)))
-
-
-def global_room(types: Iterable[str], free_evses: Iterable[Iterable[str]]) -> bool:
-    """G1's worst-case clause: whatever order the cars of the global reservations (`types`) arrive
-    in, and whichever free fitting EVSE each picks, every car finds a free fitting EVSE.
-
-    A car c is stranded exactly when the cars before it can occupy *every* free EVSE that fits c,
-    each taking a different EVSE that fits itself, i.e. when the other cars can be matched onto all
-    of c's fitting EVSEs (the adversary sends those cars first, each to its matched EVSE). So G1
-    holds iff, for every car c, a maximum matching of the other cars into c's fitting EVSEs is
-    smaller than their number. Cars of one type share the question, so it is asked once per type:
-    polynomial time instead of EVerest's n! orders (tests compare it with the brute force).
-    """
-    cars = list(types)
-    evses = [tuple(c) for c in free_evses]
-    if len(cars) > len(evses):
-        return False
-    for requested in set(cars):
-        fitting = [e for e in evses if fits(requested, e)]
-        others = list(cars)
-        others.remove(requested)
-        if len(others) >= len(fitting) and _max_matching(others, fitting) == len(fitting):
-            return False
-    return True
-
-
-# --- the book ------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Outputs:
-    items: list[BookOutput] = field(default_factory=list)
-
-    def update(self, entry: Entry, status: ReservationStatus, evse_id: int | None = None) -> None:
-        r = entry.reservation
-        self.items.append(
-            ReservationUpdate(
-                reservation_id=r.reservation_id,
-                sender=r.sender,
-                uuid=entry.uuid,
-                status=status,
-                evse_id=r.evse_id if evse_id is None else evse_id,
-            )
-        )
-
-    def start(self, evse_id: int, entry: Entry | None) -> None:
-        if entry is None:
-            data: dict[str, object] = {"reservation_id": GLOBAL_HOLD_ID, "id_tag": "", "global": True}
-        else:
-            r = entry.reservation
-            data = {"reservation_id": r.reservation_id, "id_tag": r.id_token}
-            if r.parent_id_token is not None:
-                data["parent_id"] = r.parent_id_token
-        self.items.append(
-            EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_START,
-                             extra=(("reservation_start", data),))
-        )
-
-    def end(self, evse_id: int, reservation_id: int, reason: ReservationEndReason) -> None:
-        data = {"reservation_id": reservation_id, "reason": reason.value}
-        self.items.append(
-            EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_END,
-                             extra=(("reservation_end", data),))
-        )
+from firmware.core.reservations.model import (
+    GLOBAL_HOLD_ID,
+    UNKNOWN,
+    BookOutput,
+    Entry,
+    EvseLive,
+    Reservation,
+    ReservationCheckStatus,
+    ReservationEndReason,
+    ReservationResult,
+    ReservationStatus,
+    _check_utc,
+    _Outputs,
+    _overlap,
+    fits,
+)
+from firmware.core.reservations.room import (
+    free_evses,
+    g1_at,
+    g1_over_window,
+    global_room,
+)
+from firmware.core.reservations.snapshot import _entry_to_plain, _parse_snapshot
 
 
 class ReservationBook:
@@ -345,7 +122,7 @@ class ReservationBook:
         connectors = self._evses[evse_id].connectors
         if not any(fits(t, connectors) for t in globals_now):
             return True  # no reserved car could use this EVSE: taking it cannot hurt them
-        free = [self._evses[e].connectors for e in self._free(now) if e != evse_id]
+        free = [self._evses[e].connectors for e in free_evses(self._evses, self._entries.values(), now) if e != evse_id]
         return global_room(globals_now, free)
 
     def exists(self, id_token: str, evse_id: int | None, group_id_token: str | None,
@@ -493,14 +270,7 @@ class ReservationBook:
     def restore(self, data: Mapping[str, object], now: datetime) -> list[BookOutput]:
         """Load a snapshot taken before a restart; ends what expired or no longer fits (U6)."""
         _check_utc("now", now)
-        try:
-            entries = [_entry_from_plain(item) for item in _as_list(data.get("entries", []))]
-            order = max([int(str(data.get("order", 0)))] + [e.order for e in entries])
-            started = {int(pair[0]): int(pair[1]) for pair in _as_list(data.get("started", []))
-                       if isinstance(pair, list) and int(pair[0]) in self._evses}
-            held = {int(x) for x in _as_list(data.get("held", [])) if int(x) in self._evses}
-        except (KeyError, TypeError, IndexError, OverflowError, AttributeError) as exc:
-            raise ValueError(f"the reservation snapshot is damaged: {type(exc).__name__}: {exc}") from exc
+        entries, order, started, held = _parse_snapshot(data, self._evses)
         self._entries = {e.key: e for e in entries}
         self._order, self._started, self._held = order, started, held
         out = _Outputs()
@@ -523,45 +293,6 @@ class ReservationBook:
     def _globals(self, now: datetime) -> list[Entry]:
         return [e for e in self.entries if e.reservation.evse_id is None and e.in_window(now)]
 
-    def _free(self, now: datetime, instant: datetime | None = None, skip: Entry | None = None) -> list[int]:
-        """EVSEs free for global reservations at `instant` (default now). V5: live state only at now."""
-        instant = now if instant is None else instant
-        held = {
-            e.reservation.evse_id
-            for e in self._entries.values()
-            if e is not skip and e.reservation.evse_id is not None and e.in_window(instant)
-        }
-        return [
-            evse_id
-            for evse_id, live in self._evses.items()
-            if evse_id not in held
-            and (instant > now or (not live.occupied and not live.faulted and live.enabled))
-        ]
-
-    def _g1(self, entries: list[Entry], instant: datetime, now: datetime, *, capacity: bool = False) -> bool:
-        """G1 at one instant over `entries` (those whose windows contain it are counted). With
-        `capacity`, only faulted and disabled EVSEs are missing (U4: a plug-in removes nothing)."""
-        counted = [e for e in entries if e.in_window(instant)]
-        if len(counted) > len(self._evses):
-            return False
-        specific = {e.reservation.evse_id for e in counted if e.reservation.evse_id is not None}
-        free = [
-            live.connectors
-            for evse_id, live in self._evses.items()
-            if evse_id not in specific
-            and (instant > now or ((capacity or not live.occupied) and not live.faulted and live.enabled))
-        ]
-        return global_room((e.reservation.connector_type for e in counted if e.reservation.evse_id is None), free)
-
-    def _g1_over_window(self, candidate: Entry, others: list[Entry], now: datetime) -> bool:
-        """V5: G1 at the new window's start and at every other window's start inside it."""
-        entries = [*others, candidate]
-        instants = {candidate.window_start}
-        instants.update(
-            e.window_start for e in others if candidate.window_start < e.window_start < candidate.reservation.expiry_utc
-        )
-        return all(self._g1(entries, instant, now) for instant in sorted(instants))
-
     def _evaluate(self, candidate: Entry, old: Entry | None, now: datetime) -> ReservationResult:
         r = candidate.reservation
         if not self.enabled or r.expiry_utc <= now:
@@ -582,13 +313,13 @@ class ReservationBook:
                     return ReservationResult.FAULTED
                 if not live.enabled:
                     return ReservationResult.UNAVAILABLE
-            if not self._g1_over_window(candidate, others, now):
+            if not g1_over_window(self._evses, candidate, others, now):
                 return ReservationResult.OCCUPIED
             return ReservationResult.ACCEPTED
         fitting = [live for live in self._evses.values() if fits(r.connector_type, live.connectors)]  # V4
         if not fitting:
             return ReservationResult.REJECTED
-        if self._g1_over_window(candidate, others, now):
+        if g1_over_window(self._evses, candidate, others, now):
             return ReservationResult.ACCEPTED
         if others or any(live.occupied for live in self._evses.values()):
             return ReservationResult.OCCUPIED
@@ -609,7 +340,7 @@ class ReservationBook:
 
     def _shrink(self, now: datetime, out: _Outputs) -> None:
         """U4: while the hardware that works cannot hold the reservations, remove the newest global."""
-        while not self._g1(list(self._entries.values()), now, now, capacity=True):
+        while not g1_at(self._evses, list(self._entries.values()), now, now, capacity=True):
             newest = self._globals(now)
             if not newest:
                 return
@@ -652,7 +383,7 @@ class ReservationBook:
             self._started[evse_id] = entry.reservation.reservation_id
             out.start(evse_id, entry)
         # G3: EVSEs where a walk-in would break G1 are held for the global reservations.
-        free = self._free(now)
+        free = free_evses(self._evses, self._entries.values(), now)
         held = {evse_id for evse_id in free if not self.walk_in_allowed(evse_id, now)}
         for evse_id in sorted(self._held - held):
             self._held.discard(evse_id)
@@ -665,67 +396,3 @@ class ReservationBook:
             self._started[evse_id] = GLOBAL_HOLD_ID
             out.start(evse_id, None)
 
-
-def _overlap(a: Entry, b: Entry) -> bool:
-    return a.window_start < b.reservation.expiry_utc and b.window_start < a.reservation.expiry_utc
-
-
-def _as_list(value: object) -> list[object]:
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list in the reservation snapshot, got {type(value).__name__}")
-    return value
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _from_iso(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO time, got {value!r}")
-    return datetime.fromisoformat(value)
-
-
-def _entry_to_plain(entry: Entry) -> dict[str, object]:
-    r = entry.reservation
-    return {
-        "reservation_id": r.reservation_id,
-        "id_token": r.id_token,
-        "expiry_time": _iso(r.expiry_utc),
-        "evse_id": r.evse_id,
-        "parent_id_token": r.parent_id_token,
-        "connector_type": r.connector_type,
-        "start_time": _iso(r.start_utc),
-        "sender": r.sender,
-        "token_type": r.token_type,
-        "uuid": entry.uuid,
-        "placed_at": _iso(entry.placed_utc),
-        "order": entry.order,
-        "active": entry.active,
-    }
-
-
-def _entry_from_plain(item: object) -> Entry:
-    if not isinstance(item, dict):
-        raise ValueError("a reservation in the snapshot is not a map")
-    expiry = _from_iso(item["expiry_time"])
-    placed = _from_iso(item["placed_at"])
-    if expiry is None or placed is None:
-        raise ValueError("a reservation in the snapshot has no expiry_time or placed_at")
-    reservation = Reservation(
-        reservation_id=item["reservation_id"],
-        id_token=item["id_token"],
-        expiry_utc=expiry,
-        evse_id=item.get("evse_id"),
-        parent_id_token=item.get("parent_id_token"),
-        connector_type=item.get("connector_type", UNKNOWN),
-        start_utc=_from_iso(item.get("start_time")),
-        sender=item.get("sender", ""),
-        token_type=item.get("token_type"),
-    )
-    if not isinstance(item["uuid"], str) or not item["uuid"]:
-        raise ValueError("a reservation in the snapshot has no uuid")
-    return Entry(reservation=reservation, uuid=item["uuid"], placed_utc=placed, order=int(item["order"]),
-                 active=bool(item.get("active", False)))
