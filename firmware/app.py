@@ -18,17 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any, Final
 
 from firmware import __version__, ops
+from firmware.aio import cancellable, loop_time, process_age_s
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
@@ -129,7 +128,7 @@ class Controller:
         self.supervisor = Supervisor(
             self.evse_ids, meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
             fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
-            now=_loop_time())
+            now=loop_time())
         self.core = CoreLoop(config=config, charger=self.charger, board=board, persistence=self.persistence,
                              link=self.link, inbox=self.queue, barriers=self.barriers, execute=self._execute,
                              publish_states=self.publish_states, last_meter=self.last_meter,
@@ -377,40 +376,3 @@ class Controller:
         self.persistence.when_durable(self.persistence.staged_ticket,
                                       lambda: None if done.done() else done.set_result(None))
         await done
-
-
-def _loop_time() -> float:
-    """The running loop's clock (monotonic seconds), the time base of the core."""
-    try:
-        return asyncio.get_running_loop().time()
-    except RuntimeError:  # built outside a loop (a script): the default loop clock is time.monotonic
-        return time.monotonic()
-
-
-def process_age_s() -> float | None:
-    """Seconds since this process started (Linux /proc; 10 ms resolution), for the boot log."""
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return max(uptime - start, 0.0)
-
-
-async def cancellable(coro: Coroutine[Any, Any, None], name: str) -> None:
-    """Run a link task so that one cancellation always ends it. Libraries that await through
-    `asyncio.wait_for` (aiomqtt, pymodbus) can swallow a cancel on Python 3.11 (CPython gh-86296);
-    then a SIGTERM would never reach the fail-safe. The inner task is cancelled until it stops."""
-    inner = asyncio.get_running_loop().create_task(coro, name=f"{name}-inner")
-    try:
-        await asyncio.wait([inner])
-        inner.result()
-    finally:
-        for _ in range(100):
-            if inner.done():
-                break
-            inner.cancel()
-            await asyncio.wait([inner], timeout=0.02)
-        else:
-            log.error("%s did not stop after repeated cancellation; abandoning it", name)

@@ -3,7 +3,7 @@ takes.
 
 What it is for: turning the text of a meter address into a checked `MeterUrl`, and
 turning whatever record a caller holds (this module's `MeterUrl`, or
-firmware/config.py's own record) into one (`as_meter_url`). Two forms exist:
+the config's own record (firmware/config/meter_url.py)) into one (`as_meter_url`). Two forms exist:
 
 * `tcp://HOST:PORT`: Modbus TCP. HOST is a host name or IPv4 address (letters, digits,
   `_`, `.`, `-`) or an IPv6 address in brackets (`tcp://[::1]:502`); PORT is 1..65535
@@ -16,7 +16,7 @@ firmware/config.py's own record) into one (`as_meter_url`). Two forms exist:
 
 `parse_meter_url(text)` (also `MeterUrl.parse(text)`) raises ValueError saying which
 part is wrong and quoting the text, e.g. `port must be between 1 and 65535, got '0'`.
-The texts are those firmware/config.py has always produced, so that config can use this
+The texts are those the config has always produced, so that config can use this
 parser unchanged. One difference: when an rtu query has two faults and one of them is a
 field without "=", that field is named even if the other fault comes first.
 

@@ -21,7 +21,7 @@ from hal import meter_url as hal_meter_url
 
 __all__ = ["BAUD_RATES", "MeterUrl", "parse_meter_url"]
 
-BAUD_RATES: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+BAUD_RATES: Final = tuple(sorted(hal_meter_url.BAUD_RATES))  # in order, for messages
 _PARITIES: Final[dict[str, Literal["N", "E", "O"]]] = {"N": "N", "E": "E", "O": "O"}
 
 

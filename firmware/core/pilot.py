@@ -12,7 +12,7 @@ a table entry citing IEC 61851-1:2017:
 * Duty <-> current (Tables A.7 and A.8): 10..85 % -> I = 0.6 * D; 85..96 % -> I = (D - 64) * 2.5;
   6 A minimum, 80 A maximum; 5 % asks for digital communication (ISO 15118) and signals no current.
 
-This module never decides what the EVSE does with a reading; `evse.py` does.
+This module never decides what the EVSE does with a reading; `evse/machine.py` does.
 """
 
 from __future__ import annotations
