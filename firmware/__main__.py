@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.config is None:
         # No config: a laptop demo. Keep the durable state next to where it was started.
-        state_dir = os.environ.get("CHARGER_STATE_DIR", str(Path.cwd() / "state"))
+        state_dir = Path(os.environ.get("CHARGER_STATE_DIR", str(Path.cwd() / "state")))
         config = replace(config, charger=replace(config.charger, state_dir=state_dir))
     log.info("charger-firmware %s (%s), state in %s", __version__, "simulated board" if args.sim else "hardware",
              config.charger.state_dir)

@@ -326,7 +326,7 @@ class BackendLink:
         try:
             await client.publish(self.topics.reply, payload, qos=1, timeout=10)
             if response_topic is not None:
-                properties = Properties(PacketTypes.PUBLISH)
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho: no annotations
                 if correlation is not None:
                     properties.CorrelationData = correlation
                 await client.publish(response_topic, payload, qos=1, properties=properties, timeout=10)

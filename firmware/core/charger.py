@@ -442,8 +442,9 @@ class Charger:
         return {cid: (evse.plugged or evse.session is not None, evse.state is State.FAULTED, evse.enabled)
                 for cid, evse in self.evses.items()}
 
-    def _settle(self, out: list[Output], when: datetime) -> list[Output]:
+    def _settle(self, actions: Iterable[Output], when: datetime) -> list[Output]:
         """Tell the book what the EVSEs are now, and show Reserved where it holds an EVSE."""
+        out = list(actions)
         out.extend(self.book.set_evses(self._live(), when))
         # The machines' LED commands are replaced by the shown status's LED, in the same place.
         wanted = {cid: self.led(cid) for cid in self.evses}
@@ -467,8 +468,12 @@ def _with_session(item: BookOutput, cid: int, uuid: str) -> BookOutput:
         isinstance(item, EmitSessionEvent)
         and item.cid == cid
         and item.event is SessionEvent.RESERVATION_END
-        and dict(item.extra).get("reservation_end", {}).get("reason")  # type: ignore[union-attr]
-        == ReservationEndReason.USED_TO_START_CHARGING.value
+        and _reason(dict(item.extra).get("reservation_end")) == ReservationEndReason.USED_TO_START_CHARGING.value
     ):
         return replace(item, uuid=uuid)
     return item
+
+
+def _reason(part: object) -> object:
+    """The `reason` of an event's object (API.md §4), or None."""
+    return part.get("reason") if isinstance(part, dict) else None

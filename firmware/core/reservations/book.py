@@ -133,9 +133,10 @@ class ReservationBook:
                 if entry.reservation.matches(id_token, group_id_token):
                     return ReservationCheckStatus.RESERVED_FOR_TOKEN
             return ReservationCheckStatus.NOT_RESERVED
-        entry = self.specific(evse_id, now)
-        if entry is None:
+        specific = self.specific(evse_id, now)
+        if specific is None:
             return ReservationCheckStatus.NOT_RESERVED
+        entry = specific
         if entry.reservation.matches(id_token, group_id_token):
             return ReservationCheckStatus.RESERVED_FOR_TOKEN
         if entry.reservation.parent_id_token is not None and group_id_token is None:
@@ -373,9 +374,10 @@ class ReservationBook:
                 out.end(evse_id, reservation_id, ReservationEndReason.CANCELLED)
         # Specific reservations: ReservationStart once active on a free EVSE.
         for entry in self.entries:
-            evse_id = entry.reservation.evse_id
-            if evse_id is None or not entry.active or evse_id in self._started and evse_id not in self._held:
+            target = entry.reservation.evse_id
+            if target is None or not entry.active or target in self._started and target not in self._held:
                 continue
+            evse_id = target
             if evse_id in self._held:
                 self._held.discard(evse_id)
                 del self._started[evse_id]

@@ -91,7 +91,7 @@ def _parse_snapshot(
         order = max([int(str(data.get("order", 0)))] + [e.order for e in entries])
         started = {int(pair[0]): int(pair[1]) for pair in _as_list(data.get("started", []))
                    if isinstance(pair, list) and int(pair[0]) in evse_ids}
-        held = {int(x) for x in _as_list(data.get("held", [])) if int(x) in evse_ids}
+        held = {int(str(x)) for x in _as_list(data.get("held", [])) if int(str(x)) in evse_ids}
     except (KeyError, TypeError, IndexError, OverflowError, AttributeError) as exc:
         raise ValueError(f"the reservation snapshot is damaged: {type(exc).__name__}: {exc}") from exc
     return entries, order, started, held
