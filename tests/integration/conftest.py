@@ -426,15 +426,15 @@ async def wait_update(backend: Backend, status: str, reservation_id: int | None 
 
 
 class SlowStore(Store):
-    """A store whose every fsync takes `fsync_s` (a worn SD card: 10 ms to several hundred ms)."""
+    """A store whose every durable commit takes `fsync_s` longer (a worn SD card: 10 ms to several hundred
+    ms), spent in the writing thread inside the transaction, as a slow fsync would be."""
 
     def __init__(self, state_dir: str | os.PathLike[str], fsync_s: float) -> None:
         super().__init__(state_dir)
         self.fsync_s = fsync_s
 
-    def sync_file(self, fd: int) -> None:
+    def durable_write_delay(self) -> None:
         time.sleep(self.fsync_s)
-        super().sync_file(fd)
 
 
 class SyncSubscriber:
