@@ -361,8 +361,16 @@ def stored_state(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def stored_bytes(state_dir: str | os.PathLike[str]) -> bytes:
-    """Everything written to `state_dir` (to look for a message that must be durable)."""
-    return b"".join(p.read_bytes() for p in sorted(Path(state_dir).iterdir()) if p.is_file())
+    """Everything written to `state_dir` (to look for a message that must be durable): the payloads of
+    the pending messages as the next boot reads them, then the files as they are. The files matter for a
+    message acknowledged meanwhile: payloads are raw BLOBs in state.db's WAL, and a deleted row's bytes
+    stay in the WAL frames written before, until a checkpoint lets SQLite reuse the WAL."""
+    reader = Store(state_dir)
+    try:
+        pending = b"".join(r.payload for r in reader.load()[1])
+    finally:
+        reader.close()
+    return pending + b"".join(p.read_bytes() for p in sorted(Path(state_dir).iterdir()) if p.is_file())
 
 
 def rfc3339(when: datetime) -> str:
