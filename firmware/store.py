@@ -1,72 +1,76 @@
-"""Durable state under `charger.state_dir`: one append-only journal of commits (cbor2, RFC 8949).
+"""Durable state under `charger.state_dir`: one SQLite database, `state.db` (stdlib `sqlite3`).
 
 What must survive a power cut (API.md §2 durable replies, §6 delivery guarantees): reservations, the
 local auth list, open sessions, limits, enabled flags, energy and contactor counters, the event
 `seq`, and the outbox of SessionEvents and ReservationUpdateStatus not yet acknowledged by the broker.
 
-Every step of the controller that changes any of it becomes **one commit**: the changed parts of the
-state and the new outbox messages, written as a single record and fsync'ed. A commit is therefore
-atomic: after a power cut either all of it is there or none of it. A message is committed before it
-is published; its ack (after the broker's PUBACK) is a later record.
+The standard followed is DESIGN.md principle 6, the way EVerest and openeo keep their state: SQLite in
+WAL mode with `synchronous=FULL`, and every step of the controller that changes any of it is **one
+transaction** (`commit()`): the changed state parts, the new outbox messages and the acks that came
+meanwhile. `commit()` returns only once COMMIT has fsync'ed the write-ahead log, so a message is
+durable before it is published, and after a power cut either all of a commit is there or none of it
+(SQLite's WAL recovery ignores the frames of a transaction whose commit frame is missing or torn).
+An ack alone (`ack()`) is committed with `synchronous=NORMAL`: it becomes durable with the next
+fsync'ed commit or checkpoint; a lost ack only means one more delivery, which QoS 1 allows.
 
-Record: `MAGIC | length (u32 BE) | crc32 (u32 BE) | cbor body`. Body: `{"state": {part: value},
-"messages": [{"seq", "topic", "payload", "kind"}], "acks": [seq, ...]}` (each key optional). A torn
-or corrupt record is detected by its CRC, logged and skipped (the reader resynchronises on the next
-MAGIC): never loaded as data, and the rest still loads. Reading a damaged journal never raises.
+Schema (`PRAGMA user_version` 1). A technician reads it with `sqlite3 -readonly state.db`:
 
-The journal is compacted (rewritten atomically: temp file, fsync, rename, fsync of the directory)
-into one record holding the whole state and the pending messages once it has grown. It is bounded:
-past `max_outbox_records` the oldest *droppable* messages (meter samples) go first; SessionEvents
-and ReservationUpdateStatus are never dropped.
+    state(part TEXT PRIMARY KEY, value BLOB)   one row per state part; value in CBOR (RFC 8949)
+    outbox(seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, kind TEXT)
+                                               the messages not yet acknowledged; payload as sent
+    meta(key TEXT PRIMARY KEY, value)          last_seq: the highest seq ever committed;
+                                               migrated_from: "journal.log" after a migration
+
+The outbox is bounded: past `max_outbox_records` the oldest *droppable* messages (meter samples, keyed
+from METER_KEY_BASE up) are deleted in the same transaction; SessionEvents and
+ReservationUpdateStatus are never dropped. A charger updated from the journal store is migrated once
+(`journal.log` is imported, then renamed `journal.log.migrated`: firmware/store_migrate.py).
+
+What it must never do: lose or reorder a committed message, let `last_seq` go back (a seq never
+repeats, API.md §4), drop a message that is not droppable, or write into a database it could not
+read: a damaged `state.db` raises StoreError naming the file and what to do, and is left as it is.
+It is blocking and is called from worker threads only; the event loop calls only `load()`, through
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import struct
+import sqlite3
 import threading
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import cbor2
 
+from firmware.core.errors import ChargerError
+from firmware.store_migrate import JOURNAL_FILE, Journal, fsync_dir, import_journal, retire_journal
+
 log = logging.getLogger(__name__)
 
-JOURNAL_FILE: Final = "journal.log"
-MAGIC: Final = b"\xc7\x1a"
-_HEADER = struct.Struct(">2sII")
-COMPACT_AFTER_BYTES: Final = 1 << 20
+DB_FILE: Final = "state.db"
+SCHEMA_VERSION: Final = 1
 #: Meter samples waiting in the outbox are keyed upward from here: below every seq, so they never take a
 #: number of the seq sequence (backends detect gaps in it) and replay before the events.
 METER_KEY_BASE: Final = -(10**15)
+BUSY_TIMEOUT_S: Final = 10.0  # a technician's sqlite3 holding the write lock: wait, then StoreError
+WAL_SIZE_LIMIT_BYTES: Final = 4 << 20  # the WAL is truncated to this after a checkpoint that let it grow
+
+_SCHEMA: Final = (
+    "CREATE TABLE state (part TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
+    ("CREATE TABLE outbox (seq INTEGER PRIMARY KEY NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+     " kind TEXT NOT NULL)"),
+    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value) WITHOUT ROWID",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a power cut leaves either the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def frame(body: dict[str, Any]) -> bytes:
-    encoded = cbor2.dumps(body)
-    return _HEADER.pack(MAGIC, len(encoded), zlib.crc32(encoded)) + encoded
+class StoreError(ChargerError):
+    """The durable state cannot be read or written; the message names the file and what to do."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,184 +88,304 @@ class OutboxRecord:
         return {"seq": self.seq, "topic": self.topic, "payload": self.payload, "kind": self.kind}
 
 
+def _busy(exc: sqlite3.Error) -> bool:
+    """Locked by another connection (not damage): worth a retry, never a reason to give up on the file."""
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class Store:
-    """The journal. `load()` once at boot, then `commit()` / `ack()`; blocking (use to_thread)."""
+    """The database. `load()` once at boot, then `commit()` / `ack()`; blocking (use to_thread)."""
 
     def __init__(self, state_dir: str | os.PathLike[str], *, max_outbox_records: int = 100_000,
                  fsync: bool = True) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / JOURNAL_FILE
+        self.path = self.dir / DB_FILE
         self.max_outbox_records = max_outbox_records
         self.fsync = fsync
         self.state: dict[str, Any] = {}
         self._pending: dict[int, OutboxRecord] = {}
         self.last_seq = 0  # the highest seq ever committed: seq never repeats (API.md §4)
-        self.skipped_records = 0
         self.dropped_records = 0
-        self._size = 0
-        self._compacted_size = 0
-        # Only worker threads write (the controller's one writer, and a last commit at shutdown that
-        # may overlap a write still under way): one at a time. The event loop never takes this lock.
-        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._loaded = False
+        self._broken: StoreError | None = None  # set once the file proved unreadable: never written then
+        # One connection, used by worker threads only (the controller's one writer, and a last commit at
+        # shutdown that may overlap a write still under way): one at a time. The loop never takes it.
+        self._lock = threading.Lock()
 
     # --- reading ---------------------------------------------------------------------------------
 
     def load(self) -> tuple[dict[str, Any], list[OutboxRecord]]:
-        """Replay the journal: the state, and the unacknowledged messages in seq order."""
-        self.state, self._pending, self.skipped_records = {}, {}, 0
+        """The state parts, and the unacknowledged messages in seq order; sets `last_seq`."""
+        with self._lock:
+            self._read()
+            return dict(self.state), self._sorted()
+
+    def pending(self) -> list[OutboxRecord]:
+        """The committed messages not yet acknowledged, in seq order (meter samples first)."""
+        with self._lock:
+            if not self._loaded:
+                self._read()
+            return self._sorted()
+
+    def _sorted(self) -> list[OutboxRecord]:
+        return [self._pending[s] for s in sorted(self._pending)]
+
+    def _read(self) -> None:
+        db = self._connection()
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
+            db.execute("BEGIN")  # one snapshot for the three tables
+            try:
+                check = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+                if check != ["ok"]:
+                    raise sqlite3.DatabaseError("quick_check: " + "; ".join(check[:3]))
+                parts = db.execute("SELECT part, value FROM state").fetchall()
+                rows = db.execute("SELECT seq, topic, payload, kind FROM outbox ORDER BY seq").fetchall()
+                floor = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+            finally:
+                db.execute("COMMIT")
+            pending = {}
+            for seq, topic, payload, kind in rows:
+                if not (isinstance(seq, int) and isinstance(topic, str) and isinstance(payload, bytes)
+                        and isinstance(kind, str)):
+                    raise sqlite3.DatabaseError(f"outbox row {seq!r} has fields of the wrong type")
+                pending[seq] = OutboxRecord(seq=seq, topic=topic, payload=payload, kind=kind)
+            last_seq = floor[0] if floor is not None else 0
+            if not isinstance(last_seq, int):
+                raise sqlite3.DatabaseError(f"meta last_seq is {last_seq!r}, not an integer")
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                raise self._locked(exc) from exc
+            self._broken = self._unreadable(exc)
+            raise self._broken from exc
+        state = {}
+        for part, value in parts:
+            try:
+                state[part] = cbor2.loads(value)
+            except Exception:  # noqa: BLE001 - one damaged part is skipped (and rewritten by the next commit)
+                log.error("%s: state part %r does not decode as CBOR; skipped", self.path, part)
+        self.state, self._pending, self._loaded = state, pending, True
+        self.last_seq = max([last_seq, *(s for s in pending if s > 0)])
+
+    def _unreadable(self, exc: BaseException) -> StoreError:
+        return StoreError(f"{self.path.name} is not a readable SQLite database ({self.path}: {exc}); move it "
+                          "away to start with an empty state (it holds the state and the messages not yet "
+                          "delivered: keep it for analysis)")
+
+    def _locked(self, exc: BaseException) -> StoreError:
+        return StoreError(f"{self.path} is locked by another program ({exc}); close it (a sqlite3 shell must "
+                          "open it with -readonly while the controller runs)")
+
+    # --- opening and migrating -------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._broken is not None:  # a new exception each time: re-raising one would stack tracebacks
+            raise StoreError(str(self._broken)) from self._broken.__cause__
+        if self._db is None:
+            try:
+                self._db = self._open()
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, sqlite3.Error) or not _busy(exc.__cause__):
+                    self._broken = exc
+                raise
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        journal = self.dir / JOURNAL_FILE
+        if journal.exists() and not self.path.exists():
+            self._migrate(journal)
+        try:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from exc
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise sqlite3.DatabaseError(f"journal_mode stays {mode!r}, not 'wal'")
+            db.execute(f"PRAGMA synchronous = {'FULL' if self.fsync else 'OFF'}")
+            db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._create_schema(db)
+            elif version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this firmware's "
+                                            f"({SCHEMA_VERSION})")
+            if journal.exists():
+                self._after_migration(db, journal)
+        except sqlite3.Error as exc:
+            db.close()
+            raise (self._locked(exc) if _busy(exc) else self._unreadable(exc)) from exc
+        return db
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not created meanwhile by another one
+                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise sqlite3.DatabaseError("it holds tables of another program, not a charger's state")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        fsync_dir(self.dir)  # the new files' directory entries
+
+    def _migrate(self, journal_path: Path) -> None:
+        try:
+            journal = import_journal(journal_path, self.path, self._fill)
+        except (OSError, sqlite3.Error, cbor2.CBOREncodeError) as exc:
+            raise StoreError(f"cannot migrate {journal_path} into {self.path} ({exc}); the journal is unchanged: "
+                             "free space or fix permissions in the state directory") from exc
+        log.info("migrated %s into %s: %d state parts, %d pending messages, last seq %d (%d damaged "
+                    "records skipped)", journal_path.name, self.path.name, len(journal.state),
+                    len(journal.pending), journal.last_seq, journal.skipped)
+
+    @staticmethod
+    def _fill(db: sqlite3.Connection, journal: Journal) -> None:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.executemany("INSERT INTO state (part, value) VALUES (?, ?)",
+                       [(part, cbor2.dumps(value)) for part, value in journal.state.items()])
+        db.executemany("INSERT INTO outbox (seq, topic, payload, kind) VALUES (?, ?, ?, ?)",
+                       [(m["seq"], m["topic"], m["payload"], m["kind"]) for m in journal.pending.values()])
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                       [("last_seq", journal.last_seq), ("migrated_from", JOURNAL_FILE)])
+
+    def _after_migration(self, db: sqlite3.Connection, journal: Path) -> None:
+        """A journal next to the database: renamed if it was imported (a power cut came between the
+        import and the rename), else left alone (the database is newer)."""
+        if db.execute("SELECT value FROM meta WHERE key = 'migrated_from'").fetchone() is None:
+            log.warning("%s next to %s is ignored: the database holds the state", journal, self.path.name)
+            return
+        try:
+            target = retire_journal(journal)
         except OSError:
-            log.exception("cannot read %s; starting from an empty state", self.path)
-            data = b""
-        self._size = len(data)
-        for body in self._records(data):
-            self._apply(body)
-        return dict(self.state), self.pending()
-
-    def _apply(self, body: dict[str, Any]) -> None:
-        state = body.get("state")
-        if isinstance(state, dict):
-            self.state.update(state)
-        for item in body.get("messages", ()) if isinstance(body.get("messages"), list) else ():
-            try:
-                record = OutboxRecord(seq=item["seq"], topic=item["topic"], payload=item["payload"], kind=item["kind"])
-                if not (isinstance(record.seq, int) and isinstance(record.topic, str)
-                        and isinstance(record.payload, bytes) and isinstance(record.kind, str)):
-                    raise TypeError("field types")
-            except (KeyError, TypeError):
-                self.skipped_records += 1
-                log.error("journal: a message with bad fields was skipped")
-                continue
-            self._pending[record.seq] = record
-            self.last_seq = max(self.last_seq, record.seq)
-        for seq in body.get("acks", ()) if isinstance(body.get("acks"), list) else ():
-            if isinstance(seq, int):
-                self._pending.pop(seq, None)
-                self.last_seq = max(self.last_seq, seq)
-        floor = body.get("last_seq")
-        if isinstance(floor, int):
-            self.last_seq = max(self.last_seq, floor)
-
-    def _records(self, data: bytes) -> Iterator[dict[str, Any]]:
-        pos = 0
-        while pos < len(data):
-            start = data.find(MAGIC, pos)
-            if start < 0:
-                if data[pos:].strip(b"\0"):
-                    self.skipped_records += 1
-                    log.error("journal: %d unreadable bytes at offset %d skipped", len(data) - pos, pos)
-                return
-            if start > pos and data[pos:start].strip(b"\0"):
-                self.skipped_records += 1
-                log.error("journal: %d unreadable bytes at offset %d skipped", start - pos, pos)
-            if start + _HEADER.size > len(data):
-                self.skipped_records += 1
-                log.error("journal: torn record header at offset %d skipped", start)
-                return
-            _, length, crc = _HEADER.unpack_from(data, start)
-            body_start = start + _HEADER.size
-            body = data[body_start:body_start + length]
-            if len(body) != length or zlib.crc32(body) != crc:
-                self.skipped_records += 1
-                log.error("journal: torn or corrupt record at offset %d skipped", start)
-                pos = start + len(MAGIC)
-                continue
-            try:
-                decoded = cbor2.loads(body)
-            except Exception:  # noqa: BLE001 - the CRC matched but the body is not CBOR: skip it
-                decoded = None
-            if isinstance(decoded, dict):
-                yield decoded
-            else:
-                self.skipped_records += 1
-                log.error("journal: record at offset %d is not a CBOR map; skipped", start)
-            pos = body_start + length
+            log.exception("cannot rename %s; it stays and is ignored", journal)
+            return
+        log.info("%s imported; kept as %s", journal.name, target.name)
 
     # --- writing ---------------------------------------------------------------------------------
 
     def commit(self, messages: list[OutboxRecord] | None = None, state: dict[str, Any] | None = None, *,
                acks: list[int] | None = None) -> list[int]:
-        """Durably record state parts and new outbox messages, atomically (one fsync'ed record), with
+        """Durably record state parts and new outbox messages, atomically (one fsync'ed transaction), with
         acknowledgements that came meanwhile. Returns the seqs of meter samples dropped by the bound."""
+        messages = list(messages or ())
+        state = dict(state or {})
+        encoded = [(part, cbor2.dumps(value)) for part, value in state.items()]
         with self._lock:
-            messages = messages or []
-            acks = [s for s in dict.fromkeys(acks or ()) if s in self._pending]
+            self._ready()
+            acked = [s for s in dict.fromkeys(acks or ()) if s in self._pending]
             if not messages and not state:
-                if acks:
-                    self.ack(acks)
+                if acked:
+                    self._ack(acked)
                 return []
-            body: dict[str, Any] = {}
-            if state:
-                body["state"] = state
-            if messages:
-                body["messages"] = [m.plain() for m in messages]
-            if acks:
-                body["acks"] = acks
-            self._write(frame(body), sync=True)
-            if state:
-                self.state.update(state)
-            for seq in acks:
+            new = {m.seq: m for m in messages}  # a seq twice in one commit: the later one, as before
+            dropped = self._over_bound(set(acked), new)
+            last_seq = max([self.last_seq, *(s for s in new if s > 0)])
+
+            def write(db: sqlite3.Connection) -> None:
+                db.executemany("INSERT OR REPLACE INTO state (part, value) VALUES (?, ?)", encoded)
+                db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in [*acked, *dropped]])
+                db.executemany("INSERT OR REPLACE INTO outbox (seq, topic, payload, kind) VALUES (?, ?, ?, ?)",
+                               [(m.seq, m.topic, m.payload, m.kind) for m in new.values() if m.seq not in dropped])
+                if last_seq != self.last_seq:
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?)", (last_seq,))
+
+            self._transaction(write, durable=True)
+            # memory follows only what COMMIT made durable
+            self.state.update(state)
+            for seq in acked:
                 del self._pending[seq]
-            for record in messages:
-                self._pending[record.seq] = record
-                self.last_seq = max(self.last_seq, record.seq)
-            dropped = self._enforce_bound()
-            # compact once the journal is mostly history; not again right after a compaction that
-            # had to keep a large outbox (that would rewrite it on every commit)
-            if self._size > max(COMPACT_AFTER_BYTES, 2 * self._compacted_size):
-                self.compact()
+            self._pending.update(new)
+            for seq in dropped:
+                del self._pending[seq]
+            self.last_seq = last_seq
+            self.dropped_records += len(dropped)
             return dropped
 
     def ack(self, seqs: list[int]) -> None:
         """The broker acknowledged these messages. Not fsync'ed: a lost ack only means a message is
         delivered once more after a power cut, which QoS 1 allows (API.md §6)."""
         with self._lock:
+            self._ready()
             seqs = [s for s in dict.fromkeys(seqs) if s in self._pending]  # a seq named twice: acked once
-            if not seqs:
-                return
-            self._write(frame({"acks": seqs}), sync=False)
-            for seq in seqs:
-                del self._pending[seq]
+            if seqs:
+                self._ack(seqs)
 
-    def _write(self, data: bytes, *, sync: bool) -> None:
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            if sync and self.fsync:
-                self.sync_file(f.fileno())
-        self._size += len(data)
+    def _ack(self, seqs: list[int]) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
-    def sync_file(self, fd: int) -> None:
-        """Flush a commit to the medium (a test or benchmark may slow this down to model an SD card)."""
-        os.fsync(fd)
+        self._transaction(write, durable=False)
+        for seq in seqs:
+            del self._pending[seq]
 
-    def pending(self) -> list[OutboxRecord]:
+    def durable_write_delay(self) -> None:
+        """Called once in every durable commit, in the writing thread, just before COMMIT (a test or
+        benchmark overrides it to model a slow SD card; the write lock is held meanwhile)."""
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database file and truncate the WAL (SQLite also checkpoints by itself
+        every 1000 pages, without the truncation). False if a reader kept it from completing."""
         with self._lock:
-            return [self._pending[s] for s in sorted(self._pending)]
+            db = self._connection()
+            try:
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot checkpoint {self.path} ({exc})") from exc
+            return not busy
 
-    def compact(self) -> None:
-        """Rewrite the journal as one record: the whole state and the pending messages."""
+    def close(self) -> None:
+        """Close the connection (the last one to close also checkpoints and removes the WAL)."""
         with self._lock:
-            body = {"state": self.state, "messages": [m.plain() for m in self.pending()], "last_seq": self.last_seq}
-            data = frame(body)
-            write_atomic(self.path, data)
-            self._size = self._compacted_size = len(data)
+            if self._db is not None:
+                self._db.close()
+                self._db, self._loaded = None, False
 
-    def _enforce_bound(self) -> list[int]:
-        excess = len(self._pending) - self.max_outbox_records
+    def _ready(self) -> None:
+        """Open the database, and read it into memory if `load()` has not (a commit without a load)."""
+        if not self._loaded:
+            self._read()
+
+    def _transaction(self, write: Callable[[sqlite3.Connection], None], *, durable: bool) -> None:
+        db = self._connection()
+        relaxed = not durable and self.fsync
+        try:
+            if relaxed:
+                db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    write(db)
+                    if durable and self.fsync:
+                        self.durable_write_delay()
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                if relaxed:
+                    db.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write {self.path} ({exc}); nothing of this commit was stored") from exc
+
+    def _over_bound(self, acked: set[int], new: dict[int, OutboxRecord]) -> list[int]:
+        """The oldest droppable messages to delete so that the outbox stays within its bound."""
+        count = len(self._pending) - len(acked) + sum(1 for s in new if s not in self._pending or s in acked)
+        excess = count - self.max_outbox_records
         if excess <= 0:
             return []
-        droppable = [s for s in sorted(self._pending) if self._pending[s].droppable][:excess]
-        if droppable:
-            log.warning("outbox full (%d messages): dropping the %d oldest meter samples",
-                        len(self._pending), len(droppable))
-            self.dropped_records += len(droppable)
-            self.ack(droppable)
-        if len(self._pending) > self.max_outbox_records:
+        candidates = {s for s, r in self._pending.items() if r.droppable and s not in acked and s not in new}
+        candidates |= {s for s, r in new.items() if r.droppable}
+        dropped = sorted(candidates)[:excess]
+        if dropped:
+            log.warning("outbox full (%d messages): dropping the %d oldest meter samples", count, len(dropped))
+        if count - len(dropped) > self.max_outbox_records:
             log.error("outbox over its bound with %d messages that are never dropped; keeping them",
-                      len(self._pending))
-        return droppable
+                      count - len(dropped))
+        return dropped

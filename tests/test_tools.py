@@ -72,7 +72,7 @@ def test_fuzz_rss_bench_runs_and_prints_its_figures() -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(("script", "args", "expected"), [
     ("runtime.py", ["--quick"], ["command -> reply (controller)", "ratio", "relay open", "RSS"]),
-    ("store.py", ["--events", "200"], ["commit with fsync", "fsync cost per event", "compaction"]),
+    ("store.py", ["--events", "200"], ["commit with fsync", "fsync cost per event", "WAL checkpoint"]),
     ("relay_latency.py", ["--cycles", "3"], ["normal store", "fsync + 200 ms", "relay open p50", "steps per commit"]),
 ])
 def test_bench_scripts_run(script: str, args: list[str], expected: list[str]) -> None:

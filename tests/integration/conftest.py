@@ -362,8 +362,16 @@ def stored_state(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def stored_bytes(state_dir: str | os.PathLike[str]) -> bytes:
-    """Everything written to `state_dir` (to look for a message that must be durable)."""
-    return b"".join(p.read_bytes() for p in sorted(Path(state_dir).iterdir()) if p.is_file())
+    """Everything written to `state_dir` (to look for a message that must be durable): the payloads of
+    the pending messages as the next boot reads them, then the files as they are. The files matter for a
+    message acknowledged meanwhile: payloads are raw BLOBs in state.db's WAL, and a deleted row's bytes
+    stay in the WAL frames written before, until a checkpoint lets SQLite reuse the WAL."""
+    reader = Store(state_dir)
+    try:
+        pending = b"".join(r.payload for r in reader.load()[1])
+    finally:
+        reader.close()
+    return pending + b"".join(p.read_bytes() for p in sorted(Path(state_dir).iterdir()) if p.is_file())
 
 
 def rfc3339(when: datetime) -> str:
@@ -427,15 +435,15 @@ async def wait_update(backend: Backend, status: str, reservation_id: int | None 
 
 
 class SlowStore(Store):
-    """A store whose every fsync takes `fsync_s` (a worn SD card: 10 ms to several hundred ms)."""
+    """A store whose every durable commit takes `fsync_s` longer (a worn SD card: 10 ms to several hundred
+    ms), spent in the writing thread inside the transaction, as a slow fsync would be."""
 
     def __init__(self, state_dir: str | os.PathLike[str], fsync_s: float) -> None:
         super().__init__(state_dir)
         self.fsync_s = fsync_s
 
-    def sync_file(self, fd: int) -> None:
+    def durable_write_delay(self) -> None:
         time.sleep(self.fsync_s)
-        super().sync_file(fd)
 
 
 class SyncSubscriber:

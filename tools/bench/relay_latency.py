@@ -36,15 +36,15 @@ from tools.bench.runtime import percentile, start_broker  # noqa: E402
 
 
 class SlowStore(Store):
-    """Every fsync also sleeps `delay_s` (in the writer thread, as a slow card blocks it)."""
+    """Every durable commit also sleeps `delay_s` (in the writer thread, before COMMIT, as a slow card
+    blocks it)."""
 
     def __init__(self, state_dir: Path, delay_s: float) -> None:
         super().__init__(state_dir)
         self.delay_s = delay_s
 
-    def sync_file(self, fd: int) -> None:
+    def durable_write_delay(self) -> None:
         time.sleep(self.delay_s)
-        super().sync_file(fd)
 
 
 async def wait_until(predicate: object, timeout_s: float) -> None:

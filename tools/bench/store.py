@@ -1,14 +1,19 @@
 """Benchmark of the durable store (firmware/store.py): outbox throughput and the fsync cost per event.
 
-Each SessionEvent is committed (one record, fsync'ed) before it is published. This measures, in a
-temporary directory on the same disk as the project:
+What it is for: the figures behind DESIGN.md principle 6 (SQLite, WAL, `synchronous=FULL`, one
+transaction per commit). Each SessionEvent is committed (one transaction, fsync'ed) before it is
+published. This measures, in a temporary directory on the same disk as the project:
 
-* commit of one ~300-byte message per call, fsync on: events/s and latency (median, p99);
-* the same with fsync off: what the fsync costs per event;
-* acks (not fsync'ed);
-* load (replay) of a journal with the pending messages, and compaction.
+* commit of one ~300-byte message and one state part per call, synchronous=FULL: events/s and latency
+  (median, p99);
+* the same with fsync off (synchronous=OFF): what the fsync costs per event;
+* acks (synchronous=NORMAL: not fsync'ed);
+* load at boot (quick_check + read) of a database with the pending messages;
+* a WAL checkpoint (TRUNCATE): what SQLite does by itself every 1000 pages, here forced once, and the
+  size of the database and its WAL before and after.
 
-Usage: .venv/bin/python tools/bench/store.py [--events N]
+What it must never do: write outside its temporary directory or assert anything (figures only; the
+smoke test in tests/test_tools.py checks that it runs). Usage: .venv/bin/python tools/bench/store.py [--events N]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def run(directory: Path, n: int, fsync: bool) -> list[float]:
         start = time.perf_counter()
         store.commit([record], {"sessions": {"1": {"uuid": "u", "seq": seq}}})
         times.append(time.perf_counter() - start)
+    store.close()
     return times
 
 
@@ -47,6 +53,11 @@ def show(name: str, times: list[float]) -> float:
     return median
 
 
+def sizes(directory: Path) -> str:
+    db, wal = directory / "state.db", directory / "state.db-wal"
+    return f"database {db.stat().st_size:,} bytes, WAL {wal.stat().st_size if wal.exists() else 0:,} bytes"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
@@ -56,7 +67,8 @@ def main() -> None:
         on = show("commit with fsync   ", run(Path(tmp) / "on", args.events, True))
         off = show("commit without fsync", run(Path(tmp) / "off", args.events, False))
         print(f"fsync cost per event: {on - off:.0f} us (median difference)")
-        store = Store(Path(tmp) / "on")
+        directory = Path(tmp) / "on"
+        store = Store(directory)
         start = time.perf_counter()
         _, pending = store.load()
         print(f"load of {len(pending)} pending messages: {(time.perf_counter() - start) * 1000:.1f} ms")
@@ -64,10 +76,12 @@ def main() -> None:
         for record in pending:
             store.ack([record.seq])
         print(f"ack (not fsync'ed): {len(pending) / (time.perf_counter() - start):,.0f} acks/s")
+        before = sizes(directory)
         start = time.perf_counter()
-        store.compact()
-        print(f"compaction: {(time.perf_counter() - start) * 1000:.1f} ms, journal now "
-              f"{(Path(tmp) / 'on' / 'journal.log').stat().st_size} bytes")
+        store.checkpoint()
+        print(f"WAL checkpoint: {(time.perf_counter() - start) * 1000:.1f} ms; "
+              f"before: {before}; after: {sizes(directory)}")
+        store.close()
 
 
 if __name__ == "__main__":
