@@ -175,6 +175,7 @@ class Controller:
                     self.ready.set()
         finally:
             await failsafe(self.board, self.evse_ids)
+            self.core.cancel_background()
             try:  # what is staged is committed; sessions found open at the next boot end with reason Reboot
                 self.persistence.stage(extra={"clean": True})
                 await self.persistence.flush()

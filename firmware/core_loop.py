@@ -274,6 +274,11 @@ class CoreLoop:
         replies in request order, everything before it)."""
         self.persistence.when_durable(self.persistence.staged_ticket, lambda: command.complete(reply))
 
+    def cancel_background(self) -> None:
+        """At stop: best-effort sends still waiting (for a broker that is gone) are dropped."""
+        for task in list(self._background):
+            task.cancel()
+
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """A best-effort send (auth request, meter sample, retained document): kept referenced until it ends."""
         task = asyncio.get_running_loop().create_task(coro, name="send")

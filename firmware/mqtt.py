@@ -207,6 +207,8 @@ class BackendLink:
                     else:
                         log.debug("broker still unreachable: %s", exc)
             finally:
+                for send in list(self._sends):  # publishes on this connection die with it
+                    send.cancel()
                 read_disconnect_cause(client)
                 was_up = self.connected.is_set()
                 self._client = None
