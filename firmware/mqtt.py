@@ -347,8 +347,17 @@ def read_disconnect_cause(client: aiomqtt.Client) -> None:
     disconnected = getattr(client, "_disconnected", None)
     if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
+    _cancel_misc_task(client)
+    # A connect abandoned inside its executor thread starts the task only when the thread is done:
+    # look again a little later (the thread's socket connect is bounded by its timeout).
+    loop = asyncio.get_running_loop()
+    for delay_s in (0.05, 0.3, 1.0, 5.0, 15.0):
+        loop.call_later(delay_s, _cancel_misc_task, client)
+
+
+def _cancel_misc_task(client: aiomqtt.Client) -> None:
     misc = getattr(client, "_misc_task", None)
-    if isinstance(misc, asyncio.Task) and not misc.done():
+    if isinstance(misc, asyncio.Task) and not misc.done():  # the client is finished: its task is a leak
         misc.cancel()
 
 
