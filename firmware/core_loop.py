@@ -201,8 +201,8 @@ class CoreLoop:
                 await self.after(outputs)
             case FeedbackRead(cid=cid, feedback_closed=feedback):
                 commanded = charger.evses[cid].relay_closed
-                await self.after(self.decide(RelaySensed(cid=cid, commanded_closed=commanded,
-                                                         feedback_closed=feedback), now, utc))
+                await self._supervise(RelaySensed(cid=cid, commanded_closed=commanded, feedback_closed=feedback),
+                                      now, utc)
             case TelemetryDue():
                 self._telemetry()
             case MeterRead(cid=cid, sample=sample):
@@ -214,7 +214,7 @@ class CoreLoop:
                 await self.after(outputs, publish=True)  # the session's energy is in the state document
             case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
                     | LinkUp() | LinkDown():
-                await self.after(self.decide(item, now, utc), publish=isinstance(item, LinkUp | LinkDown))
+                await self._supervise(item, now, utc)
             case Event():
                 before = [m.cp for m in charger.evses.values()]
                 outputs = charger.handle(item, now, utc)
@@ -351,6 +351,13 @@ class CoreLoop:
         if not isinstance(event, SUPERVISION_EVENTS):
             return self.charger.handle(event, now, utc)
         return self._apply_facts(self.supervisor.handle(event, now), now, utc)
+
+    async def _supervise(self, event: SupervisionEvent, now: float, utc: datetime) -> None:
+        """A reading: most say nothing new (no fact), and then nothing else is done for them (CPU: CP,
+        PP and the inputs are sampled many times a second)."""
+        facts = self.supervisor.handle(event, now)
+        if facts:
+            await self.after(self._apply_facts(facts, now, utc), publish=True)
 
     def _apply_facts(self, facts: list[SupervisionOutput], now: float, utc: datetime) -> list[Output]:
         outputs: list[Output] = []
