@@ -52,7 +52,9 @@ async def _run(config: Config, sim_mode: bool) -> None:
     meters: dict[int, Meter] = {}
     for evse in config.evses:
         if evse.meter is not None:
-            from hal.meter import ModbusMeter  # pymodbus is imported only when a meter is configured
+            from hal.meter import (
+                ModbusMeter,  # pymodbus is imported only when a meter is configured
+            )
 
             meters[evse.id] = ModbusMeter(evse.meter.model, evse.meter.url, device_id=evse.meter.device_id,
                                           timeout_s=evse.meter.timeout_s)

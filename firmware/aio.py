@@ -12,10 +12,16 @@ import logging
 import os
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    """The wall clock in UTC (reservation expiry, timestamps); the core gets it passed in."""
+    return datetime.now(UTC)
 
 
 def loop_time() -> float:

@@ -27,7 +27,7 @@ from functools import partial
 from typing import Any, Final
 
 from firmware import __version__, ops
-from firmware.aio import cancellable, loop_time, process_age_s
+from firmware.aio import cancellable, loop_time, process_age_s, utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
@@ -43,7 +43,7 @@ from firmware.core.supervision import (
     MeterReadSucceeded,
     Supervisor,
 )
-from firmware.core_loop import AuthResponse, Command, CoreLoop, Item, utc_now
+from firmware.core_loop import AuthResponse, Command, CoreLoop, Item
 from firmware.inbox import Barriers, Inbox
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred

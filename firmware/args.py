@@ -17,7 +17,6 @@ from firmware.core.events import SessionCancellationReason
 from firmware.core.reservations import MAX_TOKEN_LEN, UNKNOWN, Reservation
 from firmware.wire import InvalidArgs, as_map
 
-
 #: Integers beyond this are refused before anything formats them (Python refuses to print ints of more
 #: than 4300 digits, and no field of the API needs more than 64 bits).
 MAX_INT = 2**63

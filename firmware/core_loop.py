@@ -18,10 +18,11 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
+from firmware.aio import utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.auth import BackendAnswer, LocalAuthStatus
@@ -72,14 +73,11 @@ from firmware.wire import (
     meter_doc,
     ok_reply,
     rfc3339,
+    session_event_doc,
 )
 from hal.protocols import Board, MeterSample, TokenRead
 
 log = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,24 +289,15 @@ class CoreLoop:
 
     def _session_record(self, action: EmitSessionEvent) -> OutboxRecord:
         seq = self._next_seq()
-        doc = action.payload()
-        timestamp = rfc3339(utc_now())
-        doc["timestamp"] = timestamp
-        doc["seq"] = seq
-        for key in ("session_started", "session_finished", "session_cancelled"):
-            part = doc.get(key)
-            if isinstance(part, dict):
-                doc[key] = {**part, "timestamp": timestamp}
         log.info("c%d session event %s seq %d", action.cid, action.event.value, seq)
+        doc = session_event_doc(action.payload(), seq=seq, utc=utc_now())
         return OutboxRecord(seq=seq, topic=self.link.topics.evse(action.cid, "session"),
                             payload=encode(self.link.codec, doc), kind="session")
 
     def _reservation_record(self, update: ReservationUpdate) -> OutboxRecord:
         seq = self._next_seq()
-        doc = update.payload()
-        doc["timestamp"] = rfc3339(utc_now())
-        doc["seq"] = seq
         log.info("reservation %s/%d %s (seq %d)", update.sender, update.reservation_id, update.status.value, seq)
+        doc = {**update.payload(), "timestamp": rfc3339(utc_now()), "seq": seq}
         return OutboxRecord(seq=seq, topic=self.link.topics.reservation, payload=encode(self.link.codec, doc),
                             kind="reservation")
 

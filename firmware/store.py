@@ -48,7 +48,13 @@ from typing import Any, Final
 import cbor2
 
 from firmware.core.errors import ChargerError
-from firmware.store_migrate import JOURNAL_FILE, Journal, fsync_dir, import_journal, retire_journal
+from firmware.store_migrate import (
+    JOURNAL_FILE,
+    Journal,
+    fsync_dir,
+    import_journal,
+    retire_journal,
+)
 
 log = logging.getLogger(__name__)
 

@@ -270,3 +270,15 @@ def meter_doc(cid: int, sample: MeterSample, *, meter_ok: bool, utc: datetime) -
             "energy_Wh_export": sample.energy_wh_export, "power_W": sample.power_w,
             "current_A": list(sample.currents_a), "voltage_V": list(sample.voltages_v),
             "frequency_Hz": sample.frequency_hz, "meter_ok": meter_ok}
+
+
+def session_event_doc(payload: dict[str, object], *, seq: int, utc: datetime) -> dict[str, object]:
+    """A SessionEvent as published (API.md §4): the event's fields, its `timestamp` (also inside its
+    session_started / _finished / _cancelled object) and the charger's `seq`."""
+    timestamp = rfc3339(utc)
+    doc = {**payload, "timestamp": timestamp, "seq": seq}
+    for key in ("session_started", "session_finished", "session_cancelled"):
+        part = doc.get(key)
+        if isinstance(part, dict):
+            doc[key] = {**part, "timestamp": timestamp}
+    return doc

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from firmware.core.auth import (
     ASK_BACKEND,
@@ -37,27 +37,33 @@ from firmware.core.auth import (
 )
 from firmware.core.events import (
     DUTY_F,
-    CurrentLimitChanged,
-    SessionCancellationReason,
-    SetEnabled,
-    SetLock,
-    StopRequested,
     STATUS_LED,
     Action,
     AuthDecided,
     AuthorizationGranted,
     AuthorizationRefused,
+    CurrentLimitChanged,
     EmitSessionEvent,
     Event,
     Led,
     PilotChanged,
     PilotSampled,
     RequestBackendAuth,
+    SessionCancellationReason,
     SessionEvent,
+    SetEnabled,
     SetLed,
+    SetLock,
     Status,
+    StopRequested,
 )
-from firmware.core.evse import TRANSITIONS, EvseConfig, EvseMachine, State, StoredSession
+from firmware.core.evse import (
+    TRANSITIONS,
+    EvseConfig,
+    EvseMachine,
+    State,
+    StoredSession,
+)
 from firmware.core.pilot import DEBOUNCE_S, MIN_CURRENT_A, PilotMonitor
 from firmware.core.reservations import (
     BookOutput,

@@ -40,8 +40,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, TypeVar, assert_never
 
-from firmware.core.events import Fault, FaultCleared, FaultRaised, PpChanged
-from firmware.core.events import _check_cid, _check_finite
+from firmware.core.events import (
+    Fault,
+    FaultCleared,
+    FaultRaised,
+    PpChanged,
+    _check_cid,
+    _check_finite,
+)
 
 #: A feedback mismatch shorter than this is the contactor moving.
 RELAY_FEEDBACK_GRACE_S: Final = 0.3

@@ -67,14 +67,28 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import firmware.mqtt
+from firmware.aio import utc_now
+from firmware.app import Command, Controller
+from firmware.core.events import SessionCancellationReason
 from firmware.ops import OPS as CORE_OPS
-from firmware.app import Command, Controller, utc_now
 from firmware.ops import Deferred
 from firmware.sim_lane import SIM_OPS
-from firmware.core.events import SessionCancellationReason
-from firmware.wire import MAX_DEPTH, MAX_ID_LEN, BadRequest, Request, encode, error_reply, parse_request
+from firmware.wire import (
+    MAX_DEPTH,
+    MAX_ID_LEN,
+    BadRequest,
+    Request,
+    encode,
+    error_reply,
+    parse_request,
+)
 from hal.sim import FAULTS
-from tests.integration.conftest import Running, free_port, start_controller, write_config
+from tests.integration.conftest import (
+    Running,
+    free_port,
+    start_controller,
+    write_config,
+)
 
 T = TypeVar("T")
 
