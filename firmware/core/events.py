@@ -165,13 +165,18 @@ def _check_finite(name: str, value: float, minimum: float = -math.inf) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    """Base of every input to an EVSE machine."""
+class PerEvse:
+    """Base of every fact about one EVSE: its `cid`, checked."""
 
     cid: int
 
     def __post_init__(self) -> None:
         _check_cid(self.cid)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event(PerEvse):
+    """Base of every input to an EVSE machine."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -44,6 +44,7 @@ from firmware.core.events import (
     Fault,
     FaultCleared,
     FaultRaised,
+    PerEvse,
     PpChanged,
     _check_cid,
     _check_finite,
@@ -63,13 +64,9 @@ _P = TypeVar("_P")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Sensed:
-    """Base of the per-EVSE readings the shell reports to supervision."""
-
-    cid: int
-
-    def __post_init__(self) -> None:
-        _check_cid(self.cid)
+class Sensed(PerEvse):
+    """Base of the per-EVSE readings the shell reports to supervision (not an `Event`: a reading
+    cannot be handed to the charger by mistake)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
