@@ -34,14 +34,12 @@ from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
 from firmware.core.events import DUTY_F, Led, MeterSampled
 from firmware.core.pilot import Cp
-from firmware.core.supervision import (
-    PP_DEBOUNCE_S,
-    RELAY_FEEDBACK_GRACE_S,
+from firmware.core.supervision import PP_DEBOUNCE_S, RELAY_FEEDBACK_GRACE_S, Supervisor
+from firmware.core.supervision_events import (
     LinkDown,
     LinkUp,
     MeterReadFailed,
     MeterReadSucceeded,
-    Supervisor,
 )
 from firmware.core_loop import AuthResponse, Command, CoreLoop, Item
 from firmware.inbox import Barriers, Inbox

@@ -46,7 +46,8 @@ from firmware.core.events import (
     SetPwm,
 )
 from firmware.core.reservations import ReservationUpdate
-from firmware.core.supervision import (
+from firmware.core.supervision import Supervisor
+from firmware.core.supervision_events import (
     FallbackChanged,
     InputsSensed,
     LinkDown,
@@ -57,9 +58,8 @@ from firmware.core.supervision import (
     PpSampled,
     RelaySensed,
     SupervisionEvent,
-    Supervisor,
 )
-from firmware.core.supervision import Output as SupervisionOutput
+from firmware.core.supervision_events import Output as SupervisionOutput
 from firmware.inbox import Barrier, Barriers, Inbox
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred

@@ -12,7 +12,14 @@ from typing import Annotated
 
 import pytest
 
-from firmware.config import Config, EvseSettings, MeterModel, MeterSettings, MeterUrl, TlsSettings
+from firmware.config import (
+    Config,
+    EvseSettings,
+    MeterModel,
+    MeterSettings,
+    MeterUrl,
+    TlsSettings,
+)
 from firmware.config.loader import _Loader
 from firmware.config.rules import (
     Invalid,

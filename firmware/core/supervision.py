@@ -21,13 +21,12 @@ rules `firmware/app.py` applied before issue 9:
 * Backend link (`Fallback`): `after_s` after the first LinkDown, while still down,
   the fallback current applies; LinkUp lifts it.
 
-The model is EVerest's evse_manager error handling: a named error is raised once and
-cleared once, and the charger decides what it means. API as every core machine
-(STYLE.md B2): `handle(event, now)`, `tick(now)`, `next_deadline()`; `Supervisor`
-routes by `cid`. A sensor reports what it sees, so every input is legal in every
-state (no `IllegalTransition`); the TRANSITIONS tables say where each may lead. Relay
-feedback and PP are judged on each sample (the shell samples them continuously): no
-deadlines there; the meter's first reading and the fallback have one.
+The model is EVerest's evse_manager error handling: a named error is raised once and cleared once, and the
+charger decides what it means. API as every core machine (STYLE.md B2): `handle(event, now)`, `tick(now)`,
+`next_deadline()`; `Supervisor` routes by `cid`. A sensor reports what it sees, so every input is legal in
+every state (no `IllegalTransition`); the TRANSITIONS tables say where each may lead. Relay feedback and PP
+are judged on each sample (the shell samples them continuously): no deadlines there; the meter's first reading
+and the fallback have one. The input and output facts are in `supervision_events`.
 
 Never: read a clock, sleep, log, do I/O, import the shell or the HAL (enforced by
 tests/test_layering.py), or drive an output. `now` is the shell's `loop.time()`.
@@ -36,7 +35,6 @@ tests/test_layering.py), or drive an output. `now` is the shell's `loop.time()`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final, TypeVar, assert_never
 
@@ -44,7 +42,6 @@ from firmware.core.events import (
     Fault,
     FaultCleared,
     FaultRaised,
-    PerEvse,
     PpChanged,
     _check_cid,
     _check_finite,
@@ -57,92 +54,23 @@ PP_DEBOUNCE_S: Final = 0.1
 #: PP readings within this fraction of the reference (at least 1 Ohm) are one cable.
 PP_SAME_FRACTION: Final = 0.05
 
-_P = TypeVar("_P")
-
-
-# --- Inputs ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Sensed(PerEvse):
-    """Base of the per-EVSE readings the shell reports to supervision (not an `Event`: a reading
-    cannot be handed to the charger by mistake)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InputsSensed(Sensed):
-    """One round's RCD trip output and over-temperature alarm."""
-
-    rcd_tripped: bool
-    overtemperature: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RelaySensed(Sensed):
-    """The contactor as last commanded and its mirror contact (None: not wired)."""
-
-    commanded_closed: bool
-    feedback_closed: bool | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PpSampled(Sensed):
-    """A raw PP resistance in ohms; None means open circuit."""
-
-    ohms: float | None
-
-    def __post_init__(self) -> None:
-        _check_cid(self.cid)
-        if self.ohms is not None:
-            _check_finite("ohms", self.ohms, 0.0)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeterReadSucceeded(Sensed):
-    """A meter read returned a sample (the sample itself goes to the charger)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeterReadFailed(Sensed):
-    """A meter read failed (HardwareError) or a first read did not answer in time."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkUp:
-    """The backend (MQTT) link is connected."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkDown:
-    """The backend (MQTT) link is not connected (also reported at the end of boot)."""
-
-
-SupervisionEvent = (
-    InputsSensed | RelaySensed | PpSampled | MeterReadSucceeded | MeterReadFailed
-    | LinkUp | LinkDown
+from firmware.core.supervision_events import (
+    FallbackChanged,
+    FaultChange,
+    InputsSensed,
+    LinkChange,
+    LinkDown,
+    LinkUp,
+    MeterReadFailed,
+    MeterReadSucceeded,
+    OnlineChanged,
+    Output,
+    PpSampled,
+    RelaySensed,
+    SupervisionEvent,
 )
 
-
-# --- Outputs: facts for the charger ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OnlineChanged:
-    """The backend became reachable or not: `Charger.online = online`."""
-
-    online: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FallbackChanged:
-    """The fallback current in force (None: none): `Charger.set_fallback(current_a)`."""
-
-    current_a: float | None
-
-
-FaultChange = FaultRaised | FaultCleared
-LinkChange = OnlineChanged | FallbackChanged
-Output = FaultRaised | FaultCleared | PpChanged | OnlineChanged | FallbackChanged
+_P = TypeVar("_P")
 
 
 def _change(cid: int, fault: Fault, active: bool) -> FaultChange:

@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from firmware.core.auth import AuthSettings, AuthStatus, BackendAnswer, LocalAuthEntry, LocalAuthStatus, OfflinePolicy
+from firmware.core.auth import (
+    AuthSettings,
+    AuthStatus,
+    BackendAnswer,
+    LocalAuthEntry,
+    LocalAuthStatus,
+    OfflinePolicy,
+)
 from firmware.core.charger import Charger, Output
 from firmware.core.events import (
     AuthDecided,
@@ -32,7 +39,12 @@ from firmware.core.events import (
 )
 from firmware.core.evse import EvseConfig, State
 from firmware.core.pilot import Cp
-from firmware.core.reservations import Reservation, ReservationResult, ReservationStatus, ReservationUpdate
+from firmware.core.reservations import (
+    Reservation,
+    ReservationResult,
+    ReservationStatus,
+    ReservationUpdate,
+)
 
 UTC0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 M0 = 1000.0  # monotonic time at UTC0

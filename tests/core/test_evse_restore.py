@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from firmware.core.errors import IllegalTransition
-from firmware.core.events import CloseRelay, EmitSessionEvent, MeterSampled, SessionCancellationReason, SessionEvent
+from firmware.core.events import (
+    CloseRelay,
+    EmitSessionEvent,
+    MeterSampled,
+    SessionCancellationReason,
+    SessionEvent,
+)
 from firmware.core.evse import State, StoredSession
 from firmware.core.pilot import Cp
 from tests.core.helpers import CID, PP_32A, T0, at, cp, machine, session_events

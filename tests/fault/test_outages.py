@@ -18,7 +18,13 @@ from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
 from firmware.store import Store
 from hal.meter import ModbusMeter
 from hal.sim import SimBoard
-from tests.integration.conftest import Backend, Broker, Running, start_controller, write_config
+from tests.integration.conftest import (
+    Backend,
+    Broker,
+    Running,
+    start_controller,
+    write_config,
+)
 from tests.integration.test_meter_modbus import Servers, garbage_server, meter_device
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

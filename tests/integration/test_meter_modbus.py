@@ -30,8 +30,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from firmware.core.errors import HardwareError
 from firmware.config import MeterUrl as ConfigMeterUrl
+from firmware.core.errors import HardwareError
 from hal.meter import MODELS, ModbusMeter
 from hal.protocols import MeterSample
 

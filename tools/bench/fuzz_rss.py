@@ -66,10 +66,11 @@ except ImportError:  # run from a plain checkout: the repository root is two lev
 import cbor2  # noqa: E402
 
 from firmware.app import Controller  # noqa: E402
-from firmware.ops import OPS as CORE_OPS  # noqa: E402
-from firmware.sim_lane import SIM_OPS  # noqa: E402
 from firmware.config import load_config  # noqa: E402
 from firmware.mqtt import ReplyCache  # noqa: E402
+from firmware.ops import OPS as CORE_OPS  # noqa: E402
+from firmware.sim_lane import SIM_OPS  # noqa: E402
+from firmware.store import Store  # noqa: E402
 from firmware.wire import (  # noqa: E402
     MAX_ID_LEN,
     BadRequest,
@@ -79,7 +80,6 @@ from firmware.wire import (  # noqa: E402
     error_reply,
     parse_request,
 )
-from firmware.store import Store  # noqa: E402
 from hal.protocols import Meter  # noqa: E402
 from hal.sim import SimBoard  # noqa: E402
 
