@@ -1,25 +1,23 @@
 """Supervision: what the shell's raw readings mean, decided in the core.
 
-The shell samples RCD, over-temperature, relay feedback and PP, polls the meters and
-watches the backend link; this module turns the readings into facts for the charger
-(`FaultRaised`/`FaultCleared`, `PpChanged`, `OnlineChanged`, `FallbackChanged`) by the
-rules `firmware/app.py` applied before issue 9:
+The shell samples RCD, over-temperature, relay feedback and PP, polls the meters and watches the backend
+link; this module turns the readings into facts for the charger (`FaultRaised`/`FaultCleared`,
+`PpChanged`, `OnlineChanged`, `FallbackChanged`) by the rules `firmware/app.py` applied before issue 9:
 
-* RCD, over-temperature (`SafetyInputs`): the input is the fault, raised and cleared
-  on change; the charger opens the relay at once (IEC 61851-1 Table A.6).
-* Relay feedback (`RelayFeedback`): a commanded/feedback mismatch is a fault once it
-  lasted `RELAY_FEEDBACK_GRACE_S` (the contactor's travel): closed while commanded
-  open is RELAY_WELDED, open while commanded closed RELAY_STUCK_OPEN (EVerest's
-  MREC17EVSEContactorFault). Welded stays while the feedback reads closed, whatever
-  is commanded; stuck-open clears with the mismatch. Feedback None never faults.
-* PP (`PpDebounce`, IEC 61851-1 Table B.2): a new resistance counts once stable (5 %,
-  or open) for `PP_DEBOUNCE_S`, longer than CP's so an unplug reaches A first; the
-  first reading counts at once.
-* Meter (`MeterWatch`): no first reading (a failure, or none `stale_after_s` after
-  the start: EVerest's initial_meter_value_timeout) is METER_LOST; later, a failure
-  `stale_after_s` after the last good read is. A good read clears it.
-* Backend link (`Fallback`): `after_s` after the first LinkDown, while still down,
-  the fallback current applies; LinkUp lifts it.
+* RCD, over-temperature (`SafetyInputs`): the input is the fault, raised and cleared on change; the
+  charger opens the relay at once (IEC 61851-1 Table A.6).
+* Relay feedback (`RelayFeedback`): a commanded/feedback mismatch is a fault once it lasted
+  `RELAY_FEEDBACK_GRACE_S` (the contactor's travel): closed while commanded open is RELAY_WELDED, open
+  while commanded closed RELAY_STUCK_OPEN (EVerest's MREC17EVSEContactorFault). Welded stays while the
+  feedback reads closed, whatever is commanded; stuck-open clears with the mismatch. Feedback None never
+  faults.
+* PP (`PpDebounce`, IEC 61851-1 Table B.2): a new resistance counts once stable (5 %, or open) for
+  `PP_DEBOUNCE_S`, longer than CP's so an unplug reaches A first; the first reading counts at once.
+* Meter (`MeterWatch`): no first reading (a failure, or none `stale_after_s` after the start: EVerest's
+  initial_meter_value_timeout) is METER_LOST; later, a failure `stale_after_s` after the last good read
+  is. A good read clears it.
+* Backend link (`Fallback`): `after_s` after the first LinkDown, while still down, the fallback current
+  applies; LinkUp lifts it.
 
 The model is EVerest's evse_manager error handling: a named error is raised once and cleared once, and the
 charger decides what it means. API as every core machine (STYLE.md B2): `handle(event, now)`, `tick(now)`,
