@@ -36,14 +36,10 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Final, TypeVar, assert_never
 
-from firmware.core.events import (
-    Fault,
-    FaultCleared,
-    FaultRaised,
-    PpChanged,
-    _check_cid,
-    _check_finite,
-)
+from firmware.core.events import Fault, FaultCleared, FaultRaised, PpChanged, _check_cid, _check_finite
+from firmware.core.supervision_events import (FallbackChanged, FaultChange, InputsSensed, LinkChange, LinkDown, LinkUp,
+                                              MeterReadFailed, MeterReadSucceeded, OnlineChanged, Output, PpSampled,
+                                              RelaySensed, SupervisionEvent)
 
 #: A feedback mismatch shorter than this is the contactor moving.
 RELAY_FEEDBACK_GRACE_S: Final = 0.3
@@ -52,21 +48,6 @@ PP_DEBOUNCE_S: Final = 0.1
 #: PP readings within this fraction of the reference (at least 1 Ohm) are one cable.
 PP_SAME_FRACTION: Final = 0.05
 
-from firmware.core.supervision_events import (
-    FallbackChanged,
-    FaultChange,
-    InputsSensed,
-    LinkChange,
-    LinkDown,
-    LinkUp,
-    MeterReadFailed,
-    MeterReadSucceeded,
-    OnlineChanged,
-    Output,
-    PpSampled,
-    RelaySensed,
-    SupervisionEvent,
-)
 
 _P = TypeVar("_P")
 
