@@ -228,7 +228,8 @@ def test_api_md_meter_example(tmp_path: Path) -> None:
     assert meter == MeterSettings(
         model=MeterModel.SDM630, url=MeterUrl(scheme="tcp", host="127.0.0.1", port=5020), device_id=1
     )
-    assert meter.poll_interval_s == 1.0 and meter.timeout_s == 1.0
+    assert meter.poll_interval_s == 1.0
+    assert meter.timeout_s == 1.0
 
 
 def test_deploy_example_loads() -> None:
@@ -286,12 +287,15 @@ def test_everything_set(tmp_path: Path) -> None:
     assert (tls.ca_file, tls.cert_file, tls.key_file, tls.insecure) == (
         tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key", True)
     assert config.charger.state_dir == tmp_path / "state"
-    assert config.mqtt.codec is Codec.JSON and config.mqtt.password == "hunter2"
+    assert config.mqtt.codec is Codec.JSON
+    assert config.mqtt.password == "hunter2"
     assert "hunter2" not in repr(config)
     assert config.auth.offline_policy is OfflinePolicy.ACCEPT_ALL
-    assert config.evses[0].meter is not None and config.evses[0].meter.url.host == "fe80::1"
+    assert config.evses[0].meter is not None
+    assert config.evses[0].meter.url.host == "fe80::1"
     assert str(config.evses[0].meter.url) == "tcp://[fe80::1]:502"
-    assert config.evses[1].id == 7 and config.evses[1].connectors == ("Unknown",)
+    assert config.evses[1].id == 7
+    assert config.evses[1].connectors == ("Unknown",)
     assert check_config_main(write(tmp_path, to_toml(doc), "again.toml")) == 0
 
 
@@ -580,7 +584,8 @@ def test_toml_syntax_error(tmp_path: Path) -> None:
         load_config(path)
     message = str(info.value)
     assert message.startswith(f"{path}: TOML syntax error: ")
-    assert "line 3" in message and "column" in message
+    assert "line 3" in message
+    assert "column" in message
 
 
 def test_duplicate_key_is_a_syntax_error(tmp_path: Path) -> None:
@@ -600,7 +605,8 @@ def test_unparseable_bytes(tmp_path: Path, content: bytes, fragment: str) -> Non
     path.write_bytes(content)
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(info.value).startswith(f"{path}: ") and fragment in str(info.value)
+    assert str(info.value).startswith(f"{path}: ")
+    assert fragment in str(info.value)
 
 
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
@@ -660,7 +666,8 @@ def test_check_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], 
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"{info.value}\n"
-    assert err.startswith(f"{path}: ") and "Traceback" not in err
+    assert err.startswith(f"{path}: ")
+    assert "Traceback" not in err
 
 
 # --- fuzzing --------------------------------------------------------------------------------------
@@ -733,7 +740,8 @@ def _load_only_config_error(path: Path) -> None:
     except ConfigError as exc:
         assert str(exc).startswith(f"{path}: ")
     else:
-        assert isinstance(config, Config) and config.evses
+        assert isinstance(config, Config)
+        assert config.evses
         assert len({e.id for e in config.evses}) == len(config.evses)
 
 

@@ -279,7 +279,9 @@ def test_messages_pending_in_seq_order_and_acks_remove_them(tmp_path: Path) -> N
     expected = [meter(2), session(1), session(3)]
     assert s.pending() == expected
     got = load(tmp_path)
-    assert got.pending == expected and got.state == {"x": 1} and got.last_seq == 3
+    assert got.pending == expected
+    assert got.state == {"x": 1}
+    assert got.last_seq == 3
 
 
 def test_acks_given_to_a_commit_are_part_of_its_transaction(tmp_path: Path) -> None:
@@ -311,7 +313,8 @@ def test_commit_without_load_reads_the_database_first(tmp_path: Path) -> None:
     s.close()
     other = Store(tmp_path)
     other.commit(None, {"b": 2})
-    assert other.pending() == [session(5)] and other.last_seq == 5
+    assert other.pending() == [session(5)]
+    assert other.last_seq == 5
     assert_matches(load(tmp_path), ({"a": 1, "b": 2}, [session(5)], 5))
 
 
@@ -321,7 +324,8 @@ def test_last_seq_survives_acks_checkpoint_and_reload(tmp_path: Path) -> None:
     s.commit([session(1), session(2)], {"a": 1})
     s.commit([reservation(3), meter(1)])
     s.ack([1, 2, 3, METER_KEY_BASE + 1])
-    assert s.pending() == [] and s.last_seq == 3
+    assert s.pending() == []
+    assert s.last_seq == 3
     assert load(tmp_path) == Loaded({"a": 1}, [], 3)  # no message says seq 3 was used: meta does
 
     assert s.checkpoint()
@@ -359,14 +363,16 @@ def test_meter_samples_never_raise_last_seq(tmp_path: Path) -> None:
     s.commit([meter(1), meter(2)])
     assert s.last_seq == 0
     got = load(tmp_path)
-    assert got.last_seq == 0 and got.pending == [meter(1), meter(2)]
+    assert got.last_seq == 0
+    assert got.pending == [meter(1), meter(2)]
     s.ack([METER_KEY_BASE + 1])
     s.checkpoint()
     assert load(tmp_path).last_seq == 0
 
     s.commit([session(1), meter(3)])
     s.ack([METER_KEY_BASE + 2, METER_KEY_BASE + 3])
-    assert s.last_seq == 1 and load(tmp_path).last_seq == 1
+    assert s.last_seq == 1
+    assert load(tmp_path).last_seq == 1
     s.checkpoint()
     assert load(tmp_path).last_seq == 1
 
@@ -499,7 +505,8 @@ def test_kill_nine_in_the_middle_of_a_stream_of_commits(tmp_path: Path) -> None:
     for run in range(12):
         with subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(state_dir), str(run), "0.004"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
-            assert child.stdout is not None and child.stderr is not None
+            assert child.stdout is not None
+            assert child.stderr is not None
             lines = [child.stdout.readline()]
             assert lines[0].split() == ["R", str(committed)], lines[0] + child.stderr.read()
             wanted = rng.randint(1, 25)
@@ -755,7 +762,9 @@ def test_a_database_locked_by_another_program_is_not_taken_for_damage(
     with pytest.raises(StoreError, match="cannot write") as info:
         s.commit([session(2)], {"a": 2})
     assert "nothing of this commit was stored" in str(info.value)
-    assert s.pending() == [session(1)] and s.state == {"a": 1} and s.last_seq == 1  # memory unchanged
+    assert s.pending() == [session(1)]
+    assert s.state == {"a": 1}
+    assert s.last_seq == 1
     other.execute("ROLLBACK")
     s.commit([session(2)], {"a": 2})
     s.close()
@@ -1034,7 +1043,8 @@ def test_a_power_cut_between_the_import_and_the_rename(tmp_path: Path) -> None:
     (tmp_path / JOURNAL_FILE).write_bytes(original)
     (tmp_path / (JOURNAL_FILE + ".migrated")).write_bytes(b"from an earlier update")
     import_journal(tmp_path / JOURNAL_FILE, tmp_path / DB_FILE, Store._fill)  # noqa: SLF001 - the first half
-    assert (tmp_path / JOURNAL_FILE).exists() and (tmp_path / DB_FILE).exists()
+    assert (tmp_path / JOURNAL_FILE).exists()
+    assert (tmp_path / DB_FILE).exists()
     assert_matches(load(tmp_path), (JOURNAL_V0_STATE, JOURNAL_V0_PENDING, 4))
     assert not (tmp_path / JOURNAL_FILE).exists()
     assert (tmp_path / (JOURNAL_FILE + ".migrated")).read_bytes() == b"from an earlier update"

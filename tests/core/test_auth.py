@@ -53,8 +53,10 @@ def test_step1_matching_reservation_is_accepted_locally_without_backend() -> Non
     reserve(b, reservation_id=1, id_token="AA11", evse_id=1)
     decision = run(b, "aa11")  # case-insensitive (U1)
     assert isinstance(decision, TokenDecision)
-    assert decision.status is AuthStatus.ACCEPTED and decision.source == "reservation"
-    assert decision.reservation is not None and decision.reservation.reservation.reservation_id == 1
+    assert decision.status is AuthStatus.ACCEPTED
+    assert decision.source == "reservation"
+    assert decision.reservation is not None
+    assert decision.reservation.reservation.reservation_id == 1
 
 
 def test_step1_other_token_at_a_reserved_evse_is_locked_out() -> None:
@@ -70,7 +72,8 @@ def test_step1_sibling_token_matches_through_the_local_list_parent() -> None:
     reserve(b, reservation_id=1, id_token="AA11", parent_id_token="FLEET", evse_id=1)
     lst = local_list(LocalAuthEntry(id_token="CC33", status=LocalAuthStatus.ACCEPTED, parent_id_token="fleet"))
     decision = run(b, "CC33", lst=lst)
-    assert isinstance(decision, TokenDecision) and decision.status is AuthStatus.ACCEPTED
+    assert isinstance(decision, TokenDecision)
+    assert decision.status is AuthStatus.ACCEPTED
     assert decision.reservation is not None
 
 
@@ -79,13 +82,17 @@ def test_h03_fr_08_unknown_parent_is_looked_up_before_refusing() -> None:
     reserve(b, reservation_id=1, id_token="AA11", parent_id_token="FLEET", evse_id=1)
     assert run(b, "DD44") is ASK_BACKEND
     sibling = run(b, "DD44", backend=BackendAnswer(status=LocalAuthStatus.ACCEPTED, parent_id_token="FLEET"))
-    assert isinstance(sibling, TokenDecision) and sibling.reservation is not None
+    assert isinstance(sibling, TokenDecision)
+    assert sibling.reservation is not None
     stranger = run(b, "DD44", backend=BackendAnswer(status=LocalAuthStatus.ACCEPTED, parent_id_token="OTHER"))
-    assert isinstance(stranger, TokenDecision) and stranger.mismatch
+    assert isinstance(stranger, TokenDecision)
+    assert stranger.mismatch
     blocked = run(b, "DD44", backend=BackendAnswer(status=LocalAuthStatus.BLOCKED, parent_id_token="FLEET"))
-    assert isinstance(blocked, TokenDecision) and blocked.mismatch  # a blocked answer gives no parent
+    assert isinstance(blocked, TokenDecision)
+    assert blocked.mismatch
     offline = run(b, "DD44", offline=True)
-    assert isinstance(offline, TokenDecision) and offline.mismatch
+    assert isinstance(offline, TokenDecision)
+    assert offline.mismatch
 
 
 @pytest.mark.parametrize("status", list(LocalAuthStatus))
@@ -116,8 +123,10 @@ def test_h03_fr_08_the_local_list_parent_of_a_valid_token_matches(status: LocalA
     reserve(b, reservation_id=1, id_token="AA11", parent_id_token="FLEET", evse_id=1)
     lst = local_list(LocalAuthEntry(id_token="DD44", status=status, parent_id_token="FLEET", expiry_utc=expiry))
     decision = run(b, "DD44", lst=lst)
-    assert isinstance(decision, TokenDecision) and decision.status is expected
-    assert decision.source == "reservation" and (decision.reservation is not None) is (not decision.mismatch)
+    assert isinstance(decision, TokenDecision)
+    assert decision.status is expected
+    assert decision.source == "reservation"
+    assert (decision.reservation is not None) is (not decision.mismatch)
 
 
 def test_h03_fr_08_no_parent_lookup_at_a_g3_held_evse_for_a_local_token() -> None:
@@ -133,7 +142,8 @@ def test_no_parent_lookup_when_the_reservation_has_no_parent() -> None:
     b = book(("sType2",))
     reserve(b, reservation_id=1, id_token="AA11", evse_id=1)
     decision = run(b, "DD44")
-    assert isinstance(decision, TokenDecision) and decision.mismatch
+    assert isinstance(decision, TokenDecision)
+    assert decision.mismatch
 
 
 def test_g2_refuses_a_walk_in_at_a_held_evse_and_allows_it_elsewhere() -> None:
@@ -141,9 +151,13 @@ def test_g2_refuses_a_walk_in_at_a_held_evse_and_allows_it_elsewhere() -> None:
     reserve(b, reservation_id=1, id_token="AA11", connector_type="sType2")
     lst = local_list(LocalAuthEntry(id_token="BB22", status=LocalAuthStatus.ACCEPTED))
     held = run(b, "BB22", evse_id=3, lst=lst)
-    assert isinstance(held, TokenDecision) and held.status is AuthStatus.RESERVED_FOR_OTHER and held.mismatch
+    assert isinstance(held, TokenDecision)
+    assert held.status is AuthStatus.RESERVED_FOR_OTHER
+    assert held.mismatch
     free = run(b, "BB22", evse_id=1, lst=lst)
-    assert isinstance(free, TokenDecision) and free.status is AuthStatus.ACCEPTED and free.source == "local_list"
+    assert isinstance(free, TokenDecision)
+    assert free.status is AuthStatus.ACCEPTED
+    assert free.source == "local_list"
 
 
 @pytest.mark.parametrize(("status", "expiry", "expected"), [
@@ -158,7 +172,8 @@ def test_step2_local_list(status: LocalAuthStatus, expiry: datetime | None, expe
     lst = local_list(LocalAuthEntry(id_token="BB22", status=status, expiry_utc=expiry))
     decision = run(book(("sType2",)), "bb22", lst=lst)
     assert isinstance(decision, TokenDecision)
-    assert decision.status is expected and decision.source == "local_list"
+    assert decision.status is expected
+    assert decision.source == "local_list"
 
 
 def test_step3_unknown_token_asks_the_backend_and_takes_its_answer() -> None:
@@ -166,7 +181,9 @@ def test_step3_unknown_token_asks_the_backend_and_takes_its_answer() -> None:
     assert run(b, "EE55") is ASK_BACKEND
     for answer, expected in [(LocalAuthStatus.ACCEPTED, AuthStatus.ACCEPTED), (LocalAuthStatus.BLOCKED, AuthStatus.REJECTED)]:
         decision = run(b, "EE55", backend=BackendAnswer(status=answer))
-        assert isinstance(decision, TokenDecision) and decision.status is expected and decision.source == "backend"
+        assert isinstance(decision, TokenDecision)
+        assert decision.status is expected
+        assert decision.source == "backend"
 
 
 @pytest.mark.parametrize(("policy", "expected"), [
@@ -175,7 +192,8 @@ def test_step3_unknown_token_asks_the_backend_and_takes_its_answer() -> None:
 ])
 def test_step4_offline_policy(policy: OfflinePolicy, expected: AuthStatus) -> None:
     decision = run(None, "EE55", offline=True, policy=policy)
-    assert isinstance(decision, TokenDecision) and decision.status is expected
+    assert isinstance(decision, TokenDecision)
+    assert decision.status is expected
     assert decision.source == "offline_policy"
 
 
@@ -183,7 +201,8 @@ def test_offline_policy_never_overrides_a_reservation_lock_out() -> None:
     b = book(("sType2",))
     reserve(b, reservation_id=1, id_token="AA11", evse_id=1)
     decision = run(b, "EE55", offline=True, policy=OfflinePolicy.ACCEPT_ALL)
-    assert isinstance(decision, TokenDecision) and decision.status is AuthStatus.RESERVED_FOR_OTHER
+    assert isinstance(decision, TokenDecision)
+    assert decision.status is AuthStatus.RESERVED_FOR_OTHER
 
 
 def test_local_list_full_and_differential_updates() -> None:
@@ -192,11 +211,14 @@ def test_local_list_full_and_differential_updates() -> None:
                         LocalAuthEntry(id_token="B", status=LocalAuthStatus.ACCEPTED)])
     lst.apply(4, False, [LocalAuthEntry(id_token="b", status=LocalAuthStatus.BLOCKED),
                          LocalAuthEntry(id_token="C", status=LocalAuthStatus.ACCEPTED)])
-    assert lst.version == 4 and len(lst) == 3
+    assert lst.version == 4
+    assert len(lst) == 3
     entry = lst.lookup("B")
-    assert entry is not None and entry.status is LocalAuthStatus.BLOCKED
+    assert entry is not None
+    assert entry.status is LocalAuthStatus.BLOCKED
     lst.apply(5, True, [LocalAuthEntry(id_token="Z", status=LocalAuthStatus.INVALID)])
-    assert len(lst) == 1 and lst.lookup("A") is None
+    assert len(lst) == 1
+    assert lst.lookup("A") is None
 
 
 @pytest.mark.parametrize("version", [-1, True, 1.5])
@@ -204,7 +226,8 @@ def test_local_list_refuses_a_bad_version_and_keeps_the_old_list(version: object
     lst = local_list(LocalAuthEntry(id_token="A", status=LocalAuthStatus.ACCEPTED))
     with pytest.raises(ValueError, match="version"):
         lst.apply(version, True, [])  # type: ignore[arg-type]
-    assert lst.version == 1 and len(lst) == 1
+    assert lst.version == 1
+    assert len(lst) == 1
 
 
 @pytest.mark.parametrize("fields", [
@@ -226,7 +249,9 @@ def test_local_list_snapshot_round_trip() -> None:
                         LocalAuthEntry(id_token="B", status=LocalAuthStatus.BLOCKED)])
     copy = LocalAuthList()
     copy.restore(lst.snapshot())
-    assert copy.version == 7 and copy.lookup("a") == lst.lookup("A") and copy.lookup("b") == lst.lookup("B")
+    assert copy.version == 7
+    assert copy.lookup("a") == lst.lookup("A")
+    assert copy.lookup("b") == lst.lookup("B")
 
 
 @pytest.mark.parametrize("data", [{"tokens": "nope"}, {"tokens": [1]}, {"tokens": [{"id_token": "A", "status": "Maybe"}]},
@@ -242,12 +267,14 @@ def test_pending_requests_time_out_and_answer_once() -> None:
     pending = PendingRequests(timeout_s=5.0, prefix="boot7")
     first = pending.add(1, "A", "RFID", now=10.0)
     second = pending.add(2, "B", "RFID", now=11.0)
-    assert first.request_id == "boot7-1" and second.request_id == "boot7-2"
+    assert first.request_id == "boot7-1"
+    assert second.request_id == "boot7-2"
     assert pending.next_deadline() == 15.0
     assert pending.expired(14.99) == []
     assert pending.expired(15.0) == [first]
     assert pending.pop(first.request_id) is None  # already timed out
-    assert pending.pop(second.request_id) == second and len(pending) == 0
+    assert pending.pop(second.request_id) == second
+    assert len(pending) == 0
     assert pending.next_deadline() is None
     with pytest.raises(ValueError):
         PendingRequests(timeout_s=0)

@@ -102,7 +102,8 @@ def plugged_and_authorized(cid: int = 1) -> Feed:
     feed(PpChanged(cid=cid, ohms=220.0))
     feed.samples(cid, PWM_OFF[Cp.B])
     feed(AuthorizationGranted(cid=cid, id_token="04A2B3C4"))
-    assert feed.c.evses[cid].state is State.SUSPENDED_EV and feed.c.evses[cid].pwm_on
+    assert feed.c.evses[cid].state is State.SUSPENDED_EV
+    assert feed.c.evses[cid].pwm_on
     return feed
 
 
@@ -149,7 +150,8 @@ def test_events_go_to_the_evse_named_by_cid(cid: int, other: int) -> None:
     c = charger()
     before = snapshot(c)
     actions = c.handle(FaultRaised(cid=cid, fault=Fault.RCD_TRIPPED), T0 + 1.0)
-    assert actions and all(a.cid == cid for a in actions)
+    assert actions
+    assert all(a.cid == cid for a in actions)
     assert c.evses[cid].state is State.FAULTED
     assert c.evses[other].state is State.AVAILABLE
     assert [row for row in snapshot(c) if row[0] == other] == [row for row in before if row[0] == other]
@@ -161,7 +163,8 @@ def test_authorization_goes_to_the_evse_named_by_cid(cid: int, other: int) -> No
     actions = c.handle(AuthorizationGranted(cid=cid, id_token="tok"), T0 + 1.0)
     assert session_events(actions) == [SessionEvent.SESSION_STARTED]
     assert all(a.cid == cid for a in actions)
-    assert c.evses[cid].state is State.WAITING_FOR_EV and c.evses[other].state is State.AVAILABLE
+    assert c.evses[cid].state is State.WAITING_FOR_EV
+    assert c.evses[other].state is State.AVAILABLE
     assert c.evses[other].session is None
 
 
@@ -185,12 +188,15 @@ def test_each_evse_has_its_own_pilot_monitor() -> None:
     for k in range(SAMPLES_TO_REPORT - 1):
         assert c.handle(sample(1, *PWM_OFF[Cp.B]), T0 + k * STEP) == []
         assert c.handle(sample(7, *PWM_OFF[Cp.C]), T0 + k * STEP) == []
-    assert c.evses[1].cp is None and c.evses[7].cp is None
+    assert c.evses[1].cp is None
+    assert c.evses[7].cp is None
     now = T0 + (SAMPLES_TO_REPORT - 1) * STEP
     assert all(a.cid == 1 for a in c.handle(sample(1, *PWM_OFF[Cp.B]), now))
-    assert c.evses[1].cp is Cp.B and c.evses[7].cp is None
+    assert c.evses[1].cp is Cp.B
+    assert c.evses[7].cp is None
     assert all(a.cid == 7 for a in c.handle(sample(7, *PWM_OFF[Cp.C]), now))
-    assert c.evses[1].cp is Cp.B and c.evses[7].cp is Cp.C
+    assert c.evses[1].cp is Cp.B
+    assert c.evses[7].cp is Cp.C
 
 
 # --- PilotSampled -> PilotMonitor -> PilotChanged ----------------------------------------------------------
@@ -201,7 +207,8 @@ def test_samples_are_debounced_into_a_session_start() -> None:
     start = feed.now + STEP
     for _ in range(SAMPLES_TO_REPORT - 1):
         assert feed(sample(1, *PWM_OFF[Cp.B])) == []  # nothing before DEBOUNCE_S
-        assert feed.c.evses[1].cp is None and feed.c.evses[1].state is State.AVAILABLE
+        assert feed.c.evses[1].cp is None
+        assert feed.c.evses[1].state is State.AVAILABLE
     assert feed.now - start < DEBOUNCE_S
     actions = feed(sample(1, *PWM_OFF[Cp.B]))
     assert feed.now - start >= DEBOUNCE_S
@@ -211,7 +218,8 @@ def test_samples_are_debounced_into_a_session_start() -> None:
                          energy_wh_import=0.0, energy_wh_export=0.0),
         EmitSessionEvent(cid=1, uuid="session-1", event=SessionEvent.AUTH_REQUIRED),
     ]
-    assert feed.c.evses[1].cp is Cp.B and feed.c.evses[1].state is State.WAITING_FOR_AUTH
+    assert feed.c.evses[1].cp is Cp.B
+    assert feed.c.evses[1].state is State.WAITING_FOR_AUTH
     assert feed(sample(1, *PWM_OFF[Cp.B])) == []  # a stable state is reported once
 
 
@@ -219,7 +227,8 @@ def test_authorized_ev_in_c_with_diode_charges() -> None:
     feed = plugged_and_authorized()
     actions = feed.samples(1, PWM_ON[Cp.C])
     assert CloseRelay(cid=1) in actions
-    assert feed.c.evses[1].state is State.CHARGING and feed.c.evses[1].relay_closed
+    assert feed.c.evses[1].state is State.CHARGING
+    assert feed.c.evses[1].relay_closed
     actions = feed.samples(1, PWM_ON[Cp.B])  # C -> B: open on the same event (Table A.6)
     assert actions[0] == OpenRelay(cid=1, under_load=False)
     assert feed.c.evses[1].state is State.SUSPENDED_EV
@@ -235,12 +244,14 @@ def test_missing_diode_never_closes_the_relay_and_faults() -> None:
     actions = feed(sample(1, 6.0, 0.0))
     assert EmitSessionEvent(cid=1, uuid="session-1", event=SessionEvent.ERROR, error=Error.CAR_DIODE_FAULT) in actions
     assert SetPwm(cid=1, duty_pct=DUTY_F) in actions
-    assert m.state is State.FAULTED and not m.relay_closed
+    assert m.state is State.FAULTED
+    assert not m.relay_closed
     assert SessionEvent.SESSION_CANCELLED in session_events(actions)
     for _ in range(5):  # the EV keeps asking: still no relay
         feed(sample(1, 6.0, 0.0))
     assert not any(isinstance(a, CloseRelay) for a in feed.log)
-    assert m.state is State.FAULTED and not m.relay_closed
+    assert m.state is State.FAULTED
+    assert not m.relay_closed
 
 
 def test_diode_lost_in_a_stable_state_faults_after_the_debounce() -> None:
@@ -275,17 +286,20 @@ def fault_then_clear(feed: Feed, *, read_f_while_driven: bool) -> float:
     m = feed.c.evses[1]
     assert m.cp is Cp.B
     actions = feed(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED))
-    assert SetPwm(cid=1, duty_pct=DUTY_F) in actions and m.state is State.FAULTED
+    assert SetPwm(cid=1, duty_pct=DUTY_F) in actions
+    assert m.state is State.FAULTED
     if read_f_while_driven:
         feed.samples(1, PWM_OFF[Cp.F])
         assert m.state is State.FAULTED  # -12 V while we drive F is no pilot fault
     feed(FaultCleared(cid=1, fault=Fault.RCD_TRIPPED))
     hold_until = feed.now + FAULT_HOLD_S
     assert feed.c.next_deadline() == pytest.approx(hold_until)
-    assert feed.tick(hold_until - 1e-3) == [] and m.state is State.FAULTED
+    assert feed.tick(hold_until - 1e-3) == []
+    assert m.state is State.FAULTED
     actions = feed.tick(hold_until)
     assert SetPwm(cid=1, duty_pct=DUTY_X1) in actions
-    assert m.state is not State.FAULTED and m.duty_pct != DUTY_F
+    assert m.state is not State.FAULTED
+    assert m.duty_pct != DUTY_F
     assert m.cp is None  # what was read while driving F says nothing about the EV
     return hold_until
 
@@ -319,7 +333,8 @@ def test_minus_12_v_after_the_fault_hold_is_a_pilot_fault() -> None:
     fault_then_clear(feed, read_f_while_driven=True)
     m = feed.c.evses[1]
     actions = feed.samples(1, PWM_OFF[Cp.F])
-    assert m.cp is Cp.F and m.state is State.FAULTED
+    assert m.cp is Cp.F
+    assert m.state is State.FAULTED
     assert EmitSessionEvent(cid=1, uuid="session-1", event=SessionEvent.ERROR, error=Error.PILOT_FAULT) in actions
 
 
@@ -332,7 +347,8 @@ def test_monitor_is_not_reset_while_f_continues() -> None:
     feed(FaultRaised(cid=1, fault=Fault.OVERTEMPERATURE))  # a second fault: F continues
     for _ in range(5):
         assert feed(sample(1, *PWM_OFF[Cp.F])) == []
-    assert feed.c.evses[1].cp is Cp.F and feed.c.evses[1].state is State.FAULTED
+    assert feed.c.evses[1].cp is Cp.F
+    assert feed.c.evses[1].state is State.FAULTED
 
 
 # --- tick / next_deadline ----------------------------------------------------------------------------------
@@ -351,7 +367,8 @@ def test_next_deadline_is_the_earliest_over_the_evses() -> None:
     assert c.evses[7].next_deadline() == pytest.approx(T0 + 2.0 + FAULT_HOLD_S)
     assert c.next_deadline() == pytest.approx(T0 + 2.0 + FAULT_HOLD_S)
     assert c.tick(T0 + 2.0 + FAULT_HOLD_S) != []
-    assert c.evses[7].state is State.FAULTED and c.evses[7].duty_pct == DUTY_X1
+    assert c.evses[7].state is State.FAULTED
+    assert c.evses[7].duty_pct == DUTY_X1
     c.handle(FaultCleared(cid=7, fault=Fault.RCD_TRIPPED), T0 + 3.0)  # F was served: no more F
     assert c.evses[7].state is State.AVAILABLE
     assert c.next_deadline() == pytest.approx(T0 + 61.0)
@@ -370,7 +387,8 @@ def test_tick_runs_only_the_machines_that_are_due(monkeypatch: pytest.MonkeyPatc
     assert ticked == []
     actions = c.tick(T0 + 2.0 + FAULT_HOLD_S)
     assert ticked == [7]
-    assert actions and all(a.cid == 7 for a in actions)
+    assert actions
+    assert all(a.cid == 7 for a in actions)
     assert c.evses[1].state is State.WAITING_FOR_EV
 
     ticked.clear()
@@ -389,7 +407,8 @@ def test_tick_leaving_f_resets_the_monitor_like_handle() -> None:
     feed(FaultCleared(cid=1, fault=Fault.OVERTEMPERATURE))
     m = feed.c.evses[1]
     feed.tick(feed.now + FAULT_HOLD_S)
-    assert m.state is State.FINISHING and m.cp is None
+    assert m.state is State.FINISHING
+    assert m.cp is None
     feed.samples(1, PWM_OFF[Cp.B])
     assert m.cp is Cp.B
 

@@ -59,15 +59,21 @@ def test_authorize_without_evse_goes_to_the_ev_that_waited_longest() -> None:
     plug(c, 2, Cp.B, M0 + 1)
     plug(c, 3, Cp.B, M0 + 2)
     cid, decision, out = c.authorize_anywhere("AA11", M0 + 3)
-    assert cid == 2 and decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert cid == 2
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
     assert any(isinstance(a, AuthDecided) and a.cid == 2 for a in out)
-    assert c.evses[2].state is State.SUSPENDED_EV and c.evses[3].state is State.WAITING_FOR_AUTH
+    assert c.evses[2].state is State.SUSPENDED_EV
+    assert c.evses[3].state is State.WAITING_FOR_AUTH
 
 
 def test_authorize_without_evse_holds_the_token_for_the_next_plug_in() -> None:
     c = charger(2)
     cid, decision, out = c.authorize_anywhere("AA11", M0)
-    assert cid is None and decision is not None and decision.status is AuthStatus.ACCEPTED and out == []
+    assert cid is None
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
+    assert out == []
     assert c.next_deadline() == M0 + 60.0
     out = plug(c, 2, Cp.B, M0 + 10)
     started = [a for a in out if isinstance(a, EmitSessionEvent) and a.event is SessionEvent.SESSION_STARTED]
@@ -90,9 +96,12 @@ def test_authorize_without_evse_answers_no_evse_available() -> None:
     c.reserve_now(Reservation(reservation_id=1, id_token="ZZ", evse_id=1, expiry_utc=UTC0 + timedelta(hours=1)), M0)
     c.handle(FaultRaised(cid=2, fault=Fault.OVERTEMPERATURE), M0)
     cid, decision, _ = c.authorize_anywhere("AA11", M0 + 1)
-    assert cid is None and decision is not None and decision.status is AuthStatus.NO_EVSE_AVAILABLE
+    assert cid is None
+    assert decision is not None
+    assert decision.status is AuthStatus.NO_EVSE_AVAILABLE
     _, decision, _ = c.authorize_anywhere("zz", M0 + 1)  # the reserved driver could use EVSE 1
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
 
 
 def test_stop_session_is_true_only_for_a_running_session() -> None:
@@ -100,7 +109,8 @@ def test_stop_session_is_true_only_for_a_running_session() -> None:
     assert c.stop_session(1, SessionCancellationReason.REMOTE, M0) == (False, [])
     charging(c, 1, M0 + 1)
     stopped, out = c.stop_session(1, SessionCancellationReason.LOCAL, M0 + 2)
-    assert stopped and SetPwm(cid=1, duty_pct=DUTY_X1) in out
+    assert stopped
+    assert SetPwm(cid=1, duty_pct=DUTY_X1) in out
     assert c.stop_session(1, SessionCancellationReason.REMOTE, M0 + 3) == (False, [])
 
 
@@ -120,7 +130,8 @@ def test_set_max_current_zero_pauses_charging() -> None:
     c = charger(1)
     charging(c, 1, M0)
     c.set_max_current(1, 0, M0 + 1)
-    assert c.evses[1].state is State.PAUSING and not c.evses[1].pwm_on
+    assert c.evses[1].state is State.PAUSING
+    assert not c.evses[1].pwm_on
 
 
 def test_fallback_current_applies_while_the_link_is_down_and_is_restored() -> None:
@@ -128,13 +139,16 @@ def test_fallback_current_applies_while_the_link_is_down_and_is_restored() -> No
     charging(c, 1, M0)
     c.set_max_current(2, 10, M0)
     c.set_fallback(6.0, M0 + 10)
-    assert c.limit_a(1) == 6.0 and c.limit_a(2) == 6.0
+    assert c.limit_a(1) == 6.0
+    assert c.limit_a(2) == 6.0
     c.tick(M0 + 15.0)  # the 5 s duty-change rule
     assert c.evses[1].duty_pct == 10.0
     c.set_fallback(None, M0 + 30)
-    assert c.limit_a(1) == 32.0 and c.limit_a(2) == 10.0
+    assert c.limit_a(1) == 32.0
+    assert c.limit_a(2) == 10.0
     c.set_fallback(0.0, M0 + 40)  # a fallback of 0 pauses
-    assert c.limit_a(1) == 0.0 and c.evses[1].state is State.PAUSING
+    assert c.limit_a(1) == 0.0
+    assert c.evses[1].state is State.PAUSING
 
 
 def test_switch_phases() -> None:
@@ -142,7 +156,8 @@ def test_switch_phases() -> None:
     c = charger(1, phase_switching=True)
     assert c.switch_phases(1, False) is SwitchPhasesResult.ERROR_NOT_CHARGING
     charging(c, 1, M0)
-    assert c.switch_phases(1, False) is SwitchPhasesResult.SUCCESS and c.phases[1] == 1
+    assert c.switch_phases(1, False) is SwitchPhasesResult.SUCCESS
+    assert c.phases[1] == 1
 
 
 def test_unlock_connector() -> None:
@@ -151,7 +166,8 @@ def test_unlock_connector() -> None:
     assert c.unlock_connector(1, M0 + 1) == (False, [])
     c.handle(PilotChanged(cid=1, cp=Cp.B), M0 + 2)
     unlocked, out = c.unlock_connector(1, M0 + 3)
-    assert unlocked and SetLock(cid=1, locked=False) in out
+    assert unlocked
+    assert SetLock(cid=1, locked=False) in out
     cancelled = [a for a in out if isinstance(a, EmitSessionEvent) and a.event is SessionEvent.SESSION_CANCELLED]
     assert cancelled[0].reason == "UnlockCommand"
 

@@ -78,33 +78,40 @@ def decided(out: list[Output]) -> AuthDecided:
 def reserve(c: Charger, now: float = M0, **fields: object) -> list[Output]:
     fields.setdefault("expiry_utc", UTC0 + HOUR)
     result, uuid, out = c.reserve_now(Reservation(**fields), now)  # type: ignore[arg-type]
-    assert result is ReservationResult.ACCEPTED and uuid
+    assert result is ReservationResult.ACCEPTED
+    assert uuid
     return out
 
 
 def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
     c = charger(("sType2",))
     out = reserve(c, reservation_id=7, id_token="AA11", evse_id=1)
-    assert c.status(1) is Status.RESERVED and SetLed(cid=1, led=Led.RESERVED) in out
+    assert c.status(1) is Status.RESERVED
+    assert SetLed(cid=1, led=Led.RESERVED) in out
     start = events(out, SessionEvent.RESERVATION_START)[0]
     assert start.payload()["reservation_start"] == {"reservation_id": 7, "id_tag": "AA11"}
 
     out = plug(c, 1, Cp.C, M0 + 1)  # simplified mode: the EV asks for power at once
     assert c.status(1) is Status.PREPARING
     decision, out = c.present_token(1, "BB22", M0 + 2)
-    assert decision is not None and decision.status is AuthStatus.RESERVED_FOR_OTHER
+    assert decision is not None
+    assert decision.status is AuthStatus.RESERVED_FOR_OTHER
     assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH)
     assert decided(out).status == "ReservedForOther"
-    assert not c.evses[1].relay_closed and not c.evses[1].pwm_on
+    assert not c.evses[1].relay_closed
+    assert not c.evses[1].pwm_on
     assert c.book.get("", 7) is not None  # the EVSE stays reserved
 
     decision, out = c.present_token(1, "aa11", M0 + 3)  # the right token, any case
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
     assert any(isinstance(a, CloseRelay) for a in out)
     session = c.evses[1].session
-    assert session is not None and session.reservation_id == 7
+    assert session is not None
+    assert session.reservation_id == 7
     (used,) = [a for a in out if isinstance(a, ReservationUpdate)]
-    assert used.status is ReservationStatus.USED and used.evse_id == 1
+    assert used.status is ReservationStatus.USED
+    assert used.evse_id == 1
     (end,) = events(out, SessionEvent.RESERVATION_END)
     assert end.payload()["reservation_end"] == {"reservation_id": 7, "reason": "UsedToStartCharging"}
     assert end.uuid == session.uuid
@@ -127,8 +134,10 @@ def test_sibling_token_through_the_local_list_uses_the_reservation() -> None:
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="fleet", evse_id=1)
     plug(c, 1, Cp.B, M0 + 1)
     decision, _ = c.present_token(1, "CC33", M0 + 2)
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED
-    assert c.evses[1].session is not None and c.evses[1].session.reservation_id == 7
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
+    assert c.evses[1].session is not None
+    assert c.evses[1].session.reservation_id == 7
 
 
 def test_unknown_parent_is_asked_of_the_backend_then_decided() -> None:
@@ -142,8 +151,10 @@ def test_unknown_parent_is_asked_of_the_backend_then_decided() -> None:
     assert c.backend_auth_answer("nope", BackendAnswer(status=LocalAuthStatus.ACCEPTED), M0 + 3) == []
     out = c.backend_auth_answer(request.request_id,
                                 BackendAnswer(status=LocalAuthStatus.ACCEPTED, parent_id_token="FLEET"), M0 + 3)
-    assert decided(out).status == "Accepted" and decided(out).request_id == request.request_id
-    assert c.evses[1].session is not None and c.evses[1].session.reservation_id == 7
+    assert decided(out).status == "Accepted"
+    assert decided(out).request_id == request.request_id
+    assert c.evses[1].session is not None
+    assert c.evses[1].session.reservation_id == 7
 
 
 def test_backend_timeout_refuses_a_token_a_reservation_locks_out() -> None:
@@ -153,8 +164,10 @@ def test_backend_timeout_refuses_a_token_a_reservation_locks_out() -> None:
     _, out = c.present_token(1, "DD44", M0 + 2)
     assert c.tick(M0 + 6.99) == []
     out = c.tick(M0 + 7.0)
-    assert decided(out).status == "ReservedForOther" and events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH)
-    assert c.evses[1].session is not None and not c.evses[1].session.authorized
+    assert decided(out).status == "ReservedForOther"
+    assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH)
+    assert c.evses[1].session is not None
+    assert not c.evses[1].session.authorized
 
 
 def test_walk_in_without_reservation_uses_the_offline_policy_when_offline() -> None:
@@ -162,7 +175,9 @@ def test_walk_in_without_reservation_uses_the_offline_policy_when_offline() -> N
     c.online = False
     plug(c, 1, Cp.B, M0 + 1)
     decision, _ = c.present_token(1, "EE55", M0 + 2)
-    assert decision is not None and decision.status is AuthStatus.REJECTED and decision.source == "offline_policy"
+    assert decision is not None
+    assert decision.status is AuthStatus.REJECTED
+    assert decision.source == "offline_policy"
 
 
 def test_g3_held_evse_refuses_a_walk_in_the_others_accept() -> None:
@@ -177,12 +192,16 @@ def test_g3_held_evse_refuses_a_walk_in_the_others_accept() -> None:
     (end,) = events(out, SessionEvent.RESERVATION_END)
     assert end.payload()["reservation_end"]["reason"] == "GlobalReservationRequirementDropped"  # type: ignore[index]
     decision, _ = c.present_token(3, "BB22", M0 + 2)
-    assert decision is not None and decision.status is AuthStatus.RESERVED_FOR_OTHER
+    assert decision is not None
+    assert decision.status is AuthStatus.RESERVED_FOR_OTHER
     plug(c, 1, Cp.B, M0 + 3)
     decision, _ = c.present_token(1, "BB22", M0 + 4)
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
     decision, _ = c.present_token(3, "AA11", M0 + 5)  # the reserved driver at the T2 EVSE
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED and decision.reservation is not None
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
+    assert decision.reservation is not None
 
 
 def test_fault_on_a_reserved_evse_removes_the_reservation() -> None:
@@ -193,25 +212,30 @@ def test_fault_on_a_reserved_evse_removes_the_reservation() -> None:
     assert removed.status is ReservationStatus.REMOVED
     assert events(out, SessionEvent.RESERVATION_END)[0].payload()["reservation_end"] == {
         "reservation_id": 7, "reason": "Cancelled"}
-    assert c.status(2) is Status.FAULTED and c.book.get("", 7) is None
+    assert c.status(2) is Status.FAULTED
+    assert c.book.get("", 7) is None
 
 
 def test_expiry_to_the_second_through_the_charger_deadline() -> None:
     c = charger(("sType2",))
     reserve(c, reservation_id=7, id_token="AA11", evse_id=1, expiry_utc=UTC0 + timedelta(seconds=90))
     assert c.next_deadline() == M0 + 90
-    assert c.tick(M0 + 89.999) == [] and c.status(1) is Status.RESERVED
+    assert c.tick(M0 + 89.999) == []
+    assert c.status(1) is Status.RESERVED
     out = c.tick(M0 + 90)
     assert [a.status for a in out if isinstance(a, ReservationUpdate)] == [ReservationStatus.EXPIRED]
-    assert c.status(1) is Status.AVAILABLE and SetLed(cid=1, led=Led.IDLE) in out
+    assert c.status(1) is Status.AVAILABLE
+    assert SetLed(cid=1, led=Led.IDLE) in out
 
 
 def test_scheduled_reservation_shows_nowhere_until_its_start() -> None:
     c = charger(("sType2",))
     reserve(c, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
-    assert c.status(1) is Status.AVAILABLE and c.next_deadline() == M0 + 3600
+    assert c.status(1) is Status.AVAILABLE
+    assert c.next_deadline() == M0 + 3600
     out = c.tick(M0 + 3600)
-    assert c.status(1) is Status.RESERVED and events(out, SessionEvent.RESERVATION_START)
+    assert c.status(1) is Status.RESERVED
+    assert events(out, SessionEvent.RESERVATION_START)
 
 
 def test_token_at_a_busy_evse_is_rejected_without_side_effects() -> None:
@@ -220,9 +244,12 @@ def test_token_at_a_busy_evse_is_rejected_without_side_effects() -> None:
     c.present_token(1, "AA11", M0 + 1, token_type="RFID")  # asks the backend (unknown token)
     c.local_list.apply(1, True, [LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
     decision, _ = c.present_token(1, "AA11", M0 + 2)
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
     decision, out = c.present_token(1, "AA11", M0 + 3)
-    assert decision is not None and decision.status is AuthStatus.REJECTED and out == []
+    assert decision is not None
+    assert decision.status is AuthStatus.REJECTED
+    assert out == []
     out = c.tick(M0 + 6.0)  # the first request times out: the EVSE no longer takes a token
     assert decided(out).status == "Rejected"
 
@@ -259,7 +286,8 @@ class ReservedChargerMachine(RuleBasedStateMachine):
             if item.event is SessionEvent.RESERVATION_START:
                 assert item.cid not in self.open, f"second ReservationStart on EVSE {item.cid}"
                 data = item.payload()["reservation_start"]
-                assert isinstance(data, dict) and isinstance(data["reservation_id"], int)
+                assert isinstance(data, dict)
+                assert isinstance(data["reservation_id"], int)
                 opened = self.open[item.cid] = data["reservation_id"]
             elif item.event is SessionEvent.RESERVATION_END:
                 assert item.cid in self.open, f"ReservationEnd without a start on EVSE {item.cid}"
@@ -335,9 +363,11 @@ class ReservedChargerMachine(RuleBasedStateMachine):
         for cid, evse in self.c.evses.items():
             assert Fault.INTERNAL not in evse.faults, repr(evse.last_crash)
             if evse.relay_closed:
-                assert evse.session is not None and evse.session.authorized
+                assert evse.session is not None
+                assert evse.session.authorized
             if self.c.status(cid) is Status.RESERVED:
-                assert evse.state is State.AVAILABLE and not evse.relay_closed
+                assert evse.state is State.AVAILABLE
+                assert not evse.relay_closed
 
     @invariant()
     def reserved_is_an_open_start(self) -> None:

@@ -76,11 +76,13 @@ def test_g3_global_used_at_one_held_evse_gives_no_event_at_the_other() -> None:
     assert [c.status(i) for i in (2, 5)] == [Status.RESERVED, Status.RESERVED]
 
     decision, out = c.present_token(2, "AA11", M0 + 3)
-    assert decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
     assert reservation_events(out) == [(2, "ReservationEnd", {"reservation_id": 1,
                                                               "reason": "UsedToStartCharging"})]
     assert updates(out) == [(1, ReservationStatus.USED)]
-    assert c.status(5) is Status.RESERVED and c.book.reserved(5)
+    assert c.status(5) is Status.RESERVED
+    assert c.book.reserved(5)
 
 
 def test_g3_held_token_that_uses_a_global_at_plug_in_starts_no_hold() -> None:
@@ -96,7 +98,9 @@ def test_g3_held_token_that_uses_a_global_at_plug_in_starts_no_hold() -> None:
     assert reservation_events(out) == []
     assert updates(out) == [(1, ReservationStatus.USED)]
     session = c.evses[1].session
-    assert session is not None and session.authorized and session.reservation_id == 1
+    assert session is not None
+    assert session.authorized
+    assert session.reservation_id == 1
     assert [c.status(i) for i in (2, 3)] == [Status.AVAILABLE, Status.AVAILABLE]
 
 
@@ -144,7 +148,8 @@ def busy(c: Charger, how: str, now: float) -> None:
         plug(c, 1, Cp.C if how == "charging" else Cp.B, now)
     if how != "plugged in":
         c.present_token(1, "LOCAL", now)
-    assert c.evses[1].relay_closed is (how == "charging") and c.evses[1].plugged is (how != "waiting for the EV")
+    assert c.evses[1].relay_closed is (how == "charging")
+    assert c.evses[1].plugged is (how != "waiting for the EV")
 
 
 def free_up(c: Charger, how: str, now: float) -> list[Output]:
@@ -162,16 +167,21 @@ def test_v5_busy_at_start_stays_scheduled_until_the_evse_is_free(how: str) -> No
     reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 3 * HOUR)
     busy(c, how, START - 10)
     out = c.tick(START)
-    assert reservation_events(out) == [] and updates(out) == []
+    assert reservation_events(out) == []
+    assert updates(out) == []
     entry = c.book.get("", 7)
-    assert entry is not None and not entry.active  # list_reservations: Scheduled
-    assert c.status(1) is not Status.RESERVED and not c.book.reserved(1)
+    assert entry is not None
+    assert not entry.active
+    assert c.status(1) is not Status.RESERVED
+    assert not c.book.reserved(1)
     assert c.book.next_deadline() == UTC0 + 3 * HOUR  # nothing due until the EVSE frees or it expires
 
     out = free_up(c, how, START + 20)
     assert reservation_events(out) == [(1, "ReservationStart", {"reservation_id": 7, "id_tag": "AA11"})]
     entry = c.book.get("", 7)
-    assert entry is not None and entry.active and c.status(1) is Status.RESERVED
+    assert entry is not None
+    assert entry.active
+    assert c.status(1) is Status.RESERVED
 
 
 def test_v5_session_that_times_out_after_start_lets_the_reservation_start() -> None:
@@ -210,7 +220,8 @@ def test_v5_faulted_or_disabled_at_start_ends_as_in_u4(kind: str) -> None:
     assert c.book.get("", 7) is not None  # judged at start_time, not before
     out = c.tick(M0 + 3600)
     assert updates(out) == [(7, ReservationStatus.REMOVED)]
-    assert reservation_events(out) == [] and c.book.entries == []
+    assert reservation_events(out) == []
+    assert c.book.entries == []
 
 
 def test_v5_busy_and_faulted_at_start_ends_as_in_u4() -> None:
@@ -219,7 +230,8 @@ def test_v5_busy_and_faulted_at_start_ends_as_in_u4() -> None:
     reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
     c.handle(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED), M0 + 1)
     out = c.tick(M0 + 3600)
-    assert updates(out) == [(7, ReservationStatus.REMOVED)] and reservation_events(out) == []
+    assert updates(out) == [(7, ReservationStatus.REMOVED)]
+    assert reservation_events(out) == []
 
 
 def test_v5_waiting_reservation_faulted_later_is_removed_without_evse_events() -> None:
@@ -228,7 +240,8 @@ def test_v5_waiting_reservation_faulted_later_is_removed_without_evse_events() -
     reserve(c, M0, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
     c.tick(M0 + 3600)
     out = c.handle(FaultRaised(cid=1, fault=Fault.RCD_TRIPPED), M0 + 3700)
-    assert updates(out) == [(7, ReservationStatus.REMOVED)] and reservation_events(out) == []
+    assert updates(out) == [(7, ReservationStatus.REMOVED)]
+    assert reservation_events(out) == []
 
 
 # --- 3. the local list knows a token's parent --------------------------------------------------------
@@ -241,11 +254,15 @@ def test_local_token_without_parent_is_refused_at_once_at_a_group_reservation(st
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
     plug(c, 1, Cp.B, M0 + 1)
     decision, out = c.present_token(1, "local", M0 + 2)
-    assert decision is not None and decision.status is AuthStatus.RESERVED_FOR_OTHER and decision.mismatch
+    assert decision is not None
+    assert decision.status is AuthStatus.RESERVED_FOR_OTHER
+    assert decision.mismatch
     assert not [a for a in out if isinstance(a, RequestBackendAuth)]
-    assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH) and decided(out).status == "ReservedForOther"
+    assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH)
+    assert decided(out).status == "ReservedForOther"
     assert c.next_deadline() is None or c.next_deadline() > M0 + 2 + 60  # no auth request pending
-    assert c.book.get("", 7) is not None and not c.evses[1].relay_closed
+    assert c.book.get("", 7) is not None
+    assert not c.evses[1].relay_closed
 
 
 def test_unknown_token_is_still_looked_up_at_a_group_reservation() -> None:
@@ -254,7 +271,8 @@ def test_unknown_token_is_still_looked_up_at_a_group_reservation() -> None:
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
     plug(c, 1, Cp.B, M0 + 1)
     decision, out = c.present_token(1, "STRANGER", M0 + 2)
-    assert decision is None and [a.id_token for a in out if isinstance(a, RequestBackendAuth)] == ["STRANGER"]
+    assert decision is None
+    assert [a.id_token for a in out if isinstance(a, RequestBackendAuth)] == ["STRANGER"]
 
 
 def test_authorize_without_evse_matches_a_group_reservation_through_the_local_list_parent() -> None:
@@ -265,8 +283,12 @@ def test_authorize_without_evse_matches_a_group_reservation_through_the_local_li
                                                 parent_id_token="FLEET")])
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
     cid, decision, _ = c.authorize_anywhere("CC33", M0 + 1)
-    assert cid is None and decision is not None and decision.status is AuthStatus.ACCEPTED
+    assert cid is None
+    assert decision is not None
+    assert decision.status is AuthStatus.ACCEPTED
     out = plug(c, 1, Cp.B, M0 + 2)
     assert updates(out) == [(7, ReservationStatus.USED)]
     session = c.evses[1].session
-    assert session is not None and session.authorized and session.reservation_id == 7
+    assert session is not None
+    assert session.authorized
+    assert session.reservation_id == 7

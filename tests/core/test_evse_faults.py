@@ -50,7 +50,8 @@ LASTING_FAULTS = [Fault.RCD_TRIPPED, Fault.RELAY_WELDED, Fault.RELAY_STUCK_OPEN,
 def _faulted_while_charging(fault: Fault) -> tuple[EvseMachine, float]:
     m, now = at(State.CHARGING)
     actions = m.handle(FaultRaised(cid=CID, fault=fault), now)
-    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions and not m.relay_closed
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions
+    assert not m.relay_closed
     assert SessionEvent.SESSION_CANCELLED in session_events(actions)
     return m, now
 
@@ -61,15 +62,22 @@ def test_an_unplug_during_a_lasting_fault_ends_the_session(fault: Fault) -> None
     m.handle(FaultRaised(cid=CID, fault=fault), now)
     # F for fault_hold_s from the fault; the F -> X1 switch is a deadline the shell's tick performs.
     assert m.next_deadline() == pytest.approx(now + HOLD_S)
-    assert m.tick(now + HOLD_S - EPS) == [] and m.duty_pct == DUTY_F
+    assert m.tick(now + HOLD_S - EPS) == []
+    assert m.duty_pct == DUTY_F
     assert m.tick(now + HOLD_S) == [SetPwm(cid=CID, duty_pct=DUTY_X1)]
-    assert m.state is State.FAULTED and m.status is Status.FAULTED and not m.relay_closed
+    assert m.state is State.FAULTED
+    assert m.status is Status.FAULTED
+    assert not m.relay_closed
     assert m.cp is None  # what was read while driving F was our own -12 V: read CP afresh
     assert m.next_deadline() is None  # nothing more is due while the fault lasts
     actions = m.handle(cp(Cp.A), now + 1.0)
     (finished,) = [a for a in actions if isinstance(a, EmitSessionEvent)]
-    assert finished.event is SessionEvent.SESSION_FINISHED and finished.uuid == "session-1"
-    assert m.session is None and m.state is State.FAULTED and m.duty_pct == DUTY_X1 and not m.relay_closed
+    assert finished.event is SessionEvent.SESSION_FINISHED
+    assert finished.uuid == "session-1"
+    assert m.session is None
+    assert m.state is State.FAULTED
+    assert m.duty_pct == DUTY_X1
+    assert not m.relay_closed
 
 
 def test_relay_stays_open_and_no_session_starts_until_the_fault_clears() -> None:
@@ -79,13 +87,18 @@ def test_relay_stays_open_and_no_session_starts_until_the_fault_clears() -> None
     m.handle(cp(Cp.A), now + 1.0)
     for step, reading in enumerate([Cp.B, Cp.C, Cp.B], start=2):
         actions = m.handle(cp(reading), now + step)
-        assert session_events(actions) == [] and outputs(actions) == []
-        assert m.session is None and m.state is State.FAULTED and not m.relay_closed and m.duty_pct == DUTY_X1
+        assert session_events(actions) == []
+        assert outputs(actions) == []
+        assert m.session is None
+        assert m.state is State.FAULTED
+        assert not m.relay_closed
+        assert m.duty_pct == DUTY_X1
     # The fault clears: no second F (it was held >= 300 ms already); the usual rules apply at once.
     actions = m.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), now + 10.0)
     assert SetPwm(cid=CID, duty_pct=DUTY_F) not in actions
     assert session_events(actions) == [SessionEvent.SESSION_STARTED, SessionEvent.AUTH_REQUIRED]
-    assert m.state is State.WAITING_FOR_AUTH and m.duty_pct == DUTY_X1
+    assert m.state is State.WAITING_FOR_AUTH
+    assert m.duty_pct == DUTY_X1
     m.handle(AUTH, now + 11.0)
     assert CloseRelay(cid=CID) in m.handle(cp(Cp.C), now + 12.0)
 
@@ -94,9 +107,12 @@ def test_the_ev_staying_through_a_lasting_fault_finishes_its_session_after_the_c
     m, now = _faulted_while_charging(Fault.OVERTEMPERATURE)
     m.tick(now + HOLD_S)
     m.handle(cp(Cp.C), now + 1.0)  # the EV is still there, and asks for power: nothing closes
-    assert m.state is State.FAULTED and not m.relay_closed
+    assert m.state is State.FAULTED
+    assert not m.relay_closed
     actions = m.handle(FaultCleared(cid=CID, fault=Fault.OVERTEMPERATURE), now + 2.0)
-    assert session_events(actions) == [] and m.state is State.FINISHING and not m.relay_closed
+    assert session_events(actions) == []
+    assert m.state is State.FINISHING
+    assert not m.relay_closed
     assert session_events(m.handle(cp(Cp.A), now + 3.0)) == [SessionEvent.SESSION_FINISHED]
 
 
@@ -106,9 +122,11 @@ def test_a_fault_cleared_within_the_hold_keeps_f_for_the_hold_after_the_clear() 
     m.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now)
     m.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), now + 0.1)
     assert m.next_deadline() == pytest.approx(now + 0.1 + HOLD_S)
-    assert m.tick(now + 0.1 + HOLD_S - EPS) == [] and m.state is State.FAULTED
+    assert m.tick(now + 0.1 + HOLD_S - EPS) == []
+    assert m.state is State.FAULTED
     m.tick(now + 0.1 + HOLD_S)
-    assert m.state is State.AVAILABLE and m.duty_pct == DUTY_X1
+    assert m.state is State.AVAILABLE
+    assert m.duty_pct == DUTY_X1
 
 
 def test_a_new_fault_during_x1_drives_f_again_a_repeated_one_does_not() -> None:
@@ -126,9 +144,11 @@ def test_a_fault_on_an_idle_evse_also_switches_to_x1() -> None:
     m, now = at(State.AVAILABLE)
     m.handle(FaultRaised(cid=CID, fault=Fault.METER_LOST), now)
     m.tick(now + HOLD_S)
-    assert m.duty_pct == DUTY_X1 and m.state is State.FAULTED
+    assert m.duty_pct == DUTY_X1
+    assert m.state is State.FAULTED
     m.handle(PP_32A, now + 1.0)
-    assert session_events(m.handle(cp(Cp.B), now + 1.1)) == [] and m.session is None
+    assert session_events(m.handle(cp(Cp.B), now + 1.1)) == []
+    assert m.session is None
 
 
 # --- pilot-derived faults: X1 re-reads CP, and a reading that is still faulty is no new fault --------------
@@ -142,19 +162,27 @@ PILOT_FAULTS = [(Cp.E, "short"), (None, "out of band"), (Cp.F, "-12 V not driven
 def test_a_lasting_pilot_fault_switches_to_x1_once_and_does_not_oscillate(reading: Cp | None) -> None:
     m, now = at(State.CHARGING)
     actions = m.handle(cp(reading), now)
-    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions and m.state is State.FAULTED
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions
+    assert m.state is State.FAULTED
     m.handle(cp(Cp.F), now + 0.1)  # our own -12 V while we drive F: no news about the fault
-    assert m.state is State.FAULTED and m.duty_pct == DUTY_F
+    assert m.state is State.FAULTED
+    assert m.duty_pct == DUTY_F
     assert m.tick(now + HOLD_S) == [SetPwm(cid=CID, duty_pct=DUTY_X1)]
-    assert m.state is State.FAULTED and m.cp is None
+    assert m.state is State.FAULTED
+    assert m.cp is None
     # The monitor re-reads CP under X1: still faulty -> the same fault, no new Error, no F again.
     assert m.handle(cp(reading), now + 0.4) == []
-    assert m.state is State.FAULTED and m.duty_pct == DUTY_X1 and m.next_deadline() is None
-    assert m.tick(now + 100.0) == [] and m.duty_pct == DUTY_X1
+    assert m.state is State.FAULTED
+    assert m.duty_pct == DUTY_X1
+    assert m.next_deadline() is None
+    assert m.tick(now + 100.0) == []
+    assert m.duty_pct == DUTY_X1
     # The unplug is seen: the pilot fault is gone with it and the session finishes; F was served.
     actions = m.handle(cp(Cp.A), now + 101.0)
     assert session_events(actions) == [SessionEvent.SESSION_FINISHED]
-    assert m.state is State.AVAILABLE and m.session is None and m.duty_pct == DUTY_X1
+    assert m.state is State.AVAILABLE
+    assert m.session is None
+    assert m.duty_pct == DUTY_X1
 
 
 @pytest.mark.parametrize("reading", [r for r, _ in PILOT_FAULTS], ids=[i for _, i in PILOT_FAULTS])
@@ -164,7 +192,9 @@ def test_a_pilot_fault_ends_with_a_clean_reading_under_x1(reading: Cp | None) ->
     m.tick(now + HOLD_S)
     actions = m.handle(cp(Cp.B), now + 0.4)  # the short is gone, the EV still there
     assert SetPwm(cid=CID, duty_pct=DUTY_F) not in actions
-    assert m.state is State.FINISHING and m.duty_pct == DUTY_X1 and not m.relay_closed
+    assert m.state is State.FINISHING
+    assert m.duty_pct == DUTY_X1
+    assert not m.relay_closed
 
 
 def test_a_pilot_fault_that_returns_after_a_clean_reading_is_a_new_fault() -> None:
@@ -202,11 +232,15 @@ def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
     raised_at = now = now + 0.01
     c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now)
     volts(-12.0)  # our own -12 V
-    assert m.cp is Cp.F and m.state is State.FAULTED
+    assert m.cp is Cp.F
+    assert m.state is State.FAULTED
     assert c.next_deadline() == pytest.approx(raised_at + HOLD_S)
     now = raised_at + HOLD_S
     assert SetPwm(cid=CID, duty_pct=DUTY_X1) in c.tick(now)
-    assert m.cp is None and m.state is State.FAULTED
+    assert m.cp is None
+    assert m.state is State.FAULTED
     finished = [a for a in volts(12.0) if isinstance(a, EmitSessionEvent)]
     assert [(a.event, a.energy_wh_import) for a in finished] == [(SessionEvent.SESSION_FINISHED, 50.0)]
-    assert m.session is None and m.state is State.FAULTED and not m.relay_closed
+    assert m.session is None
+    assert m.state is State.FAULTED
+    assert not m.relay_closed

@@ -46,40 +46,52 @@ def notes(actions: list[Action]) -> list[EmitSessionEvent]:
 
 def test_an_evse_with_a_meter_is_unavailable_until_its_first_reading() -> None:
     m = fresh()
-    assert m.state is State.UNAVAILABLE and m.status is Status.UNAVAILABLE and not m.meter_ready
+    assert m.state is State.UNAVAILABLE
+    assert m.status is Status.UNAVAILABLE
+    assert not m.meter_ready
     m.handle(READING, T0 + 1)
-    assert m.state is State.AVAILABLE and m.status is Status.AVAILABLE and m.meter_ready
+    assert m.state is State.AVAILABLE
+    assert m.status is Status.AVAILABLE
+    assert m.meter_ready
 
 
 def test_a_plug_in_before_the_first_reading_waits_and_starts_with_that_reading() -> None:
     m = fresh()
     m.handle(PP_32A, T0 + 1)
-    assert session_events(m.handle(cp(Cp.B), T0 + 2)) == [] and m.session is None
-    assert m.state is State.UNAVAILABLE and m.plugged
+    assert session_events(m.handle(cp(Cp.B), T0 + 2)) == []
+    assert m.session is None
+    assert m.state is State.UNAVAILABLE
+    assert m.plugged
     started, auth_required = notes(m.handle(READING, T0 + 3))
     assert started == EmitSessionEvent(cid=CID, uuid="session-1", event=SessionEvent.SESSION_STARTED,
                                        reason="EVConnected", energy_wh_import=1234.5, energy_wh_export=6.0)
-    assert auth_required.event is SessionEvent.AUTH_REQUIRED and m.state is State.WAITING_FOR_AUTH
-    assert m.session is not None and m.session.energy_wh_import_start == 1234.5
+    assert auth_required.event is SessionEvent.AUTH_REQUIRED
+    assert m.state is State.WAITING_FOR_AUTH
+    assert m.session is not None
+    assert m.session.energy_wh_import_start == 1234.5
 
 
 def test_a_token_before_the_first_reading_is_refused_and_changes_nothing() -> None:
     m = fresh()
     with pytest.raises(IllegalTransition):
         m.handle(AUTH, T0 + 1)
-    assert m.session is None and m.state is State.UNAVAILABLE
+    assert m.session is None
+    assert m.state is State.UNAVAILABLE
     m.handle(READING, T0 + 2)
     (started,) = notes(m.handle(AUTH, T0 + 3))
-    assert started.reason == "Authorized" and started.energy_wh_import == 1234.5
+    assert started.reason == "Authorized"
+    assert started.energy_wh_import == 1234.5
 
 
 def test_meter_lost_before_the_first_reading_faults_then_waits_for_a_reading() -> None:
     """The shell raises MeterLost when the first reading does not come in time."""
     m = fresh()
     m.handle(FaultRaised(cid=CID, fault=Fault.METER_LOST), T0 + 5)
-    assert m.state is State.FAULTED and m.status is Status.FAULTED
+    assert m.state is State.FAULTED
+    assert m.status is Status.FAULTED
     m.handle(FaultCleared(cid=CID, fault=Fault.METER_LOST), T0 + 10)
-    assert m.state is State.UNAVAILABLE and not m.meter_ready
+    assert m.state is State.UNAVAILABLE
+    assert not m.meter_ready
     m.handle(READING, T0 + 11)
     assert m.state is State.AVAILABLE
 
@@ -98,7 +110,8 @@ def test_energy_in_events_is_the_latest_reading() -> None:
 
 def _without_meter_session_events() -> list[EmitSessionEvent]:
     m = fresh(has_meter=False)
-    assert m.state is State.AVAILABLE and m.meter_ready  # nothing to wait for
+    assert m.state is State.AVAILABLE
+    assert m.meter_ready
     m.handle(PP_32A, T0 + 1)
     out = notes(m.handle(cp(Cp.B), T0 + 2))
     out += notes(m.handle(StopRequested(cid=CID), T0 + 3))
@@ -113,10 +126,12 @@ def _without_meter_session_events() -> list[EmitSessionEvent]:
 ])
 def test_an_evse_without_a_meter_omits_the_energy_fields(event: SessionEvent, key: str) -> None:
     (note,) = [n for n in _without_meter_session_events() if n.event is event]
-    assert note.energy_wh_import is None and note.energy_wh_export is None
+    assert note.energy_wh_import is None
+    assert note.energy_wh_export is None
     body = note.payload()[key]
     assert isinstance(body, dict)
-    assert "energy_Wh_import" not in body and "energy_Wh_export" not in body
+    assert "energy_Wh_import" not in body
+    assert "energy_Wh_export" not in body
 
 
 # --- restore after a power cut: the cancel note carries the latest real reading, or none -----------------
@@ -124,12 +139,16 @@ def test_an_evse_without_a_meter_omits_the_energy_fields(event: SessionEvent, ke
 def test_restore_without_any_reading_omits_the_energy_then_finishes_with_a_real_one() -> None:
     m = fresh()  # the boot reading failed: the EVSE waits for its meter
     (cancelled,) = notes(m.restore_session(STORED, T0, reason=SessionCancellationReason.POWER_LOSS, resume=False))
-    assert cancelled.event is SessionEvent.SESSION_CANCELLED and cancelled.uuid == "u-1"
+    assert cancelled.event is SessionEvent.SESSION_CANCELLED
+    assert cancelled.uuid == "u-1"
     body = cancelled.payload()["session_cancelled"]
-    assert cancelled.energy_wh_import is None and isinstance(body, dict) and "energy_Wh_import" not in body
+    assert cancelled.energy_wh_import is None
+    assert isinstance(body, dict)
+    assert "energy_Wh_import" not in body
     m.handle(READING, T0 + 1)
     (finished,) = notes(m.handle(cp(Cp.A), T0 + 2))
-    assert finished.event is SessionEvent.SESSION_FINISHED and finished.energy_wh_import == 1234.5
+    assert finished.event is SessionEvent.SESSION_FINISHED
+    assert finished.energy_wh_import == 1234.5
 
 
 def test_a_resumed_session_does_not_charge_before_the_first_reading() -> None:
@@ -137,6 +156,7 @@ def test_a_resumed_session_does_not_charge_before_the_first_reading() -> None:
     m.restore_session(STORED, T0, reason=SessionCancellationReason.POWER_LOSS, resume=True)
     m.handle(PP_32A, T0 + 1)
     out = m.handle(cp(Cp.C), T0 + 2)
-    assert not any(isinstance(a, CloseRelay) for a in out) and m.state is State.SUSPENDED_EVSE
+    assert not any(isinstance(a, CloseRelay) for a in out)
+    assert m.state is State.SUSPENDED_EVSE
     assert CloseRelay(cid=CID) in m.handle(READING, T0 + 3)
     assert m.state is State.CHARGING

@@ -139,7 +139,8 @@ class Observer:
             # The safety invariant: closed only for an authorized EV in C (D with ventilation),
             # a valid cable, and no fault.
             assert self.cp in ((Cp.C, Cp.D) if self.config.ventilation_available else (Cp.C,))
-            assert m.session is not None and m.session.authorized
+            assert m.session is not None
+            assert m.session.authorized
             assert self.pp_ok or not self.config.socket_outlet
             assert not self.faults
             assert self.duty != DUTY_F
@@ -150,7 +151,8 @@ class Observer:
         if isinstance(event, PilotChanged) and (event.cp in OPENING_READINGS or not event.diode_ok):
             assert not self.relay, f"{event} must open the relay on the same event"
         if isinstance(event, FaultRaised):
-            assert not self.relay and m.state is State.FAULTED
+            assert not self.relay
+            assert m.state is State.FAULTED
             assert self.duty == DUTY_F or not self.new_fault, "a new fault must drive F"
 
         # Close on B->C: an authorized EV in C, PWM on, nothing against it -> relay closed.
@@ -201,7 +203,9 @@ class Observer:
             assert uuid in self.started and uuid not in self.finished, f"second SessionFinished for {uuid}"
             self.finished[uuid] = 1
         elif kind is SessionEvent.SESSION_CANCELLED:
-            assert uuid in self.started and uuid not in self.cancelled and uuid not in self.finished
+            assert uuid in self.started
+            assert uuid not in self.cancelled
+            assert uuid not in self.finished
             self.cancelled[uuid] = 1
         elif uuid:
             assert uuid in self.started and uuid not in self.finished, f"{kind} after the session ended"
@@ -286,7 +290,9 @@ def test_an_unplug_during_a_lasting_fault_ends_the_session(
     obs.check(m, event, m.handle(event, now), now)
     _run_until(m, obs, now + 0.3)
     now += 0.3
-    assert m.duty_pct == DUTY_X1 and m.state is State.FAULTED and not m.relay_closed
+    assert m.duty_pct == DUTY_X1
+    assert m.state is State.FAULTED
+    assert not m.relay_closed
     assert m.next_deadline() is None
     had_session = m.session is not None
     now += 0.01
@@ -294,6 +300,8 @@ def test_an_unplug_during_a_lasting_fault_ends_the_session(
     obs.saw(event)
     actions = m.handle(event, now)
     obs.check(m, event, actions, now)
-    assert m.session is None and m.state is State.FAULTED and not m.relay_closed
+    assert m.session is None
+    assert m.state is State.FAULTED
+    assert not m.relay_closed
     finished = [a for a in actions if isinstance(a, EmitSessionEvent) and a.event is SessionEvent.SESSION_FINISHED]
     assert len(finished) == had_session

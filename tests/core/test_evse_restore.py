@@ -26,18 +26,24 @@ def test_an_open_session_is_cancelled_then_finished_at_unplug(reason: SessionCan
     m.handle(MeterSampled(cid=CID, energy_wh_import=1500.0), T0)  # the meter is read first
     out = m.restore_session(STORED, T0, reason=reason, resume=False)
     (cancelled,) = [a for a in out if isinstance(a, EmitSessionEvent)]
-    assert cancelled.event is SessionEvent.SESSION_CANCELLED and cancelled.reason == reason.value
-    assert cancelled.uuid == "u-1" and cancelled.energy_wh_import == 1500.0
-    assert m.state is State.FINISHING and not m.relay_closed
+    assert cancelled.event is SessionEvent.SESSION_CANCELLED
+    assert cancelled.reason == reason.value
+    assert cancelled.uuid == "u-1"
+    assert cancelled.energy_wh_import == 1500.0
+    assert m.state is State.FINISHING
+    assert not m.relay_closed
     # The EV is still there and asks for power: nothing restarts without a fresh authorization.
     m.handle(PP_32A, T0 + 1)
     out = m.handle(cp(Cp.C), T0 + 2)
-    assert not any(isinstance(a, CloseRelay) for a in out) and m.state is State.FINISHING
+    assert not any(isinstance(a, CloseRelay) for a in out)
+    assert m.state is State.FINISHING
     m.handle(MeterSampled(cid=CID, energy_wh_import=1501.0), T0 + 3)
     out = m.handle(cp(Cp.A), T0 + 4)
     (finished,) = [a for a in out if isinstance(a, EmitSessionEvent)]
-    assert finished.event is SessionEvent.SESSION_FINISHED and finished.energy_wh_import == 1501.0
-    assert m.session is None and m.state is State.AVAILABLE
+    assert finished.event is SessionEvent.SESSION_FINISHED
+    assert finished.energy_wh_import == 1501.0
+    assert m.session is None
+    assert m.state is State.AVAILABLE
 
 
 def test_a_session_cancelled_before_the_stop_is_not_cancelled_twice() -> None:
@@ -53,8 +59,11 @@ def test_resume_after_power_loss_continues_an_authorized_session() -> None:
     m.restore_session(STORED, T0, reason=SessionCancellationReason.POWER_LOSS, resume=True)
     m.handle(PP_32A, T0 + 1)
     out = m.handle(cp(Cp.C), T0 + 2)
-    assert m.relay_closed and session_events(out) == [SessionEvent.CHARGING_RESUMED]
-    assert m.session is not None and m.session.uuid == "u-1" and m.session.reservation_id == 7
+    assert m.relay_closed
+    assert session_events(out) == [SessionEvent.CHARGING_RESUMED]
+    assert m.session is not None
+    assert m.session.uuid == "u-1"
+    assert m.session.reservation_id == 7
 
 
 def test_resume_never_authorizes_a_session_that_was_not() -> None:
@@ -74,12 +83,16 @@ def test_stored_session_round_trip() -> None:
     m, _ = at(State.CHARGING)
     assert m.session is not None
     stored = StoredSession.of(m.session)
-    assert stored.uuid == "session-1" and stored.authorized and stored.charging_started and not stored.cancelled
+    assert stored.uuid == "session-1"
+    assert stored.authorized
+    assert stored.charging_started
+    assert not stored.cancelled
 
 
 def test_restore_is_accepted_on_a_disabled_evse() -> None:
     """The shell restores `enabled = false` before the sessions: the open session must still end."""
     m, now = at(State.UNAVAILABLE)
     out = m.restore_session(STORED, now, reason=SessionCancellationReason.POWER_LOSS, resume=True)
-    assert session_events(out) == [SessionEvent.SESSION_CANCELLED] and m.state is State.UNAVAILABLE
+    assert session_events(out) == [SessionEvent.SESSION_CANCELLED]
+    assert m.state is State.UNAVAILABLE
     assert session_events(m.handle(cp(Cp.A), now + 1)) == [SessionEvent.SESSION_FINISHED]

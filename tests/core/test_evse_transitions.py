@@ -266,13 +266,19 @@ def test_out_of_range_limit_is_refused_without_change(current_a: float) -> None:
     m, now = at(State.CHARGING)
     with pytest.raises(ValueError):
         m.handle(CurrentLimitChanged(cid=CID, current_a=current_a), now + 1)
-    assert m.state is State.CHARGING and m.duty_pct == DUTY_32A
+    assert m.state is State.CHARGING
+    assert m.duty_pct == DUTY_32A
 
 
 def test_status_and_views() -> None:
     m, _ = at(State.CHARGING)
     assert m.status.value == "Charging"
-    assert m.relay_closed and m.pwm_on and m.cp is Cp.C and m.enabled
+    assert m.relay_closed
+    assert m.pwm_on
+    assert m.cp is Cp.C
+    assert m.enabled
     assert m.offered_a == 32.0
-    assert m.session is not None and m.session.id_token == "04A2B3C4" and m.session.authorized
+    assert m.session is not None
+    assert m.session.id_token == "04A2B3C4"
+    assert m.session.authorized
     assert m.counters.contactor_cycles == 1

@@ -206,7 +206,8 @@ def test_v2_refused_replacement_leaves_the_old_one_untouched(setup: list[Reserva
     book = prepare({1: [CCS2], 2: [UNKNOWN], 3: [UNKNOWN]}, [res(1, evse=1), *setup, ("faulted", 2)])
     before = book.snapshot()
     old = book.get("", 1)
-    assert old is not None and book.reserved(1)
+    assert old is not None
+    assert book.reserved(1)
     assert book.reserve(replacement, T0) == (expected, None, [])
     assert book.get("", 1) is old  # same uuid, same EVSE
     assert book.snapshot() == before
@@ -221,7 +222,8 @@ def test_v2_accepted_replacement_replaces_atomically() -> None:
     assert (result, uuid) == (ACCEPTED, "uuid-2")
     assert norm(out) == [upd("Placed", 1, "uuid-2", evse=1)]
     entry = book.get("", 1)
-    assert entry is not None and len(book.entries) == 1
+    assert entry is not None
+    assert len(book.entries) == 1
     assert (entry.uuid, entry.reservation.id_token, entry.reservation.expiry_utc) == ("uuid-2", "TOKEN-B", T0 + 2 * H)
     # the replaced version is gone: its token no longer matches
     assert book.match(1, "TOKEN-A", None, T0 + MIN) is None
@@ -333,7 +335,8 @@ def test_v5_scheduled_reservation_starts_at_start_time() -> None:
     assert book.tick(T0 + H - S) == []
     assert not book.get("", 1).active  # type: ignore[union-attr]
     assert norm(book.tick(T0 + H)) == [start(1, 1)]
-    assert book.reserved(1) and book.get("", 1).active  # type: ignore[union-attr]
+    assert book.reserved(1)
+    assert book.get("", 1).active
     assert book.next_deadline() == T0 + 2 * H
     assert book.exists("TOKEN-A", 1, None, T0 + H) is ReservationCheckStatus.RESERVED_FOR_TOKEN
 
@@ -352,11 +355,13 @@ def test_v5_scheduled_global_is_counted_only_from_its_start() -> None:
 def test_v5_busy_at_start_stays_scheduled_until_the_evse_is_free() -> None:
     book = prepare(ONE, [("occupied", 1), res(1, evse=1, start=T0 + H)])
     assert book.tick(T0 + H) == []
-    assert not book.reserved(1) and not book.get("", 1).active  # type: ignore[union-attr]
+    assert not book.reserved(1)
+    assert not book.get("", 1).active
     # still in its window: the EVSE is locked for other tokens (U1, U5)
     assert book.exists("TOKEN-B", 1, None, T0 + H) is ReservationCheckStatus.RESERVED_FOR_OTHER_TOKEN
     assert set_live(book, 1, "free", T0 + H + MIN) == [start(1, 1)]
-    assert book.reserved(1) and book.get("", 1).active  # type: ignore[union-attr]
+    assert book.reserved(1)
+    assert book.get("", 1).active
 
 
 def test_v5_busy_until_expiry_ends_expired_without_reservation_end() -> None:
@@ -373,7 +378,8 @@ def test_v5_faulted_or_disabled_at_start_is_removed(kind: str) -> None:
     book = prepare(TWO, [res(1, evse=1, start=T0 + H), (kind, 1)])
     assert book.get("", 1) is not None  # not removed at the fault: it is not active yet
     assert norm(book.tick(T0 + H)) == [upd("Removed", 1, "uuid-1", evse=1)]
-    assert book.entries == [] and not book.reserved(1)
+    assert book.entries == []
+    assert not book.reserved(1)
 
 
 @pytest.mark.parametrize(("second", "expected"), [
@@ -438,7 +444,8 @@ def test_v6_moving_replacement_ends_on_the_old_evse_and_starts_on_the_new() -> N
     result, uuid, out = book.reserve(res(1, evse=2, token="TOKEN-B"), T0 + MIN)
     assert result is ACCEPTED
     assert norm(out) == [end(1, 1, CANCELLED), upd("Placed", 1, "uuid-2", evse=2), start(2, 1, "TOKEN-B")]
-    assert not book.reserved(1) and book.reserved(2)
+    assert not book.reserved(1)
+    assert book.reserved(2)
 
 
 def test_v6_replacement_from_specific_to_global_ends_on_the_old_evse() -> None:
@@ -615,7 +622,8 @@ def test_g3_second_global_holds_both() -> None:
     book = new_book(TWO)
     assert norm(book.reserve(res(1), T0)[2]) == [upd("Placed", 1, "uuid-1")]
     assert norm(book.reserve(res(2), T0)[2]) == [upd("Placed", 2, "uuid-2"), hold(1), hold(2)]
-    assert book.reserved(1) and book.reserved(2)
+    assert book.reserved(1)
+    assert book.reserved(2)
 
 
 def test_g3_hold_drops_on_cancel() -> None:
@@ -641,7 +649,8 @@ def test_g3_ev_plugging_in_at_a_held_evse_ends_its_hold() -> None:
     """§5 + G3: an EV can always plug in; its EVSE's hold ends (GlobalReservationRequirementDropped)."""
     book = prepare(TWO, [res(1), res(2)])
     assert set_live(book, 1, "occupied", T0 + MIN) == [end(1, -1, DROPPED)]
-    assert not book.reserved(1) and book.reserved(2)
+    assert not book.reserved(1)
+    assert book.reserved(2)
     assert [e.key for e in book.entries] == [("", 1), ("", 2)]  # U4 reading: a plug-in removes nothing
     assert set_live(book, 1, "free", T0 + 2 * MIN) == [hold(1)]
 
@@ -650,10 +659,12 @@ def test_g3_using_a_global_at_a_held_evse_ends_the_hold_with_its_id() -> None:
     """§4: the hold ends with UsedToStartCharging and the used reservation's id."""
     book = prepare(EXAMPLE, [res(5, "T2-CAR", conn=T2)])
     entry = book.match(3, "t2-car", None, T0 + MIN)
-    assert entry is not None and entry.reservation.reservation_id == 5
+    assert entry is not None
+    assert entry.reservation.reservation_id == 5
     out = book.use(entry, 3, T0 + MIN)
     assert norm(out) == [upd("Used", 5, "uuid-1", evse=3), end(3, 5, USED)]
-    assert not book.reserved(3) and book.entries == []
+    assert not book.reserved(3)
+    assert book.entries == []
 
 
 def test_g3_using_a_global_keeps_the_other_holds_still_needed() -> None:
@@ -697,12 +708,14 @@ def test_g3_using_a_global_drops_the_holds_no_longer_needed() -> None:
 def test_g3_specific_reservation_taking_over_a_held_evse() -> None:
     """G3 + V5: a scheduled specific reservation starting at a held EVSE replaces the hold."""
     book = prepare(TWO, [res(1, expiry=T0 + 3 * H), res(2, expiry=T0 + H), res(3, evse=1, start=T0 + H)])
-    assert book.reserved(1) and book.reserved(2)
+    assert book.reserved(1)
+    assert book.reserved(2)
     assert norm(book.tick(T0 + H)) == [
         upd("Expired", 2, "uuid-2"),
         end(1, -1, DROPPED), start(1, 3),  # the hold on EVSE 1 gives way to reservation 3
     ]  # EVSE 2 is now the only room of reservation 1: its hold stays
-    assert book.reserved(1) and book.reserved(2)
+    assert book.reserved(1)
+    assert book.reserved(2)
 
 
 # === U1 =========================================================================================
@@ -744,10 +757,12 @@ def test_u1_at_a_specifically_reserved_evse_only_its_own_reservation_counts() ->
 def test_u1_globals_are_used_oldest_first() -> None:
     book = prepare(THREE, [res(2, "A", sender="x"), res(1, "A", sender="y")])
     first = book.match(1, "a", None, T0)
-    assert first is not None and first.key == ("x", 2)
+    assert first is not None
+    assert first.key == ("x", 2)
     book.use(first, 1, T0)
     second = book.match(2, "A", None, T0)
-    assert second is not None and second.key == ("y", 1)
+    assert second is not None
+    assert second.key == ("y", 1)
 
 
 def test_u1_use_of_a_specific_reservation() -> None:
@@ -757,7 +772,8 @@ def test_u1_use_of_a_specific_reservation() -> None:
     entry = book.match(2, "B", "g", T0 + MIN)
     assert entry is not None
     assert norm(book.use(entry, 2, T0 + MIN)) == [upd("Used", 4, "uuid-1", evse=2), end(2, 4, USED)]
-    assert book.entries == [] and not book.reserved(2)
+    assert book.entries == []
+    assert not book.reserved(2)
 
 
 def test_u1_use_of_a_global_reservation_at_an_evse_that_is_not_held() -> None:
@@ -780,7 +796,8 @@ def test_u1_use_of_a_reservation_still_scheduled_because_the_driver_is_plugged_i
     book = prepare(TWO, [res(1, "A", evse=1, start=T0 + H), ("occupied", 1)])
     book.tick(T0 + H)
     entry = book.match(1, "A", None, T0 + H)
-    assert entry is not None and not entry.active
+    assert entry is not None
+    assert not entry.active
     assert norm(book.use(entry, 1, T0 + H)) == [upd("Used", 1, "uuid-1", evse=1)]
     assert book.entries == []
 
@@ -802,7 +819,8 @@ def test_u2_specific_reservation_expires_at_expiry_time() -> None:
     assert book.next_deadline() == T0 + H
     assert book.tick(T0 + H - S) == []
     assert norm(book.tick(T0 + H)) == [upd("Expired", 1, "uuid-1", evse=1), end(1, 1, EXPIRED)]
-    assert book.entries == [] and not book.reserved(1)
+    assert book.entries == []
+    assert not book.reserved(1)
     assert book.next_deadline() is None
 
 
@@ -847,7 +865,8 @@ def test_u3_cancel_specific() -> None:
     ok, out = book.cancel("a", 1, T0 + MIN)
     assert ok
     assert norm(out) == [upd("Cancelled", 1, "uuid-1", evse=1, sender="a"), end(1, 1, CANCELLED)]
-    assert book.entries == [] and not book.reserved(1)
+    assert book.entries == []
+    assert not book.reserved(1)
     assert book.cancel("a", 1, T0 + MIN) == (False, [])  # already gone
 
 
@@ -891,7 +910,8 @@ def test_u3_another_senders_scheduled_reservation_with_the_same_id_leaves_the_ac
     assert norm(out) == [upd("Placed", 2, "uuid-3", sender="b"), hold(2)]
     book.reserve(res(2, "B", evse=1, start=T0 + H, expiry=T0 + 2 * H, sender="b"), T0)  # and back
     assert norm(book.cancel("b", 2, T0)[1]) == [upd("Cancelled", 2, "uuid-4", evse=1, sender="b")]
-    assert book.reserved(1) and keys(book) == [("a", 2)]
+    assert book.reserved(1)
+    assert keys(book) == [("a", 2)]
 
 
 # === U4 =========================================================================================
@@ -901,7 +921,8 @@ def test_u3_another_senders_scheduled_reservation_with_the_same_id_leaves_the_ac
 def test_u4_fault_or_disable_removes_the_active_specific_reservation(kind: str) -> None:
     book = prepare(TWO, [res(1, evse=1)])
     assert set_live(book, 1, kind, T0 + MIN) == [upd("Removed", 1, "uuid-1", evse=1), end(1, 1, CANCELLED)]
-    assert book.entries == [] and not book.reserved(1)
+    assert book.entries == []
+    assert not book.reserved(1)
     assert set_live(book, 1, "free", T0 + 2 * MIN) == []  # it never comes back
 
 
@@ -911,7 +932,8 @@ def test_u4_globals_that_no_longer_fit_are_removed_newest_first(kind: str) -> No
     assert all(book.reserved(e) for e in THREE)
     assert set_live(book, 1, kind, T0 + MIN) == [upd("Removed", 3, "uuid-3"), end(1, -1, DROPPED)]
     assert keys(book) == [("", 1), ("", 2)]
-    assert book.reserved(2) and book.reserved(3)  # G3: 2 free, 2 globals
+    assert book.reserved(2)
+    assert book.reserved(3)
     # recovery brings nothing back; the holds drop (3 free for 2 globals)
     assert set_live(book, 1, "free", T0 + 2 * MIN) == [end(2, -1, DROPPED), end(3, -1, DROPPED)]
     assert keys(book) == [("", 1), ("", 2)]
@@ -1012,7 +1034,9 @@ def populated() -> ReservationBook:
         res(2, "B", evse=3, start=T0 + 2 * H, expiry=T0 + 3 * H, parent="G"),
         res(1, "C", conn=T2, expiry=T0 + 2 * H, sender="b"),
     ])
-    assert book.reserved(1) and book.reserved(2) and not book.reserved(3)  # EVSE 2: the only T2 room
+    assert book.reserved(1)
+    assert book.reserved(2)
+    assert not book.reserved(3)
     return book
 
 
@@ -1094,7 +1118,8 @@ def test_u6_restore_with_fewer_evses_removes_newest_globals() -> None:
     out = norm(fresh.restore(snap, T0))
     assert out == [upd("Removed", 3, "uuid-3")]  # holds on 1 and 2 stay: 2 free, 2 globals
     assert keys(fresh) == [("", 1), ("", 2)]
-    assert fresh.reserved(1) and fresh.reserved(2)
+    assert fresh.reserved(1)
+    assert fresh.reserved(2)
 
 
 def test_u6_restart_with_an_ev_plugged_in_removes_nothing() -> None:
@@ -1182,7 +1207,8 @@ def test_u6_garbage_snapshot_changes_nothing(data: object) -> None:
 def test_u6_restore_of_an_empty_map_is_an_empty_book() -> None:
     book = ReservationBook(ONE, new_uuid=uuids())
     assert book.restore({}, T0) == []
-    assert book.entries == [] and book.snapshot() == {"order": 0, "started": [], "held": [], "entries": []}
+    assert book.entries == []
+    assert book.snapshot() == {"order": 0, "started": [], "held": [], "entries": []}
 
 
 # === misc =======================================================================================

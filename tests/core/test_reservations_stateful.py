@@ -158,7 +158,8 @@ class ReservationBookMachine(RuleBasedStateMachine):
         assert [(p.status, p.uuid, p.sender, p.reservation_id) for p in placed] == [
             (ReservationStatus.PLACED, uuid, sender, rid)]  # V2/§4: one Placed, for the new version only
         entry = self.book.get(sender, rid)
-        assert entry is not None and entry.uuid == uuid
+        assert entry is not None
+        assert entry.uuid == uuid
         assert uuid not in {u for u in (e.get("uuid") for e in before["entries"])}  # type: ignore[union-attr]
         self.track(out, known)
 
@@ -174,7 +175,8 @@ class ReservationBookMachine(RuleBasedStateMachine):
         else:
             assert (sender, rid) not in self.keys()
             first = out[0]
-            assert isinstance(first, ReservationUpdate) and first.status is ReservationStatus.CANCELLED
+            assert isinstance(first, ReservationUpdate)
+            assert first.status is ReservationStatus.CANCELLED
         self.track(out, known)
 
     @rule(evse=EVSE_IDS, token=TOKENS, parent=PARENTS)

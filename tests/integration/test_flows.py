@@ -86,7 +86,8 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
     assert not sim.relay_commanded(1)
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
     state = await wait_status(backend, 1, "Charging")
-    assert state["relay_closed"] is True and sim.relay_commanded(1)
+    assert state["relay_closed"] is True
+    assert sim.relay_commanded(1)
     assert state["offered_a"] == 32
     await wait_event(backend, 1, "ChargingStarted")
 
@@ -101,14 +102,17 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
     sample = [v for t, v in backend.messages if t == meter][-1]
     assert set(sample) == {"evse_id", "timestamp", "energy_Wh_import", "energy_Wh_export", "power_W", "current_A",
                            "voltage_V", "frequency_Hz", "meter_ok"}
-    assert sample["evse_id"] == 1 and sample["meter_ok"] is True
-    assert sample["power_W"] == pytest.approx(3 * 230 * 16) and sample["current_A"] == [16, 16, 16]
+    assert sample["evse_id"] == 1
+    assert sample["meter_ok"] is True
+    assert sample["power_W"] == pytest.approx(3 * 230 * 16)
+    assert sample["current_A"] == [16, 16, 16]
     parse_time(sample["timestamp"])
 
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})  # the EV pauses
     state = await wait_status(backend, 1, "SuspendedEV")
     await wait_event(backend, 1, "ChargingPausedEV")
-    assert state["relay_closed"] is False and not sim.relay_commanded(1)
+    assert state["relay_closed"] is False
+    assert not sim.relay_commanded(1)
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})  # and resumes
     await wait_status(backend, 1, "Charging")
     await wait_event(backend, 1, "ChargingResumed")
@@ -128,7 +132,8 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
         assert {"timestamp", "seq"} <= set(event)
         parse_time(event["timestamp"])
     for event in backend.events():
-        assert {"uuid", "evse_id", "event", "timestamp", "seq"} <= set(event) and event["evse_id"] == 1
+        assert {"uuid", "evse_id", "event", "timestamp", "seq"} <= set(event)
+        assert event["evse_id"] == 1
     assert [u["reservation_status"] for u in backend.reservation_updates()] == ["Placed", "Cancelled"]
     assert_seq_gapless(backend)
 
@@ -141,7 +146,9 @@ async def test_unplug_under_load(charger: tuple[Running, Backend]) -> None:
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "A"})
     await wait_event(backend, 1, "SessionFinished")
     state = await wait_status(backend, 1, "Available")
-    assert not running.sim.relay_commanded(1) and state["relay_closed"] is False and state["session"] is None
+    assert not running.sim.relay_commanded(1)
+    assert state["relay_closed"] is False
+    assert state["session"] is None
     assert running.controller.charger.evses[1].counters.openings_under_load == 1
 
 
@@ -156,11 +163,13 @@ async def test_reservation_lock_out(charger: tuple[Running, Backend]) -> None:
     placed = await backend.ok("reserve_now", {"reservation_id": 1, "id_token": "AA11", "expiry_time": expiry,
                                               "evse_id": 1, "sender": "emsp"})
     state = await wait_status(backend, 1, "Reserved")
-    assert state["reservation"]["reservation_id"] == 1 and state["reservation"]["sender"] == "emsp"
+    assert state["reservation"]["reservation_id"] == 1
+    assert state["reservation"]["sender"] == "emsp"
     assert parse_time(state["reservation"]["expiry_time"]) == parse_time(expiry)
     assert set(state["reservation"]) == {"reservation_id", "sender", "expiry_time"}
     start = await wait_event(backend, 1, "ReservationStart")
-    assert start["reservation_start"]["reservation_id"] == 1 and start["reservation_start"]["id_tag"] == "AA11"
+    assert start["reservation_start"]["reservation_id"] == 1
+    assert start["reservation_start"]["id_tag"] == "AA11"
 
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
     await wait_status(backend, 1, "Preparing")
@@ -178,11 +187,13 @@ async def test_reservation_lock_out(charger: tuple[Running, Backend]) -> None:
 
     await backend.ok("sim_token", {"evse_id": 1, "id_token": "aa11"})  # case-insensitive (U1)
     state = await wait_status(backend, 1, "Charging")
-    assert state["session"]["reservation_id"] == 1 and sim.relay_commanded(1)
+    assert state["session"]["reservation_id"] == 1
+    assert sim.relay_commanded(1)
     end = await wait_event(backend, 1, "ReservationEnd")
     assert end["reservation_end"] == {"reservation_id": 1, "reason": "UsedToStartCharging"}
     used = await wait_update(backend, "Used", 1)
-    assert used["uuid"] == placed["uuid"] and used["sender"] == "emsp"
+    assert used["uuid"] == placed["uuid"]
+    assert used["sender"] == "emsp"
     session_uuid = state["session"]["uuid"]
     assert end["uuid"] == session_uuid
     assert await backend.ok("list_reservations") == []
@@ -195,7 +206,8 @@ async def test_authorize_at_reserved_evse_with_the_reserved_token(charger: tuple
     result = await backend.ok("authorize", {"id_token": "AA11", "evse_id": 1})
     assert result == {"status": "Accepted", "evse_id": 1, "reservation_id": 3}
     started = await wait_event(backend, 1, "SessionStarted")
-    assert started["session_started"]["reservation_id"] == 3 and started["session_started"]["reason"] == "Authorized"
+    assert started["session_started"]["reservation_id"] == 3
+    assert started["session_started"]["reason"] == "Authorized"
     await wait_update(backend, "Used", 3)
 
 
@@ -243,7 +255,8 @@ async def test_scheduled_reservation(charger: tuple[Running, Backend]) -> None:
     (entry,) = await backend.ok("list_reservations")
     assert entry["state"] == "Scheduled"
     state = (await backend.ok("get_state"))["evses"][0]
-    assert state["status"] == "Available" and state["reservation"] is None
+    assert state["status"] == "Available"
+    assert state["reservation"] is None
     assert "ReservationStart" not in backend.event_names(1)
 
     reserved = await wait_status(backend, 1, "Reserved", timeout=4)
@@ -267,7 +280,8 @@ async def test_sender_namespacing(broker: Broker, tmp_path: Path) -> None:
         assert await backend.ok("cancel_reservation", {"reservation_id": 1}) is False  # sender "" is another one
         b = await backend.ok("reserve_now", {"reservation_id": 1, "id_token": "BB22", "expiry_time": in_s(600),
                                              "evse_id": 2, "sender": "emsp-b"})
-        assert b["status"] == "Accepted" and b["uuid"] != a["uuid"]  # not a replacement of emsp-a's
+        assert b["status"] == "Accepted"
+        assert b["uuid"] != a["uuid"]
         entries = await backend.ok("list_reservations")
         assert sorted((e["sender"], e["reservation_id"], e["evse_id"]) for e in entries) == [
             ("emsp-a", 1, 1), ("emsp-b", 1, 2)]
@@ -275,7 +289,8 @@ async def test_sender_namespacing(broker: Broker, tmp_path: Path) -> None:
         await wait_status(backend, 2, "Reserved")
         assert await backend.ok("cancel_reservation", {"reservation_id": 1, "sender": "emsp-a"}) is True
         cancelled = await wait_update(backend, "Cancelled", 1)
-        assert cancelled["sender"] == "emsp-a" and cancelled["uuid"] == a["uuid"]
+        assert cancelled["sender"] == "emsp-a"
+        assert cancelled["uuid"] == a["uuid"]
         assert [(e["sender"], e["reservation_id"]) for e in await backend.ok("list_reservations")] == [("emsp-b", 1)]
         await wait_status(backend, 1, "Available")
         assert (backend.state(2) or {})["status"] == "Reserved"
@@ -307,7 +322,8 @@ async def test_backend_auth_accepts_unknown_token(charger: tuple[Running, Backen
     request = await answer_auth(backend, "Accepted")
     assert set(request) == {"id", "id_token", "evse_id", "token_type"}
     assert (request["id_token"], request["evse_id"], request["token_type"]) == ("UNKNOWN1", 1, "RFID")
-    assert isinstance(request["id"], str) and request["id"]
+    assert isinstance(request["id"], str)
+    assert request["id"]
     await backend.wait_for(lambda: ((backend.state(1) or {}).get("session") or {}).get("id_token") == "UNKN****")
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
     await wait_status(backend, 1, "Charging")
@@ -380,7 +396,8 @@ async def test_authorize_without_evse_holds_the_token_for_the_next_plug_in(charg
     assert backend.events(1) == []  # no session yet
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
     state = await wait_status(backend, 1, "Charging")
-    assert state["session"]["id_token"] == "04A2****" and running.sim.relay_commanded(1)
+    assert state["session"]["id_token"] == "04A2****"
+    assert running.sim.relay_commanded(1)
     started = await wait_event(backend, 1, "SessionStarted")
     assert started["session_started"]["reason"] == "EVConnected"
     await wait_event(backend, 1, "ChargingStarted")
@@ -416,8 +433,10 @@ async def test_rcd_fault_while_charging(charger: tuple[Running, Backend]) -> Non
     await plug_and_charge(backend)
     await backend.ok("sim_fault", {"evse_id": 1, "fault": "rcd", "active": True})
     state = await wait_status(backend, 1, "Faulted")
-    assert not running.sim.relay_commanded(1) and state["relay_closed"] is False
-    assert state["errors"] == ["RCD"] and state["pwm_duty_pct"] == 0
+    assert not running.sim.relay_commanded(1)
+    assert state["relay_closed"] is False
+    assert state["errors"] == ["RCD"]
+    assert state["pwm_duty_pct"] == 0
     error = await wait_event(backend, 1, "Error")
     assert error["error"] == "RCD"
     cancelled = await wait_event(backend, 1, "SessionCancelled")

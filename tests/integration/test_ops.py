@@ -65,7 +65,9 @@ async def test_reserve_now_result(charger: tuple[Running, Backend]) -> None:
     assert await backend.ok("reserve_now", reservation(2, expiry_time=in_s(-60))) == {"status": "Rejected"}
     assert await backend.ok("reserve_now", reservation(3, token="BB22")) == {"status": "Occupied"}
     placed = [u for u in backend.reservation_updates() if u["reservation_status"] == "Placed"]
-    assert len(placed) == 1 and placed[0]["uuid"] == accepted["uuid"] and placed[0]["reservation_id"] == 1
+    assert len(placed) == 1
+    assert placed[0]["uuid"] == accepted["uuid"]
+    assert placed[0]["reservation_id"] == 1
 
 
 async def test_cancel_reservation(charger: tuple[Running, Backend]) -> None:
@@ -229,9 +231,11 @@ async def test_set_local_auth_list(charger: tuple[Running, Backend]) -> None:
     assert await backend.ok("set_local_auth_list", {"version": 2, "full": False, "tokens": [
         {"id_token": "CHILD1", "status": "Accepted", "parent_id_token": "GROUP1", "expiry": in_s(3600)}]}) is True
     local = running.controller.charger.local_list
-    assert local.version == 2 and len(local) == 3
+    assert local.version == 2
+    assert len(local) == 3
     assert await backend.ok("set_local_auth_list", {"version": 3, "full": True, "tokens": []}) is True
-    assert local.version == 3 and len(local) == 0
+    assert local.version == 3
+    assert len(local) == 0
 
 
 async def test_get_state(charger: tuple[Running, Backend]) -> None:
@@ -240,11 +244,14 @@ async def test_get_state(charger: tuple[Running, Backend]) -> None:
     await wait_status(backend, 1, "Reserved")
     state = await backend.ok("get_state", {})
     assert set(state) == {"evses", "reservations", "firmware", "uptime_s"}
-    assert isinstance(state["firmware"], str) and state["firmware"]
-    assert isinstance(state["uptime_s"], int | float) and state["uptime_s"] >= 0
+    assert isinstance(state["firmware"], str)
+    assert state["firmware"]
+    assert isinstance(state["uptime_s"], int | float)
+    assert state["uptime_s"] >= 0
     assert [e["reservation_id"] for e in state["reservations"]] == [1]
     (evse,) = state["evses"]
-    assert evse["evse_id"] == 1 and evse["status"] == "Reserved"
+    assert evse["evse_id"] == 1
+    assert evse["status"] == "Reserved"
     assert evse["reservation"]["reservation_id"] == 1
     published = dict(backend.state(1) or {})
     published.pop("updated_at")
@@ -263,11 +270,16 @@ async def test_published_state_document_fields(charger: tuple[Running, Backend])
     _, backend = charger
     state = await backend.wait_for(lambda: backend.state(1))
     assert set(state) == STATE_KEYS
-    assert state["status"] == "Available" and state["connectors"] == ["sType2"] and state["max_current_a"] == 32
-    assert state["session"] is None and state["reservation"] is None and state["errors"] == []
+    assert state["status"] == "Available"
+    assert state["connectors"] == ["sType2"]
+    assert state["max_current_a"] == 32
+    assert state["session"] is None
+    assert state["reservation"] is None
+    assert state["errors"] == []
     parse_time(state["updated_at"])
     status = backend.retained[f"{backend.root}/status"]
-    assert status["online"] is True and status["evses"] == [1]
+    assert status["online"] is True
+    assert status["evses"] == [1]
     assert set(status) == {"online", "firmware", "boot_id", "evses"}
 
 
@@ -296,9 +308,11 @@ async def test_sim_ops(charger: tuple[Running, Backend]) -> None:
     assert await backend.ok("sim_fault", {"evse_id": 1, "fault": "rcd", "active": False}) is True
     await backend.wait_for(lambda: (backend.state(1) or {}).get("status") not in (None, "Faulted"))
     assert await backend.ok("sim_plug", {"evse_id": 1, "cp": "B", "pp_ohms": None, "diode_ok": False}) is True
-    assert sim.ev(1).pp_ohms is None and sim.ev(1).diode_ok is False
+    assert sim.ev(1).pp_ohms is None
+    assert sim.ev(1).diode_ok is False
     assert await backend.ok("sim_plug", {"evse_id": 1, "cp": "A", "pp_ohms": 680, "diode_ok": True}) is True
-    assert sim.ev(1).pp_ohms == 680 and sim.ev(1).cp == "A"
+    assert sim.ev(1).pp_ohms == 680
+    assert sim.ev(1).cp == "A"
 
 
 # --- §2 error codes --------------------------------------------------------------------------------
@@ -337,7 +351,8 @@ async def test_bad_request(charger: tuple[Running, Backend], payload: bytes, rep
     reply = await raw_reply(backend, payload)
     assert reply["ok"] is False, reply
     assert reply["error"]["code"] == "bad_request", reply
-    assert isinstance(reply["error"]["message"], str) and reply["error"]["message"]
+    assert isinstance(reply["error"]["message"], str)
+    assert reply["error"]["message"]
     assert (reply["id"], reply["op"]) == (reply_id, reply_op)
     assert set(reply) == {"id", "op", "ok", "error"}
 
@@ -374,13 +389,15 @@ async def test_payload_size_limit_boundary(charger: tuple[Running, Backend]) -> 
 async def test_id_of_64_chars_is_valid(charger: tuple[Running, Backend]) -> None:
     _, backend = charger
     reply = await backend.request("get_state", request_id="y" * 64)
-    assert reply["ok"] is True and reply["id"] == "y" * 64
+    assert reply["ok"] is True
+    assert reply["id"] == "y" * 64
 
 
 async def test_unknown_op(charger: tuple[Running, Backend]) -> None:
     _, backend = charger
     reply = await backend.request("fly_to_the_moon", {"evse_id": 1})
-    assert reply["ok"] is False and reply["op"] == "fly_to_the_moon"
+    assert reply["ok"] is False
+    assert reply["op"] == "fly_to_the_moon"
     assert reply["error"]["code"] == "unknown_op"
     assert "fly_to_the_moon" in reply["error"]["message"]
 
@@ -459,7 +476,8 @@ async def test_sim_ops_unsupported_on_real_hardware(broker: Broker, tmp_path: Pa
     async with charger_and_backend(broker, tmp_path, sim_ops=False) as (running, backend):
         reply = await backend.request(op, args)
         assert reply["ok"] is False and reply["error"]["code"] == "unsupported", reply
-        assert running.sim.ev(1).cp == "A" and running.sim.faults(1) == frozenset()
+        assert running.sim.ev(1).cp == "A"
+        assert running.sim.faults(1) == frozenset()
         assert await backend.ok("get_state")  # the other ops work
 
 
@@ -477,7 +495,8 @@ async def test_reply_in_the_request_codec(charger: tuple[Running, Backend]) -> N
     for payload in backend.raw_on("reply"):
         value = cbor2.loads(payload) if payload[:1] != b"{" else json.loads(payload)
         raw[value["id"]] = payload
-    assert raw["as-cbor"][:1] != b"{" and cbor2.loads(raw["as-cbor"])["ok"] is True
+    assert raw["as-cbor"][:1] != b"{"
+    assert cbor2.loads(raw["as-cbor"])["ok"] is True
     assert json.loads(raw["as-json"])["ok"] is True
     assert json.loads(raw["json-ws"])["ok"] is True
     assert cbor2.loads(raw["err-cbor"])["error"]["code"] == "unknown_op"
@@ -497,8 +516,10 @@ async def test_mqtt5_response_topic_and_correlation_data(charger: tuple[Running,
     await backend.send_raw(as_json(body("with-props", "get_state")), properties=properties)
     await backend.wait_for(lambda: any(t == response_topic for t, *_ in backend.raw))
     (payload, props) = next((p, pr) for t, p, pr, _ in backend.raw if t == response_topic)
-    assert json.loads(payload)["id"] == "with-props" and json.loads(payload)["ok"] is True
-    assert props is not None and props.CorrelationData == b"\x00corr-42\xff"
+    assert json.loads(payload)["id"] == "with-props"
+    assert json.loads(payload)["ok"] is True
+    assert props is not None
+    assert props.CorrelationData == b"\x00corr-42\xff"
     await backend.wait_for(lambda: "with-props" in backend.replies)  # and on R/reply as well
     # an error reply goes there too
     properties.CorrelationData = b"second"
@@ -516,14 +537,16 @@ async def test_duplicate_request_id_runs_once(charger: tuple[Running, Backend]) 
     await backend.send_raw(payload)
     await backend.wait_for(lambda: len([r for r in backend.all_replies() if r.get("id") == "dup-1"]) == 2)
     first, second = [r for r in backend.all_replies() if r.get("id") == "dup-1"]
-    assert first == second and first["result"]["status"] == "Accepted"
+    assert first == second
+    assert first["result"]["status"] == "Accepted"
     # once more, well after the first was answered (from the reply cache)
     await backend.send_raw(payload)
     await backend.wait_for(lambda: len([r for r in backend.all_replies() if r.get("id") == "dup-1"]) == 3)
     assert [r for r in backend.all_replies() if r.get("id") == "dup-1"][2] == first
     # a new id is a replacement: a new uuid and a second Placed
     replaced = await backend.ok("reserve_now", reservation(5))
-    assert replaced["status"] == "Accepted" and replaced["uuid"] != first["result"]["uuid"]
+    assert replaced["status"] == "Accepted"
+    assert replaced["uuid"] != first["result"]["uuid"]
     await backend.wait_for(lambda: len(backend.reservation_updates()) >= 2)
     placed = [u for u in backend.reservation_updates() if u["reservation_status"] == "Placed"]
     assert [u["uuid"] for u in placed] == [first["result"]["uuid"], replaced["uuid"]]
@@ -609,10 +632,12 @@ async def test_configured_cbor_codec(broker: Broker, tmp_path: Path) -> None:
 async def test_invalid_args_message_names_the_field_of_a_huge_integer(charger: tuple[Running, Backend]) -> None:
     _, backend = charger
     reply = await backend.request("set_enabled", {"evse_id": 10**40, "enabled": False}, codec="cbor")
-    assert reply["error"]["code"] == "invalid_args" and reply["error"]["message"].startswith("evse_id")
+    assert reply["error"]["code"] == "invalid_args"
+    assert reply["error"]["message"].startswith("evse_id")
     reply = await backend.request("reserve_now", {"reservation_id": -(10**40), "id_token": "AA11",
                                                   "expiry_time": in_s(60)}, codec="cbor")
-    assert reply["error"]["code"] == "invalid_args" and reply["error"]["message"].startswith("reservation_id")
+    assert reply["error"]["code"] == "invalid_args"
+    assert reply["error"]["message"].startswith("reservation_id")
 
 
 async def test_invalid_args_message_names_the_field_of_a_giant_integer(charger: tuple[Running, Backend]) -> None:

@@ -115,7 +115,8 @@ async def test_scheduled_reservation_busy_at_start_waits_for_the_evse(broker: Br
         (entry,) = await backend.ok("list_reservations")
         assert entry["state"] == "Scheduled"
         state = (await backend.ok("get_state"))["evses"][0]
-        assert state["status"] == "Preparing" and state["reservation"] is None
+        assert state["status"] == "Preparing"
+        assert state["reservation"] is None
         assert [r["state"] for r in (await backend.ok("get_state"))["reservations"]] == ["Scheduled"]
         assert reservation_events(backend, 1) == []
 
@@ -199,7 +200,8 @@ async def test_local_token_without_parent_is_refused_at_once_at_a_group_reservat
         assert backend.event_names(1).count("ReservationAuthtokenMismatch") == 2
         assert not [m for t, m in backend.messages if t.endswith("/auth/request")]  # decided locally
         assert [r["reservation_id"] for r in await backend.ok("list_reservations")] == [4]  # still reserved
-        assert (backend.state(1) or {})["session"]["id_token"] is None and not (backend.state(1) or {})["relay_closed"]
+        assert (backend.state(1) or {})["session"]["id_token"] is None
+        assert not (backend.state(1) or {})["relay_closed"]
 
 
 async def test_scheduled_reservation_waiting_for_a_busy_evse_stays_scheduled_after_a_restart(

@@ -32,7 +32,8 @@ async def test_plug_b_then_a_at_once_is_a_whole_short_session(charger: tuple[Run
     await backend.send_raw(_request("p1", "sim_plug", evse_id=1, cp="B"))
     await backend.send_raw(_request("p2", "sim_plug", evse_id=1, cp="A"))
     await backend.wait_for(lambda: "p1" in backend.replies and "p2" in backend.replies, 5)
-    assert backend.replies["p1"]["ok"] is True and backend.replies["p2"]["ok"] is True
+    assert backend.replies["p1"]["ok"] is True
+    assert backend.replies["p2"]["ok"] is True
     started = await wait_event(backend, 1, "SessionStarted")
     finished = await wait_event(backend, 1, "SessionFinished")
     assert started["uuid"] == finished["uuid"]

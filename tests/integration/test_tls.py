@@ -71,7 +71,8 @@ async def test_tls_with_client_certificate_and_password(tmp_path: Path) -> None:
     try:
         config = write_config(tmp_path, broker.port, charger_id=f"TLS-{os.getpid()}",
                               mqtt_extra=tls_evses(tmp_path, "s3cret")["mqtt_extra"])
-        assert config.mqtt.tls is not None and config.mqtt.username == "charger"
+        assert config.mqtt.tls is not None
+        assert config.mqtt.username == "charger"
         running = await start_controller(config)
         try:
             await asyncio.wait_for(running.controller.link.connected.wait(), 10)

@@ -38,7 +38,9 @@ async def test_a_corrupt_database_leaves_the_outputs_safe(tmp_path: Path) -> Non
     with pytest.raises(StoreError, match=f"{DB_FILE} is not a readable SQLite database") as info:
         await asyncio.wait_for(controller.run(), 10)
     assert "move it away" in str(info.value)
-    assert not board.relay_commanded(1) and board.duty_pct(1) == DUTY_F and board.led(1) is Led.FAULT
+    assert not board.relay_commanded(1)
+    assert board.duty_pct(1) == DUTY_F
+    assert board.led(1) is Led.FAULT
     assert (state_dir / DB_FILE).read_bytes() == GARBAGE  # kept for the technician, never overwritten
 
 

@@ -74,7 +74,9 @@ async def test_a_dead_adc_ends_fail_safe(tmp_path: Path) -> None:
     with pytest.raises(ExceptionGroup) as info:
         await asyncio.wait_for(task, 10)
     assert info.group_contains(HardwareError)
-    assert not board.relay_commanded(1) and board.duty_pct(1) == DUTY_F and board.led(1) is Led.FAULT
+    assert not board.relay_commanded(1)
+    assert board.duty_pct(1) == DUTY_F
+    assert board.led(1) is Led.FAULT
 
 
 async def test_failsafe_is_bounded_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
@@ -84,7 +86,8 @@ async def test_failsafe_is_bounded_and_never_raises(caplog: pytest.LogCaptureFix
     await failsafe(board, [1, 2])  # idempotent
     assert time.monotonic() - start < 2 * 2 * 3 * 0.5 + 1
     assert board.tried == ALL_STEPS * 2  # every step tried, relays first, whatever failed before
-    assert caplog.text.count("failsafe: open relay") == 4 and caplog.text.count("failsafe: LED fault") == 4
+    assert caplog.text.count("failsafe: open relay") == 4
+    assert caplog.text.count("failsafe: LED fault") == 4
 
 
 async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled() -> None:
@@ -131,13 +134,18 @@ def test_check_config_cli(tmp_path: Path) -> None:
     bad.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\nmax_curent_a = 16\n')
     ok = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(good)], cwd=ROOT,
                         capture_output=True, text=True, timeout=30)
-    assert ok.returncode == 0 and "OK" in ok.stdout
+    assert ok.returncode == 0
+    assert "OK" in ok.stdout
     fail = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(bad)], cwd=ROOT,
                           capture_output=True, text=True, timeout=30)
-    assert fail.returncode == 2 and "evse[0].max_curent_a" in fail.stderr and "Traceback" not in fail.stderr
+    assert fail.returncode == 2
+    assert "evse[0].max_curent_a" in fail.stderr
+    assert "Traceback" not in fail.stderr
     run = subprocess.run([sys.executable, "-m", "firmware", "--sim", "--config", str(bad)], cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
-    assert run.returncode == 2 and "max_curent_a" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 2
+    assert "max_curent_a" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_without_sim_the_missing_hardware_backends_are_a_clear_error(tmp_path: Path) -> None:
@@ -145,4 +153,6 @@ def test_without_sim_the_missing_hardware_backends_are_a_clear_error(tmp_path: P
     config.write_text(f'[charger]\nid = "HW"\nstate_dir = "{tmp_path}"\n[[evse]]\nid = 1\n')
     run = subprocess.run([sys.executable, "-m", "firmware", "--config", str(config)], cwd=ROOT,
                          capture_output=True, text=True, timeout=30, env=dict(os.environ))
-    assert run.returncode != 0 and "--sim" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode != 0
+    assert "--sim" in run.stderr
+    assert "Traceback" not in run.stderr

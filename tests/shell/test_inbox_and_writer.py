@@ -128,7 +128,8 @@ async def test_acks_leave_the_view_at_once_and_a_step_that_changed_nothing_write
     await writer.flush()
     assert released == [1]
     assert len(store.commits) == commits  # nothing durable changed: no write at all
-    assert writer.stats.steps == 2 and writer.stats.commits == 2
+    assert writer.stats.steps == 2
+    assert writer.stats.commits == 2
 
 
 async def _until(predicate: Any) -> None:  # noqa: ANN401
