@@ -179,7 +179,8 @@ def test_step2_local_list(status: LocalAuthStatus, expiry: datetime | None, expe
 def test_step3_unknown_token_asks_the_backend_and_takes_its_answer() -> None:
     b = book(("sType2",))
     assert run(b, "EE55") is ASK_BACKEND
-    for answer, expected in [(LocalAuthStatus.ACCEPTED, AuthStatus.ACCEPTED), (LocalAuthStatus.BLOCKED, AuthStatus.REJECTED)]:
+    answers = [(LocalAuthStatus.ACCEPTED, AuthStatus.ACCEPTED), (LocalAuthStatus.BLOCKED, AuthStatus.REJECTED)]
+    for answer, expected in answers:
         decision = run(b, "EE55", backend=BackendAnswer(status=answer))
         assert isinstance(decision, TokenDecision)
         assert decision.status is expected
@@ -230,15 +231,16 @@ def test_local_list_refuses_a_bad_version_and_keeps_the_old_list(version: object
     assert len(lst) == 1
 
 
-@pytest.mark.parametrize("fields", [
-    {"id_token": "", "status": LocalAuthStatus.ACCEPTED},
-    {"id_token": "x" * 256, "status": LocalAuthStatus.ACCEPTED},
-    {"id_token": "A", "status": "Accepted"},
-    {"id_token": "A", "status": LocalAuthStatus.ACCEPTED, "parent_id_token": ""},
-    {"id_token": "A", "status": LocalAuthStatus.ACCEPTED, "expiry_utc": datetime(2026, 1, 1)},  # noqa: DTZ001
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"id_token": "", "status": LocalAuthStatus.ACCEPTED}, "id_token must be"),
+    ({"id_token": "x" * 256, "status": LocalAuthStatus.ACCEPTED}, "id_token must be"),
+    ({"id_token": "A", "status": "Accepted"}, "status must be one of"),
+    ({"id_token": "A", "status": LocalAuthStatus.ACCEPTED, "parent_id_token": ""}, "parent_id_token must be"),
+    ({"id_token": "A", "status": LocalAuthStatus.ACCEPTED, "expiry_utc": datetime(2026, 1, 1)},  # noqa: DTZ001
+     "expiry must be an aware UTC time"),
 ])
-def test_local_list_entry_validates(fields: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+def test_local_list_entry_validates(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         LocalAuthEntry(**fields)  # type: ignore[arg-type]
 
 
@@ -254,11 +256,15 @@ def test_local_list_snapshot_round_trip() -> None:
     assert copy.lookup("b") == lst.lookup("B")
 
 
-@pytest.mark.parametrize("data", [{"tokens": "nope"}, {"tokens": [1]}, {"tokens": [{"id_token": "A", "status": "Maybe"}]},
-                                  {"version": "x", "tokens": []}])
-def test_local_list_restore_refuses_garbage(data: dict[str, object]) -> None:
+@pytest.mark.parametrize(("data", "message"), [
+    ({"tokens": "nope"}, "tokens must be a list"),
+    ({"tokens": [1]}, "entry is not a map"),
+    ({"tokens": [{"id_token": "A", "status": "Maybe"}]}, "'Maybe' is not a valid LocalAuthStatus"),
+    ({"version": "x", "tokens": []}, "version must be a non-negative integer"),
+])
+def test_local_list_restore_refuses_garbage(data: dict[str, object], message: str) -> None:
     lst = local_list(LocalAuthEntry(id_token="A", status=LocalAuthStatus.ACCEPTED))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         lst.restore(data)
     assert lst.lookup("A") is not None
 
@@ -276,5 +282,5 @@ def test_pending_requests_time_out_and_answer_once() -> None:
     assert pending.pop(second.request_id) == second
     assert len(pending) == 0
     assert pending.next_deadline() is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timeout_s must be > 0"):
         PendingRequests(timeout_s=0)

@@ -8,6 +8,8 @@ Every table row cites the IEC 61851-1:2017 clause it encodes: Table A.4 (CP volt
 
 from __future__ import annotations
 
+import itertools
+
 import math
 
 import pytest
@@ -114,7 +116,7 @@ def test_classify_hysteresis_width_is_a_parameter(volts_hi: float, hysteresis_v:
 def test_bands_do_not_overlap_even_with_hysteresis() -> None:
     """Adjacent Table A.4 nominals are >= 3 V apart, so a widened band never reaches the next band."""
     nominals = sorted(NOMINAL_V.values())
-    for low, high in zip(nominals, nominals[1:]):
+    for low, high in itertools.pairwise(nominals):
         assert high - low > 2 * BAND_V + HYSTERESIS_V
 
 

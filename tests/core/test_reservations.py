@@ -154,7 +154,8 @@ def test_v1_malformed_fields_raise_value_error(fields: dict[str, object]) -> Non
     """V1: malformed fields are invalid_args (a ValueError), never a ReservationResult."""
     args: dict[str, object] = {"reservation_id": 1, "id_token": "TOKEN-A", "expiry_utc": T0 + 4 * H}
     args.update(fields)
-    with pytest.raises(ValueError):
+    field = next(iter(fields)).removesuffix("_utc")  # the message names the API field (expiry_time)
+    with pytest.raises(ValueError, match=rf"^{field}\w* must be"):
         Reservation(**args)  # type: ignore[arg-type]
 
 
@@ -168,9 +169,9 @@ def test_v1_well_formed_edge_values_are_accepted_by_the_constructor() -> None:
 def test_v1_naive_now_is_refused() -> None:
     """Time is an aware UTC datetime everywhere (injected `now`)."""
     book = new_book(ONE)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="aware UTC datetime"):
         book.reserve(res(1), datetime(2026, 11, 21, 8, 0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="aware UTC datetime"):
         book.tick(datetime(2026, 11, 21, 8, 0))
 
 
@@ -807,7 +808,7 @@ def test_u1_a_used_reservation_cannot_be_used_again() -> None:
     entry = book.match(1, "A", None, T0)
     assert entry is not None
     book.use(entry, 1, T0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no longer in the book"):
         book.use(entry, 1, T0)
 
 
@@ -1215,7 +1216,7 @@ def test_u6_restore_of_an_empty_map_is_an_empty_book() -> None:
 
 
 def test_book_needs_an_evse() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one EVSE"):
         ReservationBook({}, new_uuid=uuids())
 
 

@@ -114,7 +114,8 @@ class ReservationBookMachine(RuleBasedStateMachine):
                 opened = self.open.pop(evse)
                 rid, reason = data["reservation_id"], data["reason"]
                 if opened == GLOBAL_HOLD_ID and rid != GLOBAL_HOLD_ID:
-                    assert reason == "UsedToStartCharging" and used == (evse, rid), (opened, data, used)
+                    assert reason == "UsedToStartCharging", (opened, data, used)
+                    assert used == (evse, rid), (opened, data, used)
                 elif opened == GLOBAL_HOLD_ID:
                     assert reason == "GlobalReservationRequirementDropped"
                 else:
