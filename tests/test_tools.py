@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import runpy
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.program import REPO
+
 BENCH = REPO / "tools" / "bench" / "core_events.py"
 
 

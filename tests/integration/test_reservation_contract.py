@@ -21,24 +21,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
-    Backend,
-    Broker,
-    charger_and_backend,
-    in_s,
-    parse_time,
-    rfc3339,
-    start_controller,
-    wait_event,
-    wait_status,
-    wait_update,
-)
+from tests.support.backend import Backend, wait_event, wait_status, wait_update
+from tests.support.broker import Broker
+from tests.support.builders import evses, in_s, parse_time, rfc3339
+from tests.support.controller import charger_and_backend, plugged, start_controller
+from tests.support.flows import plug
 
 pytestmark = pytest.mark.integration
 
-EVSE = '[[evse]]\nid = {id}\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
-TWO_EVSES = EVSE.format(id=1) + EVSE.format(id=2)
-FIVE_EVSES = "".join(EVSE.format(id=i) for i in range(1, 6))
+TWO_EVSES = evses(1, 2)
+FIVE_EVSES = evses(*range(1, 6))
 RESERVATION_EVENTS = ("ReservationStart", "ReservationEnd")
 
 
@@ -47,16 +39,10 @@ def reservation_events(backend: Backend, evse_id: int) -> list[dict[str, Any]]:
 
 
 def durable_seqs(backend: Backend) -> list[int]:
-    return sorted(v["seq"] for t, v in backend.messages
-                  if (t.endswith("/session") or t == f"{backend.root}/reservation") and isinstance(v, dict))
+    return sorted(m["seq"] for m in backend.durable())
 
 
-async def plug(backend: Backend, evse_id: int, cp: str, status: str) -> None:
-    await backend.ok("sim_plug", {"evse_id": evse_id, "cp": cp})
-    await wait_status(backend, evse_id, status)
-
-
-async def until(when: datetime, margin_s: float = 0.3) -> None:
+async def past(when: datetime, margin_s: float = 0.3) -> None:
     """Sleep until `margin_s` after `when` (the controller acts at `when`; nothing shows it here)."""
     await asyncio.sleep(max((when - datetime.now(UTC)).total_seconds(), 0) + margin_s)
 
@@ -111,7 +97,7 @@ async def test_scheduled_reservation_busy_at_start_waits_for_the_evse(broker: Br
         result = await backend.ok("reserve_now", {"reservation_id": 6, "id_token": "AA11", "evse_id": 1,
                                                   "start_time": rfc3339(start), "expiry_time": in_s(60)})
         assert result["status"] == "Accepted"
-        await until(start)
+        await past(start)
         (entry,) = await backend.ok("list_reservations")
         assert entry["state"] == "Scheduled"
         state = (await backend.ok("get_state"))["evses"][0]
@@ -136,7 +122,7 @@ async def test_scheduled_reservation_busy_until_expiry_ends_without_evse_events(
         result = await backend.ok("reserve_now", {"reservation_id": 7, "id_token": "AA11", "evse_id": 1,
                                                   "start_time": rfc3339(start), "expiry_time": rfc3339(expiry)})
         assert result["status"] == "Accepted"
-        await until(start)
+        await past(start)
         assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
         expired = await wait_update(backend, "Expired", 7, timeout=5)
         assert parse_time(expired["timestamp"]) >= expiry
@@ -213,10 +199,10 @@ async def test_scheduled_reservation_waiting_for_a_busy_evse_stays_scheduled_aft
         result = await backend.ok("reserve_now", {"reservation_id": 8, "id_token": "AA11", "evse_id": 1,
                                                   "start_time": rfc3339(start), "expiry_time": in_s(60)})
         assert result["status"] == "Accepted"
-        await until(start)
+        await past(start)
         assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
         await running.stop()  # a clean stop; the EV stays plugged in
-        restarted = await start_controller(running.config, prepare=lambda sim: sim.plug(1, "B"))
+        restarted = await start_controller(running.config, prepare=plugged(1, "B"))
         try:
             await backend.wait_for(lambda: restarted.controller.link.connected.is_set(), 10)
             assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]

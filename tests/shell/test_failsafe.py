@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from firmware.core.events import DUTY_F, Led
 from firmware.store import Store
 from hal.protocols import PilotSample
 from hal.sim import SimBoard
-from tests.integration.conftest import free_port, write_config
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.support.broker import free_port
+from tests.support.controller import write_config
+from tests.support.program import REPO, firmware_command, run_firmware
 
 class AdcDies(SimBoard):
     """The simulated board whose CP ADC stops answering after `healthy` reads (a bus fault)."""
@@ -107,7 +105,7 @@ def test_signal_stops_cleanly_with_outputs_safe(tmp_path: Path, sig: signal.Sign
     config = tmp_path / "c.toml"
     config.write_text(f'[charger]\nid = "SIG"\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nport = {free_port()}\n'
                       '[[evse]]\nid = 1\n')
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "--sim", "--config", str(config)], cwd=ROOT,
+    proc = subprocess.Popen(firmware_command("--sim", "--config", str(config)), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 15
     lines: list[str] = []
@@ -132,17 +130,14 @@ def test_check_config_cli(tmp_path: Path) -> None:
     good.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\n')
     bad = tmp_path / "bad.toml"
     bad.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\nmax_curent_a = 16\n')
-    ok = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(good)], cwd=ROOT,
-                        capture_output=True, text=True, timeout=30)
+    ok = run_firmware("--check-config", str(good))
     assert ok.returncode == 0
     assert "OK" in ok.stdout
-    fail = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(bad)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    fail = run_firmware("--check-config", str(bad))
     assert fail.returncode == 2
     assert "evse[0].max_curent_a" in fail.stderr
     assert "Traceback" not in fail.stderr
-    run = subprocess.run([sys.executable, "-m", "firmware", "--sim", "--config", str(bad)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=30)
+    run = run_firmware("--sim", "--config", str(bad))
     assert run.returncode == 2
     assert "max_curent_a" in run.stderr
     assert "Traceback" not in run.stderr
@@ -151,8 +146,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
 def test_without_sim_the_missing_hardware_backends_are_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[charger]\nid = "HW"\nstate_dir = "{tmp_path}"\n[[evse]]\nid = 1\n')
-    run = subprocess.run([sys.executable, "-m", "firmware", "--config", str(config)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=30, env=dict(os.environ))
+    run = run_firmware("--config", str(config), env=dict(os.environ))
     assert run.returncode != 0
     assert "--sim" in run.stderr
     assert "Traceback" not in run.stderr
