@@ -85,10 +85,11 @@ async def test_failsafe_is_bounded_and_never_raises(caplog: pytest.LogCaptureFix
     assert time.monotonic() - start < 2 * 2 * 3 * 0.5 + 1
     assert board.tried == ALL_STEPS * 2  # every step tried, relays first, whatever failed before
     assert caplog.text.count("failsafe: open relay") == 4
+    assert caplog.text.count("failsafe: CP F") == 4  # the hanging step timed out, was logged, and the rest ran
     assert caplog.text.count("failsafe: LED fault") == 4
 
 
-async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled() -> None:
+async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled(caplog: pytest.LogCaptureFixture) -> None:
     """A cancellation (SIGTERM during the fail-safe) is not swallowed, but no output is skipped."""
     board = EverythingFails([1, 2], clock=lambda: 0.0)
     task = asyncio.create_task(failsafe(board, [1, 2]))
@@ -97,6 +98,8 @@ async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled() -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert board.tried == ALL_STEPS
+    assert caplog.text.count("failsafe: CP F 1 cancelled") == 1  # the step under way when it came
+    assert caplog.text.count("failsafe: CP F 2 failed") == 1  # the later ones still ran
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
