@@ -77,7 +77,7 @@ async def test_reconnects_quickly_after_abrupt_loss(charger: tuple[Running, Back
     await backend.wait_for(lambda: any(s == {"online": False} for s in statuses(backend)[before:]))
     assert not [r for r in caplog.records if "crashed" in r.getMessage()]
     # reconnect_max_s is 0.5 in the tests: back well within 1.5 s
-    await backend.wait_for(lambda: statuses(backend)[-1].get("online") is True, 1.5)
+    await wait_online(backend, 1.5)
 
 
 async def test_request_right_after_online_is_answered(broker: Broker, tmp_path: Path) -> None:
