@@ -55,6 +55,15 @@ def _response_properties(properties: Properties | None) -> tuple[str | None, byt
     return topic, correlation if isinstance(correlation, bytes) else None
 
 
+def _auth_response(payload: bytes) -> object:
+    """The decoded R/auth/response document; BadRequest when it cannot be one."""
+    _, value = decode(payload)
+    problem = value_problem(value)
+    if problem:
+        raise BadRequest(problem)
+    return value
+
+
 class ReplyCache:
     """The replies to the last 1024 request ids (API.md §2 idempotency), oldest evicted first."""
 
@@ -254,11 +263,7 @@ class BackendLink:
 
     async def _handle_auth_response(self, payload: bytes) -> None:
         try:
-            _, value = decode(payload)
-            problem = value_problem(value)
-            if problem:
-                raise BadRequest(problem)
-            await self.on_auth_response(value)
+            await self.on_auth_response(_auth_response(payload))
         except Exception:  # noqa: BLE001 - never let a payload stop the loop
             self.stats.malformed += 1
             log.warning("ignored a malformed R/auth/response payload (%d bytes)", len(payload))

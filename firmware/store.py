@@ -99,6 +99,23 @@ def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+_UNDECODABLE: Final = object()
+
+
+def _decoded(value: bytes) -> object:
+    """A state part's value, or _UNDECODABLE when its bytes are not CBOR."""
+    try:
+        return cbor2.loads(value)
+    except Exception:  # noqa: BLE001 - the CBOR decoder raises many types on damaged bytes
+        return _UNDECODABLE
+
+
+def _refuse_foreign_tables(db: sqlite3.Connection) -> None:
+    """A database without our schema version that holds tables is another program's: not ours to take."""
+    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise sqlite3.DatabaseError("it holds tables of another program, not a charger's state")
+
+
 class Store:
     """The database. `load()` once at boot, then `commit()` / `ack()`; blocking (use to_thread)."""
 
@@ -167,10 +184,11 @@ class Store:
             raise self._broken from exc
         state = {}
         for part, value in parts:
-            try:
-                state[part] = cbor2.loads(value)
-            except Exception:  # noqa: BLE001 - one damaged part is skipped (and rewritten by the next commit)
+            decoded = _decoded(value)
+            if decoded is _UNDECODABLE:  # one damaged part is skipped (and rewritten by the next commit)
                 log.error("%s: state part %r does not decode as CBOR; skipped", self.path, part)
+            else:
+                state[part] = decoded
         self.state, self._pending, self._loaded = state, pending, True
         self.last_seq = max([last_seq, *(s for s in pending if s > 0)])
 
@@ -228,8 +246,7 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not created meanwhile by another one
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise sqlite3.DatabaseError("it holds tables of another program, not a charger's state")
+                _refuse_foreign_tables(db)
                 for statement in _SCHEMA:
                     db.execute(statement)
             db.execute("COMMIT")

@@ -102,6 +102,12 @@ class _Evse:
         return min(self.ev.load_a, offered_a)
 
 
+def _invalid(message: str) -> ValueError:
+    """The error for a refused argument, a wrong type included: the script methods' contract is
+    ValueError naming the field, whatever was wrong (the sim_* ops answer invalid_args to it)."""
+    return ValueError(message)
+
+
 def _number(name: str, value: object, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -112,7 +118,7 @@ def _number(name: str, value: object, low: float, high: float) -> float:
 
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
+        raise _invalid(f"{name} must be a bool, got {value!r}")
     return value
 
 
@@ -151,7 +157,7 @@ class SimBoard:
         if len(set(ids)) != len(ids):
             raise ValueError(f"evse_ids must be unique, got {ids!r}")
         if not callable(clock):
-            raise ValueError("clock must be a callable returning monotonic seconds")
+            raise _invalid("clock must be a callable returning monotonic seconds")
         per_cid = dict(phases) if isinstance(phases, Mapping) else dict.fromkeys(ids, phases)
         if unknown := set(per_cid) - set(ids):
             raise ValueError(f"phases names unknown EVSE ids {sorted(unknown)}")
@@ -260,7 +266,7 @@ class SimBoard:
     async def set_led(self, cid: int, led: Led) -> None:
         e = self._evse(cid)
         if not isinstance(led, Led):
-            raise ValueError(f"led must be a Led, got {led!r}")
+            raise _invalid(f"led must be a Led, got {led!r}")
         e.led = led
 
     async def set_locked(self, cid: int, locked: bool) -> None:

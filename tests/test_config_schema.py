@@ -36,9 +36,8 @@ from firmware.config.rules import (
 )
 from firmware.config.schema import Key, schema
 from firmware.core.errors import ConfigError
+from tests.support.program import EXAMPLE_CONFIG as EXAMPLE
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLE = REPO / "deploy" / "charger.example.toml"
 
 
 def walk(cls: type, prefix: str = "") -> Iterator[tuple[str, Key]]:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.program import REPO
+
 CORE = REPO / "firmware" / "core"
 CORE_PACKAGE = "firmware.core"
 

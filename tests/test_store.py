@@ -40,9 +40,9 @@ from firmware import store as store_module
 from firmware.core.errors import ChargerError
 from firmware.store import DB_FILE, METER_KEY_BASE, OutboxRecord, Store, StoreError
 from firmware.store_migrate import JOURNAL_FILE, MAGIC, frame, import_journal
+from tests.support.program import REPO
 
 STORE_LOGGER = "firmware.store"
-ROOT = Path(__file__).resolve().parents[1]
 WAL_HEADER = 32
 WAL_FRAME = 24 + 4096  # frame header + one page (the default page size)
 
@@ -398,7 +398,7 @@ class CountingStore(Store):
 
 
 def test_durable_write_delay_runs_once_inside_every_durable_commit(tmp_path: Path) -> None:
-    """The hook SlowStore overrides (tests/integration/conftest.py, tools/bench/relay_latency.py)."""
+    """The hook SlowStore overrides (tests/support/store.py, tools/bench/relay_latency.py)."""
     s = CountingStore(tmp_path)
     s.load()
     s.commit([session(1), session(2)], {"a": 1})
@@ -437,17 +437,15 @@ def test_the_database_is_sqlite_in_wal_mode_readable_with_the_sqlite3_tool(tmp_p
 #: The stream of commits the child writes (the parent's model of it is `kill_step`, written separately):
 #: step i commits session(i) (and meter(i) every third step) with the state parts {"n": i, "p{i % 5}": i},
 #: acking session(i - 2) in the same transaction; then acks meter(i - 3) alone (not fsync'ed), and
-#: checkpoints every 7th step. Only firmware.store is imported: a child starts in a quarter of a second.
+#: checkpoints every 7th step. Only firmware.store (through tests.support.store) is imported: a child
+#: starts in a quarter of a second.
 KILL_CHILD = r"""
-import os, random, sys, time
-from firmware.store import METER_KEY_BASE, OutboxRecord, Store
+import os, random, sys
+from firmware.store import METER_KEY_BASE, OutboxRecord
+from tests.support.store import SlowStore
 
 state_dir, seed, max_delay_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 rng = random.Random(seed)
-
-class Slow(Store):
-    def durable_write_delay(self):
-        time.sleep(rng.uniform(0, max_delay_s))  # the kill often lands here: inside the transaction
 
 def step_ack(i):
     return [METER_KEY_BASE + i - 3] if i > 3 else []
@@ -455,7 +453,7 @@ def step_ack(i):
 def say(tag, i):
     os.write(1, b"%s %d\n" % (tag, i))  # one write(2) of a few bytes to a pipe: never torn by the kill
 
-s = Slow(state_dir)
+s = SlowStore(state_dir, lambda: rng.uniform(0, max_delay_s))  # the kill often lands in its delay
 state, _ = s.load()
 n = state.get("n", 0)
 s.ack(step_ack(n))  # the last step's ack may have been lost with the kill
@@ -503,7 +501,7 @@ def test_kill_nine_in_the_middle_of_a_stream_of_commits(tmp_path: Path) -> None:
     committed = 0
     in_flight = 0
     for run in range(12):
-        with subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(state_dir), str(run), "0.004"], cwd=ROOT,
+        with subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(state_dir), str(run), "0.004"], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
             assert child.stdout is not None
             assert child.stderr is not None
@@ -950,7 +948,7 @@ JOURNAL_V0_PENDING = [
 
 def test_a_journal_written_by_the_journal_store_is_migrated_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    original = (ROOT / "tests" / "data" / "journal_v0.bin").read_bytes()
+    original = (REPO / "tests" / "data" / "journal_v0.bin").read_bytes()
     (tmp_path / JOURNAL_FILE).write_bytes(original)
     with caplog.at_level(logging.INFO):
         got = load(tmp_path)
@@ -1029,7 +1027,7 @@ def test_damaged_journal_records_are_skipped_by_the_migration(tmp_path: Path, ca
 @pytest.mark.parametrize("stale", [b"", b"SQLite format 3\0" + b"\x01" * 100, b"garbage" * 50])
 def test_a_power_cut_during_the_migration_leaves_no_database(tmp_path: Path, stale: bytes) -> None:
     """The import is written beside and renamed into place: a stale half-written one is redone."""
-    (tmp_path / JOURNAL_FILE).write_bytes((ROOT / "tests" / "data" / "journal_v0.bin").read_bytes())
+    (tmp_path / JOURNAL_FILE).write_bytes((REPO / "tests" / "data" / "journal_v0.bin").read_bytes())
     (tmp_path / (DB_FILE + ".migrating")).write_bytes(stale)
     (tmp_path / (DB_FILE + ".migrating-journal")).write_bytes(b"hot journal of the stale import")
     assert_matches(load(tmp_path), (JOURNAL_V0_STATE, JOURNAL_V0_PENDING, 4))
@@ -1039,7 +1037,7 @@ def test_a_power_cut_during_the_migration_leaves_no_database(tmp_path: Path, sta
 def test_a_power_cut_between_the_import_and_the_rename(tmp_path: Path) -> None:
     """The database is complete; the journal still has its name: renamed at the next boot, not imported
     again, and an earlier `journal.log.migrated` is kept."""
-    original = (ROOT / "tests" / "data" / "journal_v0.bin").read_bytes()
+    original = (REPO / "tests" / "data" / "journal_v0.bin").read_bytes()
     (tmp_path / JOURNAL_FILE).write_bytes(original)
     (tmp_path / (JOURNAL_FILE + ".migrated")).write_bytes(b"from an earlier update")
     import_journal(tmp_path / JOURNAL_FILE, tmp_path / DB_FILE, Store._fill)  # noqa: SLF001 - the first half

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import runpy
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.program import REPO
+
 BENCH = REPO / "tools" / "bench" / "core_events.py"
 
 
@@ -63,7 +63,8 @@ def test_fuzz_rss_bench_runs_and_prints_its_figures() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "2000 malformed messages" in out, out
-    assert "RSS before:" in out and "RSS during the run:" in out, out
+    assert "RSS before:" in out, out
+    assert "RSS during the run:" in out, out
     assert "messages/s" in out, out
     assert "  escaped: 0" in out.splitlines(), out  # exactly 0: no exception left the request path
     assert "controller: still running" in out, out

@@ -1,4 +1,6 @@
-"""Fault tests use the real broker fixtures of the integration tests."""
+"""Fault tests use the real broker of tests/support/broker.py."""
 
-from tests.integration.conftest import broker, own_broker  # noqa: F401 - pytest fixtures
-from tests.support.leaks import no_leaked_tasks  # noqa: F401 - autouse: fails a test that leaks tasks
+from tests.support.broker import broker, own_broker
+from tests.support.leaks import no_leaked_tasks
+
+__all__ = ["broker", "no_leaked_tasks", "own_broker"]  # pytest fixtures; no_leaked_tasks is autouse

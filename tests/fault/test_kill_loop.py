@@ -20,65 +20,28 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Backend, Broker, backend_for
+from tests.support.backend import Backend, backend_for, root_of, wait_online
+from tests.support.broker import Broker
+from tests.support.builders import evses, local_list, rfc3339
+from tests.support.controller import config_path, write_config
+from tests.support.program import REPO, firmware_command
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUNS = int(os.environ.get("CHARGER_KILL_RUNS", "25"))
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def config_text(directory: Path, port: int, charger_id: str) -> str:
-    return f"""
-[charger]
-id = "{charger_id}"
-state_dir = "{directory / 'state'}"
-[mqtt]
-port = {port}
-codec = "json"
-reconnect_min_s = 0.05
-reconnect_max_s = 0.5
-[pilot]
-sample_interval_s = 0.005
-[telemetry]
-meter_interval_s = 0.2
-[auth]
-timeout_s = 0.5
-[[evse]]
-id = 1
-connectors = ["sType2"]
-[[evse]]
-id = 2
-connectors = ["sType2", "cCCS2"]
-"""
 
 
 def spawn(config: Path) -> subprocess.Popen[bytes]:
     log = config.parent / "controller.log"
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "firmware", "--sim", "--config", str(config),
-                                 "--log-level", "INFO"], cwd=ROOT, stdout=out, stderr=out)
-
-
-def rfc3339(when: datetime) -> str:
-    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-async def wait_online(backend: Backend, root: str, previous_boot: str | None) -> str:
-    def online() -> str | None:
-        status = backend.retained.get(f"{root}/status")
-        if isinstance(status, dict) and status.get("online") and status.get("boot_id") != previous_boot:
-            return str(status["boot_id"])
-        return None
-
-    return str(await backend.wait_for(online, 20))
+        return subprocess.Popen(firmware_command("--sim", "--config", str(config), "--log-level", "INFO"), cwd=REPO,
+                                stdout=out, stderr=out)
 
 
 class Workload:
@@ -127,9 +90,10 @@ class Workload:
 
 async def test_kill_nine_loop(broker: Broker, tmp_path: Path) -> None:
     charger_id = f"KILL-{os.getpid()}"
-    root = f"chargers/{charger_id}/v1"
-    config = tmp_path / "charger.toml"
-    config.write_text(config_text(tmp_path, broker.port, charger_id))
+    root = root_of(charger_id)
+    write_config(tmp_path, broker.port, charger_id=charger_id, meter_interval_s=0.2, auth_timeout_s=0.5,
+                 evses=evses(1) + evses(2, connectors=("sType2", "cCCS2")))
+    config = config_path(tmp_path)
     rng = random.Random(20261121)
     kills = 0
     async with backend_for(broker.port, root) as backend:
@@ -138,10 +102,9 @@ async def test_kill_nine_loop(broker: Broker, tmp_path: Path) -> None:
         for run in range(RUNS):
             proc = spawn(config)
             try:
-                boot = await wait_online(backend, root, boot)
+                boot = await wait_online(backend, 20, not_boot_id=boot)
                 if run == 0:
-                    await backend.ok("set_local_auth_list", {"version": 1, "full": True, "tokens": [
-                        {"id_token": "CC33", "status": "Accepted"}, {"id_token": "AA11", "status": "Accepted"}]})
+                    await backend.ok("set_local_auth_list", local_list("CC33", "AA11"))
                 task = asyncio.get_running_loop().create_task(workload.run())
                 await asyncio.sleep(rng.uniform(0.02, 1.0))
                 proc.send_signal(signal.SIGKILL)
@@ -158,21 +121,21 @@ async def test_kill_nine_loop(broker: Broker, tmp_path: Path) -> None:
         # A last, clean run: every EV leaves, and the outbox drains.
         proc = spawn(config)
         try:
-            await wait_online(backend, root, boot)
+            await wait_online(backend, 20, not_boot_id=boot)
             for evse in (1, 2):
                 await backend.ok("sim_plug", {"evse_id": evse, "cp": "A"})
             reservations = await backend.ok("list_reservations", {})
 
             def settled() -> bool:
-                seqs = {m["seq"] for m in _durable(backend, root)}
-                return bool(seqs) and seqs == set(range(1, max(seqs) + 1)) and _sessions_closed(backend, root)
+                seqs = {m["seq"] for m in backend.durable()}
+                return bool(seqs) and seqs == set(range(1, max(seqs) + 1)) and _sessions_closed(backend)
 
             await backend.wait_for(settled, 20)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
 
-    durable = _durable(backend, root)
+    durable = backend.durable()
     seqs = [m["seq"] for m in durable]
     unique = set(seqs)
     assert unique == set(range(1, max(unique) + 1)), "seq has a gap"
@@ -186,7 +149,7 @@ async def test_kill_nine_loop(broker: Broker, tmp_path: Path) -> None:
                  and m["reservation_id"] == rid and m["seq"] > placed_seq.get(uuid, 0)]
         assert uuid in present or uuid in ended or later, f"reservation {sender}/{rid} ({uuid}) vanished"
 
-    assert _sessions_closed(backend, root)
+    assert _sessions_closed(backend)
     for evse in (1, 2):
         readings = sorted(_energy(backend, root, evse))
         values = [e for _, e in readings]
@@ -198,13 +161,8 @@ async def test_kill_nine_loop(broker: Broker, tmp_path: Path) -> None:
           f"{len(workload.accepted)} reservations accepted; lost: 0")
 
 
-def _durable(backend: Backend, root: str) -> list[dict[str, Any]]:
-    return [v for t, v in backend.messages
-            if isinstance(v, dict) and "seq" in v and (t.endswith("/session") or t == f"{root}/reservation")]
-
-
-def _sessions_closed(backend: Backend, root: str) -> bool:
-    durable = _durable(backend, root)
+def _sessions_closed(backend: Backend) -> bool:
+    durable = backend.durable()
     started = {m["uuid"] for m in durable if m.get("event") == "SessionStarted"}
     finished = {m["uuid"] for m in durable if m.get("event") == "SessionFinished"}
     return started <= finished

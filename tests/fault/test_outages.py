@@ -8,24 +8,19 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
 
-from firmware.app import Controller
 from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
-from firmware.store import Store
 from hal.meter import ModbusMeter
-from hal.sim import SimBoard
-from tests.integration.conftest import (
-    Backend,
-    Broker,
-    Running,
-    start_controller,
-    write_config,
-)
-from tests.integration.test_meter_modbus import Servers, garbage_server, meter_device
+from tests.support.backend import Backend, pumping, wait_online
+from tests.support.broker import Broker, running_broker
+from tests.support.builders import evse, local_list
+from tests.support.controller import Running, start_controller, write_config
+from tests.support.flows import plug_and_charge
+from tests.support.modbus import Servers, garbage_server, meter_device
+from tests.support.polling import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,34 +37,22 @@ async def persistent_backend(port: int, root: str, backend: Backend | None = Non
         if backend is None:
             backend = Backend(client=client, root=root)
         backend.client = client
-        pump = asyncio.get_running_loop().create_task(backend.pump())
-        try:
+        async with pumping(backend):
             yield backend
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump
-
-
-def durable(backend: Backend) -> list[dict[str, Any]]:
-    return [v for t, v in backend.messages if isinstance(v, dict) and "seq" in v
-            and (t.endswith("/session") or t.endswith("/reservation"))]
 
 
 async def test_broker_down_while_sessions_happen(tmp_path: Path) -> None:
     broker = Broker(tmp_path)
     broker.conf.write_text(broker.conf.read_text().replace("persistence false", f"persistence true\n"
                            f"persistence_location {tmp_path}/"))
-    broker.start()
-    try:
+    with running_broker(broker):
         config = write_config(tmp_path, broker.port, charger_id=f"OUT-{os.getpid()}")
         root = f"chargers/{config.charger.id}/v1"
         async with persistent_backend(broker.port, root) as backend:
             running = await start_controller(config)
             try:
-                await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online"), 10)
-                await backend.ok("set_local_auth_list", {"version": 1, "full": True,
-                                                         "tokens": [{"id_token": "AA11", "status": "Accepted"}]})
+                await wait_online(backend, 10)
+                await backend.ok("set_local_auth_list", local_list("AA11"))
                 broker.stop()
                 await asyncio.sleep(0.2)
                 sim = running.sim
@@ -94,15 +77,13 @@ async def test_broker_down_while_sessions_happen(tmp_path: Path) -> None:
         try:
             async with persistent_backend(broker.port, root, backend) as backend:
                 def all_there() -> bool:
-                    seqs = {m["seq"] for m in durable(backend)}
+                    seqs = {m["seq"] for m in backend.durable()}
                     return seqs == set(range(1, produced + 1))
 
                 await backend.wait_for(all_there, 15)
         finally:
             await running.stop()
-    finally:
-        broker.stop()
-    arrival = [m["seq"] for m in durable(backend)]
+    arrival = [m["seq"] for m in backend.durable()]
     first_seen: list[int] = []
     for seq in arrival:
         if seq not in first_seen:
@@ -110,57 +91,24 @@ async def test_broker_down_while_sessions_happen(tmp_path: Path) -> None:
     assert first_seen == sorted(first_seen), "delivered out of order"
     duplicates = len(arrival) - len(first_seen)
     assert duplicates <= 2, f"{duplicates} duplicates: more than QoS 1 in-flight redelivery explains"
-    events = [m["event"] for m in durable(backend) if "event" in m]
+    events = [m["event"] for m in backend.durable() if "event" in m]
     assert events.count("SessionStarted") == events.count("SessionFinished") >= sessions
     print(f"\nbroker outage {OUTAGE_S:.0f} s: {sessions} sessions, {len(first_seen)} messages delivered after "
           f"the restart, in order, {duplicates} duplicate(s)")
 
 
 async def start_with_modbus_meter(tmp_path: Path, port: int, broker_port: int) -> Running:
-    evses = (f'[[evse]]\nid = 1\nconnectors = ["sType2"]\nmeter_stale_after_s = 1.0\n'
-             f'[evse.meter]\nmodel = "SDM630"\nurl = "tcp://127.0.0.1:{port}"\npoll_interval_s = 0.1\ntimeout_s = 0.2\n')
-    config = write_config(tmp_path, broker_port, charger_id=f"METER-{os.getpid()}-{port}", evses=evses)
-    loop = asyncio.get_running_loop()
-    sim = SimBoard([1], clock=loop.time, meter_ids=[])
+    meter_table = {"model": "SDM630", "url": f"tcp://127.0.0.1:{port}", "poll_interval_s": 0.1, "timeout_s": 0.2}
+    config = write_config(tmp_path, broker_port, charger_id=f"METER-{os.getpid()}-{port}",
+                          evses=evse(1, meter_stale_after_s=1.0, meter=meter_table))
     meter = config.evses[0].meter
     assert meter is not None
     modbus = ModbusMeter(meter.model, meter.url, device_id=meter.device_id, timeout_s=meter.timeout_s)
-    controller = Controller(config, sim, Store(config.charger.state_dir), meters={1: modbus}, sim=sim)
-    task = loop.create_task(controller.run())
-    await asyncio.wait_for(controller.ready.wait(), 10)
-    return Running(controller, sim, config, task)
+    return await start_controller(config, meters={1: modbus}, sim_meters=False)
 
 
 WIRE = {"voltage_l1": 230.0, "voltage_l2": 231.0, "voltage_l3": 229.0, "current_l1": 10.0, "current_l2": 10.0,
         "current_l3": 10.0, "power_total": 6900.0, "frequency": 50.0, "energy_import": 1234.5, "energy_export": 0.0}
-
-
-async def charging(running: Running) -> None:
-    running.controller.charger.local_list.apply(1, True, [
-        LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
-    running.sim.plug(1, "B")
-    await asyncio.sleep(0.1)
-    running.controller.queue.put(_token())
-    running.sim.plug(1, "C")
-    for _ in range(200):
-        if running.sim.relay_commanded(1):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("did not start charging")
-
-
-def _token() -> Any:  # noqa: ANN401
-    from hal.protocols import TokenRead
-    return TokenRead(cid=1, id_token="AA11")
-
-
-async def wait_until(predicate: Any, timeout: float) -> None:  # noqa: ANN401
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_meter_stops_answering_then_returns(tmp_path: Path, broker: Broker) -> None:
@@ -168,17 +116,19 @@ async def test_meter_stops_answering_then_returns(tmp_path: Path, broker: Broker
     port = await servers.tcp(meter_device("SDM630", WIRE))
     running = await start_with_modbus_meter(tmp_path, port, broker.port)
     try:
-        await charging(running)
+        running.controller.charger.local_list.apply(1, True, [
+            LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
+        await plug_and_charge(running, token="AA11")  # on the board: no backend here
         machine = running.controller.charger.evses[1]
         lost_at = asyncio.get_running_loop().time()
         await servers.stop_all()
-        await wait_until(lambda: not running.sim.relay_commanded(1), 5)
+        await until(lambda: not running.sim.relay_commanded(1), 5)
         took = asyncio.get_running_loop().time() - lost_at
         assert "meter_lost" in {f.value for f in machine.faults}
         # staleness runs from the last good read, up to one poll (0.1 s) before the server stopped
         assert 1.0 - 0.1 <= took <= 3.0, f"MeterLost after {took:.2f} s (staleness 1 s)"
         await servers.tcp(meter_device("SDM630", WIRE), port=port)
-        await wait_until(lambda: not machine.faults and machine.state.name != "FAULTED", 5)
+        await until(lambda: not machine.faults and machine.state.name != "FAULTED", 5)
         assert running.controller.last_meter[1].energy_wh_import == pytest.approx(1234500.0)
     finally:
         await running.stop()
@@ -191,7 +141,7 @@ async def test_meter_answering_garbage_is_lost(tmp_path: Path, broker: Broker, m
         running = await start_with_modbus_meter(tmp_path, port, broker.port)
         try:
             machine = running.controller.charger.evses[1]
-            await wait_until(lambda: "meter_lost" in {f.value for f in machine.faults}, 5)
+            await until(lambda: "meter_lost" in {f.value for f in machine.faults}, 5)
             assert machine.state.name == "FAULTED"
             assert not running.sim.relay_commanded(1)
             assert not running.task.done()  # garbage never stops the controller

@@ -83,12 +83,10 @@ from firmware.wire import (
     parse_request,
 )
 from hal.sim import FAULTS
-from tests.integration.conftest import (
-    Running,
-    free_port,
-    start_controller,
-    write_config,
-)
+from tests.support.broker import free_port
+from tests.support.builders import evse
+from tests.support.codec import as_cbor, decode, envelope, is_json
+from tests.support.controller import Running, start_controller, write_config
 
 T = TypeVar("T")
 
@@ -97,10 +95,7 @@ ERROR_CODES = frozenset({"bad_request", "unknown_op", "invalid_args", "unsupport
 OPS = set(CORE_OPS) | SIM_OPS  # every op of API.md §3 and §8
 REAL_OPS = sorted(OPS)
 EVSE_IDS = [1, 4]
-EVSES = (
-    '[[evse]]\nid = 1\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\nphase_switching = true\n'
-    '[[evse]]\nid = 4\nconnectors = ["cCCS2", "Unknown"]\nmax_current_a = 16\nphases = 1\n'
-)
+EVSES = evse(1, phase_switching=True) + evse(4, connectors=("cCCS2", "Unknown"), max_current_a=16, phases=1)
 SETTLE_S = 0.01
 READ_ONLY = frozenset({"get_state", "list_reservations", "exists_reservation"})
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
@@ -242,7 +237,8 @@ def check_reply(reply: object, request_id: str | None, op: str | None) -> None:
         error = reply.get("error")
         assert isinstance(error, dict), reply
         assert error.get("code") in ERROR_CODES, f"undocumented error code: {reply!r}"
-        assert isinstance(error.get("message"), str) and error["message"], reply
+        assert isinstance(error.get("message"), str), reply
+        assert error["message"], reply
 
 
 def view(c: Controller) -> dict[str, object]:
@@ -314,8 +310,7 @@ def readable_id(payload: bytes) -> tuple[str | None, bool]:
     if len(payload) > MAX_PAYLOAD:
         return None, False
     try:
-        is_json = payload.lstrip(b" \t\r\n")[:1] == b"{"
-        value = json.loads(payload) if is_json else cbor2.loads(payload)
+        value = decode(payload)
     except Exception:  # noqa: BLE001 - undecodable (also RecursionError): no id
         return None, False
     if not isinstance(value, dict):
@@ -335,20 +330,33 @@ def _too_deep(value: object, depth: int = 0) -> bool:
     return False
 
 
+def parsed(payload: bytes) -> Request | BadRequest:
+    """parse_request's request, or the BadRequest it raised (most fuzzed payloads are refused there)."""
+    try:
+        return parse_request(payload, MAX_PAYLOAD)
+    except BadRequest as exc:
+        return exc
+
+
+def check_bad_request(refusal: BadRequest, payload: bytes) -> None:
+    """The bad_request reply the link sends for `payload`: documented, under the id API.md lets a reader
+    find (independently), encodable in the payload's codec."""
+    reply = error_reply(refusal.request_id, refusal.op, "bad_request", str(refusal))
+    check_reply(reply, refusal.request_id, refusal.op)
+    expected_id, _ = readable_id(payload)
+    if not has_lone_surrogate(expected_id):
+        assert refusal.request_id == expected_id, f"bad_request id {refusal.request_id!r}, readable id {expected_id!r}"
+    assert refusal.op is None or isinstance(refusal.op, str)
+    encode("json" if is_json(payload) else "cbor", reply)
+
+
 async def drive(h: Harness, payload: bytes) -> str:
     """One payload through parse_request -> _execute, checked; returns a label for hypothesis' statistics."""
     c = h.controller
     before = view(c)
-    try:
-        request = parse_request(payload, MAX_PAYLOAD)
-    except BadRequest as exc:
-        reply = error_reply(exc.request_id, exc.op, "bad_request", str(exc))
-        check_reply(reply, exc.request_id, exc.op)
-        expected_id, _ = readable_id(payload)
-        if not has_lone_surrogate(expected_id):
-            assert exc.request_id == expected_id, f"bad_request id {exc.request_id!r}, readable id {expected_id!r}"
-        assert exc.op is None or isinstance(exc.op, str)
-        encode("json" if payload.lstrip(b" \t\r\n")[:1] == b"{" else "cbor", reply)
+    request = parsed(payload)
+    if isinstance(request, BadRequest):
+        check_bad_request(request, payload)
         assert_unchanged(before, view(c), "a bad_request payload")
         return "bad_request"
     assert not has_lone_surrogate(request.args), "a lone surrogate got past parse_request"
@@ -357,7 +365,8 @@ async def drive(h: Harness, payload: bytes) -> str:
     if isinstance(reply, Deferred):
         assert request.op == "authorize", f"{request.op} returned a Deferred reply"
         future: asyncio.Future[dict[str, object]] = loop.create_future()
-        c.core.authorize_waiters[reply.auth_request_id] = Command(request, future.set_result)  # as CoreLoop.dispatch does
+        # as CoreLoop.dispatch does
+        c.core.authorize_waiters[reply.auth_request_id] = Command(request, future.set_result)
         h.waiting.append((future, request))
         return "authorize: waits for the backend"
     check_reply(reply, request.request_id, request.op)
@@ -378,8 +387,9 @@ BIG = [2**31, -(2**31) - 1, 2**63, 2**64, -(2**63) - 1, 2**1024, 10**400, -(10**
 ints = st.integers() | st.integers(min_value=-(2**1100), max_value=2**1100) | st.sampled_from(BIG)
 non_str_keys = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.binary(max_size=8)
 keys = non_str_keys | st.text(max_size=8)
-SCALARS: dict[str, st.SearchStrategy[Any]] = {"none": st.none(), "bool": st.booleans(), "int": ints, "float": st.floats(),
-                                              "str": st.text(max_size=40), "bytes": st.binary(max_size=40)}
+SCALARS: dict[str, st.SearchStrategy[Any]] = {"none": st.none(), "bool": st.booleans(), "int": ints,
+                                              "float": st.floats(), "str": st.text(max_size=40),
+                                              "bytes": st.binary(max_size=40)}
 scalars = st.one_of(*SCALARS.values())
 values = st.recursive(scalars, lambda children: st.lists(children, max_size=6)
                       | st.dictionaries(keys, children, max_size=6), max_leaves=30)
@@ -407,11 +417,8 @@ def jsonable(value: object) -> object:
 
 
 def as_json(value: object) -> bytes:
+    """JSON of anything hypothesis draws (bytes as hex; NaN and infinities as JSON5-style literals)."""
     return json.dumps(jsonable(value), allow_nan=True).encode()
-
-
-def as_cbor(value: object) -> bytes:
-    return cbor2.dumps(value)
 
 
 @st.composite
@@ -574,7 +581,8 @@ def mutated(draw: st.DrawFn, spec: dict[str, F], args: dict[str, Any]) -> object
     how = draw(st.sampled_from(["wrong type", "out of range", "missing", "null", "extra", "not a map"]
                                + (["token entry"] if "tokens" in spec else [])))
     if how == "not a map" or not names and how != "extra":
-        return draw(scalars | st.lists(values, max_size=4) | st.dictionaries(non_str_keys, values, min_size=1, max_size=3))
+        maps = st.dictionaries(non_str_keys, values, min_size=1, max_size=3)
+        return draw(scalars | st.lists(values, max_size=4) | maps)
     if how == "extra":
         key = draw(st.text(max_size=12).filter(lambda k: k not in spec) | non_str_keys)
         return args | {key: draw(values)}
@@ -604,9 +612,7 @@ def near_valid_args(draw: st.DrawFn, op: str) -> object:
     return args
 
 
-@st.composite
-def envelopes(draw: st.DrawFn) -> bytes:
-    doc: dict[Any, Any] = {}
+def _draw_id(draw: st.DrawFn, doc: dict[Any, Any]) -> None:
     id_kind = draw(st.sampled_from(["valid"] * 16 + ["value", "missing", "empty", "too long"]))
     if id_kind == "valid":
         doc["id"] = draw(st.text(min_size=1, max_size=MAX_ID_LEN))
@@ -616,6 +622,9 @@ def envelopes(draw: st.DrawFn) -> bytes:
         doc["id"] = ""
     elif id_kind == "too long":
         doc["id"] = "r" * (MAX_ID_LEN + draw(st.integers(1, 100)))
+
+
+def _draw_op(draw: st.DrawFn, doc: dict[Any, Any]) -> object:
     op_kind = draw(st.sampled_from(["real"] * 20 + ["text", "text", "value", "missing"]))
     op: object = None
     if op_kind == "real":
@@ -626,6 +635,14 @@ def envelopes(draw: st.DrawFn) -> bytes:
         op = draw(values)
     if op_kind != "missing":
         doc["op"] = op
+    return op
+
+
+@st.composite
+def envelopes(draw: st.DrawFn) -> bytes:
+    doc: dict[Any, Any] = {}
+    _draw_id(draw, doc)
+    op = _draw_op(draw, doc)
     args_kind = draw(st.sampled_from(["near valid"] * 8 + ["value", "missing"]))
     if args_kind == "near valid" and isinstance(op, str) and op in SPECS:
         doc["args"] = draw(near_valid_args(op))
@@ -673,7 +690,7 @@ def test_envelopes_with_near_valid_args_get_documented_replies(harness: Harness,
 
 def test_the_fuzzed_controller_is_still_serving(harness: Harness) -> None:
     """After the fuzzing (whatever order the tests run in): a plain request still works."""
-    labels = harness.run([json.dumps({"id": "after-fuzz", "op": "get_state"}).encode()])
+    labels = harness.run([as_json(envelope("after-fuzz", "get_state"))])
     assert labels == ["get_state: ok, nothing done"]
     harness.check_alive()
 
@@ -692,10 +709,9 @@ async def own_controller(tmp_path: Path) -> Any:  # noqa: ANN401
 
 
 async def execute(running: Running, payload: bytes) -> dict[str, object]:
-    try:
-        request = parse_request(payload, MAX_PAYLOAD)
-    except BadRequest as exc:
-        return error_reply(exc.request_id, exc.op, "bad_request", str(exc))
+    request = parsed(payload)
+    if isinstance(request, BadRequest):
+        return error_reply(request.request_id, request.op, "bad_request", str(request))
     reply = await running.controller._execute(request, asyncio.get_running_loop().time(), utc_now())  # noqa: SLF001
     assert isinstance(reply, dict)
     return reply
@@ -725,7 +741,8 @@ async def test_overflowing_number_or_time_is_invalid_args(tmp_path: Path, body: 
     async with own_controller(tmp_path) as running:
         for codec, payload in (("json", as_json({"id": "ovf-j"} | body)), ("cbor", as_cbor({"id": "ovf-c"} | body))):
             reply = await execute(running, payload)
-            assert reply["ok"] is False and reply["error"]["code"] == "invalid_args", (codec, reply)  # type: ignore[index]
+            assert reply["ok"] is False, (codec, reply)
+            assert reply["error"]["code"] == "invalid_args", (codec, reply)  # type: ignore[index]
 
 
 SURROGATE_CASES = {

@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.program import REPO
+
 PYMODBUS_HOME = REPO / "hal" / "meter_modbus.py"
 
 

@@ -12,19 +12,18 @@ import pytest
 
 from firmware.core.errors import HardwareError
 from hal.protocols import MeterSample
-from hal.sim import SimBoard
-from tests.integration.conftest import (
-    LOCAL_LIST,
-    Broker,
+from tests.support.backend import (
     SyncSubscriber,
     backend_for,
     new_charger_id,
     root_of,
-    start_controller,
     wait_event,
+    wait_online,
     wait_status,
-    write_config,
 )
+from tests.support.broker import Broker
+from tests.support.builders import LOCAL_LIST, LOCAL_TOKEN, evse, evses
+from tests.support.controller import plugged, start_controller, write_config
 
 pytestmark = pytest.mark.integration
 CPS = {"A", "B", "C", "D", "E", "F"}
@@ -42,7 +41,7 @@ async def test_the_first_state_document_has_cp_and_pp_as_measured(broker: Broker
     config = write_config(tmp_path, broker.port, charger_id=charger_id)
     sub = SyncSubscriber(broker.port, f"{root}/#")
     try:
-        running = await start_controller(config, prepare=lambda sim: sim.plug(1, "B", pp_ohms=680.0))
+        running = await start_controller(config, prepare=plugged(1, "B", pp_ohms=680.0))
         try:
             await asyncio.sleep(0)
             assert running.controller.charger.evses[1].cp is not None  # measured before `ready`
@@ -69,7 +68,7 @@ async def test_cp_is_never_null_through_faults_and_sessions(broker: Broker, tmp_
         running = await start_controller(config)
         try:
             async with backend_for(broker.port, root) as backend:
-                await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online"), 10)
+                await wait_online(backend, 10)
                 await backend.ok("set_local_auth_list", LOCAL_LIST)
                 for args in ({"cp": "B"}, {"cp": "C"}, {"cp": "E"}, {"cp": "B"}, {"cp": "B", "diode_ok": False},
                              {"cp": "A"}):
@@ -116,13 +115,11 @@ async def test_energy_in_session_started_comes_from_a_reading(broker: Broker, tm
     offers nothing; the session that starts once it answers carries the meter's energy, not 0.0."""
     charger_id = new_charger_id()
     root = root_of(charger_id)
-    evses = ('[[evse]]\nid = 1\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
-             "meter_stale_after_s = 0.3\n")
-    config = write_config(tmp_path, broker.port, charger_id=charger_id, evses=evses)
+    config = write_config(tmp_path, broker.port, charger_id=charger_id, evses=evse(1, meter_stale_after_s=0.3))
     meter = SlowFirstMeter(asyncio.get_running_loop().time() + 1.0, energy_wh=4321.5)
     sub = SyncSubscriber(broker.port, f"{root}/#")
     try:
-        running = await start_controller(config, meters={1: meter}, prepare=lambda sim: sim.plug(1, "B"))
+        running = await start_controller(config, meters={1: meter}, prepare=plugged(1, "B"))
         try:
             async with backend_for(broker.port, root) as backend:
                 await wait_status(backend, 1, "Faulted")
@@ -145,16 +142,11 @@ async def test_a_dead_meter_delays_online_only_by_its_timeout(broker: Broker, tm
     tried at once), both EVSEs Faulted with MeterLost, and no session without a reading."""
     charger_id = new_charger_id()
     root = root_of(charger_id)
-    evses = "".join(f'[[evse]]\nid = {i}\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
-                    "meter_stale_after_s = 0.5\n" for i in (1, 2))
-    config = write_config(tmp_path, broker.port, charger_id=charger_id, evses=evses)
-
-    def plug(sim: SimBoard) -> None:
-        sim.plug(1, "B")
-
+    config = write_config(tmp_path, broker.port, charger_id=charger_id, evses=evses(1, 2, meter_stale_after_s=0.5))
     loop = asyncio.get_running_loop()
     started_at = loop.time()
-    running = await start_controller(config, meters={1: DeadMeter(), 2: DeadMeter()}, prepare=plug)
+    running = await start_controller(config, meters={1: DeadMeter(), 2: DeadMeter()},
+                                     prepare=plugged(1, "B"))
     try:
         ready_s = loop.time() - started_at
         assert 0.45 < ready_s < 1.5, ready_s
@@ -164,7 +156,7 @@ async def test_a_dead_meter_delays_online_only_by_its_timeout(broker: Broker, tm
                 assert state["errors"] == ["MeterLost"]
             await asyncio.sleep(0.2)
             assert "SessionStarted" not in backend.event_names(1)
-            reply = await backend.ok("authorize", {"id_token": "04A2B3C4", "evse_id": 2})
+            reply = await backend.ok("authorize", {"id_token": LOCAL_TOKEN, "evse_id": 2})
             assert reply["status"] != "Accepted" or "SessionStarted" not in backend.event_names(2)
             assert json.dumps(backend.events()).count("energy_Wh_import") == 0
     finally:

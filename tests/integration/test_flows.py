@@ -4,64 +4,28 @@ authorization through the backend, expiry, faults."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
-    LOCAL_LIST,
-    LOCAL_TOKEN,
-    Backend,
-    Broker,
-    Running,
-    charger_and_backend,
-    in_s,
-    parse_time,
-    rfc3339,
-    wait_event,
-    wait_status,
-    wait_update,
-)
+from tests.support.backend import Backend, wait_event, wait_status, wait_update
+from tests.support.broker import Broker
+from tests.support.builders import LOCAL_LIST, LOCAL_TOKEN, evse, evses, in_s, parse_time, rfc3339
+from tests.support.codec import as_json
+from tests.support.controller import Running, charger_and_backend
+from tests.support.flows import plug, plug_and_charge
+from tests.support.polling import stays
 
 pytestmark = pytest.mark.integration
 
-EVSE = '[[evse]]\nid = {id}\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
-TWO_EVSES = EVSE.format(id=1) + EVSE.format(id=2)
-
-
-def durable(backend: Backend) -> list[dict[str, Any]]:
-    """SessionEvents and ReservationUpdateStatus in the order they arrived."""
-    return [v for t, v in backend.messages
-            if (t.endswith("/session") or t == f"{backend.root}/reservation") and isinstance(v, dict)]
+TWO_EVSES = evses(1, 2)
 
 
 def assert_seq_gapless(backend: Backend) -> None:
-    seqs = [m["seq"] for m in durable(backend)]
+    seqs = [m["seq"] for m in backend.durable()]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
-
-
-async def plug_and_charge(backend: Backend, token: str = LOCAL_TOKEN, evse_id: int = 1) -> None:
-    """Plug in, present `token` at the reader (it must be accepted), request power: Charging."""
-    await backend.ok("sim_plug", {"evse_id": evse_id, "cp": "B"})
-    await wait_status(backend, evse_id, "Preparing")
-    await backend.ok("sim_token", {"evse_id": evse_id, "id_token": token})
-    await backend.wait_for(lambda: ((backend.state(evse_id) or {}).get("session") or {}).get("id_token") is not None)
-    await backend.ok("sim_plug", {"evse_id": evse_id, "cp": "C"})
-    await wait_status(backend, evse_id, "Charging")
-
-
-async def stays(predicate: Any, seconds: float, step: float = 0.01) -> bool:  # noqa: ANN401
-    """True if `predicate()` holds at every check for `seconds`."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        if not predicate():
-            return False
-        await asyncio.sleep(step)
-    return bool(predicate())
 
 
 # --- charging ------------------------------------------------------------------------------------
@@ -84,8 +48,7 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
     await backend.ok("sim_token", {"evse_id": 1, "id_token": LOCAL_TOKEN})  # the RFID reader
     await backend.wait_for(lambda: ((backend.state(1) or {}).get("session") or {}).get("id_token") == "04A2****")
     assert not sim.relay_commanded(1)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    state = await wait_status(backend, 1, "Charging")
+    state = await plug(backend, 1, "C", "Charging")
     assert state["relay_closed"] is True
     assert sim.relay_commanded(1)
     assert state["offered_a"] == 32
@@ -108,17 +71,14 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
     assert sample["current_A"] == [16, 16, 16]
     parse_time(sample["timestamp"])
 
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})  # the EV pauses
-    state = await wait_status(backend, 1, "SuspendedEV")
+    state = await plug(backend, 1, "B", "SuspendedEV")  # the EV pauses
     await wait_event(backend, 1, "ChargingPausedEV")
     assert state["relay_closed"] is False
     assert not sim.relay_commanded(1)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})  # and resumes
-    await wait_status(backend, 1, "Charging")
+    await plug(backend, 1, "C", "Charging")  # and resumes
     await wait_event(backend, 1, "ChargingResumed")
     assert sim.relay_commanded(1)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})  # the EV is full: stops drawing, then unplugged
-    await wait_status(backend, 1, "SuspendedEV")
+    await plug(backend, 1, "B", "SuspendedEV")  # the EV is full: stops drawing, then unplugged
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "A"})
     finished = await wait_event(backend, 1, "SessionFinished")
     await wait_status(backend, 1, "Available")
@@ -128,7 +88,7 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
     names = [e["event"] for e in backend.events(1) if e["uuid"] == started["uuid"]]
     assert names == ["SessionStarted", "AuthRequired", "ChargingStarted", "ChargingPausedEV", "ChargingResumed",
                      "ChargingPausedEV", "SessionFinished"], names
-    for event in durable(backend):
+    for event in backend.durable():
         assert {"timestamp", "seq"} <= set(event)
         parse_time(event["timestamp"])
     for event in backend.events():
@@ -141,8 +101,7 @@ async def test_charging_flow(charger: tuple[Running, Backend]) -> None:
 async def test_unplug_under_load(charger: tuple[Running, Backend]) -> None:
     """The cable pulled while the EV draws current (C -> A): the relay opens, the session finishes."""
     running, backend = charger
-    await backend.ok("set_local_auth_list", LOCAL_LIST)
-    await plug_and_charge(backend)
+    await plug_and_charge(running, backend, local_list=LOCAL_LIST)
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "A"})
     await wait_event(backend, 1, "SessionFinished")
     state = await wait_status(backend, 1, "Available")
@@ -171,8 +130,7 @@ async def test_reservation_lock_out(charger: tuple[Running, Backend]) -> None:
     assert start["reservation_start"]["reservation_id"] == 1
     assert start["reservation_start"]["id_tag"] == "AA11"
 
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-    await wait_status(backend, 1, "Preparing")
+    await plug(backend, 1, "B", "Preparing")
     await backend.ok("sim_token", {"evse_id": 1, "id_token": LOCAL_TOKEN})
     await wait_event(backend, 1, "ReservationAuthtokenMismatch")
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
@@ -223,8 +181,7 @@ async def test_parent_token_from_local_list_uses_the_reservation(charger: tuple[
     await wait_update(backend, "Used", 4)
     end = await wait_event(backend, 1, "ReservationEnd")
     assert end["reservation_end"]["reason"] == "UsedToStartCharging"
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    state = await wait_status(backend, 1, "Charging")
+    state = await plug(backend, 1, "C", "Charging")
     assert state["session"]["reservation_id"] == 4
     assert "ReservationAuthtokenMismatch" not in backend.event_names(1)
     assert not [m for t, m in backend.messages if t.endswith("/auth/request")]  # decided locally
@@ -310,7 +267,7 @@ async def answer_auth(backend: Backend, status: str, after: int = 0, **extra: An
 
     (request,) = await backend.wait_for(requests)
     await backend.client.publish(f"{backend.root}/auth/response",
-                                 json.dumps({"id": request["id"], "status": status} | extra).encode(), qos=1)
+                                 as_json({"id": request["id"], "status": status} | extra), qos=1)
     return request  # type: ignore[no-any-return]
 
 
@@ -325,8 +282,7 @@ async def test_backend_auth_accepts_unknown_token(charger: tuple[Running, Backen
     assert isinstance(request["id"], str)
     assert request["id"]
     await backend.wait_for(lambda: ((backend.state(1) or {}).get("session") or {}).get("id_token") == "UNKN****")
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    await wait_status(backend, 1, "Charging")
+    await plug(backend, 1, "C", "Charging")
 
 
 async def test_backend_auth_answers_the_authorize_op(charger: tuple[Running, Backend]) -> None:
@@ -371,8 +327,7 @@ async def test_backend_silent_accept_all_accepts(broker: Broker, tmp_path: Path)
         await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
         reply = await backend.request("authorize", {"id_token": "NOANSWER", "evse_id": 1}, timeout=5)
         assert reply["result"] == {"status": "Accepted", "evse_id": 1, "reservation_id": None}
-        await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-        await wait_status(backend, 1, "Charging")
+        await plug(backend, 1, "C", "Charging")
         assert running.sim.relay_commanded(1)
 
 
@@ -383,8 +338,7 @@ async def test_authorize_without_evse_picks_the_waiting_ev(broker: Broker, tmp_p
         await wait_event(backend, 2, "AuthRequired")
         result = await backend.ok("authorize", {"id_token": LOCAL_TOKEN})
         assert result == {"status": "Accepted", "evse_id": 2, "reservation_id": None}
-        await backend.ok("sim_plug", {"evse_id": 2, "cp": "C"})
-        await wait_status(backend, 2, "Charging")
+        await plug(backend, 2, "C", "Charging")
         assert (backend.state(1) or {})["status"] == "Available"
 
 
@@ -394,8 +348,7 @@ async def test_authorize_without_evse_holds_the_token_for_the_next_plug_in(charg
     result = await backend.ok("authorize", {"id_token": LOCAL_TOKEN})
     assert result == {"status": "Accepted", "evse_id": None, "reservation_id": None}
     assert backend.events(1) == []  # no session yet
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    state = await wait_status(backend, 1, "Charging")
+    state = await plug(backend, 1, "C", "Charging")
     assert state["session"]["id_token"] == "04A2****"
     assert running.sim.relay_commanded(1)
     started = await wait_event(backend, 1, "SessionStarted")
@@ -429,8 +382,7 @@ async def test_authorize_without_evse_no_evse_available(charger: tuple[Running, 
 
 async def test_rcd_fault_while_charging(charger: tuple[Running, Backend]) -> None:
     running, backend = charger
-    await backend.ok("set_local_auth_list", LOCAL_LIST)
-    await plug_and_charge(backend)
+    await plug_and_charge(running, backend, local_list=LOCAL_LIST)
     await backend.ok("sim_fault", {"evse_id": 1, "fault": "rcd", "active": True})
     state = await wait_status(backend, 1, "Faulted")
     assert not running.sim.relay_commanded(1)
@@ -465,8 +417,7 @@ async def test_fault_removes_the_evse_reservation(charger: tuple[Running, Backen
 
 async def test_welded_relay(charger: tuple[Running, Backend]) -> None:
     running, backend = charger
-    await backend.ok("set_local_auth_list", LOCAL_LIST)
-    await plug_and_charge(backend)
+    await plug_and_charge(running, backend, local_list=LOCAL_LIST)
     await backend.ok("sim_fault", {"evse_id": 1, "fault": "relay_welded", "active": True})
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})  # the relay is commanded open, but stays closed
     state = await wait_status(backend, 1, "Faulted", timeout=3)
@@ -478,10 +429,8 @@ async def test_welded_relay(charger: tuple[Running, Backend]) -> None:
 
 
 async def test_meter_lost(broker: Broker, tmp_path: Path) -> None:
-    evses = EVSE.format(id=1) + "meter_stale_after_s = 0.2\n"
-    async with charger_and_backend(broker, tmp_path, evses=evses) as (running, backend):
-        await backend.ok("set_local_auth_list", LOCAL_LIST)
-        await plug_and_charge(backend)
+    async with charger_and_backend(broker, tmp_path, evses=evse(1, meter_stale_after_s=0.2)) as (running, backend):
+        await plug_and_charge(running, backend, local_list=LOCAL_LIST)
         await backend.ok("sim_fault", {"evse_id": 1, "fault": "meter_lost", "active": True})
         state = await wait_status(backend, 1, "Faulted", timeout=4)
         assert state["errors"] == ["MeterLost"]

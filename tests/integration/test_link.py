@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +15,23 @@ import pytest
 
 from firmware.core.events import Status
 from firmware.core.pilot import current_to_duty
-from tests.integration.conftest import (
-    LOCAL_LIST,
-    LOCAL_TOKEN,
+from tests.support.backend import (
     Backend,
-    Broker,
-    Running,
     SyncSubscriber,
-    as_json,
     backend_for,
-    body,
     new_charger_id,
     root_of,
-    start_controller,
+    wait_online,
     wait_status,
-    write_config,
 )
+from tests.support.broker import Broker, running_broker
+from tests.support.builders import LOCAL_LIST
+from tests.support.codec import as_json, decode, envelope
+from tests.support.controller import Running, start_controller, write_config
+from tests.support.flows import plug_and_charge
+from tests.support.polling import until
 
 pytestmark = pytest.mark.integration
-
-
-async def until(predicate: Callable[[], Any], timeout: float, step: float = 0.01) -> Any:  # noqa: ANN401
-    """Poll `predicate` (for conditions no backend message announces, e.g. while the broker is down)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if loop.time() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
 
 
 def controller_socket(running: Running) -> socket.socket:
@@ -57,7 +43,7 @@ def controller_socket(running: Running) -> socket.socket:
 
 
 def statuses(backend: Backend) -> list[Any]:
-    return [v for t, v in backend.messages if t == f"{backend.root}/status"]
+    return backend.on("status")
 
 
 @contextlib.asynccontextmanager
@@ -78,8 +64,8 @@ async def test_will_is_offline(charger: tuple[Running, Backend]) -> None:
     before = len(statuses(backend))
     controller_socket(running).shutdown(socket.SHUT_RDWR)  # the connection dies without DISCONNECT
     await backend.wait_for(lambda: any(s == {"online": False} for s in statuses(backend)[before:]))
-    will = next(p for t, p, r, _ in backend.raw if t == f"{backend.root}/status" and backend.decode(p)["online"] is False)
-    assert will == b'{"online":false}' or backend.decode(will) == {"online": False}
+    will = next(p for t, p, r, _ in backend.raw if t == f"{backend.root}/status" and decode(p)["online"] is False)
+    assert will == b'{"online":false}' or decode(will) == {"online": False}
     # reconnecting: test_reconnects_quickly_after_abrupt_loss and test_broker_restart
 
 
@@ -91,7 +77,7 @@ async def test_reconnects_quickly_after_abrupt_loss(charger: tuple[Running, Back
     await backend.wait_for(lambda: any(s == {"online": False} for s in statuses(backend)[before:]))
     assert not [r for r in caplog.records if "crashed" in r.getMessage()]
     # reconnect_max_s is 0.5 in the tests: back well within 1.5 s
-    await backend.wait_for(lambda: statuses(backend)[-1].get("online") is True, 1.5)
+    await wait_online(backend, 1.5)
 
 
 async def test_request_right_after_online_is_answered(broker: Broker, tmp_path: Path) -> None:
@@ -103,9 +89,9 @@ async def test_request_right_after_online_is_answered(broker: Broker, tmp_path: 
 
         def on_message(topic: str, payload: bytes) -> None:
             # publish the request the moment online:true arrives, before the test even looks
-            if topic == f"{root}/status" and Backend.decode(payload).get("online") is True and not sent:
+            if topic == f"{root}/status" and decode(payload).get("online") is True and not sent:
                 sent.append("first")
-                asyncio.get_running_loop().create_task(backend.send_raw(as_json(body("first", "get_state"))))
+                asyncio.get_running_loop().create_task(backend.send_raw(as_json(envelope("first", "get_state"))))
 
         backend.hooks.append(on_message)
         running = await start_controller(config)
@@ -135,7 +121,7 @@ async def test_broker_restart(own_broker: Broker, tmp_path: Path) -> None:
     link = running.controller.link
     try:
         async with quiet_backend(own_broker.port, root) as backend:
-            await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online") is True)
+            await wait_online(backend)
             await backend.ok("set_local_auth_list", LOCAL_LIST)
             await backend.ok("reserve_now", {"reservation_id": 1, "id_token": "AA11", "evse_id": 1,
                                              "expiry_time": "2099-01-01T00:00:00Z"})
@@ -147,14 +133,7 @@ async def test_broker_restart(own_broker: Broker, tmp_path: Path) -> None:
         await until(lambda: not link.connected.is_set(), 5)
 
         # while the broker is down: a whole session start, decided on the local list
-        sim = running.sim
-        sim.plug(1, "B")
-        await until(lambda: running.controller.charger.status(1) is Status.PREPARING, 3)
-        sim.token(1, LOCAL_TOKEN)
-        await until(lambda: running.controller.charger.evses[1].session is not None
-                    and running.controller.charger.evses[1].session.authorized, 3)
-        sim.plug(1, "C")
-        await until(lambda: running.controller.charger.status(1) is Status.CHARGING, 3)
+        await plug_and_charge(running)  # on the board: LOCAL_TOKEN is in the local list
         # the core commits a step's events right after carrying out its outputs: wait for that
         await until(lambda: len(running.controller.store.pending()) >= 3, 3)
         pending = running.controller.store.pending()
@@ -174,7 +153,7 @@ async def test_broker_restart(own_broker: Broker, tmp_path: Path) -> None:
             subscriber.close()
 
         async with quiet_backend(own_broker.port, root) as fresh:  # sees the republished retained documents
-            await fresh.wait_for(lambda: (fresh.retained.get(f"{root}/status") or {}).get("online") is True)
+            await wait_online(fresh)
             await wait_status(fresh, 1, "Charging")
             retained = {t for t, _, _, r in fresh.raw if r}
             assert {f"{root}/status", f"{root}/evse/1/state"} <= retained
@@ -195,12 +174,8 @@ async def test_fallback_current_on_link_loss(own_broker: Broker, tmp_path: Path)
     loop = asyncio.get_running_loop()
     try:
         async with quiet_backend(own_broker.port, root) as backend:
-            await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online") is True)
-            await backend.ok("set_local_auth_list", LOCAL_LIST)
-            await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-            await backend.ok("sim_token", {"evse_id": 1, "id_token": LOCAL_TOKEN})
-            await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-            state = await wait_status(backend, 1, "Charging")
+            await wait_online(backend)
+            state = await plug_and_charge(running, backend, local_list=LOCAL_LIST)
             assert state["offered_a"] == 32
             assert sim.duty_pct(1) == current_to_duty(32)
             own_broker.stop()
@@ -231,7 +206,7 @@ async def test_no_broker_at_start(broker: Broker, tmp_path: Path, caplog: pytest
     async with backend_for(broker.port, root) as backend:
         running = await start_controller(config)
         try:
-            await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online") is True)
+            await wait_online(backend)
             await backend.ok("set_local_auth_list", LOCAL_LIST)
         finally:
             await running.stop()
@@ -243,13 +218,8 @@ async def test_no_broker_at_start(broker: Broker, tmp_path: Path, caplog: pytest
     config = write_config(tmp_path, late.port, charger_id=charger_id)
     running = await start_controller(config)
     try:
-        charger, sim = running.controller.charger, running.sim
-        sim.plug(1, "B")
-        await until(lambda: charger.status(1) is Status.PREPARING, 3)
-        sim.token(1, LOCAL_TOKEN)
-        sim.plug(1, "C")
-        await until(lambda: charger.status(1) is Status.CHARGING, 3)
-        assert sim.relay_commanded(1)
+        await plug_and_charge(running)  # on the board: LOCAL_TOKEN is in the local list
+        assert running.sim.relay_commanded(1)
 
         def records(level: int, text: str) -> list[logging.LogRecord]:
             return [r for r in caplog.records if r.name == "firmware.mqtt" and r.levelno == level
@@ -259,16 +229,15 @@ async def test_no_broker_at_start(broker: Broker, tmp_path: Path, caplog: pytest
         assert len(records(logging.WARNING, "unreachable")) == 1
         assert not running.controller.link.connected.is_set()
 
-        late.start()
-        try:
-            async with backend_for(late.port, root) as backend:
-                await backend.wait_for(lambda: (backend.retained.get(f"{root}/status") or {}).get("online") is True, 5)
-                await wait_status(backend, 1, "Charging")
-                assert await backend.ok("get_state")
-            assert len(records(logging.WARNING, "unreachable")) == 1
-        finally:
-            await running.stop()
-            late.stop()
+        with running_broker(late):
+            try:
+                async with backend_for(late.port, root) as backend:
+                    await wait_online(backend)
+                    await wait_status(backend, 1, "Charging")
+                    assert await backend.ok("get_state")
+                assert len(records(logging.WARNING, "unreachable")) == 1
+            finally:
+                await running.stop()
     finally:
         await running.stop()  # (again: a no-op when it already stopped)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,27 +17,15 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from tests.integration.conftest import (
-    Backend,
-    Broker,
-    Running,
-    SlowStore,
-    backend_for,
-    new_charger_id,
-    root_of,
-    start_controller,
-    write_config,
-)
+from tests.support.backend import Backend, backend_for, new_charger_id, root_of, wait_online
+from tests.support.broker import Broker
+from tests.support.codec import as_json, envelope
+from tests.support.controller import Running, start_controller, write_config
+from tests.support.store import SlowStore
 
 pytestmark = pytest.mark.integration
 
 STORM = 400
-
-
-async def _online(backend: Backend, boot_id: str, timeout: float = 15.0) -> None:
-    status = f"{backend.root}/status"
-    await backend.wait_for(lambda: (backend.retained.get(status) or {}).get("online") is True
-                           and backend.retained[status].get("boot_id") == boot_id, timeout)
 
 
 async def _publish_storm(backend: Backend, bodies: list[bytes]) -> None:
@@ -78,10 +65,10 @@ async def test_kill_broker_under_a_storm_of_durable_requests(own_broker: Broker,
     executed_before = running.controller.ops_executed
     try:
         for round_ in range(3):
-            bodies = {f"s{round_}-{i}": json.dumps({"id": f"s{round_}-{i}", "op": "set_max_current", "args": {
-                "evse_id": 1, "current_a": 6 + (i % 27)}}).encode() for i in range(STORM)}
+            bodies = {f"s{round_}-{i}": as_json(envelope(f"s{round_}-{i}", "set_max_current", {
+                "evse_id": 1, "current_a": 6 + (i % 27)})) for i in range(STORM)}
             async with backend_for(own_broker.port, root) as backend:
-                await _online(backend, boot_id)
+                await wait_online(backend, 15, boot_id=boot_id)
                 storm = asyncio.create_task(_publish_storm(backend, list(bodies.values())))
                 await backend.wait_for(lambda: len(backend.replies) >= STORM // 8, 10)
                 own_broker.kill()  # requests still waiting for their commit, replies unsent
@@ -90,7 +77,7 @@ async def test_kill_broker_under_a_storm_of_durable_requests(own_broker: Broker,
             await asyncio.sleep(0.3)
             own_broker.start()
             async with backend_for(own_broker.port, root) as backend:
-                await _online(backend, boot_id)  # by itself, same process
+                await wait_online(backend, 15, boot_id=boot_id)  # by itself, same process
                 mark = len(backend.all_replies())
                 for payload in bodies.values():
                     await backend.send_raw(payload)
@@ -117,10 +104,10 @@ async def test_kill_broker_while_authorize_waits_for_the_backend(own_broker: Bro
     root = root_of(charger_id)
     running = await start_controller(config)
     boot_id = running.controller.boot_id
-    request = json.dumps({"id": "auth-1", "op": "authorize", "args": {"id_token": "CAFE01", "evse_id": 1}}).encode()
+    request = as_json(envelope("auth-1", "authorize", {"id_token": "CAFE01", "evse_id": 1}))
     try:
         async with backend_for(own_broker.port, root) as backend:
-            await _online(backend, boot_id)
+            await wait_online(backend, 15, boot_id=boot_id)
             await backend.send_raw(request)
             await backend.wait_for(lambda: backend.raw_on("auth/request"), 5)  # the controller asks; nobody answers
             own_broker.kill()
@@ -128,7 +115,7 @@ async def test_kill_broker_while_authorize_waits_for_the_backend(own_broker: Bro
         assert not running.task.done(), "the broker's death stopped the controller"
         own_broker.start()
         async with backend_for(own_broker.port, root) as backend:
-            await _online(backend, boot_id)
+            await wait_online(backend, 15, boot_id=boot_id)
             executed = running.controller.ops_executed
             mark = len(backend.all_replies())
             await backend.send_raw(request)  # QoS 1 redelivery of the same id

@@ -19,7 +19,10 @@ from typing import Any
 import cbor2
 import pytest
 
-from tests.integration.conftest import LOCAL_LIST, Backend, Running
+from tests.support.backend import Backend
+from tests.support.builders import LOCAL_LIST
+from tests.support.codec import encode
+from tests.support.controller import Running
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +57,6 @@ WRONG: dict[str, list[Any]] = {  # never None: a null optional field means "abse
     "list": ["[]", 0, {"tokens": []}, True],
 }
 WRONG_ENVELOPE = [5, 1.5, True, ["x"], {"x": 1}, None]
-
-
-def encode(codec: str, value: Any) -> bytes:  # noqa: ANN401
-    return json.dumps(value).encode() if codec == "json" else cbor2.dumps(value)
 
 
 def valid_request(rng: random.Random, n: int) -> tuple[str, dict[str, Any]]:

@@ -18,25 +18,13 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.integration.conftest import (
-    BLOCKED_TOKEN,
-    LOCAL_LIST,
-    LOCAL_TOKEN,
-    Backend,
-    Broker,
-    Running,
-    as_cbor,
-    as_json,
-    body,
-    charger_and_backend,
-    in_s,
-    parse_time,
-    raw_reply,
-    stored_bytes,
-    stored_state,
-    wait_event,
-    wait_status,
-)
+from tests.support.backend import Backend, raw_reply, wait_event, wait_status
+from tests.support.broker import Broker
+from tests.support.builders import BLOCKED_TOKEN, LOCAL_LIST, LOCAL_TOKEN, in_s, parse_time
+from tests.support.codec import as_cbor, as_json, decode, envelope
+from tests.support.controller import Running, charger_and_backend
+from tests.support.flows import plug, plug_and_charge
+from tests.support.store import stored_bytes, stored_state
 
 pytestmark = pytest.mark.integration
 
@@ -195,12 +183,8 @@ async def test_set_enabled(charger: tuple[Running, Backend]) -> None:
 
 
 async def test_set_enabled_stops_a_running_session(charger: tuple[Running, Backend]) -> None:
-    _, backend = charger
-    await backend.ok("set_local_auth_list", LOCAL_LIST)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-    await backend.ok("authorize", {"id_token": LOCAL_TOKEN, "evse_id": 1})
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    await wait_status(backend, 1, "Charging")
+    running, backend = charger
+    await plug_and_charge(running, backend, local_list=LOCAL_LIST, authorize=True)
     assert await backend.ok("set_enabled", {"evse_id": 1, "enabled": False}) is True
     await wait_event(backend, 1, "SessionCancelled")
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
@@ -209,16 +193,11 @@ async def test_set_enabled_stops_a_running_session(charger: tuple[Running, Backe
 
 async def test_unlock_connector(charger: tuple[Running, Backend]) -> None:
     running, backend = charger
-    await backend.ok("set_local_auth_list", LOCAL_LIST)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-    await backend.ok("authorize", {"id_token": LOCAL_TOKEN, "evse_id": 1})
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    await wait_status(backend, 1, "Charging")
+    await plug_and_charge(running, backend, local_list=LOCAL_LIST, authorize=True)
     assert running.sim.locked(1)
     assert await backend.ok("unlock_connector", {"evse_id": 1}) is False  # charging: refused
     assert running.sim.locked(1)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})  # EV pauses: relay opens
-    await wait_status(backend, 1, "SuspendedEV")
+    await plug(backend, 1, "B", "SuspendedEV")  # EV pauses: relay opens
     assert await backend.ok("unlock_connector", {"evse_id": 1}) is True
     assert not running.sim.locked(1)
     cancelled = await wait_event(backend, 1, "SessionCancelled")
@@ -465,7 +444,7 @@ def settled(state: dict[str, Any]) -> dict[str, Any]:
         "evses": [{k: v for k, v in e.items() if k not in ("cp", "updated_at")} for e in state["evses"]]}
 
 
-@pytest.mark.parametrize("op, args", [
+@pytest.mark.parametrize(("op", "args"), [
     ("sim_plug", {"evse_id": 1, "cp": "B"}),
     ("sim_token", {"evse_id": 1, "id_token": "AA11"}),
     ("sim_fault", {"evse_id": 1, "fault": "rcd", "active": True}),
@@ -475,7 +454,8 @@ async def test_sim_ops_unsupported_on_real_hardware(broker: Broker, tmp_path: Pa
                                                     args: dict[str, Any]) -> None:
     async with charger_and_backend(broker, tmp_path, sim_ops=False) as (running, backend):
         reply = await backend.request(op, args)
-        assert reply["ok"] is False and reply["error"]["code"] == "unsupported", reply
+        assert reply["ok"] is False, reply
+        assert reply["error"]["code"] == "unsupported", reply
         assert running.sim.ev(1).cp == "A"
         assert running.sim.faults(1) == frozenset()
         assert await backend.ok("get_state")  # the other ops work
@@ -493,7 +473,7 @@ async def test_reply_in_the_request_codec(charger: tuple[Running, Backend]) -> N
     await backend.request("no_such_op", request_id="err-cbor", codec="cbor")
     raw = {}
     for payload in backend.raw_on("reply"):
-        value = cbor2.loads(payload) if payload[:1] != b"{" else json.loads(payload)
+        value = decode(payload)
         raw[value["id"]] = payload
     assert raw["as-cbor"][:1] != b"{"
     assert cbor2.loads(raw["as-cbor"])["ok"] is True
@@ -513,7 +493,7 @@ async def test_mqtt5_response_topic_and_correlation_data(charger: tuple[Running,
     properties = Properties(PacketTypes.PUBLISH)
     properties.ResponseTopic = response_topic
     properties.CorrelationData = b"\x00corr-42\xff"
-    await backend.send_raw(as_json(body("with-props", "get_state")), properties=properties)
+    await backend.send_raw(as_json(envelope("with-props", "get_state")), properties=properties)
     await backend.wait_for(lambda: any(t == response_topic for t, *_ in backend.raw))
     (payload, props) = next((p, pr) for t, p, pr, _ in backend.raw if t == response_topic)
     assert json.loads(payload)["id"] == "with-props"
@@ -532,7 +512,7 @@ async def test_mqtt5_response_topic_and_correlation_data(charger: tuple[Running,
 
 async def test_duplicate_request_id_runs_once(charger: tuple[Running, Backend]) -> None:
     _, backend = charger
-    payload = as_json(body("dup-1", "reserve_now", reservation(5)))
+    payload = as_json(envelope("dup-1", "reserve_now", reservation(5)))
     await backend.send_raw(payload)
     await backend.send_raw(payload)
     await backend.wait_for(lambda: len([r for r in backend.all_replies() if r.get("id") == "dup-1"]) == 2)
@@ -557,7 +537,7 @@ async def test_duplicate_id_of_a_non_idempotent_op(charger: tuple[Running, Backe
     _, backend = charger
     await backend.ok("set_local_auth_list", LOCAL_LIST)
     await backend.ok("authorize", {"id_token": LOCAL_TOKEN, "evse_id": 1})
-    payload = as_cbor(body("stop-once", "stop_session", {"evse_id": 1}))
+    payload = as_cbor(envelope("stop-once", "stop_session", {"evse_id": 1}))
     await backend.send_raw(payload)
     await backend.send_raw(payload)
     await backend.wait_for(lambda: len([r for r in backend.all_replies() if r.get("id") == "stop-once"]) == 2)
@@ -574,7 +554,7 @@ async def test_durable_replies(charger: tuple[Running, Backend]) -> None:
 
     def on_message(topic: str, payload: bytes) -> None:
         if topic == f"{backend.root}/reply":
-            reply = Backend.decode(payload)
+            reply = decode(payload)
             seen[reply["id"]] = stored_state(state_dir)  # at the very moment the reply arrives
 
     backend.hooks.append(on_message)
@@ -599,7 +579,7 @@ async def test_durable_session_events_before_authorize_reply(charger: tuple[Runn
 
     def on_message(topic: str, payload: bytes) -> None:
         if topic == f"{backend.root}/reply":
-            journal[Backend.decode(payload)["id"]] = stored_bytes(state_dir)
+            journal[decode(payload)["id"]] = stored_bytes(state_dir)
 
     await backend.ok("set_local_auth_list", LOCAL_LIST)
     backend.hooks.append(on_message)

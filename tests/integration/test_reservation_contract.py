@@ -21,24 +21,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
-    Backend,
-    Broker,
-    charger_and_backend,
-    in_s,
-    parse_time,
-    rfc3339,
-    start_controller,
-    wait_event,
-    wait_status,
-    wait_update,
-)
+from tests.support.backend import Backend, wait_event, wait_status, wait_update
+from tests.support.broker import Broker
+from tests.support.builders import evses, in_s, parse_time, rfc3339
+from tests.support.controller import charger_and_backend, plugged, start_controller
+from tests.support.flows import plug
 
 pytestmark = pytest.mark.integration
 
-EVSE = '[[evse]]\nid = {id}\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
-TWO_EVSES = EVSE.format(id=1) + EVSE.format(id=2)
-FIVE_EVSES = "".join(EVSE.format(id=i) for i in range(1, 6))
+TWO_EVSES = evses(1, 2)
+FIVE_EVSES = evses(*range(1, 6))
 RESERVATION_EVENTS = ("ReservationStart", "ReservationEnd")
 
 
@@ -47,18 +39,23 @@ def reservation_events(backend: Backend, evse_id: int) -> list[dict[str, Any]]:
 
 
 def durable_seqs(backend: Backend) -> list[int]:
-    return sorted(v["seq"] for t, v in backend.messages
-                  if (t.endswith("/session") or t == f"{backend.root}/reservation") and isinstance(v, dict))
+    return sorted(m["seq"] for m in backend.durable())
 
 
-async def plug(backend: Backend, evse_id: int, cp: str, status: str) -> None:
-    await backend.ok("sim_plug", {"evse_id": evse_id, "cp": cp})
-    await wait_status(backend, evse_id, status)
-
-
-async def until(when: datetime, margin_s: float = 0.3) -> None:
+async def past(when: datetime, margin_s: float = 0.3) -> None:
     """Sleep until `margin_s` after `when` (the controller acts at `when`; nothing shows it here)."""
     await asyncio.sleep(max((when - datetime.now(UTC)).total_seconds(), 0) + margin_s)
+
+
+async def scheduled_while_busy(backend: Backend, reservation_id: int, start_in_s: float, expiry_time: str) -> None:
+    """An EV at EVSE 1 (Preparing), then a reservation of EVSE 1 from `start_in_s` on, Accepted (V5: it is
+    judged at start_time, not at acceptance); returns once start_time has passed."""
+    await plug(backend, 1, "B", "Preparing")
+    start = parse_time(in_s(start_in_s))
+    result = await backend.ok("reserve_now", {"reservation_id": reservation_id, "id_token": "AA11", "evse_id": 1,
+                                              "start_time": rfc3339(start), "expiry_time": expiry_time})
+    assert result["status"] == "Accepted"
+    await past(start)
 
 
 # --- G3: no hold blips ------------------------------------------------------------------------------
@@ -106,12 +103,7 @@ async def test_global_used_at_one_held_evse_leaves_the_other_hold_alone(broker: 
 
 async def test_scheduled_reservation_busy_at_start_waits_for_the_evse(broker: Broker, tmp_path: Path) -> None:
     async with charger_and_backend(broker, tmp_path) as (_, backend):
-        await plug(backend, 1, "B", "Preparing")
-        start = parse_time(in_s(1.0))
-        result = await backend.ok("reserve_now", {"reservation_id": 6, "id_token": "AA11", "evse_id": 1,
-                                                  "start_time": rfc3339(start), "expiry_time": in_s(60)})
-        assert result["status"] == "Accepted"
-        await until(start)
+        await scheduled_while_busy(backend, 6, 1.0, in_s(60))
         (entry,) = await backend.ok("list_reservations")
         assert entry["state"] == "Scheduled"
         state = (await backend.ok("get_state"))["evses"][0]
@@ -131,12 +123,8 @@ async def test_scheduled_reservation_busy_at_start_waits_for_the_evse(broker: Br
 async def test_scheduled_reservation_busy_until_expiry_ends_without_evse_events(broker: Broker,
                                                                                tmp_path: Path) -> None:
     async with charger_and_backend(broker, tmp_path) as (_, backend):
-        await plug(backend, 1, "B", "Preparing")
-        start, expiry = parse_time(in_s(0.8)), parse_time(in_s(2.0))
-        result = await backend.ok("reserve_now", {"reservation_id": 7, "id_token": "AA11", "evse_id": 1,
-                                                  "start_time": rfc3339(start), "expiry_time": rfc3339(expiry)})
-        assert result["status"] == "Accepted"
-        await until(start)
+        expiry = parse_time(in_s(2.0))
+        await scheduled_while_busy(backend, 7, 0.8, rfc3339(expiry))
         assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
         expired = await wait_update(backend, "Expired", 7, timeout=5)
         assert parse_time(expired["timestamp"]) >= expiry
@@ -208,15 +196,10 @@ async def test_scheduled_reservation_waiting_for_a_busy_evse_stays_scheduled_aft
         broker: Broker, tmp_path: Path) -> None:
     """The restored session makes the EVSE busy before the book judges its reservations (boot order)."""
     async with charger_and_backend(broker, tmp_path) as (running, backend):
-        await plug(backend, 1, "B", "Preparing")
-        start = parse_time(in_s(0.5))
-        result = await backend.ok("reserve_now", {"reservation_id": 8, "id_token": "AA11", "evse_id": 1,
-                                                  "start_time": rfc3339(start), "expiry_time": in_s(60)})
-        assert result["status"] == "Accepted"
-        await until(start)
+        await scheduled_while_busy(backend, 8, 0.5, in_s(60))
         assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]
         await running.stop()  # a clean stop; the EV stays plugged in
-        restarted = await start_controller(running.config, prepare=lambda sim: sim.plug(1, "B"))
+        restarted = await start_controller(running.config, prepare=plugged(1, "B"))
         try:
             await backend.wait_for(lambda: restarted.controller.link.connected.is_set(), 10)
             assert [e["state"] for e in await backend.ok("list_reservations")] == ["Scheduled"]

@@ -3,27 +3,22 @@ has seen the change (sampled, debounced, handled by the core, its events in the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import (
-    LOCAL_LIST,
-    LOCAL_TOKEN,
-    Backend,
-    Broker,
-    Running,
-    charger_and_backend,
-    stored_bytes,
-    wait_event,
-)
+from tests.support.backend import Backend, wait_event
+from tests.support.broker import Broker
+from tests.support.builders import LOCAL_LIST, LOCAL_TOKEN
+from tests.support.codec import as_json, decode, envelope
+from tests.support.controller import Running, charger_and_backend
+from tests.support.store import stored_bytes
 
 pytestmark = pytest.mark.integration
 
 
 def _request(request_id: str, op: str, **args: object) -> bytes:
-    return json.dumps({"id": request_id, "op": op, "args": args}).encode()
+    return as_json(envelope(request_id, op, args))
 
 
 async def test_plug_b_then_a_at_once_is_a_whole_short_session(charger: tuple[Running, Backend]) -> None:
@@ -45,7 +40,7 @@ async def test_a_sim_reply_follows_the_durable_events_it_caused(broker: Broker, 
 
         def on_message(topic: str, payload: bytes) -> None:
             if topic == f"{backend.root}/reply":
-                journal_at_reply[json.loads(payload)["id"]] = stored_bytes(tmp_path / "state")
+                journal_at_reply[decode(payload)["id"]] = stored_bytes(tmp_path / "state")
 
         backend.hooks.append(on_message)
         await backend.ok("set_local_auth_list", LOCAL_LIST)

@@ -9,38 +9,23 @@ out only once its own change is durable.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import (
-    LOCAL_LIST,
-    LOCAL_TOKEN,
-    Backend,
-    Broker,
-    Running,
-    SlowStore,
-    charger_and_backend,
-    stored_bytes,
-    stored_state,
-    wait_status,
-)
+from tests.support.backend import Backend
+from tests.support.broker import Broker
+from tests.support.builders import LOCAL_LIST
+from tests.support.codec import as_json, decode, envelope
+from tests.support.controller import charger_and_backend
+from tests.support.flows import plug_and_charge
+from tests.support.store import SlowStore, stored_bytes, stored_state
 
 pytestmark = pytest.mark.integration
 
 FSYNC_S = 0.3
 RELAY_OPEN_LIMIT_S = 0.1
-
-
-async def _charging(running: Running, backend: Backend) -> None:
-    await backend.ok("set_local_auth_list", LOCAL_LIST)
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-    await backend.ok("sim_token", {"evse_id": 1, "id_token": LOCAL_TOKEN})
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    await wait_status(backend, 1, "Charging")
-    assert running.sim.relay_commanded(1)
 
 
 async def _stream(backend: Backend, values: list[float], rate_hz: float) -> list[str]:
@@ -49,8 +34,7 @@ async def _stream(backend: Backend, values: list[float], rate_hz: float) -> list
     for i, value in enumerate(values):
         request_id = f"limit-{i}"
         ids.append(request_id)
-        await backend.send_raw(json.dumps({"id": request_id, "op": "set_max_current",
-                                           "args": {"evse_id": 1, "current_a": value}}).encode())
+        await backend.send_raw(as_json(envelope(request_id, "set_max_current", {"evse_id": 1, "current_a": value})))
         await asyncio.sleep(1 / rate_hz)
     return ids
 
@@ -59,7 +43,8 @@ async def test_relay_opens_within_100_ms_with_a_300_ms_fsync_under_a_request_str
         broker: Broker, tmp_path: Path) -> None:
     store = SlowStore(tmp_path / "state", fsync_s=FSYNC_S)
     async with charger_and_backend(broker, tmp_path, store=store) as (running, backend):
-        await _charging(running, backend)
+        await plug_and_charge(running, backend, local_list=LOCAL_LIST)
+        assert running.sim.relay_commanded(1)
         sim, loop = running.sim, asyncio.get_running_loop()
         values = [round(16 + (i % 10) * 0.5, 1) for i in range(150)]  # 3 s at 50/s
         stream = asyncio.create_task(_stream(backend, values, 50))
@@ -94,7 +79,7 @@ async def test_each_reply_waits_for_its_own_commit_and_the_queue_stays_short(bro
         def on_message(topic: str, payload: bytes) -> None:
             if topic != f"{backend.root}/reply":
                 return
-            reply: dict[str, Any] = json.loads(payload)
+            reply: dict[str, Any] = decode(payload)
             if str(reply.get("id", "")).startswith("limit-"):
                 durable_at_reply[reply["id"]] = stored_state(tmp_path / "state")["limits"]["1"]
 
@@ -115,8 +100,8 @@ async def test_a_sim_op_changes_the_world_at_once_behind_slow_commits(broker: Br
     store = SlowStore(tmp_path / "state", fsync_s=FSYNC_S)
     async with charger_and_backend(broker, tmp_path, store=store) as (running, backend):
         for i in range(5):
-            await backend.send_raw(json.dumps({"id": f"slow-{i}", "op": "set_max_current",
-                                               "args": {"evse_id": 1, "current_a": 10 + i}}).encode())
+            limit = {"evse_id": 1, "current_a": 10 + i}
+            await backend.send_raw(as_json(envelope(f"slow-{i}", "set_max_current", limit)))
         await backend.send_raw(b'{"id":"plug-now","op":"sim_plug","args":{"evse_id":1,"cp":"B"}}')
         await backend.wait_for(lambda: running.sim.ev(1).cp == "B", 2)
         assert "slow-4" not in backend.replies  # the world changed before the commits were done

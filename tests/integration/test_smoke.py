@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import Backend, Running
+from tests.support.backend import Backend
+from tests.support.builders import local_list
+from tests.support.controller import Running
+from tests.support.flows import plug_and_charge
 
 pytestmark = pytest.mark.integration
 
 
 async def test_plug_token_charge_unplug(charger: tuple[Running, Backend]) -> None:
+    """The list loads, the EV plugs in (Preparing), the token is authorized with the `authorize` op
+    (Accepted at EVSE 1), the EV asks for power (Charging): plug_and_charge asserts each of these."""
     running, backend = charger
-    assert await backend.ok("set_local_auth_list", {"version": 1, "full": True,
-                                                    "tokens": [{"id_token": "04A2B3C4", "status": "Accepted"}]})
-    assert await backend.ok("sim_plug", {"evse_id": 1, "cp": "B"})
-    await backend.wait_for(lambda: (backend.state(1) or {}).get("status") == "Preparing")
-    result = await backend.ok("authorize", {"evse_id": 1, "id_token": "04A2B3C4"})
-    assert result == {"status": "Accepted", "evse_id": 1, "reservation_id": None}
-    await backend.ok("sim_plug", {"evse_id": 1, "cp": "C"})
-    await backend.wait_for(lambda: (backend.state(1) or {}).get("status") == "Charging")
+    await plug_and_charge(running, backend, token="04A2B3C4", local_list=local_list("04A2B3C4"), authorize=True)
     assert running.sim.relay_commanded(1)
     await backend.ok("sim_plug", {"evse_id": 1, "cp": "A"})
     await backend.wait_for(lambda: "SessionFinished" in backend.event_names(1))

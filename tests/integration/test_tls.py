@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Broker, start_controller, write_config
+from tests.support.broker import Broker, running_broker
+from tests.support.controller import start_controller, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +67,7 @@ def tls_evses(d: Path, password: str) -> dict[str, str]:
 
 
 async def test_tls_with_client_certificate_and_password(tmp_path: Path) -> None:
-    broker = secure_broker(tmp_path)
-    broker.start()
-    try:
+    with running_broker(secure_broker(tmp_path)) as broker:
         config = write_config(tmp_path, broker.port, charger_id=f"TLS-{os.getpid()}",
                               mqtt_extra=tls_evses(tmp_path, "s3cret")["mqtt_extra"])
         assert config.mqtt.tls is not None
@@ -79,14 +78,10 @@ async def test_tls_with_client_certificate_and_password(tmp_path: Path) -> None:
             assert running.controller.link.stats.connects == 1
         finally:
             await running.stop()
-    finally:
-        broker.stop()
 
 
 async def test_a_wrong_password_keeps_the_charger_offline(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    broker = secure_broker(tmp_path)
-    broker.start()
-    try:
+    with running_broker(secure_broker(tmp_path)) as broker:
         config = write_config(tmp_path, broker.port, charger_id=f"TLS-BAD-{os.getpid()}",
                               mqtt_extra=tls_evses(tmp_path, "wrong")["mqtt_extra"])
         running = await start_controller(config)
@@ -97,5 +92,3 @@ async def test_a_wrong_password_keeps_the_charger_offline(tmp_path: Path, caplog
             assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
         finally:
             await running.stop()
-    finally:
-        broker.stop()

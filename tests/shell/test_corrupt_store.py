@@ -8,8 +8,6 @@ state that would lose the outbox. These tests pin what happens today, in-process
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,9 +17,10 @@ from firmware.app import Controller
 from firmware.core.events import DUTY_F, Led
 from firmware.store import DB_FILE, Store, StoreError
 from hal.sim import SimBoard
-from tests.integration.conftest import free_port, write_config
+from tests.support.broker import free_port
+from tests.support.controller import write_config
+from tests.support.program import run_firmware
 
-ROOT = Path(__file__).resolve().parents[2]
 GARBAGE = b"not a database: a bad sector, or a file copied over it\n" * 200
 
 
@@ -54,8 +53,7 @@ def test_the_program_stops_with_outputs_safe_and_names_the_file(tmp_path: Path) 
     config.write_text(f'[charger]\nid = "CORRUPT-2"\nstate_dir = "{state_dir}"\n[mqtt]\nport = {free_port()}\n'
                       '[[evse]]\nid = 1\n')
     start = time.monotonic()
-    run = subprocess.run([sys.executable, "-m", "firmware", "--sim", "--config", str(config)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=60)
+    run = run_firmware("--sim", "--config", str(config), timeout=60)
     text = run.stdout + run.stderr
     assert run.returncode == 1, text
     assert time.monotonic() - start < 30, "it stops; it does not wait for anything"

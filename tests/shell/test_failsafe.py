@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from firmware.core.events import DUTY_F, Led
 from firmware.store import Store
 from hal.protocols import PilotSample
 from hal.sim import SimBoard
-from tests.integration.conftest import free_port, write_config
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from tests.support.broker import free_port
+from tests.support.controller import write_config
+from tests.support.program import REPO, firmware_command, run_firmware
 
 class AdcDies(SimBoard):
     """The simulated board whose CP ADC stops answering after `healthy` reads (a bus fault)."""
@@ -87,10 +85,11 @@ async def test_failsafe_is_bounded_and_never_raises(caplog: pytest.LogCaptureFix
     assert time.monotonic() - start < 2 * 2 * 3 * 0.5 + 1
     assert board.tried == ALL_STEPS * 2  # every step tried, relays first, whatever failed before
     assert caplog.text.count("failsafe: open relay") == 4
+    assert caplog.text.count("failsafe: CP F") == 4  # the hanging step timed out, was logged, and the rest ran
     assert caplog.text.count("failsafe: LED fault") == 4
 
 
-async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled() -> None:
+async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled(caplog: pytest.LogCaptureFixture) -> None:
     """A cancellation (SIGTERM during the fail-safe) is not swallowed, but no output is skipped."""
     board = EverythingFails([1, 2], clock=lambda: 0.0)
     task = asyncio.create_task(failsafe(board, [1, 2]))
@@ -99,6 +98,8 @@ async def test_failsafe_tries_every_step_when_cancelled_then_is_cancelled() -> N
     with pytest.raises(asyncio.CancelledError):
         await task
     assert board.tried == ALL_STEPS
+    assert caplog.text.count("failsafe: CP F 1 cancelled") == 1  # the step under way when it came
+    assert caplog.text.count("failsafe: CP F 2 failed") == 1  # the later ones still ran
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -107,7 +108,7 @@ def test_signal_stops_cleanly_with_outputs_safe(tmp_path: Path, sig: signal.Sign
     config = tmp_path / "c.toml"
     config.write_text(f'[charger]\nid = "SIG"\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nport = {free_port()}\n'
                       '[[evse]]\nid = 1\n')
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "--sim", "--config", str(config)], cwd=ROOT,
+    proc = subprocess.Popen(firmware_command("--sim", "--config", str(config)), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 15
     lines: list[str] = []
@@ -132,17 +133,14 @@ def test_check_config_cli(tmp_path: Path) -> None:
     good.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\n')
     bad = tmp_path / "bad.toml"
     bad.write_text('[charger]\nid = "X"\n[[evse]]\nid = 1\nmax_curent_a = 16\n')
-    ok = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(good)], cwd=ROOT,
-                        capture_output=True, text=True, timeout=30)
+    ok = run_firmware("--check-config", str(good))
     assert ok.returncode == 0
     assert "OK" in ok.stdout
-    fail = subprocess.run([sys.executable, "-m", "firmware", "--check-config", str(bad)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    fail = run_firmware("--check-config", str(bad))
     assert fail.returncode == 2
     assert "evse[0].max_curent_a" in fail.stderr
     assert "Traceback" not in fail.stderr
-    run = subprocess.run([sys.executable, "-m", "firmware", "--sim", "--config", str(bad)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=30)
+    run = run_firmware("--sim", "--config", str(bad))
     assert run.returncode == 2
     assert "max_curent_a" in run.stderr
     assert "Traceback" not in run.stderr
@@ -151,8 +149,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
 def test_without_sim_the_missing_hardware_backends_are_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text(f'[charger]\nid = "HW"\nstate_dir = "{tmp_path}"\n[[evse]]\nid = 1\n')
-    run = subprocess.run([sys.executable, "-m", "firmware", "--config", str(config)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=30, env=dict(os.environ))
+    run = run_firmware("--config", str(config), env=dict(os.environ))
     assert run.returncode != 0
     assert "--sim" in run.stderr
     assert "Traceback" not in run.stderr

@@ -544,7 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(SPECS) != set(OPS):
         parser.error(f"SPECS is out of date with firmware.app.OPS: {sorted(set(SPECS) ^ set(OPS))}")
     logging.basicConfig(level=logging.CRITICAL)  # the link's "broker unreachable" is expected here
-    return asyncio.run(run_bench(args.messages, args.seed, known_bugs=not args.without_fixed_bugs, trace=not args.no_tracemalloc))
+    return asyncio.run(run_bench(args.messages, args.seed, known_bugs=not args.without_fixed_bugs,
+                                 trace=not args.no_tracemalloc))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ Usage: .venv/bin/python tools/bench/reservations.py [--quick] [--seed N]
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import random
 import statistics
@@ -38,6 +39,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 try:
@@ -85,6 +87,12 @@ def demand(rng: random.Random, n: int) -> list[str]:
     return [rng.choice(TYPES) for _ in range(n)]
 
 
+def uuids() -> Callable[[], str]:
+    """A book's `new_uuid`: uuid-1, uuid-2, ..."""
+    counter = itertools.count(1)
+    return lambda: f"uuid-{next(counter)}"
+
+
 def timed(call: Callable[[], object]) -> tuple[int, object]:
     t = time.perf_counter_ns()
     result = call()
@@ -127,14 +135,14 @@ def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -
     times: list[int] = []
     answers = []
     for types, evses in cases:
-        ns, room = timed(lambda: global_room(types, evses))
+        ns, room = timed(partial(global_room, types, evses))
         times.append(ns)
         answers.append(room)
     share = sum(bool(a) for a in answers) / len(answers)
     name = f"G1 global_room {n_evses:2} EVSEs / {n_globals:2} globals"
     figures(f"{name}        ", times, f", room in {share:.0%}")
     for answer, label in ((True, "room   "), (False, "no room")):
-        part = [ns for ns, a in zip(times, answers) if a is answer]
+        part = [ns for ns, a in zip(times, answers, strict=True) if a is answer]
         if part and len(part) < len(times):
             figures(f"{name}, {label}", part)
     return cases
@@ -162,14 +170,15 @@ def bench_brute(cases: list[tuple[list[str], list]], cap: int, budget: int) -> N
 def bench_worst(n: int, budget: int) -> None:
     """Room exists: every order and pick must be walked. n Unknown cars on n Unknown EVSEs."""
     types, evses = ["Unknown"] * n, [("Unknown",)] * n
-    ns, room = timed(lambda: global_room(types, evses))
+    ns, room = timed(partial(global_room, types, evses))
     print(f"G1 worst case, {n} Unknown globals on {n} Unknown EVSEs (room: {room}): global_room {us(ns)}")
     t = time.perf_counter_ns()
     try:
         brute_room(types, evses, budget)
         status = "finished"
     except Budget:
-        status = f"stopped at the {budget:,}-node budget; the full walk has (n!)^2 = {__import__('math').factorial(n) ** 2:,} leaves"
+        leaves = __import__("math").factorial(n) ** 2
+        status = f"stopped at the {budget:,}-node budget; the full walk has (n!)^2 = {leaves:,} leaves"
     print(f"G1 worst case, brute force: {us(time.perf_counter_ns() - t)} ({status})")
 
 
@@ -178,8 +187,7 @@ def bench_worst(n: int, budget: int) -> None:
 
 def bench_book(rng: random.Random, target: int, timed_reserves: int, timed_exists: int) -> None:
     evses = {i: list(conns) for i, conns in enumerate(layout(rng, 16), start=1)}
-    counter = iter(range(1, 10**9))
-    book = ReservationBook(evses, new_uuid=lambda: f"uuid-{next(counter)}")
+    book = ReservationBook(evses, new_uuid=uuids())
     rid = iter(range(1, 10**9))
     tokens = [f"TOKEN-{i:03}" for i in range(200)]
 
@@ -210,7 +218,7 @@ def bench_book(rng: random.Random, target: int, timed_reserves: int, timed_exist
     refused: list[int] = []
     for _ in range(timed_reserves):
         r = candidate()
-        ns, (result, _, _) = timed(lambda: book.reserve(r, T0))  # type: ignore[misc]
+        ns, (result, _, _) = timed(partial(book.reserve, r, T0))  # type: ignore[misc]
         (accepted if result is ReservationResult.ACCEPTED else refused).append(ns)
     figures(f"reserve with ~{len(book.entries)} in the book, Accepted", accepted)
     figures(f"reserve with ~{len(book.entries)} in the book, refused ", refused)
@@ -222,8 +230,8 @@ def bench_book(rng: random.Random, target: int, timed_reserves: int, timed_exist
         token = rng.choice(tokens)
         group = rng.choice((None, "GROUP-1"))
         evse = rng.choice(list(evses))
-        with_evse.append(timed(lambda: book.exists(token, evse, group, now))[0])
-        without.append(timed(lambda: book.exists(token, None, group, now))[0])
+        with_evse.append(timed(partial(book.exists, token, evse, group, now))[0])
+        without.append(timed(partial(book.exists, token, None, group, now))[0])
     figures(f"exists with evse_id   ({len(book.entries)} in the book)", with_evse)
     figures(f"exists without evse_id ({len(book.entries)} in the book)", without)
 
@@ -234,17 +242,16 @@ def bench_live_globals(rng: random.Random, trials: int, n_globals: int) -> None:
     set_evse_ns: list[int] = []
     for _ in range(trials):
         evses = {i: list(conns) for i, conns in enumerate(layout(rng, 16), start=1)}
-        counter = iter(range(1, 10**9))
-        book = ReservationBook(evses, new_uuid=lambda: f"uuid-{next(counter)}")
+        book = ReservationBook(evses, new_uuid=uuids())
         rid = 0
         while len(book.entries) < n_globals and rid < 64:
             rid += 1
             r = Reservation(reservation_id=rid, id_token="TOKEN", expiry_utc=T0 + timedelta(hours=4),
                             connector_type=rng.choice(TYPES))
-            ns, (result, _, _) = timed(lambda: book.reserve(r, T0))  # type: ignore[misc]
+            ns, (result, _, _) = timed(partial(book.reserve, r, T0))  # type: ignore[misc]
             if result is ReservationResult.ACCEPTED:
                 reserve_ns.append(ns)
-        set_evse_ns.append(timed(lambda: book.set_evse(1, occupied=True, faulted=False, enabled=True, now=T0))[0])
+        set_evse_ns.append(timed(partial(book.set_evse, 1, occupied=True, faulted=False, enabled=True, now=T0))[0])
     figures(f"reserve of a global, up to {n_globals} active globals on 16 EVSEs, Accepted", reserve_ns)
     figures(f"set_evse (EV plugs in) with {n_globals} active globals on 16 EVSEs, cold      ", set_evse_ns,
             f", {trials} layouts")
