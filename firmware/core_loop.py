@@ -18,11 +18,10 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
-from firmware.aio import utc_now
+from firmware.aio import instant, utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.auth import BackendAnswer, LocalAuthStatus
@@ -45,6 +44,7 @@ from firmware.core.events import (
     SetLock,
     SetPwm,
 )
+from firmware.core.instant import Instant
 from firmware.core.reservations import ReservationUpdate
 from firmware.core.supervision import Supervisor
 from firmware.core.supervision_events import (
@@ -118,7 +118,7 @@ SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucc
 
 
 
-Executor = Callable[[Request, float, datetime], Awaitable["dict[str, object] | Deferred"]]
+Executor = Callable[[Request, Instant], Awaitable["dict[str, object] | Deferred"]]
 
 
 class CoreLoop:
@@ -154,27 +154,26 @@ class CoreLoop:
         """Take one item (hardware first), let the core decide, carry out its actions. Nothing here
         waits for the disk or the network: durable output is staged for the writer, and replies are
         released by it once their step is committed."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with asyncio.timeout_at(self.next_deadline()):
                     item = await self.inbox.get()
             except TimeoutError:
                 self._cause = "deadline"
-                now, utc = loop.time(), utc_now()
-                outputs = self._apply_facts(self.supervisor.tick(now), now, utc)
-                outputs += self.charger.tick(now, utc)
+                at = instant()
+                outputs = self._apply_facts(self.supervisor.tick(at.mono), at)
+                outputs += self.charger.tick(at)
                 await self.after(outputs)
                 continue
             self._cause = item.request.op if isinstance(item, Command) else type(item).__name__
-            await self.dispatch(item, loop.time(), utc_now())
+            await self.dispatch(item, instant())
 
-    async def dispatch(self, item: Item, now: float, utc: datetime) -> None:
+    async def dispatch(self, item: Item, at: Instant) -> None:
         charger = self.charger
         match item:
             case Command():
                 self.ops_executed += 1
-                reply = await self.execute(item.request, now, utc)
+                reply = await self.execute(item.request, at)
                 self.persistence.stage()  # what the op changed, found by the writer's diff
                 if isinstance(reply, Deferred):  # authorize: answered when the backend decides
                     self.authorize_waiters[reply.auth_request_id] = item
@@ -189,33 +188,32 @@ class CoreLoop:
                 if cid not in charger.evses:
                     log.warning("token for unknown EVSE %d ignored", cid)
                     return
-                await self.after(charger.present_token(cid, token, now, utc, token_type)[1])
+                await self.after(charger.present_token(cid, token, at, token_type)[1])
             case AuthResponse(value=value):
                 try:
-                    outputs = self._auth_response(value, now, utc)
+                    outputs = self._auth_response(value, at)
                 except InvalidArgs as exc:
                     log.warning("ignored a bad R/auth/response: %s", exc)
                     return
                 await self.after(outputs)
             case FeedbackRead(cid=cid, feedback_closed=feedback):
                 commanded = charger.evses[cid].relay_closed
-                await self._supervise(RelaySensed(cid=cid, commanded_closed=commanded, feedback_closed=feedback),
-                                      now, utc)
+                await self._supervise(RelaySensed(cid=cid, commanded_closed=commanded, feedback_closed=feedback), at)
             case TelemetryDue():
                 self._telemetry()
             case MeterRead(cid=cid, sample=sample):
                 self.last_meter[cid] = sample
-                outputs = self.decide(MeterReadSucceeded(cid=cid), now, utc)
+                outputs = self.decide(MeterReadSucceeded(cid=cid), at)
                 outputs += charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
                                                        energy_wh_export=sample.energy_wh_export,
-                                                       currents_a=sample.currents_a), now, utc)
+                                                       currents_a=sample.currents_a), at)
                 await self.after(outputs, publish=True)  # the session's energy is in the state document
             case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
                     | LinkUp() | LinkDown():
-                await self._supervise(item, now, utc)
+                await self._supervise(item, at)
             case Event():
                 before = [m.cp for m in charger.evses.values()]
-                outputs = charger.handle(item, now, utc)
+                outputs = charger.handle(item, at)
                 await self.after(outputs, publish=before != [m.cp for m in charger.evses.values()])
 
     async def after(self, outputs: list[Output], *, publish: bool = False) -> None:
@@ -312,7 +310,7 @@ class CoreLoop:
                 self.transitions.append(f"{rfc3339(utc_now())} {line}")
                 log.info("%s", line)
 
-    def _auth_response(self, value: object, now: float, utc: datetime) -> list[Output]:
+    def _auth_response(self, value: object, at: Instant) -> list[Output]:
         f = Fields(value)
         request_id = f.str_("id", max_len=64)
         status = f.str_("status", max_len=16)
@@ -321,7 +319,7 @@ class CoreLoop:
             answer = BackendAnswer(status=LocalAuthStatus(status or ""), parent_id_token=parent)
         except ValueError as exc:
             raise InvalidArgs("status: must be Accepted, Blocked, Expired or Invalid") from exc
-        return self.charger.backend_auth_answer(request_id or "", answer, now, utc)
+        return self.charger.backend_auth_answer(request_id or "", answer, at)
 
     def _auth_decided(self, action: AuthDecided) -> None:
         if action.request_id is None:
@@ -334,21 +332,21 @@ class CoreLoop:
 
     # --- link supervision ------------------------------------------------------------------------
 
-    def decide(self, event: Event | SupervisionEvent, now: float, utc: datetime) -> list[Output]:
+    def decide(self, event: Event | SupervisionEvent, at: Instant) -> list[Output]:
         """The core's answer to one fact. A reading goes through supervision first, which turns it into
         facts for the charger (faults raised or cleared, a PP change, the link's state)."""
         if not isinstance(event, SUPERVISION_EVENTS):
-            return self.charger.handle(event, now, utc)
-        return self._apply_facts(self.supervisor.handle(event, now), now, utc)
+            return self.charger.handle(event, at)
+        return self._apply_facts(self.supervisor.handle(event, at.mono), at)
 
-    async def _supervise(self, event: SupervisionEvent, now: float, utc: datetime) -> None:
+    async def _supervise(self, event: SupervisionEvent, at: Instant) -> None:
         """A reading: most say nothing new (no fact), and then nothing else is done for them (CPU: CP,
         PP and the inputs are sampled many times a second)."""
-        facts = self.supervisor.handle(event, now)
+        facts = self.supervisor.handle(event, at.mono)
         if facts:
-            await self.after(self._apply_facts(facts, now, utc), publish=True)
+            await self.after(self._apply_facts(facts, at), publish=True)
 
-    def _apply_facts(self, facts: list[SupervisionOutput], now: float, utc: datetime) -> list[Output]:
+    def _apply_facts(self, facts: list[SupervisionOutput], at: Instant) -> list[Output]:
         outputs: list[Output] = []
         for fact in facts:
             match fact:
@@ -358,14 +356,14 @@ class CoreLoop:
                     if current_a is not None:
                         log.warning("backend unreachable for %.0f s: offering at most %.1f A",
                                     self.config.mqtt.fallback_after_s, current_a)
-                    outputs += self.charger.set_fallback(current_a, now, utc)
+                    outputs += self.charger.set_fallback(current_a, at)
                 case FaultRaised(cid=cid, fault=fault) | FaultCleared(cid=cid, fault=fault):
                     raised = isinstance(fact, FaultRaised)
                     log.log(logging.ERROR if raised and fault is Fault.METER_LOST else logging.WARNING,
                             "c%d %s %s", cid, fault.value, "raised" if raised else "cleared")
-                    outputs += self.charger.handle(fact, now, utc)
+                    outputs += self.charger.handle(fact, at)
                 case PpChanged():
-                    outputs += self.charger.handle(fact, now, utc)
+                    outputs += self.charger.handle(fact, at)
         return outputs
 
     def next_deadline(self) -> float | None:
