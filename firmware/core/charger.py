@@ -1,5 +1,5 @@
 """The charger: every EVSE machine of one board, the pilot layer under each, the reservation book
-and token authorization above them.
+and token authorization above them; the one object the shell's core task steps.
 
 * Events go to the EVSE named by their `cid`. Raw CP samples (`PilotSampled`) first pass that EVSE's
   `PilotMonitor` (debounce, hysteresis, diode check: IEC 61851-1 Table A.4 / A.2.2) and reach the
@@ -9,49 +9,36 @@ and token authorization above them.
   U4 and the G3 holds; the book's outputs are returned with the machines' actions. The book sees a
   step as one change (all EVSEs at once, with a tick's expiries; a used reservation's EVSE is busy
   from its use on), so an EVSE gets hold events only when its held state changes over the step.
-* A token goes through `auth.decide` (API.md §5): a matching reservation is consumed and the session
-  carries its id; a refused token gives `ReservationAuthtokenMismatch` and never closes a relay.
+* A token goes to the token desk (`firmware.core.tokens`, API.md §5): a matching reservation is consumed
+  and the session carries its id; a refused token gives `ReservationAuthtokenMismatch` and never
+  closes a relay. Its outputs are settled here, with the rest of the step.
 * The status shown is the machine's, except that an Available EVSE that the book holds shows
   Reserved (API.md §5), with the Reserved LED.
 
 Time is injected: every call takes one `Instant` (`at`: monotonic seconds for the machines, aware UTC
 for reservations and the local list); the charger keeps the last one to turn the book's UTC deadlines
-into monotonic ones. No I/O, no clock. The shell's single core task is the only caller.
+into monotonic ones. It must never read a clock or do I/O (DESIGN.md principle 1); the shell's single
+core task is its only caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from firmware.core.auth import (
-    ASK_BACKEND,
-    AuthSettings,
-    AuthStatus,
-    BackendAnswer,
-    LocalAuthList,
-    PendingRequests,
-    TokenDecision,
-    decide,
-)
+from firmware.core.auth import AuthSettings, AuthStatus, BackendAnswer, LocalAuthList, TokenDecision
 from firmware.core.events import (
     DUTY_F,
     STATUS_LED,
     Action,
-    AuthDecided,
     AuthorizationGranted,
-    AuthorizationRefused,
     CurrentLimitChanged,
-    EmitSessionEvent,
     Event,
     Led,
     PilotChanged,
     PilotSampled,
-    RequestBackendAuth,
     SessionCancellationReason,
-    SessionEvent,
     SetEnabled,
     SetLed,
     SetLock,
@@ -68,15 +55,15 @@ from firmware.core.evse import (
 from firmware.core.instant import Instant
 from firmware.core.pilot import DEBOUNCE_S, MIN_CURRENT_A, PilotMonitor
 from firmware.core.reservations import (
-    BookOutput,
     Reservation,
     ReservationBook,
     ReservationCheckStatus,
-    ReservationEndReason,
     ReservationResult,
 )
+from firmware.core.tokens import Output, TokenDesk
 
-Output = Action | BookOutput
+__all__ = ["Charger", "Output", "SetLocalMaxCurrentResult", "SwitchPhasesResult"]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -93,15 +80,6 @@ class SwitchPhasesResult(StrEnum):
     ERROR_NOT_SUPPORTED = "Error_NotSupported"
     ERROR_NOT_CHARGING = "Error_NotCharging"
     ERROR_HARDWARE = "Error_Hardware"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeldToken:
-    """`authorize` without an EVSE and no EV waiting: the token waits for the next plug-in."""
-
-    id_token: str
-    token_type: str
-    deadline: float  # monotonic; lapses silently
 
 
 class Charger:
@@ -132,16 +110,29 @@ class Charger:
             new_uuid=new_reservation_uuid or new_session_id,
             enabled=reservations_enabled,
         )
-        self.local_list = LocalAuthList()
-        self.auth = auth
-        self.online = True  # the shell clears it while the backend link is down
-        self._pending = PendingRequests(auth.timeout_s, auth.request_prefix)
+        self.tokens = TokenDesk(self.evses, self.book, auth, self._step)
         self._led: dict[int, Led | None] = dict.fromkeys(self.evses)
         self._at = Instant(mono=0.0, utc=_EPOCH)  # the last instant the shell gave
-        self._held: list[HeldToken] = []
         self._limit_a: dict[int, float] = {cid: m.config.max_current_a for cid, m in self.evses.items()}
         self._fallback_a: float | None = None
         self.phases: dict[int, int] = {cid: m.config.phases for cid, m in self.evses.items()}
+
+    @property
+    def local_list(self) -> LocalAuthList:
+        return self.tokens.local_list
+
+    @property
+    def auth(self) -> AuthSettings:
+        return self.tokens.settings
+
+    @property
+    def online(self) -> bool:
+        """The backend is reachable (the shell clears it while the link is down: the offline policy)."""
+        return self.tokens.online
+
+    @online.setter
+    def online(self, online: bool) -> None:
+        self.tokens.online = online
 
     # --- views -----------------------------------------------------------------------------------
 
@@ -182,10 +173,7 @@ class Charger:
             if reading is None:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
-        out: list[Output] = list(self._step(evse, now, event))
-        held = self._use_held_token(evse, at)
-        if held:
-            out = self._drop_auth_required(out, evse.cid) + held
+        out = self.tokens.give_held(evse, list(self._step(evse, now, event)), at)
         return self._settle(out, at)  # the plug-in and a held token's use: one step for the book
 
     def tick(self, at: Instant) -> list[Output]:
@@ -199,12 +187,7 @@ class Charger:
         book_deadline = self.book.next_deadline()
         due = book_deadline is not None and book_deadline <= when
         out.extend(self.book.set_evses(self._live(), when, expire=due))  # the machines' changes too: one refresh
-        self._held = [h for h in self._held if h.deadline > now]
-        for pending in self._pending.expired(now):
-            decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
-                              local=self.local_list, now_utc=when, policy=self.auth.offline_policy, offline=True)
-            assert isinstance(decision, TokenDecision)  # noqa: S101 - offline never asks
-            out.extend(self._apply_decision(pending.evse_id, pending.id_token, decision, at, pending.request_id))
+        out.extend(self.tokens.expire(at))
         return self._settle(out, at)
 
     def next_deadline(self) -> float | None:
@@ -212,10 +195,9 @@ class Charger:
         book_deadline = self.book.next_deadline()
         if book_deadline is not None:
             deadlines.append(self._at.mono_at(book_deadline))
-        pending = self._pending.next_deadline()
-        if pending is not None:
-            deadlines.append(pending)
-        deadlines.extend(h.deadline for h in self._held)
+        tokens = self.tokens.next_deadline()
+        if tokens is not None:
+            deadlines.append(tokens)
         return min(deadlines) if deadlines else None
 
     # --- tokens (API.md §5) ----------------------------------------------------------------------
@@ -228,19 +210,14 @@ class Charger:
         self._at = at
         if (evse.state, AuthorizationGranted) not in TRANSITIONS:
             return TokenDecision(status=AuthStatus.REJECTED, source="state"), []
-        decision, out = self._decide(cid, id_token, at, token_type)
+        decision, out = self.tokens.present(cid, id_token, at, token_type)
         return decision, out if decision is None else self._settle(out, at)
 
     def backend_auth_answer(self, request_id: str, answer: BackendAnswer, at: Instant) -> list[Output]:
         """The backend answered `R/auth/request`; a late or unknown answer is ignored."""
         self._at = at
-        pending = self._pending.pop(request_id)
-        if pending is None:
-            return []
-        decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
-                          local=self.local_list, now_utc=at.utc, policy=self.auth.offline_policy, backend=answer)
-        assert isinstance(decision, TokenDecision)  # noqa: S101 - with an answer, decide never asks
-        return self._settle(self._apply_decision(pending.evse_id, pending.id_token, decision, at, request_id), at)
+        out = self.tokens.answer(request_id, answer, at)
+        return [] if out is None else self._settle(out, at)
 
     def authorize_anywhere(
         self, id_token: str, at: Instant, token_type: str = "RFID"
@@ -248,31 +225,12 @@ class Charger:
         """`authorize` without `evse_id` (API.md §5): the EV that has waited longest gets the token;
         with none waiting the token is held for the next plug-in. Returns (evse_id, decision, outputs);
         the decision is None while the backend is asked."""
-        waiting = [
-            (evse.session.started_at, cid)
-            for cid, evse in self.evses.items()
-            if evse.state is State.WAITING_FOR_AUTH and evse.session is not None
-        ]
-        if waiting:
-            cid = min(waiting)[1]
+        cid = self.tokens.waiting_longest()
+        if cid is not None:
             decision, out = self.present_token(cid, id_token, at, token_type)
             return cid, decision, out
         self._at = at
-        when = at.utc
-        could = [
-            cid
-            for cid, evse in self.evses.items()
-            if evse.state is State.AVAILABLE
-            and (
-                self.book.match(cid, id_token, self.local_list.parent(id_token, when), when) is not None
-                or (self.book.specific(cid, when) is None and self.book.walk_in_allowed(cid, when))
-            )
-        ]
-        if not could:
-            return None, TokenDecision(status=AuthStatus.NO_EVSE_AVAILABLE, source="reservation"), []
-        self._held.append(HeldToken(id_token=id_token, token_type=token_type,
-                                    deadline=at.mono + self.auth.connection_timeout_s))
-        return None, TokenDecision(status=AuthStatus.ACCEPTED, source="held"), []
+        return None, self.tokens.hold(id_token, token_type, at), []
 
     def stop_session(self, cid: int, reason: SessionCancellationReason, at: Instant) -> tuple[bool, list[Output]]:
         """`stop_session`: True when a running session was stopped."""
@@ -376,31 +334,6 @@ class Charger:
         self._at = at
         return self._settle(out, at)
 
-    def _use_held_token(self, evse: EvseMachine, at: Instant) -> list[Output]:
-        """A held token (authorize without EVSE) goes to the EV that just plugged in (not settled)."""
-        self._held = [h for h in self._held if h.deadline > at.mono]
-        if not self._held or evse.state is not State.WAITING_FOR_AUTH:
-            return []
-        held = self._held.pop(0)
-        return self._decide(evse.cid, held.id_token, at, held.token_type)[1]
-
-    def _decide(self, cid: int, id_token: str, at: Instant,
-                token_type: str) -> tuple[TokenDecision | None, list[Output]]:
-        """API.md §5 for a token at an EVSE that takes one; None while the backend is asked. Not settled."""
-        decision = decide(id_token=id_token, evse_id=cid, book=self.book, local=self.local_list, now_utc=at.utc,
-                          policy=self.auth.offline_policy, offline=not self.online)
-        if decision is ASK_BACKEND:
-            pending = self._pending.add(cid, id_token, token_type, at.mono)
-            return None, [RequestBackendAuth(cid=cid, request_id=pending.request_id, id_token=id_token,
-                                             token_type=token_type)]
-        assert isinstance(decision, TokenDecision)  # noqa: S101 - narrowed above
-        return decision, self._apply_decision(cid, id_token, decision, at, None)
-
-    def _drop_auth_required(self, out: list[Output], cid: int) -> list[Output]:
-        """The plug-in that used a held token needs no authorization: no AuthRequired (API.md §5)."""
-        return [a for a in out if not (isinstance(a, EmitSessionEvent) and a.cid == cid
-                                       and a.event is SessionEvent.AUTH_REQUIRED)]
-
     def _machine(self, cid: int) -> EvseMachine:
         evse = self.evses.get(cid)
         if evse is None:
@@ -413,31 +346,6 @@ class Charger:
         if was_f and evse.duty_pct != DUTY_F:
             self._monitors[evse.cid].reset()
         return actions
-
-    def _apply_decision(self, cid: int, id_token: str, decision: TokenDecision, at: Instant,
-                        request_id: str | None) -> list[Output]:
-        evse = self.evses[cid]
-        status = decision.status
-        out: list[Output] = []
-        if (evse.state, AuthorizationGranted) not in TRANSITIONS:
-            status = AuthStatus.REJECTED  # the EVSE moved on while the backend was asked
-        elif status is AuthStatus.ACCEPTED:
-            entry = decision.reservation
-            reservation_id = entry.reservation.reservation_id if entry is not None else None
-            out.extend(self._step(evse, at.mono, AuthorizationGranted(cid=cid, id_token=id_token,
-                                                                      reservation_id=reservation_id)))
-            if entry is not None and self.book.get(*entry.key) is entry:
-                uuid = evse.session.uuid if evse.session is not None else ""
-                for item in self.book.use(entry, cid, at.utc):
-                    out.append(_with_session(item, cid, uuid))
-        else:
-            out.extend(self._step(evse, at.mono, AuthorizationRefused(cid=cid, id_token=id_token,
-                                                                      reservation_mismatch=decision.mismatch)))
-        reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
-        out.append(AuthDecided(cid=cid, id_token=id_token, status=status.value,
-                               reservation_id=reservation_id if status is AuthStatus.ACCEPTED else None,
-                               request_id=request_id))
-        return out
 
     def _live(self) -> dict[int, tuple[bool, bool, bool]]:
         """What the book needs of each EVSE: (occupied, faulted, enabled)."""
@@ -463,19 +371,3 @@ class Charger:
                 settled.append(SetLed(cid=cid, led=led))
         return settled
 
-
-def _with_session(item: BookOutput, cid: int, uuid: str) -> BookOutput:
-    """ReservationEnd(UsedToStartCharging) belongs to the session the reservation started."""
-    if (
-        isinstance(item, EmitSessionEvent)
-        and item.cid == cid
-        and item.event is SessionEvent.RESERVATION_END
-        and _reason(dict(item.extra).get("reservation_end")) == ReservationEndReason.USED_TO_START_CHARGING.value
-    ):
-        return replace(item, uuid=uuid)
-    return item
-
-
-def _reason(part: object) -> object:
-    """The `reason` of an event's object (API.md §4), or None."""
-    return part.get("reason") if isinstance(part, dict) else None

@@ -263,8 +263,8 @@ def view(c: Controller) -> dict[str, object]:
         "limits": {cid: ch.commanded_limit_a(cid) for cid in c.evse_ids},
         "enabled": {cid: m.enabled for cid, m in ch.evses.items()},
         "phases": dict(ch.phases),
-        "held": list(ch._held),  # noqa: SLF001
-        "pending_auth": len(ch._pending),  # noqa: SLF001
+        "held": list(ch.tokens._held),  # noqa: SLF001
+        "pending_auth": len(ch.tokens._pending),  # noqa: SLF001
         "authorize_waiters": len(c.core.authorize_waiters),
         "seq": c.core.seq,  # no durable message was produced
         "relays": {cid: m.relay_closed for cid, m in c.charger.evses.items()},
