@@ -14,8 +14,9 @@ A token presented at EVSE *e* is decided in this order:
 4. No answer (offline or timeout): `auth.offline_policy`, `local_list_only` (default) or `accept_all`.
 
 `decide()` is a pure function of what is known; it returns either a `TokenDecision` or `ASK_BACKEND`.
-The charger keeps the pending backend requests (`PendingRequests`) with monotonic deadlines. No I/O,
-no clock.
+The charger's token desk (`firmware.core.tokens`) keeps the pending backend requests
+(`PendingRequests`) with monotonic deadlines and carries decisions out. This module must never act on
+a decision itself (no EVSE, no book change), read a clock or do I/O (DESIGN.md principle 1).
 """
 
 from __future__ import annotations
