@@ -42,8 +42,9 @@ from firmware.core.supervision_events import (
     MeterReadFailed,
     MeterReadSucceeded,
 )
-from firmware.core_loop import AuthResponse, Command, CoreLoop, Item
+from firmware.core_loop import CoreLoop
 from firmware.inbox import Barriers, Inbox
+from firmware.items import AuthResponse, Command, Item
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred
 from firmware.persistence import Persistence, collect_state, restore_state

@@ -1,10 +1,11 @@
 """The core task: the one consumer of the inbox, the only caller of the core, the runner of its actions.
 
-What it is for. It takes one item at a time (hardware facts first: `firmware.inbox`), lets the core
-(`firmware.core.charger.Charger`) decide, and carries out the actions in order: relays, PWM, lock and
-LEDs at once; SessionEvents and ReservationUpdateStatus numbered with the charger's `seq` and staged
-for the writer (`firmware.persistence`); replies released once their step is committed (API.md §2);
-the transitions logged, one INFO line each, tokens masked (DESIGN.md principle 7).
+What it is for. It takes one item (`firmware.items`) at a time (hardware facts first:
+`firmware.inbox`), lets the core (`firmware.core.charger.Charger`) decide at one `Instant`, and carries
+out the actions in order: relays, PWM, lock and LEDs at once; SessionEvents and ReservationUpdateStatus
+numbered with the charger's `seq` and staged for the writer (`firmware.persistence`); replies released
+once their step is committed (API.md §2); the transitions logged, one INFO line each, tokens masked
+(DESIGN.md principle 7).
 
 What it must never do: wait for the disk or the network (the safety path: DESIGN.md timing table),
 decide anything the core decides, or let an item reach the core as an exception (a bad backend answer
@@ -17,7 +18,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
@@ -61,7 +61,8 @@ from firmware.core.supervision_events import (
 )
 from firmware.core.supervision_events import Output as SupervisionOutput
 from firmware.inbox import Barrier, Barriers, Inbox
-from firmware.mqtt import BackendLink, ReplyCallback
+from firmware.items import AuthResponse, Command, FeedbackRead, Item, MeterRead, TelemetryDue
+from firmware.mqtt import BackendLink
 from firmware.ops import Deferred
 from firmware.persistence import Persistence
 from firmware.store import METER_KEY_BASE, OutboxRecord
@@ -79,44 +80,8 @@ from hal.protocols import Board, MeterSample, TokenRead
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A request for the core task; `complete` takes its reply (the link's callback: never fails)."""
-
-    request: Request
-    complete: ReplyCallback
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResponse:
-    value: object
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackRead:
-    """The relay's mirror contact as read (None: not wired); the core loop adds what was commanded."""
-
-    cid: int
-    feedback_closed: bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryDue:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class MeterRead:
-    cid: int
-    sample: MeterSample
-
-
-Item = (Event | SupervisionEvent | FeedbackRead | Command | TokenRead | AuthResponse | MeterRead | TelemetryDue
-        | Barrier)
-SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LinkUp, LinkDown)
-
-
+SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LinkUp,
+                             LinkDown)
 
 Executor = Callable[[Request, Instant], Awaitable["dict[str, object] | Deferred"]]
 
@@ -172,23 +137,11 @@ class CoreLoop:
         charger = self.charger
         match item:
             case Command():
-                self.ops_executed += 1
-                reply = await self.execute(item.request, at)
-                self.persistence.stage()  # what the op changed, found by the writer's diff
-                if isinstance(reply, Deferred):  # authorize: answered when the backend decides
-                    self.authorize_waiters[reply.auth_request_id] = item
-                else:
-                    self._reply_when_durable(item, reply)
-                return
+                await self._command(item, at)
             case Barrier():
                 self.barriers.handled(item)
-                return
-            case TokenRead(cid=cid, id_token=token, token_type=token_type):
-                log.info("c%d token %s presented (%s)", cid, mask_token(token), token_type)
-                if cid not in charger.evses:
-                    log.warning("token for unknown EVSE %d ignored", cid)
-                    return
-                await self.after(charger.present_token(cid, token, at, token_type)[1])
+            case TokenRead():
+                await self._token(item, at)
             case AuthResponse(value=value):
                 try:
                     outputs = self._auth_response(value, at)
@@ -216,6 +169,22 @@ class CoreLoop:
                 outputs = charger.handle(item, at)
                 await self.after(outputs, publish=before != [m.cp for m in charger.evses.values()])
 
+    async def _command(self, command: Command, at: Instant) -> None:
+        self.ops_executed += 1
+        reply = await self.execute(command.request, at)
+        self.persistence.stage()  # what the op changed, found by the writer's diff
+        if isinstance(reply, Deferred):  # authorize: answered when the backend decides
+            self.authorize_waiters[reply.auth_request_id] = command
+        else:
+            self._reply_when_durable(command, reply)
+
+    async def _token(self, read: TokenRead, at: Instant) -> None:
+        log.info("c%d token %s presented (%s)", read.cid, mask_token(read.id_token), read.token_type)
+        if read.cid not in self.charger.evses:
+            log.warning("token for unknown EVSE %d ignored", read.cid)
+            return
+        await self.after(self.charger.present_token(read.cid, read.id_token, at, read.token_type)[1])
+
     async def after(self, outputs: list[Output], *, publish: bool = False) -> None:
         """Carry out outputs; republish the state documents that changed (only if anything can have:
         most CP samples change nothing, and building documents 100 times a second costs CPU)."""
@@ -229,41 +198,54 @@ class CoreLoop:
         durable: list[OutboxRecord] = []
         dirty: set[str] = set()
         for action in outputs:
-            match action:
-                case OpenRelay(cid=cid, under_load=under_load):
-                    await self.board.relays.set_closed(cid, False)
-                    if under_load:
-                        log.warning("c%d contactor opened under load", cid)
-                case CloseRelay(cid=cid):
-                    await self.board.relays.set_closed(cid, True)
-                case SetPwm(cid=cid, duty_pct=duty):
-                    await self.board.pilot.set_duty(cid, duty)
-                case SetLock(cid=cid, locked=locked):
-                    await self.board.lock.set_locked(cid, locked)
-                case SetLed(cid=cid, led=led):
-                    try:
-                        await self.board.leds.set_led(cid, led)
-                    except HardwareError:
-                        log.exception("c%d LED could not be set", cid)
-                case EmitSessionEvent():
-                    durable.append(self._session_record(action))
-                    if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
-                        dirty.add("reservations")
-                case ReservationUpdate():
-                    durable.append(self._reservation_record(action))
-                    dirty.add("reservations")
-                case RequestBackendAuth():
-                    doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
-                           "token_type": action.token_type}
-                    self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
-                case AuthDecided():
-                    self._auth_decided(action)
+            if not await self._drive(action):
+                self._record(action, durable, dirty)
         if outputs:  # a step with no output changed nothing durable (a request's step is staged anyway)
             self.persistence.stage(durable, dirty=dirty)
         for command, reply in self._replies_after_step:
             self._reply_when_durable(command, reply)
         self._replies_after_step.clear()
         self._log_transitions()
+
+    async def _drive(self, action: Output) -> bool:
+        """An output for the board, carried out at once: True when `action` was one."""
+        match action:
+            case OpenRelay(cid=cid, under_load=under_load):
+                await self.board.relays.set_closed(cid, False)
+                if under_load:
+                    log.warning("c%d contactor opened under load", cid)
+            case CloseRelay(cid=cid):
+                await self.board.relays.set_closed(cid, True)
+            case SetPwm(cid=cid, duty_pct=duty):
+                await self.board.pilot.set_duty(cid, duty)
+            case SetLock(cid=cid, locked=locked):
+                await self.board.lock.set_locked(cid, locked)
+            case SetLed(cid=cid, led=led):
+                try:
+                    await self.board.leds.set_led(cid, led)
+                except HardwareError:
+                    log.exception("c%d LED could not be set", cid)
+            case _:
+                return False
+        return True
+
+    def _record(self, action: Output, durable: list[OutboxRecord], dirty: set[str]) -> None:
+        """An output for the backend: durable messages join the step's `durable` (the state parts they
+        change join `dirty`); an auth request is sent at once; an auth decision releases its reply."""
+        match action:
+            case EmitSessionEvent():
+                durable.append(self._session_record(action))
+                if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
+                    dirty.add("reservations")
+            case ReservationUpdate():
+                durable.append(self._reservation_record(action))
+                dirty.add("reservations")
+            case RequestBackendAuth():
+                doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
+                       "token_type": action.token_type}
+                self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
+            case AuthDecided():
+                self._auth_decided(action)
 
     def _reply_when_durable(self, command: Command, reply: dict[str, object]) -> None:
         """API.md §2: a reply goes out once everything its request changed is committed (and, to keep

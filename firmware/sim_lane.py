@@ -36,7 +36,7 @@ from firmware.wire import InvalidArgs, error_reply, ok_reply
 
 if TYPE_CHECKING:
     from firmware.app import Controller
-    from firmware.core_loop import Command
+    from firmware.items import Command
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from firmware.core.errors import HardwareError
 from firmware.core.events import Event, PilotSampled
 from firmware.core.pilot import Cp, nearest_cp
 from firmware.core.supervision_events import InputsSensed, MeterReadFailed, PpSampled
-from firmware.core_loop import FeedbackRead, Item, MeterRead, TelemetryDue
 from firmware.inbox import Barriers, Inbox
+from firmware.items import FeedbackRead, Item, MeterRead, TelemetryDue
 from hal.protocols import Board, Meter
 
 log = logging.getLogger(__name__)
