@@ -80,16 +80,25 @@ async def failsafe(board: Board, evse_ids: list[int]) -> None:
         ]
     cancelled: asyncio.CancelledError | None = None
     for name, step in steps:
-        try:
-            async with asyncio.timeout(FAILSAFE_STEP_S):
-                await step()
-        except asyncio.CancelledError as exc:  # try the other steps first, then let it go on
-            cancelled = exc
+        stopped = await _failsafe_step(name, step)
+        if stopped is not None:  # try the other steps first, then let it go on
+            cancelled = stopped
             log.error("failsafe: %s cancelled", name)
-        except Exception:  # noqa: BLE001 - a failing step must not keep the others from running
-            log.exception("failsafe: %s failed", name)
     if cancelled is not None:
         raise cancelled
+
+
+async def _failsafe_step(name: str, step: Callable[[], Awaitable[None]]) -> asyncio.CancelledError | None:
+    """One step of `failsafe`, bounded by FAILSAFE_STEP_S. A failure is logged with its traceback; a
+    cancellation is returned, not raised, so that the caller still tries the other steps."""
+    try:
+        async with asyncio.timeout(FAILSAFE_STEP_S):
+            await step()
+    except asyncio.CancelledError as exc:
+        return exc
+    except Exception:  # noqa: BLE001 - a failing step must not keep the others from running
+        log.exception("failsafe: %s failed", name)
+    return None
 
 
 class Controller:
@@ -126,7 +135,8 @@ class Controller:
         )
         self.persistence.on_committed = self.link.outbox_changed
         self.supervisor = Supervisor(
-            self.evse_ids, meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
+            self.evse_ids,
+            meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
             fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
             now=loop_time())
         self.core = CoreLoop(config=config, charger=self.charger, board=board, persistence=self.persistence,

@@ -69,7 +69,8 @@ class Producers:
         if ohms is not None and not (math.isfinite(ohms) and ohms >= 0):
             log.warning("c%d PP reading %r is not a resistance; taken as open", cid, ohms)
             ohms = None
-        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo), PpSampled(cid=cid, ohms=ohms)]
+        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo),
+                PpSampled(cid=cid, ohms=ohms)]
 
     async def pilot_task(self, cid: int) -> None:
         """Sample CP and PP every `pilot.sample_interval_s` (safety-relevant: the safety lane)."""
