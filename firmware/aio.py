@@ -1,5 +1,5 @@
-"""Small asyncio helpers of the shell: the loop's clock, the process age, and a cancellation that
-always ends a task.
+"""Small asyncio helpers of the shell: the loop's clock (and the core's `Instant` built from it), the
+process age, and a cancellation that always ends a task.
 
 What it must never do: decide anything or hide an error; `cancellable` only makes sure that one
 cancellation (SIGTERM) reaches the fail-safe even through libraries that swallow one.
@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from firmware.core.instant import Instant
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,11 @@ def loop_time() -> float:
         return asyncio.get_running_loop().time()
     except RuntimeError:  # built outside a loop (a script): the default loop clock is time.monotonic
         return time.monotonic()
+
+
+def instant() -> Instant:
+    """Both clocks read once, for one step of the core: the loop's monotonic time, then UTC."""
+    return Instant(mono=loop_time(), utc=utc_now())
 
 
 def process_age_s() -> float | None:

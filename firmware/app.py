@@ -27,12 +27,13 @@ from functools import partial
 from typing import Any, Final
 
 from firmware import __version__, ops
-from firmware.aio import cancellable, loop_time, process_age_s, utc_now
+from firmware.aio import cancellable, instant, loop_time, process_age_s, utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
 from firmware.core.events import DUTY_F, Led, MeterSampled
+from firmware.core.instant import Instant
 from firmware.core.pilot import Cp
 from firmware.core.supervision import PP_DEBOUNCE_S, RELAY_FEEDBACK_GRACE_S, Supervisor
 from firmware.core.supervision_events import (
@@ -41,8 +42,9 @@ from firmware.core.supervision_events import (
     MeterReadFailed,
     MeterReadSucceeded,
 )
-from firmware.core_loop import AuthResponse, Command, CoreLoop, Item
+from firmware.core_loop import CoreLoop
 from firmware.inbox import Barriers, Inbox
+from firmware.items import AuthResponse, Command, Item
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred
 from firmware.persistence import Persistence, collect_state, restore_state
@@ -78,16 +80,25 @@ async def failsafe(board: Board, evse_ids: list[int]) -> None:
         ]
     cancelled: asyncio.CancelledError | None = None
     for name, step in steps:
-        try:
-            async with asyncio.timeout(FAILSAFE_STEP_S):
-                await step()
-        except asyncio.CancelledError as exc:  # try the other steps first, then let it go on
-            cancelled = exc
+        stopped = await _failsafe_step(name, step)
+        if stopped is not None:  # try the other steps first, then let it go on
+            cancelled = stopped
             log.error("failsafe: %s cancelled", name)
-        except Exception:  # noqa: BLE001 - a failing step must not keep the others from running
-            log.exception("failsafe: %s failed", name)
     if cancelled is not None:
         raise cancelled
+
+
+async def _failsafe_step(name: str, step: Callable[[], Awaitable[None]]) -> asyncio.CancelledError | None:
+    """One step of `failsafe`, bounded by FAILSAFE_STEP_S. A failure is logged with its traceback; a
+    cancellation is returned, not raised, so that the caller still tries the other steps."""
+    try:
+        async with asyncio.timeout(FAILSAFE_STEP_S):
+            await step()
+    except asyncio.CancelledError as exc:
+        return exc
+    except Exception:  # noqa: BLE001 - a failing step must not keep the others from running
+        log.exception("failsafe: %s failed", name)
+    return None
 
 
 class Controller:
@@ -124,7 +135,8 @@ class Controller:
         )
         self.persistence.on_committed = self.link.outbox_changed
         self.supervisor = Supervisor(
-            self.evse_ids, meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
+            self.evse_ids,
+            meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
             fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
             now=loop_time())
         self.core = CoreLoop(config=config, charger=self.charger, board=board, persistence=self.persistence,
@@ -184,7 +196,6 @@ class Controller:
     async def _boot(self) -> None:
         """Restore, take the first meter readings and measure CP and PP, all before `online: true`
         and before the first state documents (API.md §4: `cp` is as measured, never null)."""
-        loop = asyncio.get_running_loop()
         state, pending = await asyncio.to_thread(self.store.load)
         self.persistence.loaded(state, pending)
         self.core.seq = max(self.store.last_seq, 0)
@@ -194,21 +205,21 @@ class Controller:
             for key, energy_wh in energy.items():
                 with contextlib.suppress(ValueError, TypeError):
                     self.sim.restore_energy(int(key), float(energy_wh))
-        now, utc = loop.time(), utc_now()
-        outputs: list[Output] = list(self.charger.start(now, utc))
-        outputs += await self._first_meter_readings(now, utc)
-        outputs += restore_state(self.charger, state, now, utc,
+        at = instant()
+        outputs: list[Output] = list(self.charger.start(at))
+        outputs += await self._first_meter_readings(at)
+        outputs += restore_state(self.charger, state, at,
                                  resume_after_power_loss=self.config.sessions.resume_after_power_loss)
         self.persistence.stage(extra={"clean": False})
         await self.core.run_actions(outputs)
         await self._measure_pilots()
         await self.persistence.flush()
-        await self.core.run_actions(self.core.decide(LinkDown(), loop.time(), utc_now()))  # the fallback runs
+        await self.core.run_actions(self.core.decide(LinkDown(), instant()))  # the fallback runs
         self.publish_states()
         log.info("controller %s started: %d EVSE(s), boot %s, %d message(s) to replay, last seq %d",
                  self.config.charger.id, len(self.evse_ids), self.boot_id, len(pending), self.core.seq)
 
-    async def _first_meter_readings(self, now: float, utc: datetime) -> list[Output]:
+    async def _first_meter_readings(self, at: Instant) -> list[Output]:
         """Every meter at once, each bounded by its `meter_stale_after_s`: a meter that gives no first
         reading is lost (MeterLost; its EVSE offers no charging until a reading comes), as EVerest's
         `initial_meter_value_timeout`. The energy of a restored session comes from these readings."""
@@ -225,12 +236,12 @@ class Controller:
             if isinstance(result, Exception):
                 log.error("c%d meter gave no first reading (%s): MeterLost until it answers", cid,
                           result or type(result).__name__)
-                outputs += self.core.decide(MeterReadFailed(cid=cid), now, utc)
+                outputs += self.core.decide(MeterReadFailed(cid=cid), at)
                 continue
             self.last_meter[cid] = result
-            outputs += self.core.decide(MeterReadSucceeded(cid=cid), now, utc)
+            outputs += self.core.decide(MeterReadSucceeded(cid=cid), at)
             outputs += self.charger.handle(MeterSampled(cid=cid, energy_wh_import=result.energy_wh_import,
-                                                        energy_wh_export=result.energy_wh_export), now, utc)
+                                                        energy_wh_export=result.energy_wh_export), at)
         return outputs
 
     async def _measure_pilots(self) -> None:
@@ -240,7 +251,7 @@ class Controller:
         while True:
             for cid in self.evse_ids:
                 for event in await self.producers.sample_pilot(cid):
-                    await self.core.run_actions(self.core.decide(event, loop.time(), utc_now()))
+                    await self.core.run_actions(self.core.decide(event, instant()))
             if all(self.charger.evses[cid].cp is not None for cid in self.evse_ids):
                 return
             if loop.time() >= deadline:
@@ -315,10 +326,10 @@ class Controller:
             log.info("first status online%s", f" {age * 1000:.0f} ms after the process started" if age else "")
         self.queue.put(LinkUp() if up else LinkDown())
 
-    async def _execute(self, request: Request, now: float, utc: datetime) -> dict[str, object] | Deferred:
+    async def _execute(self, request: Request, at: Instant) -> dict[str, object] | Deferred:
         if request.op in SIM_OPS:  # the sim lane runs them (and waits until seen); here only parse and apply
             return self._sim_now(request)
-        return await ops.execute(self, request, now, utc)
+        return await ops.execute(self, request, at)
 
     def _sim_now(self, request: Request) -> dict[str, object]:
         if self.sim is None:

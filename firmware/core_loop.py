@@ -1,10 +1,11 @@
 """The core task: the one consumer of the inbox, the only caller of the core, the runner of its actions.
 
-What it is for. It takes one item at a time (hardware facts first: `firmware.inbox`), lets the core
-(`firmware.core.charger.Charger`) decide, and carries out the actions in order: relays, PWM, lock and
-LEDs at once; SessionEvents and ReservationUpdateStatus numbered with the charger's `seq` and staged
-for the writer (`firmware.persistence`); replies released once their step is committed (API.md §2);
-the transitions logged, one INFO line each, tokens masked (DESIGN.md principle 7).
+What it is for. It takes one item (`firmware.items`) at a time (hardware facts first:
+`firmware.inbox`), lets the core (`firmware.core.charger.Charger`) decide at one `Instant`, and carries
+out the actions in order: relays, PWM, lock and LEDs at once; SessionEvents and ReservationUpdateStatus
+numbered with the charger's `seq` and staged for the writer (`firmware.persistence`); replies released
+once their step is committed (API.md §2); the transitions logged, one INFO line each, tokens masked
+(DESIGN.md principle 7).
 
 What it must never do: wait for the disk or the network (the safety path: DESIGN.md timing table),
 decide anything the core decides, or let an item reach the core as an exception (a bad backend answer
@@ -17,12 +18,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from typing import Any, Final
 
-from firmware.aio import utc_now
+from firmware.aio import instant, utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.auth import BackendAnswer, LocalAuthStatus
@@ -45,6 +44,7 @@ from firmware.core.events import (
     SetLock,
     SetPwm,
 )
+from firmware.core.instant import Instant
 from firmware.core.reservations import ReservationUpdate
 from firmware.core.supervision import Supervisor
 from firmware.core.supervision_events import (
@@ -61,7 +61,8 @@ from firmware.core.supervision_events import (
 )
 from firmware.core.supervision_events import Output as SupervisionOutput
 from firmware.inbox import Barrier, Barriers, Inbox
-from firmware.mqtt import BackendLink, ReplyCallback
+from firmware.items import AuthResponse, Command, FeedbackRead, Item, MeterRead, TelemetryDue
+from firmware.mqtt import BackendLink
 from firmware.ops import Deferred
 from firmware.persistence import Persistence
 from firmware.store import METER_KEY_BASE, OutboxRecord
@@ -79,46 +80,10 @@ from hal.protocols import Board, MeterSample, TokenRead
 
 log = logging.getLogger(__name__)
 
+SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LinkUp,
+                             LinkDown)
 
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A request for the core task; `complete` takes its reply (the link's callback: never fails)."""
-
-    request: Request
-    complete: ReplyCallback
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResponse:
-    value: object
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackRead:
-    """The relay's mirror contact as read (None: not wired); the core loop adds what was commanded."""
-
-    cid: int
-    feedback_closed: bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class TelemetryDue:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class MeterRead:
-    cid: int
-    sample: MeterSample
-
-
-Item = (Event | SupervisionEvent | FeedbackRead | Command | TokenRead | AuthResponse | MeterRead | TelemetryDue
-        | Barrier)
-SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LinkUp, LinkDown)
-
-
-
-Executor = Callable[[Request, float, datetime], Awaitable["dict[str, object] | Deferred"]]
+Executor = Callable[[Request, Instant], Awaitable["dict[str, object] | Deferred"]]
 
 
 class CoreLoop:
@@ -154,69 +119,71 @@ class CoreLoop:
         """Take one item (hardware first), let the core decide, carry out its actions. Nothing here
         waits for the disk or the network: durable output is staged for the writer, and replies are
         released by it once their step is committed."""
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 async with asyncio.timeout_at(self.next_deadline()):
                     item = await self.inbox.get()
             except TimeoutError:
                 self._cause = "deadline"
-                now, utc = loop.time(), utc_now()
-                outputs = self._apply_facts(self.supervisor.tick(now), now, utc)
-                outputs += self.charger.tick(now, utc)
+                at = instant()
+                outputs = self._apply_facts(self.supervisor.tick(at.mono), at)
+                outputs += self.charger.tick(at)
                 await self.after(outputs)
                 continue
             self._cause = item.request.op if isinstance(item, Command) else type(item).__name__
-            await self.dispatch(item, loop.time(), utc_now())
+            await self.dispatch(item, instant())
 
-    async def dispatch(self, item: Item, now: float, utc: datetime) -> None:
+    async def dispatch(self, item: Item, at: Instant) -> None:
         charger = self.charger
         match item:
             case Command():
-                self.ops_executed += 1
-                reply = await self.execute(item.request, now, utc)
-                self.persistence.stage()  # what the op changed, found by the writer's diff
-                if isinstance(reply, Deferred):  # authorize: answered when the backend decides
-                    self.authorize_waiters[reply.auth_request_id] = item
-                else:
-                    self._reply_when_durable(item, reply)
-                return
+                await self._command(item, at)
             case Barrier():
                 self.barriers.handled(item)
-                return
-            case TokenRead(cid=cid, id_token=token, token_type=token_type):
-                log.info("c%d token %s presented (%s)", cid, mask_token(token), token_type)
-                if cid not in charger.evses:
-                    log.warning("token for unknown EVSE %d ignored", cid)
-                    return
-                await self.after(charger.present_token(cid, token, now, utc, token_type)[1])
+            case TokenRead():
+                await self._token(item, at)
             case AuthResponse(value=value):
                 try:
-                    outputs = self._auth_response(value, now, utc)
+                    outputs = self._auth_response(value, at)
                 except InvalidArgs as exc:
                     log.warning("ignored a bad R/auth/response: %s", exc)
                     return
                 await self.after(outputs)
             case FeedbackRead(cid=cid, feedback_closed=feedback):
                 commanded = charger.evses[cid].relay_closed
-                await self._supervise(RelaySensed(cid=cid, commanded_closed=commanded, feedback_closed=feedback),
-                                      now, utc)
+                await self._supervise(RelaySensed(cid=cid, commanded_closed=commanded, feedback_closed=feedback), at)
             case TelemetryDue():
                 self._telemetry()
             case MeterRead(cid=cid, sample=sample):
                 self.last_meter[cid] = sample
-                outputs = self.decide(MeterReadSucceeded(cid=cid), now, utc)
+                outputs = self.decide(MeterReadSucceeded(cid=cid), at)
                 outputs += charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
                                                        energy_wh_export=sample.energy_wh_export,
-                                                       currents_a=sample.currents_a), now, utc)
+                                                       currents_a=sample.currents_a), at)
                 await self.after(outputs, publish=True)  # the session's energy is in the state document
             case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
                     | LinkUp() | LinkDown():
-                await self._supervise(item, now, utc)
+                await self._supervise(item, at)
             case Event():
                 before = [m.cp for m in charger.evses.values()]
-                outputs = charger.handle(item, now, utc)
+                outputs = charger.handle(item, at)
                 await self.after(outputs, publish=before != [m.cp for m in charger.evses.values()])
+
+    async def _command(self, command: Command, at: Instant) -> None:
+        self.ops_executed += 1
+        reply = await self.execute(command.request, at)
+        self.persistence.stage()  # what the op changed, found by the writer's diff
+        if isinstance(reply, Deferred):  # authorize: answered when the backend decides
+            self.authorize_waiters[reply.auth_request_id] = command
+        else:
+            self._reply_when_durable(command, reply)
+
+    async def _token(self, read: TokenRead, at: Instant) -> None:
+        log.info("c%d token %s presented (%s)", read.cid, mask_token(read.id_token), read.token_type)
+        if read.cid not in self.charger.evses:
+            log.warning("token for unknown EVSE %d ignored", read.cid)
+            return
+        await self.after(self.charger.present_token(read.cid, read.id_token, at, read.token_type)[1])
 
     async def after(self, outputs: list[Output], *, publish: bool = False) -> None:
         """Carry out outputs; republish the state documents that changed (only if anything can have:
@@ -231,41 +198,54 @@ class CoreLoop:
         durable: list[OutboxRecord] = []
         dirty: set[str] = set()
         for action in outputs:
-            match action:
-                case OpenRelay(cid=cid, under_load=under_load):
-                    await self.board.relays.set_closed(cid, False)
-                    if under_load:
-                        log.warning("c%d contactor opened under load", cid)
-                case CloseRelay(cid=cid):
-                    await self.board.relays.set_closed(cid, True)
-                case SetPwm(cid=cid, duty_pct=duty):
-                    await self.board.pilot.set_duty(cid, duty)
-                case SetLock(cid=cid, locked=locked):
-                    await self.board.lock.set_locked(cid, locked)
-                case SetLed(cid=cid, led=led):
-                    try:
-                        await self.board.leds.set_led(cid, led)
-                    except HardwareError:
-                        log.exception("c%d LED could not be set", cid)
-                case EmitSessionEvent():
-                    durable.append(self._session_record(action))
-                    if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
-                        dirty.add("reservations")
-                case ReservationUpdate():
-                    durable.append(self._reservation_record(action))
-                    dirty.add("reservations")
-                case RequestBackendAuth():
-                    doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
-                           "token_type": action.token_type}
-                    self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
-                case AuthDecided():
-                    self._auth_decided(action)
+            if not await self._drive(action):
+                self._record(action, durable, dirty)
         if outputs:  # a step with no output changed nothing durable (a request's step is staged anyway)
             self.persistence.stage(durable, dirty=dirty)
         for command, reply in self._replies_after_step:
             self._reply_when_durable(command, reply)
         self._replies_after_step.clear()
         self._log_transitions()
+
+    async def _drive(self, action: Output) -> bool:
+        """An output for the board, carried out at once: True when `action` was one."""
+        match action:
+            case OpenRelay(cid=cid, under_load=under_load):
+                await self.board.relays.set_closed(cid, False)
+                if under_load:
+                    log.warning("c%d contactor opened under load", cid)
+            case CloseRelay(cid=cid):
+                await self.board.relays.set_closed(cid, True)
+            case SetPwm(cid=cid, duty_pct=duty):
+                await self.board.pilot.set_duty(cid, duty)
+            case SetLock(cid=cid, locked=locked):
+                await self.board.lock.set_locked(cid, locked)
+            case SetLed(cid=cid, led=led):
+                try:
+                    await self.board.leds.set_led(cid, led)
+                except HardwareError:
+                    log.exception("c%d LED could not be set", cid)
+            case _:
+                return False
+        return True
+
+    def _record(self, action: Output, durable: list[OutboxRecord], dirty: set[str]) -> None:
+        """An output for the backend: durable messages join the step's `durable` (the state parts they
+        change join `dirty`); an auth request is sent at once; an auth decision releases its reply."""
+        match action:
+            case EmitSessionEvent():
+                durable.append(self._session_record(action))
+                if action.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
+                    dirty.add("reservations")
+            case ReservationUpdate():
+                durable.append(self._reservation_record(action))
+                dirty.add("reservations")
+            case RequestBackendAuth():
+                doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
+                       "token_type": action.token_type}
+                self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
+            case AuthDecided():
+                self._auth_decided(action)
 
     def _reply_when_durable(self, command: Command, reply: dict[str, object]) -> None:
         """API.md §2: a reply goes out once everything its request changed is committed (and, to keep
@@ -312,7 +292,7 @@ class CoreLoop:
                 self.transitions.append(f"{rfc3339(utc_now())} {line}")
                 log.info("%s", line)
 
-    def _auth_response(self, value: object, now: float, utc: datetime) -> list[Output]:
+    def _auth_response(self, value: object, at: Instant) -> list[Output]:
         f = Fields(value)
         request_id = f.str_("id", max_len=64)
         status = f.str_("status", max_len=16)
@@ -321,7 +301,7 @@ class CoreLoop:
             answer = BackendAnswer(status=LocalAuthStatus(status or ""), parent_id_token=parent)
         except ValueError as exc:
             raise InvalidArgs("status: must be Accepted, Blocked, Expired or Invalid") from exc
-        return self.charger.backend_auth_answer(request_id or "", answer, now, utc)
+        return self.charger.backend_auth_answer(request_id or "", answer, at)
 
     def _auth_decided(self, action: AuthDecided) -> None:
         if action.request_id is None:
@@ -334,21 +314,21 @@ class CoreLoop:
 
     # --- link supervision ------------------------------------------------------------------------
 
-    def decide(self, event: Event | SupervisionEvent, now: float, utc: datetime) -> list[Output]:
+    def decide(self, event: Event | SupervisionEvent, at: Instant) -> list[Output]:
         """The core's answer to one fact. A reading goes through supervision first, which turns it into
         facts for the charger (faults raised or cleared, a PP change, the link's state)."""
         if not isinstance(event, SUPERVISION_EVENTS):
-            return self.charger.handle(event, now, utc)
-        return self._apply_facts(self.supervisor.handle(event, now), now, utc)
+            return self.charger.handle(event, at)
+        return self._apply_facts(self.supervisor.handle(event, at.mono), at)
 
-    async def _supervise(self, event: SupervisionEvent, now: float, utc: datetime) -> None:
+    async def _supervise(self, event: SupervisionEvent, at: Instant) -> None:
         """A reading: most say nothing new (no fact), and then nothing else is done for them (CPU: CP,
         PP and the inputs are sampled many times a second)."""
-        facts = self.supervisor.handle(event, now)
+        facts = self.supervisor.handle(event, at.mono)
         if facts:
-            await self.after(self._apply_facts(facts, now, utc), publish=True)
+            await self.after(self._apply_facts(facts, at), publish=True)
 
-    def _apply_facts(self, facts: list[SupervisionOutput], now: float, utc: datetime) -> list[Output]:
+    def _apply_facts(self, facts: list[SupervisionOutput], at: Instant) -> list[Output]:
         outputs: list[Output] = []
         for fact in facts:
             match fact:
@@ -358,14 +338,14 @@ class CoreLoop:
                     if current_a is not None:
                         log.warning("backend unreachable for %.0f s: offering at most %.1f A",
                                     self.config.mqtt.fallback_after_s, current_a)
-                    outputs += self.charger.set_fallback(current_a, now, utc)
+                    outputs += self.charger.set_fallback(current_a, at)
                 case FaultRaised(cid=cid, fault=fault) | FaultCleared(cid=cid, fault=fault):
                     raised = isinstance(fact, FaultRaised)
                     log.log(logging.ERROR if raised and fault is Fault.METER_LOST else logging.WARNING,
                             "c%d %s %s", cid, fault.value, "raised" if raised else "cleared")
-                    outputs += self.charger.handle(fact, now, utc)
+                    outputs += self.charger.handle(fact, at)
                 case PpChanged():
-                    outputs += self.charger.handle(fact, now, utc)
+                    outputs += self.charger.handle(fact, at)
         return outputs
 
     def next_deadline(self) -> float | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
 
 from firmware import __version__
@@ -19,6 +18,7 @@ from firmware.args import Fields, parse_local_list, parse_reason, parse_reservat
 from firmware.core.auth import AuthStatus
 from firmware.core.charger import Charger, Output
 from firmware.core.events import RequestBackendAuth
+from firmware.core.instant import Instant
 from firmware.wire import InvalidArgs, Request, error_reply, ok_reply, reservation_doc
 
 
@@ -56,7 +56,7 @@ class OpContext(Protocol):
     def uptime_s(self) -> float: ...
 
 
-OpHandler = Callable[[OpContext, Fields, float, datetime, Request], Awaitable[object]]
+OpHandler = Callable[[OpContext, Fields, Instant, Request], Awaitable[object]]
 OPS: dict[str, OpHandler] = {}
 
 
@@ -67,13 +67,13 @@ def op(name: str) -> Callable[[OpHandler], OpHandler]:
     return register
 
 
-async def execute(c: OpContext, request: Request, now: float, utc: datetime) -> dict[str, object] | Deferred:
+async def execute(c: OpContext, request: Request, at: Instant) -> dict[str, object] | Deferred:
     """Run one request on the core: its reply, or `Deferred` (the reply comes with the backend's answer)."""
     handler = OPS.get(request.op)
     if handler is None:
         return error_reply(request.request_id, request.op, "unknown_op", f"unknown op {request.op!r}")
     try:
-        result = await handler(c, Fields(request.args), now, utc, request)
+        result = await handler(c, Fields(request.args), at, request)
     except InvalidArgs as exc:
         return error_reply(request.request_id, request.op, "invalid_args", str(exc))
     except Unsupported as exc:
@@ -86,9 +86,9 @@ async def execute(c: OpContext, request: Request, now: float, utc: datetime) -> 
 
 
 @op("reserve_now")
-async def _reserve_now(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _reserve_now(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     reservation = parse_reservation(f.args)
-    result, res_uuid, outputs = c.charger.reserve_now(reservation, now, utc)
+    result, res_uuid, outputs = c.charger.reserve_now(reservation, at)
     await c.apply(outputs)
     doc: dict[str, object] = {"status": result.value}
     if res_uuid is not None:
@@ -97,41 +97,41 @@ async def _reserve_now(c: OpContext, f: Fields, now: float, utc: datetime, _: Re
 
 
 @op("cancel_reservation")
-async def _cancel_reservation(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _cancel_reservation(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     reservation_id = f.int_("reservation_id")
     sender = f.str_("sender", required=False, max_len=64) or ""
     f.done()
-    cancelled, outputs = c.charger.cancel_reservation(sender, reservation_id or 0, now, utc)
+    cancelled, outputs = c.charger.cancel_reservation(sender, reservation_id or 0, at)
     await c.apply(outputs)
     return cancelled
 
 
 @op("exists_reservation")
-async def _exists_reservation(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _exists_reservation(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     token = f.str_("id_token")
     cid = c.evse_arg(f, required=False)
     group = f.str_("group_id_token", required=False)
     f.done()
-    return c.charger.exists_reservation(token or "", cid, group, now, utc).value
+    return c.charger.exists_reservation(token or "", cid, group, at).value
 
 
 @op("list_reservations")
-async def _list_reservations(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _list_reservations(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     f.done()
-    return [reservation_doc(e, utc) for e in c.charger.book.entries]
+    return [reservation_doc(e, at.utc) for e in c.charger.book.entries]
 
 
 @op("authorize")
-async def _authorize(c: OpContext, f: Fields, now: float, utc: datetime, request: Request) -> object:
+async def _authorize(c: OpContext, f: Fields, at: Instant, request: Request) -> object:
     token = f.str_("id_token") or ""
     cid = c.evse_arg(f, required=False)
     token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
     f.done()
     if cid is None:
-        chosen, decision, outputs = c.charger.authorize_anywhere(token, now, utc, token_type)
+        chosen, decision, outputs = c.charger.authorize_anywhere(token, at, token_type)
     else:
         chosen = cid
-        decision, outputs = c.charger.present_token(cid, token, now, utc, token_type)
+        decision, outputs = c.charger.present_token(cid, token, at, token_type)
     await c.apply(outputs)
     if decision is None:  # the backend is asked: the reply comes when it answers or the request times out
         return Deferred(next(a.request_id for a in outputs if isinstance(a, RequestBackendAuth)))
@@ -142,27 +142,27 @@ async def _authorize(c: OpContext, f: Fields, now: float, utc: datetime, request
 
 
 @op("stop_session")
-async def _stop_session(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _stop_session(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     cid = c.evse_arg(f) or 0
     reason = parse_reason(f.str_("reason", required=False, max_len=32))
     f.done()
-    stopped, outputs = c.charger.stop_session(cid, reason, now, utc)
+    stopped, outputs = c.charger.stop_session(cid, reason, at)
     await c.apply(outputs)
     return stopped
 
 
 @op("set_max_current")
-async def _set_max_current(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _set_max_current(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     cid = c.evse_arg(f) or 0
     current_a = f.number("current_a") or 0.0
     f.done()
-    result, outputs = c.charger.set_max_current(cid, current_a, now, utc)
+    result, outputs = c.charger.set_max_current(cid, current_a, at)
     await c.apply(outputs)
     return result.value
 
 
 @op("switch_phases")
-async def _switch_phases(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _switch_phases(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     cid = c.evse_arg(f) or 0
     three = f.bool_("three_phases")
     f.done()
@@ -170,25 +170,25 @@ async def _switch_phases(c: OpContext, f: Fields, now: float, utc: datetime, _: 
 
 
 @op("set_enabled")
-async def _set_enabled(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _set_enabled(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     cid = c.evse_arg(f) or 0
     enabled = f.bool_("enabled")
     f.done()
-    await c.apply(c.charger.set_enabled(cid, bool(enabled), now, utc))
+    await c.apply(c.charger.set_enabled(cid, bool(enabled), at))
     return True
 
 
 @op("unlock_connector")
-async def _unlock_connector(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _unlock_connector(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     cid = c.evse_arg(f) or 0
     f.done()
-    unlocked, outputs = c.charger.unlock_connector(cid, now, utc)
+    unlocked, outputs = c.charger.unlock_connector(cid, at)
     await c.apply(outputs)
     return unlocked
 
 
 @op("set_local_auth_list")
-async def _set_local_auth_list(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _set_local_auth_list(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     update = parse_local_list(f.args)
     c.charger.local_list.apply(update.version, update.full, update.entries)
     c.mark_changed("local_list")  # durable before the reply (API.md §2)
@@ -196,8 +196,8 @@ async def _set_local_auth_list(c: OpContext, f: Fields, now: float, utc: datetim
 
 
 @op("get_state")
-async def _get_state(c: OpContext, f: Fields, now: float, utc: datetime, _: Request) -> object:
+async def _get_state(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     f.done()
     return {"evses": c.state_documents(),
-            "reservations": [reservation_doc(e, utc) for e in c.charger.book.entries],
+            "reservations": [reservation_doc(e, at.utc) for e in c.charger.book.entries],
             "firmware": __version__, "uptime_s": c.uptime_s()}

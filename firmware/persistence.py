@@ -29,7 +29,6 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -37,6 +36,7 @@ from firmware.core.charger import Charger, Output
 from firmware.core.errors import ChargerError
 from firmware.core.events import SessionCancellationReason
 from firmware.core.evse import StoredSession
+from firmware.core.instant import Instant
 from firmware.store import OutboxRecord, Store
 from hal.protocols import MeterSample
 
@@ -197,7 +197,7 @@ def collect_state(charger: Charger, last_meter: Mapping[int, MeterSample], dirty
     return parts
 
 
-def restore_state(charger: Charger, state: dict[str, Any], now: float, utc: datetime, *,
+def restore_state(charger: Charger, state: dict[str, Any], at: Instant, *,
                   resume_after_power_loss: bool) -> list[Output]:
     """Bring back what the store holds; a damaged part is logged and skipped, never fatal. Sessions
     come back before the reservations, so the book judges scheduled reservations and G3 holds on
@@ -214,18 +214,18 @@ def restore_state(charger: Charger, state: dict[str, Any], now: float, utc: date
 
     attempt("local_list", partial(_restored_list, charger, state.get("local_list")))
     for key, limit in _items(state.get("limits")):
-        attempt("limits", partial(_restored_limit, charger, key, limit, now, utc))
+        attempt("limits", partial(_restored_limit, charger, key, limit, at))
     for key, enabled in _items(state.get("enabled")):
         if enabled is False:
-            attempt("enabled", partial(_restored_disabled, charger, key, now, utc))
+            attempt("enabled", partial(_restored_disabled, charger, key, at))
     for key, counts in _items(state.get("counters")):
         attempt("counters", partial(_restored_counters, charger, key, counts))
     reason = SessionCancellationReason.REBOOT if state.get("clean") is True else SessionCancellationReason.POWER_LOSS
     for key, stored in _items(state.get("sessions")):
         if isinstance(stored, dict):
-            attempt("sessions", partial(charger.restore_session, _cid(key), StoredSession(**stored), now, utc,
+            attempt("sessions", partial(charger.restore_session, _cid(key), StoredSession(**stored), at,
                                         reason=reason, resume=resume_after_power_loss))
-    attempt("reservations", partial(_restored_book, charger, state.get("reservations"), utc))
+    attempt("reservations", partial(_restored_book, charger, state.get("reservations"), at))
     return out
 
 
@@ -233,20 +233,20 @@ def _cid(key: object) -> int:
     return int(str(key))
 
 
-def _restored_limit(charger: Charger, key: object, limit: object, now: float, utc: datetime) -> list[Output]:
+def _restored_limit(charger: Charger, key: object, limit: object, at: Instant) -> list[Output]:
     if isinstance(limit, bool) or not isinstance(limit, int | float):
         raise TypeError(f"limit {limit!r} is not a number")
-    return list(charger.set_max_current(_cid(key), float(limit), now, utc)[1])
+    return list(charger.set_max_current(_cid(key), float(limit), at)[1])
 
 
-def _restored_disabled(charger: Charger, key: object, now: float, utc: datetime) -> list[Output]:
-    return charger.set_enabled(_cid(key), False, now, utc)
+def _restored_disabled(charger: Charger, key: object, at: Instant) -> list[Output]:
+    return charger.set_enabled(_cid(key), False, at)
 
 
-def _restored_book(charger: Charger, data: object, utc: datetime) -> list[Output]:
+def _restored_book(charger: Charger, data: object, at: Instant) -> list[Output]:
     if not isinstance(data, Mapping):
         raise TypeError("the stored reservation book is not a map")
-    return list(charger.book.restore(data, utc))
+    return list(charger.book.restore(data, at.utc))
 
 
 def _restored_list(charger: Charger, data: object) -> list[Output]:

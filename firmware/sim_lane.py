@@ -36,7 +36,7 @@ from firmware.wire import InvalidArgs, error_reply, ok_reply
 
 if TYPE_CHECKING:
     from firmware.app import Controller
-    from firmware.core_loop import Command
+    from firmware.items import Command
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,19 @@ class SimLane:
         except (InvalidArgs, ValueError) as exc:  # nothing was changed
             return error_reply(request.request_id, request.op, "invalid_args", str(exc))
         c.wake(watch.channel)
+        if not await self._seen(watch, changed_at):
+            log.error("sim op %s: the controller did not see the change within %.0f s", request.op,
+                      SEEN_TIMEOUT_S)
+            return error_reply(request.request_id, request.op, "internal",
+                               f"the controller did not see the change on {watch.channel} within {SEEN_TIMEOUT_S:g} s")
+        c.core.ops_executed += 1
+        return ok_reply(request.request_id, request.op, True)
+
+    async def _seen(self, watch: Watch, changed_at: float) -> bool:
+        """Wait until the controller has read the change (after its debounce) and committed what it
+        did; False when that takes longer than SEEN_TIMEOUT_S."""
+        c = self.controller
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(SEEN_TIMEOUT_S):
                 read_after = changed_at + watch.settle_s
@@ -145,9 +158,5 @@ class SimLane:
                     read_after = loop.time()  # the debounce is still running: one more round
                 await c.durable()
         except TimeoutError:
-            log.error("sim op %s: the controller did not see the change within %.0f s", request.op,
-                      SEEN_TIMEOUT_S)
-            return error_reply(request.request_id, request.op, "internal",
-                               f"the controller did not see the change on {watch.channel} within {SEEN_TIMEOUT_S:g} s")
-        c.core.ops_executed += 1
-        return ok_reply(request.request_id, request.op, True)
+            return False
+        return True

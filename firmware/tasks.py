@@ -29,8 +29,8 @@ from firmware.core.errors import HardwareError
 from firmware.core.events import Event, PilotSampled
 from firmware.core.pilot import Cp, nearest_cp
 from firmware.core.supervision_events import InputsSensed, MeterReadFailed, PpSampled
-from firmware.core_loop import FeedbackRead, Item, MeterRead, TelemetryDue
 from firmware.inbox import Barriers, Inbox
+from firmware.items import FeedbackRead, Item, MeterRead, TelemetryDue
 from hal.protocols import Board, Meter
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,8 @@ class Producers:
         if ohms is not None and not (math.isfinite(ohms) and ohms >= 0):
             log.warning("c%d PP reading %r is not a resistance; taken as open", cid, ohms)
             ohms = None
-        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo), PpSampled(cid=cid, ohms=ohms)]
+        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo),
+                PpSampled(cid=cid, ohms=ohms)]
 
     async def pilot_task(self, cid: int) -> None:
         """Sample CP and PP every `pilot.sample_interval_s` (safety-relevant: the safety lane)."""

@@ -14,8 +14,9 @@ A token presented at EVSE *e* is decided in this order:
 4. No answer (offline or timeout): `auth.offline_policy`, `local_list_only` (default) or `accept_all`.
 
 `decide()` is a pure function of what is known; it returns either a `TokenDecision` or `ASK_BACKEND`.
-The charger keeps the pending backend requests (`PendingRequests`) with monotonic deadlines. No I/O,
-no clock.
+The charger's token desk (`firmware.core.tokens`) keeps the pending backend requests
+(`PendingRequests`) with monotonic deadlines and carries decisions out. This module must never act on
+a decision itself (no EVSE, no book change), read a clock or do I/O (DESIGN.md principle 1).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from firmware.core.errors import InvalidValue
 from firmware.core.reservations import Entry, ReservationBook, check_token
 
 
@@ -72,7 +74,7 @@ class LocalAuthEntry:
         if self.parent_id_token is not None:
             check_token("parent_id_token", self.parent_id_token)
         if not isinstance(self.status, LocalAuthStatus):
-            raise ValueError(f"status must be one of {[s.value for s in LocalAuthStatus]}")
+            raise InvalidValue(f"status must be one of {[s.value for s in LocalAuthStatus]}")
         if self.expiry_utc is not None and self.expiry_utc.tzinfo is None:
             raise ValueError("expiry must be an aware UTC time")
 
@@ -128,11 +130,11 @@ class LocalAuthList:
     def restore(self, data: Mapping[str, object]) -> None:
         tokens = data.get("tokens", [])
         if not isinstance(tokens, list):
-            raise ValueError("tokens must be a list")
+            raise InvalidValue("tokens must be a list")
         entries = []
         for item in tokens:
             if not isinstance(item, dict):
-                raise ValueError("a local auth list entry is not a map")
+                raise InvalidValue("a local auth list entry is not a map")
             expiry = item.get("expiry")
             entries.append(
                 LocalAuthEntry(

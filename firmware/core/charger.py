@@ -1,5 +1,5 @@
 """The charger: every EVSE machine of one board, the pilot layer under each, the reservation book
-and token authorization above them.
+and token authorization above them; the one object the shell's core task steps.
 
 * Events go to the EVSE named by their `cid`. Raw CP samples (`PilotSampled`) first pass that EVSE's
   `PilotMonitor` (debounce, hysteresis, diode check: IEC 61851-1 Table A.4 / A.2.2) and reach the
@@ -9,48 +9,36 @@ and token authorization above them.
   U4 and the G3 holds; the book's outputs are returned with the machines' actions. The book sees a
   step as one change (all EVSEs at once, with a tick's expiries; a used reservation's EVSE is busy
   from its use on), so an EVSE gets hold events only when its held state changes over the step.
-* A token goes through `auth.decide` (API.md §5): a matching reservation is consumed and the session
-  carries its id; a refused token gives `ReservationAuthtokenMismatch` and never closes a relay.
+* A token goes to the token desk (`firmware.core.tokens`, API.md §5): a matching reservation is consumed
+  and the session carries its id; a refused token gives `ReservationAuthtokenMismatch` and never
+  closes a relay. Its outputs are settled here, with the rest of the step.
 * The status shown is the machine's, except that an Available EVSE that the book holds shows
   Reserved (API.md §5), with the Reserved LED.
 
-Time is injected: `now` is monotonic seconds; UTC (for reservations) is passed as `utc` or derived
-from the last UTC the shell gave. No I/O, no clock. The shell's single core task is the only caller.
+Time is injected: every call takes one `Instant` (`at`: monotonic seconds for the machines, aware UTC
+for reservations and the local list); the charger keeps the last one to turn the book's UTC deadlines
+into monotonic ones. It must never read a clock or do I/O (DESIGN.md principle 1); the shell's single
+core task is its only caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from firmware.core.auth import (
-    ASK_BACKEND,
-    AuthSettings,
-    AuthStatus,
-    BackendAnswer,
-    LocalAuthList,
-    PendingRequests,
-    TokenDecision,
-    decide,
-)
+from firmware.core.auth import AuthSettings, AuthStatus, BackendAnswer, LocalAuthList, TokenDecision
 from firmware.core.events import (
     DUTY_F,
     STATUS_LED,
     Action,
-    AuthDecided,
     AuthorizationGranted,
-    AuthorizationRefused,
     CurrentLimitChanged,
-    EmitSessionEvent,
     Event,
     Led,
     PilotChanged,
     PilotSampled,
-    RequestBackendAuth,
     SessionCancellationReason,
-    SessionEvent,
     SetEnabled,
     SetLed,
     SetLock,
@@ -64,17 +52,18 @@ from firmware.core.evse import (
     State,
     StoredSession,
 )
+from firmware.core.instant import Instant
 from firmware.core.pilot import DEBOUNCE_S, MIN_CURRENT_A, PilotMonitor
 from firmware.core.reservations import (
-    BookOutput,
     Reservation,
     ReservationBook,
     ReservationCheckStatus,
-    ReservationEndReason,
     ReservationResult,
 )
+from firmware.core.tokens import Output, TokenDesk
 
-Output = Action | BookOutput
+__all__ = ["Charger", "Output", "SetLocalMaxCurrentResult", "SwitchPhasesResult"]
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -93,17 +82,8 @@ class SwitchPhasesResult(StrEnum):
     ERROR_HARDWARE = "Error_Hardware"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeldToken:
-    """`authorize` without an EVSE and no EV waiting: the token waits for the next plug-in."""
-
-    id_token: str
-    token_type: str
-    deadline: float  # monotonic; lapses silently
-
-
 class Charger:
-    """All EVSEs of the board. `handle(event, now)`, `tick(now)`, `next_deadline()`, and the
+    """All EVSEs of the board. `handle(event, at)`, `tick(at)`, `next_deadline()`, and the
     reservation and token operations of API.md §3 and §5."""
 
     def __init__(
@@ -130,29 +110,29 @@ class Charger:
             new_uuid=new_reservation_uuid or new_session_id,
             enabled=reservations_enabled,
         )
-        self.local_list = LocalAuthList()
-        self.auth = auth
-        self.online = True  # the shell clears it while the backend link is down
-        self._pending = PendingRequests(auth.timeout_s, auth.request_prefix)
+        self.tokens = TokenDesk(self.evses, self.book, auth, self._step)
         self._led: dict[int, Led | None] = dict.fromkeys(self.evses)
-        self._mono_base, self._utc_base = 0.0, _EPOCH
-        self._held: list[HeldToken] = []
+        self._at = Instant(mono=0.0, utc=_EPOCH)  # the last instant the shell gave
         self._limit_a: dict[int, float] = {cid: m.config.max_current_a for cid, m in self.evses.items()}
         self._fallback_a: float | None = None
         self.phases: dict[int, int] = {cid: m.config.phases for cid, m in self.evses.items()}
 
-    # --- time ------------------------------------------------------------------------------------
+    @property
+    def local_list(self) -> LocalAuthList:
+        return self.tokens.local_list
 
-    def _utc(self, now: float, utc: datetime | None) -> datetime:
-        if utc is not None:
-            if utc.tzinfo is None:
-                raise ValueError("utc must be an aware datetime")
-            self._mono_base, self._utc_base = now, utc
-            return utc
-        return self._utc_base + timedelta(seconds=now - self._mono_base)
+    @property
+    def auth(self) -> AuthSettings:
+        return self.tokens.settings
 
-    def _mono(self, instant: datetime) -> float:
-        return self._mono_base + (instant - self._utc_base).total_seconds()
+    @property
+    def online(self) -> bool:
+        """The backend is reachable (the shell clears it while the link is down: the offline policy)."""
+        return self.tokens.online
+
+    @online.setter
+    def online(self, online: bool) -> None:
+        self.tokens.online = online
 
     # --- views -----------------------------------------------------------------------------------
 
@@ -170,36 +150,35 @@ class Charger:
         """A CP change of EVSE `cid` is being debounced (for the simulated board's replies)."""
         return self._monitors[self._machine(cid).cid].settling
 
-    def utc_at(self, now: float) -> datetime:
-        """The UTC time that corresponds to monotonic `now` (from the last UTC the shell gave)."""
-        return self._utc(now, None)
+    def utc_at(self, mono: float) -> datetime:
+        """The UTC time that corresponds to monotonic `mono` (from the last instant the shell gave)."""
+        return self._at.utc_at(mono)
 
     # --- the loop API ----------------------------------------------------------------------------
 
-    def start(self, now: float, utc: datetime | None = None) -> list[Output]:
+    def start(self, at: Instant) -> list[Output]:
         """The outputs every EVSE wants at boot (after the shell has driven them fail-safe)."""
-        when = self._utc(now, utc)
+        self._at = at
         out: list[Output] = []
         for evse in self.evses.values():
-            out.extend(evse.tick(now))
-        return self._settle(out, when)
+            out.extend(evse.tick(at.mono))
+        return self._settle(out, at)
 
-    def handle(self, event: Event, now: float, utc: datetime | None = None) -> list[Output]:
+    def handle(self, event: Event, at: Instant) -> list[Output]:
         evse = self._machine(event.cid)
-        when = self._utc(now, utc)
+        self._at = at
+        now = at.mono
         if isinstance(event, PilotSampled):
             reading = self._monitors[event.cid].update(event.volts_hi, event.volts_lo, evse.pwm_on, now)
             if reading is None:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
-        out: list[Output] = list(self._step(evse, now, event))
-        held = self._use_held_token(evse, now, when)
-        if held:
-            out = self._drop_auth_required(out, evse.cid) + held
-        return self._settle(out, when)  # the plug-in and a held token's use: one step for the book
+        out = self.tokens.give_held(evse, list(self._step(evse, now, event)), at)
+        return self._settle(out, at)  # the plug-in and a held token's use: one step for the book
 
-    def tick(self, now: float, utc: datetime | None = None) -> list[Output]:
-        when = self._utc(now, utc)
+    def tick(self, at: Instant) -> list[Output]:
+        self._at = at
+        now, when = at.mono, at.utc
         out: list[Output] = []
         for evse in self.evses.values():
             deadline = evse.next_deadline()
@@ -208,112 +187,83 @@ class Charger:
         book_deadline = self.book.next_deadline()
         due = book_deadline is not None and book_deadline <= when
         out.extend(self.book.set_evses(self._live(), when, expire=due))  # the machines' changes too: one refresh
-        self._held = [h for h in self._held if h.deadline > now]
-        for pending in self._pending.expired(now):
-            decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
-                              local=self.local_list, now_utc=when, policy=self.auth.offline_policy, offline=True)
-            assert isinstance(decision, TokenDecision)  # noqa: S101 - offline never asks
-            out.extend(self._apply_decision(pending.evse_id, pending.id_token, decision, now, when,
-                                            pending.request_id))
-        return self._settle(out, when)
+        out.extend(self.tokens.expire(at))
+        return self._settle(out, at)
 
     def next_deadline(self) -> float | None:
         deadlines = [d for evse in self.evses.values() if (d := evse.next_deadline()) is not None]
         book_deadline = self.book.next_deadline()
         if book_deadline is not None:
-            deadlines.append(self._mono(book_deadline))
-        pending = self._pending.next_deadline()
-        if pending is not None:
-            deadlines.append(pending)
-        deadlines.extend(h.deadline for h in self._held)
+            deadlines.append(self._at.mono_at(book_deadline))
+        tokens = self.tokens.next_deadline()
+        if tokens is not None:
+            deadlines.append(tokens)
         return min(deadlines) if deadlines else None
 
     # --- tokens (API.md §5) ----------------------------------------------------------------------
 
     def present_token(
-        self, cid: int, id_token: str, now: float, utc: datetime | None = None, token_type: str = "RFID"
+        self, cid: int, id_token: str, at: Instant, token_type: str = "RFID"
     ) -> tuple[TokenDecision | None, list[Output]]:
         """A token at EVSE `cid`. Returns the decision, or None while the backend is asked."""
         evse = self._machine(cid)
-        when = self._utc(now, utc)
+        self._at = at
         if (evse.state, AuthorizationGranted) not in TRANSITIONS:
             return TokenDecision(status=AuthStatus.REJECTED, source="state"), []
-        decision, out = self._decide(cid, id_token, now, when, token_type)
-        return decision, out if decision is None else self._settle(out, when)
+        decision, out = self.tokens.present(cid, id_token, at, token_type)
+        return decision, out if decision is None else self._settle(out, at)
 
-    def backend_auth_answer(self, request_id: str, answer: BackendAnswer, now: float,
-                            utc: datetime | None = None) -> list[Output]:
+    def backend_auth_answer(self, request_id: str, answer: BackendAnswer, at: Instant) -> list[Output]:
         """The backend answered `R/auth/request`; a late or unknown answer is ignored."""
-        when = self._utc(now, utc)
-        pending = self._pending.pop(request_id)
-        if pending is None:
-            return []
-        decision = decide(id_token=pending.id_token, evse_id=pending.evse_id, book=self.book,
-                          local=self.local_list, now_utc=when, policy=self.auth.offline_policy, backend=answer)
-        assert isinstance(decision, TokenDecision)  # noqa: S101 - with an answer, decide never asks
-        return self._settle(self._apply_decision(pending.evse_id, pending.id_token, decision, now, when,
-                                                 request_id), when)
+        self._at = at
+        out = self.tokens.answer(request_id, answer, at)
+        return [] if out is None else self._settle(out, at)
 
     def authorize_anywhere(
-        self, id_token: str, now: float, utc: datetime | None = None, token_type: str = "RFID"
+        self, id_token: str, at: Instant, token_type: str = "RFID"
     ) -> tuple[int | None, TokenDecision | None, list[Output]]:
         """`authorize` without `evse_id` (API.md §5): the EV that has waited longest gets the token;
         with none waiting the token is held for the next plug-in. Returns (evse_id, decision, outputs);
         the decision is None while the backend is asked."""
-        waiting = [
-            (evse.session.started_at, cid)
-            for cid, evse in self.evses.items()
-            if evse.state is State.WAITING_FOR_AUTH and evse.session is not None
-        ]
-        if waiting:
-            cid = min(waiting)[1]
-            decision, out = self.present_token(cid, id_token, now, utc, token_type)
+        cid = self.tokens.waiting_longest()
+        if cid is not None:
+            decision, out = self.present_token(cid, id_token, at, token_type)
             return cid, decision, out
-        when = self._utc(now, utc)
-        could = [
-            cid
-            for cid, evse in self.evses.items()
-            if evse.state is State.AVAILABLE
-            and (
-                self.book.match(cid, id_token, self.local_list.parent(id_token, when), when) is not None
-                or (self.book.specific(cid, when) is None and self.book.walk_in_allowed(cid, when))
-            )
-        ]
-        if not could:
-            return None, TokenDecision(status=AuthStatus.NO_EVSE_AVAILABLE, source="reservation"), []
-        self._held.append(HeldToken(id_token=id_token, token_type=token_type,
-                                    deadline=now + self.auth.connection_timeout_s))
-        return None, TokenDecision(status=AuthStatus.ACCEPTED, source="held"), []
+        self._at = at
+        return None, self.tokens.hold(id_token, token_type, at), []
 
-    def stop_session(self, cid: int, reason: SessionCancellationReason, now: float,
-                     utc: datetime | None = None) -> tuple[bool, list[Output]]:
+    def stop_session(self, cid: int, reason: SessionCancellationReason, at: Instant) -> tuple[bool, list[Output]]:
         """`stop_session`: True when a running session was stopped."""
         evse = self._machine(cid)
         if (evse.state, StopRequested) not in TRANSITIONS or evse.session is None or evse.session.cancelled:
             return False, []
-        return True, self._settle(self._step(evse, now, StopRequested(cid=cid, reason=reason)), self._utc(now, utc))
+        out = self._step(evse, at.mono, StopRequested(cid=cid, reason=reason))
+        self._at = at
+        return True, self._settle(out, at)
 
-    def set_enabled(self, cid: int, enabled: bool, now: float, utc: datetime | None = None) -> list[Output]:
+    def set_enabled(self, cid: int, enabled: bool, at: Instant) -> list[Output]:
         """`set_enabled`: disabled = Unavailable; a running session is stopped first."""
         evse = self._machine(cid)
-        return self._settle(self._step(evse, now, SetEnabled(cid=cid, enabled=enabled)), self._utc(now, utc))
+        out = self._step(evse, at.mono, SetEnabled(cid=cid, enabled=enabled))
+        self._at = at
+        return self._settle(out, at)
 
-    def set_max_current(self, cid: int, current_a: float, now: float,
-                        utc: datetime | None = None) -> tuple[SetLocalMaxCurrentResult, list[Output]]:
+    def set_max_current(self, cid: int, current_a: float,
+                        at: Instant) -> tuple[SetLocalMaxCurrentResult, list[Output]]:
         """`set_max_current`: 0 pauses, 6..max_current_a limits; anything else is out of range."""
         evse = self._machine(cid)
         if not (current_a == 0 or MIN_CURRENT_A <= current_a <= evse.config.max_current_a):
             return SetLocalMaxCurrentResult.ERROR_OUT_OF_RANGE, []
         self._limit_a[cid] = float(current_a)
-        return SetLocalMaxCurrentResult.SUCCESS, self._apply_limit(cid, now, utc)
+        return SetLocalMaxCurrentResult.SUCCESS, self._apply_limit(cid, at)
 
-    def set_fallback(self, current_a: float | None, now: float, utc: datetime | None = None) -> list[Output]:
+    def set_fallback(self, current_a: float | None, at: Instant) -> list[Output]:
         """Link supervision: while the backend is unreachable every EVSE offers at most `current_a`
         (None restores the commanded limits). A fallback below 6 A pauses charging."""
         self._fallback_a = current_a
         out: list[Output] = []
         for cid in self.evses:
-            out.extend(self._apply_limit(cid, now, utc))
+            out.extend(self._apply_limit(cid, at))
         return out
 
     def limit_a(self, cid: int) -> float:
@@ -335,75 +285,54 @@ class Charger:
         self.phases[cid] = 3 if three_phases else 1
         return SwitchPhasesResult.SUCCESS
 
-    def unlock_connector(self, cid: int, now: float, utc: datetime | None = None) -> tuple[bool, list[Output]]:
+    def unlock_connector(self, cid: int, at: Instant) -> tuple[bool, list[Output]]:
         """`unlock_connector`: refused while charging; a waiting session is stopped (UnlockCommand)."""
         evse = self._machine(cid)
         if evse.relay_closed:
             return False, []
         out: list[Output] = []
         if (evse.state, StopRequested) in TRANSITIONS and evse.session is not None and not evse.session.cancelled:
-            out.extend(self._step(evse, now, StopRequested(cid=cid, reason=SessionCancellationReason.UNLOCK_COMMAND)))
+            out.extend(self._step(evse, at.mono,
+                                  StopRequested(cid=cid, reason=SessionCancellationReason.UNLOCK_COMMAND)))
         out.append(SetLock(cid=cid, locked=False))
-        return True, self._settle(out, self._utc(now, utc))
+        self._at = at
+        return True, self._settle(out, at)
 
-    def restore_session(self, cid: int, stored: StoredSession, now: float, utc: datetime | None = None, *,
+    def restore_session(self, cid: int, stored: StoredSession, at: Instant, *,
                         reason: SessionCancellationReason, resume: bool) -> list[Output]:
         """A session that was open at the last stop (see EvseMachine.restore_session)."""
         evse = self._machine(cid)
-        return self._settle(list(evse.restore_session(stored, now, reason=reason, resume=resume)),
-                            self._utc(now, utc))
+        out = list(evse.restore_session(stored, at.mono, reason=reason, resume=resume))
+        self._at = at
+        return self._settle(out, at)
 
     # --- reservations (API.md §3, §7) ------------------------------------------------------------
 
-    def reserve_now(self, reservation: Reservation, now: float,
-                    utc: datetime | None = None) -> tuple[ReservationResult, str | None, list[Output]]:
-        when = self._utc(now, utc)
-        result, uuid, out = self.book.reserve(reservation, when)
-        return result, uuid, self._settle(list(out), when)
+    def reserve_now(self, reservation: Reservation,
+                    at: Instant) -> tuple[ReservationResult, str | None, list[Output]]:
+        self._at = at
+        result, uuid, out = self.book.reserve(reservation, at.utc)
+        return result, uuid, self._settle(list(out), at)
 
-    def cancel_reservation(self, sender: str, reservation_id: int, now: float,
-                           utc: datetime | None = None) -> tuple[bool, list[Output]]:
-        when = self._utc(now, utc)
-        cancelled, out = self.book.cancel(sender, reservation_id, when)
-        return cancelled, self._settle(list(out), when)
+    def cancel_reservation(self, sender: str, reservation_id: int, at: Instant) -> tuple[bool, list[Output]]:
+        self._at = at
+        cancelled, out = self.book.cancel(sender, reservation_id, at.utc)
+        return cancelled, self._settle(list(out), at)
 
     def exists_reservation(self, id_token: str, evse_id: int | None, group_id_token: str | None,
-                           now: float, utc: datetime | None = None) -> ReservationCheckStatus:
+                           at: Instant) -> ReservationCheckStatus:
         if evse_id is not None:
             self._machine(evse_id)
-        return self.book.exists(id_token, evse_id, group_id_token, self._utc(now, utc))
+        self._at = at
+        return self.book.exists(id_token, evse_id, group_id_token, at.utc)
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _apply_limit(self, cid: int, now: float, utc: datetime | None) -> list[Output]:
+    def _apply_limit(self, cid: int, at: Instant) -> list[Output]:
         evse = self.evses[cid]
-        return self._settle(self._step(evse, now, CurrentLimitChanged(cid=cid, current_a=self.limit_a(cid))),
-                            self._utc(now, utc))
-
-    def _use_held_token(self, evse: EvseMachine, now: float, when: datetime) -> list[Output]:
-        """A held token (authorize without EVSE) goes to the EV that just plugged in (not settled)."""
-        self._held = [h for h in self._held if h.deadline > now]
-        if not self._held or evse.state is not State.WAITING_FOR_AUTH:
-            return []
-        held = self._held.pop(0)
-        return self._decide(evse.cid, held.id_token, now, when, held.token_type)[1]
-
-    def _decide(self, cid: int, id_token: str, now: float, when: datetime,
-                token_type: str) -> tuple[TokenDecision | None, list[Output]]:
-        """API.md §5 for a token at an EVSE that takes one; None while the backend is asked. Not settled."""
-        decision = decide(id_token=id_token, evse_id=cid, book=self.book, local=self.local_list, now_utc=when,
-                          policy=self.auth.offline_policy, offline=not self.online)
-        if decision is ASK_BACKEND:
-            pending = self._pending.add(cid, id_token, token_type, now)
-            return None, [RequestBackendAuth(cid=cid, request_id=pending.request_id, id_token=id_token,
-                                             token_type=token_type)]
-        assert isinstance(decision, TokenDecision)  # noqa: S101 - narrowed above
-        return decision, self._apply_decision(cid, id_token, decision, now, when, None)
-
-    def _drop_auth_required(self, out: list[Output], cid: int) -> list[Output]:
-        """The plug-in that used a held token needs no authorization: no AuthRequired (API.md §5)."""
-        return [a for a in out if not (isinstance(a, EmitSessionEvent) and a.cid == cid
-                                       and a.event is SessionEvent.AUTH_REQUIRED)]
+        out = self._step(evse, at.mono, CurrentLimitChanged(cid=cid, current_a=self.limit_a(cid)))
+        self._at = at
+        return self._settle(out, at)
 
     def _machine(self, cid: int) -> EvseMachine:
         evse = self.evses.get(cid)
@@ -418,40 +347,15 @@ class Charger:
             self._monitors[evse.cid].reset()
         return actions
 
-    def _apply_decision(self, cid: int, id_token: str, decision: TokenDecision, now: float, when: datetime,
-                        request_id: str | None) -> list[Output]:
-        evse = self.evses[cid]
-        status = decision.status
-        out: list[Output] = []
-        if (evse.state, AuthorizationGranted) not in TRANSITIONS:
-            status = AuthStatus.REJECTED  # the EVSE moved on while the backend was asked
-        elif status is AuthStatus.ACCEPTED:
-            entry = decision.reservation
-            reservation_id = entry.reservation.reservation_id if entry is not None else None
-            out.extend(self._step(evse, now, AuthorizationGranted(cid=cid, id_token=id_token,
-                                                                  reservation_id=reservation_id)))
-            if entry is not None and self.book.get(*entry.key) is entry:
-                uuid = evse.session.uuid if evse.session is not None else ""
-                for item in self.book.use(entry, cid, when):
-                    out.append(_with_session(item, cid, uuid))
-        else:
-            out.extend(self._step(evse, now, AuthorizationRefused(cid=cid, id_token=id_token,
-                                                                  reservation_mismatch=decision.mismatch)))
-        reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
-        out.append(AuthDecided(cid=cid, id_token=id_token, status=status.value,
-                               reservation_id=reservation_id if status is AuthStatus.ACCEPTED else None,
-                               request_id=request_id))
-        return out
-
     def _live(self) -> dict[int, tuple[bool, bool, bool]]:
         """What the book needs of each EVSE: (occupied, faulted, enabled)."""
         return {cid: (evse.plugged or evse.session is not None, evse.state is State.FAULTED, evse.enabled)
                 for cid, evse in self.evses.items()}
 
-    def _settle(self, actions: Iterable[Output], when: datetime) -> list[Output]:
+    def _settle(self, actions: Iterable[Output], at: Instant) -> list[Output]:
         """Tell the book what the EVSEs are now, and show Reserved where it holds an EVSE."""
         out = list(actions)
-        out.extend(self.book.set_evses(self._live(), when))
+        out.extend(self.book.set_evses(self._live(), at.utc))
         # The machines' LED commands are replaced by the shown status's LED, in the same place.
         wanted = {cid: self.led(cid) for cid in self.evses}
         settled: list[Output] = []
@@ -467,19 +371,3 @@ class Charger:
                 settled.append(SetLed(cid=cid, led=led))
         return settled
 
-
-def _with_session(item: BookOutput, cid: int, uuid: str) -> BookOutput:
-    """ReservationEnd(UsedToStartCharging) belongs to the session the reservation started."""
-    if (
-        isinstance(item, EmitSessionEvent)
-        and item.cid == cid
-        and item.event is SessionEvent.RESERVATION_END
-        and _reason(dict(item.extra).get("reservation_end")) == ReservationEndReason.USED_TO_START_CHARGING.value
-    ):
-        return replace(item, uuid=uuid)
-    return item
-
-
-def _reason(part: object) -> object:
-    """The `reason` of an event's object (API.md §4), or None."""
-    return part.get("reason") if isinstance(part, dict) else None

@@ -104,9 +104,9 @@ class PilotMonitor:
     `update(volts_hi, volts_lo, pwm_on, now)` returns a `PilotReading` when the debounced state or
     the diode check changes, else None. A candidate must persist for `debounce_s`; a reading that
     falls back to the stable state cancels the candidate. A diode failure is debounced the same way,
-    so one noisy sample, or one taken just before PWM started, ends no session. `reset()` forgets the stable state, so the
-    next stable reading is reported even if it equals the old one (used after the EVSE stops driving
-    F, when the old reading was its own -12 V).
+    so one noisy sample, or one taken just before PWM started, ends no session. `reset()` forgets
+    the stable state, so the next stable reading is reported even if it equals the old one (used
+    after the EVSE stops driving F, when the old reading was its own -12 V).
     """
 
     __slots__ = ("_candidate", "_candidate_since", "_debounce_s", "_diode_bad_since", "_diode_ok", "_known", "_stable")

@@ -25,7 +25,6 @@ from firmware.core.events import (
     FaultCleared,
     FaultRaised,
     Led,
-    MeterSampled,
     OpenRelay,
     PilotSampled,
     PpChanged,
@@ -38,12 +37,14 @@ from firmware.core.events import (
 from firmware.core.evse import EvseConfig, EvseMachine, State
 from firmware.core.pilot import DEBOUNCE_S, Cp
 from tests.core.helpers import ids, session_events
+from tests.support.charger import Clock, build
 
 T0 = 100.0
 STEP = 1 / 64  # 15.625 ms; two steps (31.25 ms) >= DEBOUNCE_S (30 ms) > one step
 SAMPLES_TO_REPORT = 3  # the first sample, then two more steps
 FAULT_HOLD_S = 0.3
 CIDS = (1, 7)
+at = Clock()  # these tests give no UTC: the Unix epoch plus the monotonic time, as the charger assumed
 
 #: Nominal plateaus (volts_hi, volts_lo) per CP state, IEC 61851-1 Table A.4 / A.2.2.
 PWM_OFF = {Cp.A: (12.0, 12.0), Cp.B: (9.0, 9.0), Cp.C: (6.0, 6.0), Cp.F: (-12.0, -12.0)}
@@ -51,11 +52,9 @@ PWM_ON = {Cp.A: (12.0, -12.0), Cp.B: (9.0, -12.0), Cp.C: (6.0, -12.0), Cp.F: (-1
 
 
 def charger() -> Charger:
-    c = Charger([EvseConfig(cid=1), EvseConfig(cid=7, max_current_a=16.0)], new_session_id=ids())
-    c.start(T0)
-    for cid in CIDS:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
-        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), T0)
-    return c
+    """EVSEs 1 and 7, started at T0; their meters have given their first reading (0 Wh)."""
+    return build([EvseConfig(cid=1), EvseConfig(cid=7, max_current_a=16.0)], clock=at, start=T0,
+                 session_prefix="session")
 
 
 def sample(cid: int, volts_hi: float, volts_lo: float) -> PilotSampled:
@@ -72,7 +71,7 @@ class Feed:
 
     def __call__(self, event: Event) -> list[Action]:
         self.now += STEP
-        actions = self.c.handle(event, self.now)
+        actions = self.c.handle(event, at(self.now))
         self.log.extend(actions)
         return actions
 
@@ -84,7 +83,7 @@ class Feed:
 
     def tick(self, now: float) -> list[Action]:
         self.now = now
-        actions = self.c.tick(now)
+        actions = self.c.tick(at(now))
         self.log.extend(actions)
         return actions
 
@@ -129,7 +128,7 @@ def test_start_returns_the_initial_outputs_of_every_evse() -> None:
     # Without meters: an EVSE with one is Unavailable until its first reading (test_evse_meter.py).
     c = Charger([EvseConfig(cid=1, has_meter=False), EvseConfig(cid=7, max_current_a=16.0, has_meter=False)],
                 new_session_id=ids())
-    assert c.start(T0) == [
+    assert c.start(at(T0)) == [
         action
         for cid in CIDS
         for action in (
@@ -140,7 +139,7 @@ def test_start_returns_the_initial_outputs_of_every_evse() -> None:
         )
     ]
     assert all(m.state is State.AVAILABLE for m in c.evses.values())
-    assert c.start(T0 + 1.0) == []  # everything was commanded already
+    assert c.start(at(T0 + 1.0)) == []  # everything was commanded already
 
 
 # --- routing by cid ----------------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ def test_start_returns_the_initial_outputs_of_every_evse() -> None:
 def test_events_go_to_the_evse_named_by_cid(cid: int, other: int) -> None:
     c = charger()
     before = snapshot(c)
-    actions = c.handle(FaultRaised(cid=cid, fault=Fault.RCD_TRIPPED), T0 + 1.0)
+    actions = c.handle(FaultRaised(cid=cid, fault=Fault.RCD_TRIPPED), at(T0 + 1.0))
     assert actions
     assert all(a.cid == cid for a in actions)
     assert c.evses[cid].state is State.FAULTED
@@ -160,7 +159,7 @@ def test_events_go_to_the_evse_named_by_cid(cid: int, other: int) -> None:
 @pytest.mark.parametrize(("cid", "other"), [(1, 7), (7, 1)])
 def test_authorization_goes_to_the_evse_named_by_cid(cid: int, other: int) -> None:
     c = charger()
-    actions = c.handle(AuthorizationGranted(cid=cid, id_token="tok"), T0 + 1.0)
+    actions = c.handle(AuthorizationGranted(cid=cid, id_token="tok"), at(T0 + 1.0))
     assert session_events(actions) == [SessionEvent.SESSION_STARTED]
     assert all(a.cid == cid for a in actions)
     assert c.evses[cid].state is State.WAITING_FOR_EV
@@ -178,7 +177,7 @@ def test_unknown_cid_is_refused_and_changes_nothing(event: Event) -> None:
     c = charger()
     before = snapshot(c)
     with pytest.raises(ValueError, match="unknown EVSE"):
-        c.handle(event, T0 + 1.0)
+        c.handle(event, at(T0 + 1.0))
     assert snapshot(c) == before
 
 
@@ -186,15 +185,15 @@ def test_each_evse_has_its_own_pilot_monitor() -> None:
     """Interleaved samples of two EVSEs are debounced separately: B on EVSE 1, C on EVSE 7."""
     c = charger()
     for k in range(SAMPLES_TO_REPORT - 1):
-        assert c.handle(sample(1, *PWM_OFF[Cp.B]), T0 + k * STEP) == []
-        assert c.handle(sample(7, *PWM_OFF[Cp.C]), T0 + k * STEP) == []
+        assert c.handle(sample(1, *PWM_OFF[Cp.B]), at(T0 + k * STEP)) == []
+        assert c.handle(sample(7, *PWM_OFF[Cp.C]), at(T0 + k * STEP)) == []
     assert c.evses[1].cp is None
     assert c.evses[7].cp is None
     now = T0 + (SAMPLES_TO_REPORT - 1) * STEP
-    assert all(a.cid == 1 for a in c.handle(sample(1, *PWM_OFF[Cp.B]), now))
+    assert all(a.cid == 1 for a in c.handle(sample(1, *PWM_OFF[Cp.B]), at(now)))
     assert c.evses[1].cp is Cp.B
     assert c.evses[7].cp is None
-    assert all(a.cid == 7 for a in c.handle(sample(7, *PWM_OFF[Cp.C]), now))
+    assert all(a.cid == 7 for a in c.handle(sample(7, *PWM_OFF[Cp.C]), at(now)))
     assert c.evses[1].cp is Cp.B
     assert c.evses[7].cp is Cp.C
 
@@ -356,43 +355,43 @@ def test_monitor_is_not_reset_while_f_continues() -> None:
 def test_next_deadline_is_none_when_nothing_is_due() -> None:
     c = charger()
     assert c.next_deadline() is None
-    assert c.tick(T0 + 1000.0) == []
+    assert c.tick(at(T0 + 1000.0)) == []
 
 
 def test_next_deadline_is_the_earliest_over_the_evses() -> None:
     c = charger()
-    c.handle(AuthorizationGranted(cid=1, id_token="tok"), T0 + 1.0)  # waits 60 s for the EV
+    c.handle(AuthorizationGranted(cid=1, id_token="tok"), at(T0 + 1.0))  # waits 60 s for the EV
     assert c.next_deadline() == pytest.approx(T0 + 61.0) == c.evses[1].next_deadline()
-    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), T0 + 2.0)  # F for 0.3 s, then X1 while it lasts
+    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), at(T0 + 2.0))  # F for 0.3 s, then X1 while it lasts
     assert c.evses[7].next_deadline() == pytest.approx(T0 + 2.0 + FAULT_HOLD_S)
     assert c.next_deadline() == pytest.approx(T0 + 2.0 + FAULT_HOLD_S)
-    assert c.tick(T0 + 2.0 + FAULT_HOLD_S) != []
+    assert c.tick(at(T0 + 2.0 + FAULT_HOLD_S)) != []
     assert c.evses[7].state is State.FAULTED
     assert c.evses[7].duty_pct == DUTY_X1
-    c.handle(FaultCleared(cid=7, fault=Fault.RCD_TRIPPED), T0 + 3.0)  # F was served: no more F
+    c.handle(FaultCleared(cid=7, fault=Fault.RCD_TRIPPED), at(T0 + 3.0))  # F was served: no more F
     assert c.evses[7].state is State.AVAILABLE
     assert c.next_deadline() == pytest.approx(T0 + 61.0)
 
 
 def test_tick_runs_only_the_machines_that_are_due(monkeypatch: pytest.MonkeyPatch) -> None:
     c = charger()
-    c.handle(AuthorizationGranted(cid=1, id_token="tok"), T0 + 1.0)  # EVSE 1: due at T0 + 61
-    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), T0 + 2.0)  # EVSE 7: F -> X1 due at T0 + 2.3
+    c.handle(AuthorizationGranted(cid=1, id_token="tok"), at(T0 + 1.0))  # EVSE 1: due at T0 + 61
+    c.handle(FaultRaised(cid=7, fault=Fault.RCD_TRIPPED), at(T0 + 2.0))  # EVSE 7: F -> X1 due at T0 + 2.3
     ticked: list[int] = []
     for cid, m in c.evses.items():
         # A recording pass-through (the machine still runs), to see which machines are ticked.
         monkeypatch.setattr(m, "tick", lambda now, m=m, cid=cid: (ticked.append(cid), EvseMachine.tick(m, now))[1])
 
-    assert c.tick(T0 + 2.0 + FAULT_HOLD_S - 1e-3) == []
+    assert c.tick(at(T0 + 2.0 + FAULT_HOLD_S - 1e-3)) == []
     assert ticked == []
-    actions = c.tick(T0 + 2.0 + FAULT_HOLD_S)
+    actions = c.tick(at(T0 + 2.0 + FAULT_HOLD_S))
     assert ticked == [7]
     assert actions
     assert all(a.cid == 7 for a in actions)
     assert c.evses[1].state is State.WAITING_FOR_EV
 
     ticked.clear()
-    actions = c.tick(T0 + 61.0)  # the connection timeout of EVSE 1 (API.md §5)
+    actions = c.tick(at(T0 + 61.0))  # the connection timeout of EVSE 1 (API.md §5)
     assert ticked == [1]
     assert session_events(actions) == [SessionEvent.SESSION_CANCELLED, SessionEvent.SESSION_FINISHED]
     assert c.evses[1].state is State.AVAILABLE

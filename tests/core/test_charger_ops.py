@@ -3,8 +3,7 @@ fallback current, phase switching and unlock, in the pure core."""
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -16,9 +15,7 @@ from firmware.core.events import (
     EmitSessionEvent,
     Fault,
     FaultRaised,
-    MeterSampled,
     PilotChanged,
-    PpChanged,
     SessionCancellationReason,
     SessionEvent,
     SetLock,
@@ -27,38 +24,21 @@ from firmware.core.events import (
 from firmware.core.evse import EvseConfig, State
 from firmware.core.pilot import Cp
 from firmware.core.reservations import Reservation
-
-UTC0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
-M0 = 1000.0
+from tests.support.charger import M0, T2, UTC0, at, build, charging, plug
 
 
 def charger(n: int = 2, **evse: object) -> Charger:
-    ids = itertools.count(1)
-    c = Charger([EvseConfig(cid=i, connectors=("sType2",), **evse) for i in range(1, n + 1)],  # type: ignore[arg-type]
-                new_session_id=lambda: f"s-{next(ids)}")
-    c.start(M0, UTC0)
-    for cid in c.evses:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
-        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), M0, UTC0)
+    """EVSEs 1..n (Type 2 sockets, `evse` config), started at M0; the local list accepts AA11."""
+    c = build([EvseConfig(cid=i, connectors=T2, **evse) for i in range(1, n + 1)])  # type: ignore[arg-type]
     c.local_list.apply(1, True, [LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
     return c
 
 
-def plug(c: Charger, cid: int, cp: Cp, now: float) -> list[object]:
-    return [*c.handle(PpChanged(cid=cid, ohms=220.0), now), *c.handle(PilotChanged(cid=cid, cp=cp), now)]
-
-
-def charging(c: Charger, cid: int, now: float) -> None:
-    plug(c, cid, Cp.B, now)
-    c.present_token(cid, "AA11", now)
-    c.handle(PilotChanged(cid=cid, cp=Cp.C), now)
-    assert c.evses[cid].relay_closed
-
-
 def test_authorize_without_evse_goes_to_the_ev_that_waited_longest() -> None:
     c = charger(3)
-    plug(c, 2, Cp.B, M0 + 1)
-    plug(c, 3, Cp.B, M0 + 2)
-    cid, decision, out = c.authorize_anywhere("AA11", M0 + 3)
+    plug(c, 2, Cp.B, at(M0 + 1))
+    plug(c, 3, Cp.B, at(M0 + 2))
+    cid, decision, out = c.authorize_anywhere("AA11", at(M0 + 3))
     assert cid == 2
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
@@ -69,49 +49,49 @@ def test_authorize_without_evse_goes_to_the_ev_that_waited_longest() -> None:
 
 def test_authorize_without_evse_holds_the_token_for_the_next_plug_in() -> None:
     c = charger(2)
-    cid, decision, out = c.authorize_anywhere("AA11", M0)
+    cid, decision, out = c.authorize_anywhere("AA11", at(M0))
     assert cid is None
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
     assert out == []
     assert c.next_deadline() == M0 + 60.0
-    out = plug(c, 2, Cp.B, M0 + 10)
+    out = plug(c, 2, Cp.B, at(M0 + 10))
     started = [a for a in out if isinstance(a, EmitSessionEvent) and a.event is SessionEvent.SESSION_STARTED]
     assert started[0].reason == "EVConnected"
     assert c.evses[2].state is State.SUSPENDED_EV  # already authorized
-    plug(c, 1, Cp.B, M0 + 11)
+    plug(c, 1, Cp.B, at(M0 + 11))
     assert c.evses[1].state is State.WAITING_FOR_AUTH  # the token was used once
 
 
 def test_a_held_token_lapses_silently() -> None:
     c = charger(1)
-    c.authorize_anywhere("AA11", M0)
-    assert c.tick(M0 + 60.0) == []
-    plug(c, 1, Cp.B, M0 + 61)
+    c.authorize_anywhere("AA11", at(M0))
+    assert c.tick(at(M0 + 60.0)) == []
+    plug(c, 1, Cp.B, at(M0 + 61))
     assert c.evses[1].state is State.WAITING_FOR_AUTH
 
 
 def test_authorize_without_evse_answers_no_evse_available() -> None:
     c = charger(2)
-    c.reserve_now(Reservation(reservation_id=1, id_token="ZZ", evse_id=1, expiry_utc=UTC0 + timedelta(hours=1)), M0)
-    c.handle(FaultRaised(cid=2, fault=Fault.OVERTEMPERATURE), M0)
-    cid, decision, _ = c.authorize_anywhere("AA11", M0 + 1)
+    c.reserve_now(Reservation(reservation_id=1, id_token="ZZ", evse_id=1, expiry_utc=UTC0 + timedelta(hours=1)), at(M0))
+    c.handle(FaultRaised(cid=2, fault=Fault.OVERTEMPERATURE), at(M0))
+    cid, decision, _ = c.authorize_anywhere("AA11", at(M0 + 1))
     assert cid is None
     assert decision is not None
     assert decision.status is AuthStatus.NO_EVSE_AVAILABLE
-    _, decision, _ = c.authorize_anywhere("zz", M0 + 1)  # the reserved driver could use EVSE 1
+    _, decision, _ = c.authorize_anywhere("zz", at(M0 + 1))  # the reserved driver could use EVSE 1
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
 
 
 def test_stop_session_is_true_only_for_a_running_session() -> None:
     c = charger(1)
-    assert c.stop_session(1, SessionCancellationReason.REMOTE, M0) == (False, [])
-    charging(c, 1, M0 + 1)
-    stopped, out = c.stop_session(1, SessionCancellationReason.LOCAL, M0 + 2)
+    assert c.stop_session(1, SessionCancellationReason.REMOTE, at(M0)) == (False, [])
+    charging(c, 1, at(M0 + 1))
+    stopped, out = c.stop_session(1, SessionCancellationReason.LOCAL, at(M0 + 2))
     assert stopped
     assert SetPwm(cid=1, duty_pct=DUTY_X1) in out
-    assert c.stop_session(1, SessionCancellationReason.REMOTE, M0 + 3) == (False, [])
+    assert c.stop_session(1, SessionCancellationReason.REMOTE, at(M0 + 3)) == (False, [])
 
 
 @pytest.mark.parametrize(("current_a", "result"), [
@@ -122,31 +102,31 @@ def test_stop_session_is_true_only_for_a_running_session() -> None:
 ])
 def test_set_max_current_ranges(current_a: float, result: SetLocalMaxCurrentResult) -> None:
     c = charger(1)
-    assert c.set_max_current(1, current_a, M0)[0] is result
+    assert c.set_max_current(1, current_a, at(M0))[0] is result
     assert c.commanded_limit_a(1) == (32.0 if result is not SetLocalMaxCurrentResult.SUCCESS else current_a)
 
 
 def test_set_max_current_zero_pauses_charging() -> None:
     c = charger(1)
-    charging(c, 1, M0)
-    c.set_max_current(1, 0, M0 + 1)
+    charging(c, 1, at(M0))
+    c.set_max_current(1, 0, at(M0 + 1))
     assert c.evses[1].state is State.PAUSING
     assert not c.evses[1].pwm_on
 
 
 def test_fallback_current_applies_while_the_link_is_down_and_is_restored() -> None:
     c = charger(2)
-    charging(c, 1, M0)
-    c.set_max_current(2, 10, M0)
-    c.set_fallback(6.0, M0 + 10)
+    charging(c, 1, at(M0))
+    c.set_max_current(2, 10, at(M0))
+    c.set_fallback(6.0, at(M0 + 10))
     assert c.limit_a(1) == 6.0
     assert c.limit_a(2) == 6.0
-    c.tick(M0 + 15.0)  # the 5 s duty-change rule
+    c.tick(at(M0 + 15.0))  # the 5 s duty-change rule
     assert c.evses[1].duty_pct == 10.0
-    c.set_fallback(None, M0 + 30)
+    c.set_fallback(None, at(M0 + 30))
     assert c.limit_a(1) == 32.0
     assert c.limit_a(2) == 10.0
-    c.set_fallback(0.0, M0 + 40)  # a fallback of 0 pauses
+    c.set_fallback(0.0, at(M0 + 40))  # a fallback of 0 pauses
     assert c.limit_a(1) == 0.0
     assert c.evses[1].state is State.PAUSING
 
@@ -155,17 +135,17 @@ def test_switch_phases() -> None:
     assert charger(1).switch_phases(1, False) is SwitchPhasesResult.ERROR_NOT_SUPPORTED
     c = charger(1, phase_switching=True)
     assert c.switch_phases(1, False) is SwitchPhasesResult.ERROR_NOT_CHARGING
-    charging(c, 1, M0)
+    charging(c, 1, at(M0))
     assert c.switch_phases(1, False) is SwitchPhasesResult.SUCCESS
     assert c.phases[1] == 1
 
 
 def test_unlock_connector() -> None:
     c = charger(1)
-    charging(c, 1, M0)
-    assert c.unlock_connector(1, M0 + 1) == (False, [])
-    c.handle(PilotChanged(cid=1, cp=Cp.B), M0 + 2)
-    unlocked, out = c.unlock_connector(1, M0 + 3)
+    charging(c, 1, at(M0))
+    assert c.unlock_connector(1, at(M0 + 1)) == (False, [])
+    c.handle(PilotChanged(cid=1, cp=Cp.B), at(M0 + 2))
+    unlocked, out = c.unlock_connector(1, at(M0 + 3))
     assert unlocked
     assert SetLock(cid=1, locked=False) in out
     cancelled = [a for a in out if isinstance(a, EmitSessionEvent) and a.event is SessionEvent.SESSION_CANCELLED]
@@ -174,15 +154,15 @@ def test_unlock_connector() -> None:
 
 def test_set_enabled_round_trip() -> None:
     c = charger(1)
-    c.set_enabled(1, False, M0)
+    c.set_enabled(1, False, at(M0))
     assert c.evses[1].state is State.UNAVAILABLE
-    c.set_enabled(1, True, M0 + 1)
+    c.set_enabled(1, True, at(M0 + 1))
     assert c.evses[1].state is State.AVAILABLE
 
 
 def test_unknown_evse_is_a_value_error() -> None:
     c = charger(1)
-    for call in (lambda: c.stop_session(9, SessionCancellationReason.REMOTE, M0), lambda: c.switch_phases(9, True),
-                 lambda: c.set_max_current(9, 6, M0), lambda: c.unlock_connector(9, M0)):
+    for call in (lambda: c.stop_session(9, SessionCancellationReason.REMOTE, at(M0)), lambda: c.switch_phases(9, True),
+                 lambda: c.set_max_current(9, 6, at(M0)), lambda: c.unlock_connector(9, at(M0))):
         with pytest.raises(ValueError, match="unknown EVSE id 9"):
             call()

@@ -6,8 +6,7 @@ token, or a sibling through its parent, starts a session that carries the reserv
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -20,16 +19,14 @@ from firmware.core.auth import (
     LocalAuthStatus,
     OfflinePolicy,
 )
-from firmware.core.charger import Charger, Output
+from firmware.core.charger import Output
 from firmware.core.events import (
-    AuthDecided,
     CloseRelay,
     EmitSessionEvent,
     Fault,
     FaultCleared,
     FaultRaised,
     Led,
-    MeterSampled,
     PilotChanged,
     PpChanged,
     RequestBackendAuth,
@@ -37,50 +34,14 @@ from firmware.core.events import (
     SetLed,
     Status,
 )
-from firmware.core.evse import EvseConfig, State
+from firmware.core.evse import State
 from firmware.core.pilot import Cp
 from firmware.core.reservations import (
     Reservation,
-    ReservationResult,
     ReservationStatus,
     ReservationUpdate,
 )
-
-UTC0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
-M0 = 1000.0  # monotonic time at UTC0
-HOUR = timedelta(hours=1)
-
-
-def charger(*connectors: tuple[str, ...], **kw: object) -> Charger:
-    ids = itertools.count(1)
-    c = Charger([EvseConfig(cid=i + 1, connectors=conn) for i, conn in enumerate(connectors)],
-                new_session_id=lambda: f"s-{next(ids)}", **kw)  # type: ignore[arg-type]
-    c.start(M0, UTC0)
-    for cid in c.evses:  # the meters' first readings: sessions can start (tests/core/test_evse_meter.py)
-        c.handle(MeterSampled(cid=cid, energy_wh_import=0.0), M0, UTC0)
-    return c
-
-
-def plug(c: Charger, cid: int, cp: Cp, now: float) -> list[Output]:
-    out = c.handle(PpChanged(cid=cid, ohms=220.0), now)
-    return out + c.handle(PilotChanged(cid=cid, cp=cp), now)
-
-
-def events(out: list[Output], kind: SessionEvent) -> list[EmitSessionEvent]:
-    return [a for a in out if isinstance(a, EmitSessionEvent) and a.event is kind]
-
-
-def decided(out: list[Output]) -> AuthDecided:
-    (decision,) = [a for a in out if isinstance(a, AuthDecided)]
-    return decision
-
-
-def reserve(c: Charger, now: float = M0, **fields: object) -> list[Output]:
-    fields.setdefault("expiry_utc", UTC0 + HOUR)
-    result, uuid, out = c.reserve_now(Reservation(**fields), now)  # type: ignore[arg-type]
-    assert result is ReservationResult.ACCEPTED
-    assert uuid
-    return out
+from tests.support.charger import HOUR, M0, UTC0, at, charger, decided, events, plug, reserve
 
 
 def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
@@ -91,9 +52,9 @@ def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
     start = events(out, SessionEvent.RESERVATION_START)[0]
     assert start.payload()["reservation_start"] == {"reservation_id": 7, "id_tag": "AA11"}
 
-    out = plug(c, 1, Cp.C, M0 + 1)  # simplified mode: the EV asks for power at once
+    out = plug(c, 1, Cp.C, at(M0 + 1))  # simplified mode: the EV asks for power at once
     assert c.status(1) is Status.PREPARING
-    decision, out = c.present_token(1, "BB22", M0 + 2)
+    decision, out = c.present_token(1, "BB22", at(M0 + 2))
     assert decision is not None
     assert decision.status is AuthStatus.RESERVED_FOR_OTHER
     assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH)
@@ -102,7 +63,7 @@ def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
     assert not c.evses[1].pwm_on
     assert c.book.get("", 7) is not None  # the EVSE stays reserved
 
-    decision, out = c.present_token(1, "aa11", M0 + 3)  # the right token, any case
+    decision, out = c.present_token(1, "aa11", at(M0 + 3))  # the right token, any case
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
     assert any(isinstance(a, CloseRelay) for a in out)
@@ -121,7 +82,7 @@ def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
 def test_token_before_plug_in_carries_the_reservation_id_in_session_started() -> None:
     c = charger(("sType2",))
     reserve(c, reservation_id=7, id_token="AA11", evse_id=1)
-    _, out = c.present_token(1, "AA11", M0 + 1)
+    _, out = c.present_token(1, "AA11", at(M0 + 1))
     (started,) = events(out, SessionEvent.SESSION_STARTED)
     assert started.payload()["session_started"]["reservation_id"] == 7  # type: ignore[index]
     assert c.status(1) is Status.PREPARING
@@ -132,8 +93,8 @@ def test_sibling_token_through_the_local_list_uses_the_reservation() -> None:
     c.local_list.apply(1, True, [LocalAuthEntry(id_token="CC33", status=LocalAuthStatus.ACCEPTED,
                                                 parent_id_token="FLEET")])
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="fleet", evse_id=1)
-    plug(c, 1, Cp.B, M0 + 1)
-    decision, _ = c.present_token(1, "CC33", M0 + 2)
+    plug(c, 1, Cp.B, at(M0 + 1))
+    decision, _ = c.present_token(1, "CC33", at(M0 + 2))
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
     assert c.evses[1].session is not None
@@ -143,14 +104,14 @@ def test_sibling_token_through_the_local_list_uses_the_reservation() -> None:
 def test_unknown_parent_is_asked_of_the_backend_then_decided() -> None:
     c = charger(("sType2",))
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
-    plug(c, 1, Cp.B, M0 + 1)
-    decision, out = c.present_token(1, "DD44", M0 + 2)
+    plug(c, 1, Cp.B, at(M0 + 1))
+    decision, out = c.present_token(1, "DD44", at(M0 + 2))
     assert decision is None
     (request,) = [a for a in out if isinstance(a, RequestBackendAuth)]
     assert c.next_deadline() == M0 + 2 + 5.0
-    assert c.backend_auth_answer("nope", BackendAnswer(status=LocalAuthStatus.ACCEPTED), M0 + 3) == []
+    assert c.backend_auth_answer("nope", BackendAnswer(status=LocalAuthStatus.ACCEPTED), at(M0 + 3)) == []
     out = c.backend_auth_answer(request.request_id,
-                                BackendAnswer(status=LocalAuthStatus.ACCEPTED, parent_id_token="FLEET"), M0 + 3)
+                                BackendAnswer(status=LocalAuthStatus.ACCEPTED, parent_id_token="FLEET"), at(M0 + 3))
     assert decided(out).status == "Accepted"
     assert decided(out).request_id == request.request_id
     assert c.evses[1].session is not None
@@ -160,10 +121,10 @@ def test_unknown_parent_is_asked_of_the_backend_then_decided() -> None:
 def test_backend_timeout_refuses_a_token_a_reservation_locks_out() -> None:
     c = charger(("sType2",), auth=AuthSettings(offline_policy=OfflinePolicy.ACCEPT_ALL))
     reserve(c, reservation_id=7, id_token="AA11", parent_id_token="FLEET", evse_id=1)
-    plug(c, 1, Cp.B, M0 + 1)
-    _, out = c.present_token(1, "DD44", M0 + 2)
-    assert c.tick(M0 + 6.99) == []
-    out = c.tick(M0 + 7.0)
+    plug(c, 1, Cp.B, at(M0 + 1))
+    _, out = c.present_token(1, "DD44", at(M0 + 2))
+    assert c.tick(at(M0 + 6.99)) == []
+    out = c.tick(at(M0 + 7.0))
     assert decided(out).status == "ReservedForOther"
     assert events(out, SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH)
     assert c.evses[1].session is not None
@@ -173,8 +134,8 @@ def test_backend_timeout_refuses_a_token_a_reservation_locks_out() -> None:
 def test_walk_in_without_reservation_uses_the_offline_policy_when_offline() -> None:
     c = charger(("sType2",))
     c.online = False
-    plug(c, 1, Cp.B, M0 + 1)
-    decision, _ = c.present_token(1, "EE55", M0 + 2)
+    plug(c, 1, Cp.B, at(M0 + 1))
+    decision, _ = c.present_token(1, "EE55", at(M0 + 2))
     assert decision is not None
     assert decision.status is AuthStatus.REJECTED
     assert decision.source == "offline_policy"
@@ -187,18 +148,18 @@ def test_g3_held_evse_refuses_a_walk_in_the_others_accept() -> None:
     assert [c.status(i) for i in (1, 2, 3)] == [Status.AVAILABLE, Status.AVAILABLE, Status.RESERVED]
     assert events(out, SessionEvent.RESERVATION_START)[0].payload()["reservation_start"] == {
         "reservation_id": -1, "id_tag": "", "global": True}
-    out = plug(c, 3, Cp.B, M0 + 1)  # an EV can always plug in: the hold ends, the lock-out stays
+    out = plug(c, 3, Cp.B, at(M0 + 1))  # an EV can always plug in: the hold ends, the lock-out stays
     assert c.status(3) is Status.PREPARING
     (end,) = events(out, SessionEvent.RESERVATION_END)
     assert end.payload()["reservation_end"]["reason"] == "GlobalReservationRequirementDropped"  # type: ignore[index]
-    decision, _ = c.present_token(3, "BB22", M0 + 2)
+    decision, _ = c.present_token(3, "BB22", at(M0 + 2))
     assert decision is not None
     assert decision.status is AuthStatus.RESERVED_FOR_OTHER
-    plug(c, 1, Cp.B, M0 + 3)
-    decision, _ = c.present_token(1, "BB22", M0 + 4)
+    plug(c, 1, Cp.B, at(M0 + 3))
+    decision, _ = c.present_token(1, "BB22", at(M0 + 4))
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
-    decision, _ = c.present_token(3, "AA11", M0 + 5)  # the reserved driver at the T2 EVSE
+    decision, _ = c.present_token(3, "AA11", at(M0 + 5))  # the reserved driver at the T2 EVSE
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
     assert decision.reservation is not None
@@ -207,7 +168,7 @@ def test_g3_held_evse_refuses_a_walk_in_the_others_accept() -> None:
 def test_fault_on_a_reserved_evse_removes_the_reservation() -> None:
     c = charger(("sType2",), ("sType2",))
     reserve(c, reservation_id=7, id_token="AA11", evse_id=2)
-    out = c.handle(FaultRaised(cid=2, fault=Fault.RCD_TRIPPED), M0 + 1)
+    out = c.handle(FaultRaised(cid=2, fault=Fault.RCD_TRIPPED), at(M0 + 1))
     (removed,) = [a for a in out if isinstance(a, ReservationUpdate)]
     assert removed.status is ReservationStatus.REMOVED
     assert events(out, SessionEvent.RESERVATION_END)[0].payload()["reservation_end"] == {
@@ -220,9 +181,9 @@ def test_expiry_to_the_second_through_the_charger_deadline() -> None:
     c = charger(("sType2",))
     reserve(c, reservation_id=7, id_token="AA11", evse_id=1, expiry_utc=UTC0 + timedelta(seconds=90))
     assert c.next_deadline() == M0 + 90
-    assert c.tick(M0 + 89.999) == []
+    assert c.tick(at(M0 + 89.999)) == []
     assert c.status(1) is Status.RESERVED
-    out = c.tick(M0 + 90)
+    out = c.tick(at(M0 + 90))
     assert [a.status for a in out if isinstance(a, ReservationUpdate)] == [ReservationStatus.EXPIRED]
     assert c.status(1) is Status.AVAILABLE
     assert SetLed(cid=1, led=Led.IDLE) in out
@@ -233,24 +194,24 @@ def test_scheduled_reservation_shows_nowhere_until_its_start() -> None:
     reserve(c, reservation_id=7, id_token="AA11", evse_id=1, start_utc=UTC0 + HOUR, expiry_utc=UTC0 + 2 * HOUR)
     assert c.status(1) is Status.AVAILABLE
     assert c.next_deadline() == M0 + 3600
-    out = c.tick(M0 + 3600)
+    out = c.tick(at(M0 + 3600))
     assert c.status(1) is Status.RESERVED
     assert events(out, SessionEvent.RESERVATION_START)
 
 
 def test_token_at_a_busy_evse_is_rejected_without_side_effects() -> None:
     c = charger(("sType2",))
-    plug(c, 1, Cp.B, M0)
-    c.present_token(1, "AA11", M0 + 1, token_type="RFID")  # asks the backend (unknown token)
+    plug(c, 1, Cp.B, at(M0))
+    c.present_token(1, "AA11", at(M0 + 1), token_type="RFID")  # asks the backend (unknown token)
     c.local_list.apply(1, True, [LocalAuthEntry(id_token="AA11", status=LocalAuthStatus.ACCEPTED)])
-    decision, _ = c.present_token(1, "AA11", M0 + 2)
+    decision, _ = c.present_token(1, "AA11", at(M0 + 2))
     assert decision is not None
     assert decision.status is AuthStatus.ACCEPTED
-    decision, out = c.present_token(1, "AA11", M0 + 3)
+    decision, out = c.present_token(1, "AA11", at(M0 + 3))
     assert decision is not None
     assert decision.status is AuthStatus.REJECTED
     assert out == []
-    out = c.tick(M0 + 6.0)  # the first request times out: the EVSE no longer takes a token
+    out = c.tick(at(M0 + 6.0))  # the first request times out: the EVSE no longer takes a token
     assert decided(out).status == "Rejected"
 
 
@@ -299,7 +260,7 @@ class ReservedChargerMachine(RuleBasedStateMachine):
         return out
 
     def utc(self) -> datetime:
-        return UTC0 + timedelta(seconds=self.now - M0)
+        return at(self.now).utc
 
     @rule(rid=st.integers(1, 3), token=st.sampled_from(["AA11", "BB22"]), evse=st.sampled_from([None, 1, 2, 3]),
           parent=st.sampled_from([None, "FLEET"]), minutes=st.integers(1, 120),
@@ -310,16 +271,16 @@ class ReservedChargerMachine(RuleBasedStateMachine):
         self.step(self.c.reserve_now(Reservation(
             reservation_id=rid, id_token=token, evse_id=evse, parent_id_token=parent,
             start_utc=None if start is None else utc + timedelta(minutes=start),
-            expiry_utc=utc + timedelta(minutes=minutes + (start or 0))), self.now)[2])
+            expiry_utc=utc + timedelta(minutes=minutes + (start or 0))), at(self.now))[2])
 
     @rule(rid=st.integers(1, 3))
     def cancel(self, rid: int) -> None:
-        self.step(self.c.cancel_reservation("", rid, self.now)[1])
+        self.step(self.c.cancel_reservation("", rid, at(self.now))[1])
 
     @rule(cid=st.integers(1, 3), cp=st.sampled_from([Cp.A, Cp.B, Cp.C]))
     def pilot(self, cid: int, cp: Cp) -> None:
-        self.step(self.c.handle(PpChanged(cid=cid, ohms=220.0), self.now))
-        self.step(self.c.handle(PilotChanged(cid=cid, cp=cp), self.now))
+        self.step(self.c.handle(PpChanged(cid=cid, ohms=220.0), at(self.now)))
+        self.step(self.c.handle(PilotChanged(cid=cid, cp=cp), at(self.now)))
 
     @rule(cid=st.integers(1, 3), token=st.sampled_from(TOKENS))
     def token(self, cid: int, token: str) -> None:
@@ -327,7 +288,7 @@ class ReservedChargerMachine(RuleBasedStateMachine):
         specific = self.c.book.specific(cid, utc)
         walk_in = self.c.book.walk_in_allowed(cid, utc)
         global_match = self.c.book.match(cid, token, "FLEET" if token == "CC33" else None, utc)
-        decision, out = self.c.present_token(cid, token, self.now)
+        decision, out = self.c.present_token(cid, token, at(self.now))
         self.step(out)
         if decision is not None and decision.status is AuthStatus.ACCEPTED:
             if specific is not None:
@@ -338,25 +299,25 @@ class ReservedChargerMachine(RuleBasedStateMachine):
 
     @rule(token=st.sampled_from(TOKENS))
     def authorize_anywhere(self, token: str) -> None:
-        self.step(self.c.authorize_anywhere(token, self.now)[2])
+        self.step(self.c.authorize_anywhere(token, at(self.now))[2])
 
     @rule(cid=st.integers(1, 3), active=st.booleans())
     def fault(self, cid: int, active: bool) -> None:
         event = FaultRaised if active else FaultCleared
-        self.step(self.c.handle(event(cid=cid, fault=Fault.OVERTEMPERATURE), self.now))
+        self.step(self.c.handle(event(cid=cid, fault=Fault.OVERTEMPERATURE), at(self.now)))
 
     @rule(cid=st.integers(1, 3), enabled=st.booleans())
     def enable(self, cid: int, enabled: bool) -> None:
-        self.step(self.c.set_enabled(cid, enabled, self.now))
+        self.step(self.c.set_enabled(cid, enabled, at(self.now)))
 
     @rule(seconds=st.floats(0.01, 1800))
     def wait(self, seconds: float) -> None:
         target = self.now + seconds
         while (deadline := self.c.next_deadline()) is not None and deadline <= target:
             self.now = max(self.now, deadline)
-            self.step(self.c.tick(self.now))
+            self.step(self.c.tick(at(self.now)))
         self.now = target
-        self.step(self.c.tick(self.now))
+        self.step(self.c.tick(at(self.now)))
 
     @invariant()
     def reserved_evses_never_close_for_a_stranger(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.core.charger import Charger
 from firmware.core.events import (
     DUTY_F,
     DUTY_X1,
@@ -21,7 +20,6 @@ from firmware.core.events import (
     Fault,
     FaultCleared,
     FaultRaised,
-    MeterSampled,
     PilotSampled,
     SessionEvent,
     SetPwm,
@@ -36,10 +34,10 @@ from tests.core.helpers import (
     T0,
     at,
     cp,
-    ids,
     outputs,
     session_events,
 )
+from tests.support.charger import Clock, build
 
 EPS = 1e-3
 HOLD_S = 0.3
@@ -212,10 +210,9 @@ def test_a_pilot_fault_that_returns_after_a_clean_reading_is_a_new_fault() -> No
 def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
     """End to end from raw CP volts (Table A.4: A +12 V, B +9 V, F -12 V): what the ADC reads while we
     drive F is discarded when F ends, the charger's monitor starts afresh, and the unplug is seen."""
-    c = Charger([EvseConfig(cid=CID)], new_session_id=ids())
-    c.start(T0)
+    clock = Clock()  # no UTC given: the Unix epoch plus the monotonic time, as the charger assumed
+    c = build([EvseConfig(cid=CID)], clock=clock, start=T0, session_prefix="session", energy_wh=50.0)
     now = T0
-    c.handle(MeterSampled(cid=CID, energy_wh_import=50.0), now)
     m = c.evses[CID]
 
     def volts(hi: float) -> list[object]:
@@ -223,20 +220,20 @@ def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
         out: list[object] = []
         for _ in range(3):  # 3 samples 1/64 s apart: longer than the 30 ms debounce
             now += 1 / 64
-            out += c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), now)
+            out += c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), clock(now))
         return out
 
-    c.handle(PP_32A, now)
+    c.handle(PP_32A, clock(now))
     volts(9.0)
     assert m.state is State.WAITING_FOR_AUTH
     raised_at = now = now + 0.01
-    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now)
+    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), clock(now))
     volts(-12.0)  # our own -12 V
     assert m.cp is Cp.F
     assert m.state is State.FAULTED
     assert c.next_deadline() == pytest.approx(raised_at + HOLD_S)
     now = raised_at + HOLD_S
-    assert SetPwm(cid=CID, duty_pct=DUTY_X1) in c.tick(now)
+    assert SetPwm(cid=CID, duty_pct=DUTY_X1) in c.tick(clock(now))
     assert m.cp is None
     assert m.state is State.FAULTED
     finished = [a for a in volts(12.0) if isinstance(a, EmitSessionEvent)]

@@ -2,7 +2,7 @@
 
 Every generated payload goes through the real path the backend link uses (`BackendLink._handle_command`
 without the broker): `parse_request(payload, 65536)`; a `BadRequest` becomes the `bad_request` reply,
-anything else is run by `Controller._execute(request, loop.time(), utc_now())` on a running in-process
+anything else is run by `Controller._execute(request, instant())` on a running in-process
 controller (simulated board, two EVSEs, cbor as the configured codec). Its MQTT link points at a free
 loopback port where nothing listens, so it just keeps retrying in the background.
 
@@ -57,7 +57,7 @@ import random
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -67,9 +67,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import firmware.mqtt
-from firmware.aio import utc_now
+from firmware.aio import instant
 from firmware.app import Command, Controller
 from firmware.core.events import SessionCancellationReason
+from firmware.core.instant import Instant
 from firmware.ops import OPS as CORE_OPS
 from firmware.ops import Deferred
 from firmware.sim_lane import SIM_OPS
@@ -139,12 +140,12 @@ class Harness:
         running = await start_controller(config)
         original = running.controller.core.dispatch
 
-        async def dispatch(item: Any, now: float, utc: datetime) -> None:  # noqa: ANN401
+        async def dispatch(item: Any, at: Instant) -> None:  # noqa: ANN401
             if item is _PARK:
                 self._parked.set()
                 await self._resume.wait()
                 return
-            await original(item, now, utc)
+            await original(item, at)
 
         running.controller.core.dispatch = dispatch  # type: ignore[method-assign]
         await self._park(running)
@@ -258,8 +259,8 @@ def view(c: Controller) -> dict[str, object]:
         "limits": {cid: ch.commanded_limit_a(cid) for cid in c.evse_ids},
         "enabled": {cid: m.enabled for cid, m in ch.evses.items()},
         "phases": dict(ch.phases),
-        "held": list(ch._held),  # noqa: SLF001
-        "pending_auth": len(ch._pending),  # noqa: SLF001
+        "held": list(ch.tokens._held),  # noqa: SLF001
+        "pending_auth": len(ch.tokens._pending),  # noqa: SLF001
         "authorize_waiters": len(c.core.authorize_waiters),
         "seq": c.core.seq,  # no durable message was produced
         "relays": {cid: m.relay_closed for cid, m in c.charger.evses.items()},
@@ -361,7 +362,7 @@ async def drive(h: Harness, payload: bytes) -> str:
         return "bad_request"
     assert not has_lone_surrogate(request.args), "a lone surrogate got past parse_request"
     loop = asyncio.get_running_loop()
-    reply = await c._execute(request, loop.time(), utc_now())  # noqa: SLF001
+    reply = await c._execute(request, instant())  # noqa: SLF001
     if isinstance(reply, Deferred):
         assert request.op == "authorize", f"{request.op} returned a Deferred reply"
         future: asyncio.Future[dict[str, object]] = loop.create_future()
@@ -712,7 +713,7 @@ async def execute(running: Running, payload: bytes) -> dict[str, object]:
     request = parsed(payload)
     if isinstance(request, BadRequest):
         return error_reply(request.request_id, request.op, "bad_request", str(request))
-    reply = await running.controller._execute(request, asyncio.get_running_loop().time(), utc_now())  # noqa: SLF001
+    reply = await running.controller._execute(request, instant())  # noqa: SLF001
     assert isinstance(reply, dict)
     return reply
 

@@ -1,4 +1,4 @@
-"""Benchmark: the latency of one `Charger.handle(event, now)` call of the sans-I/O core.
+"""Benchmark: the latency of one `Charger.handle(event, at)` call of the sans-I/O core.
 
 What is measured. A `Charger` with 8 EVSEs (cid 1..8, max_current_a alternating 16 / 32 A, 32 A cables)
 is driven into charging with real events (PP 220 Ohm, CP samples at B, a token, CP samples at C). Then
@@ -15,9 +15,11 @@ N mixed events (default 20 000) are fed one at a time, round-robin over the EVSE
 * occasionally a `FaultRaised` / `FaultCleared` pair (overtemperature), which ends the session; the
   EVSE is then unplugged, plugged in and authorized again (`AuthorizationGranted`).
 
-`Charger.tick(now)` is called whenever `next_deadline()` is due; those calls are timed separately.
-The core gets injected time: `now` advances by 0.01 s per event. The real clock is read only to
-measure. The garbage collector stays enabled (as on the device), so it shows in the maximum.
+`Charger.tick(at)` is called whenever `next_deadline()` is due; those calls are timed separately.
+The core gets injected time: one `Instant` per event, whose monotonic time advances by 0.01 s (its UTC
+is the Unix epoch plus that time); it is built before the timed call, as the shell builds one per step.
+The real clock is read only to measure. The garbage collector stays enabled (as on the device), so it
+shows in the maximum.
 Figures are printed, never asserted: they depend on the machine.
 
 Usage: .venv/bin/python tools/bench/core_events.py [--events N]
@@ -35,6 +37,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 try:
@@ -57,10 +60,12 @@ from firmware.core.events import (  # noqa: E402
     PpChanged,
 )
 from firmware.core.evse import EvseConfig, EvseMachine, State  # noqa: E402
+from firmware.core.instant import Instant  # noqa: E402
 
 EVSES = 8
 DEFAULT_EVENTS = 20_000
 T0 = 1000.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the UTC of monotonic time 0
 STEP_S = 0.01  # injected time between two events
 PP_32A_OHMS = 220.0  # IEC 61851-1 Table B.2
 PILOT_RUN = 6  # samples of one CP state before a charging EVSE switches C <-> B
@@ -82,6 +87,10 @@ class Lane:
     limit_high: bool = True
     fault_clear_at: int | None = None
     token: int = 0
+
+
+def instant(now: float) -> Instant:
+    return Instant(mono=now, utc=EPOCH + timedelta(seconds=now))
 
 
 def sample(cid: int, cp: str, pwm_on: bool) -> PilotSampled:
@@ -134,7 +143,7 @@ def build() -> tuple[Charger, list[Lane], float]:
     configs = [EvseConfig(cid=cid, max_current_a=16.0 if cid % 2 else 32.0) for cid in range(1, EVSES + 1)]
     charger = Charger(configs, new_session_id=lambda: f"bench-{next(counter)}")
     now = T0
-    charger.start(now)
+    charger.start(instant(now))
     lanes = [Lane(cid=c.cid, max_a=c.max_current_a) for c in configs]
     for lane in lanes:
         evse = charger.evses[lane.cid]
@@ -146,7 +155,7 @@ def build() -> tuple[Charger, list[Lane], float]:
         script += [sample(lane.cid, "C", True)] * 5
         for event in script:
             now += STEP_S
-            charger.handle(event, now)
+            charger.handle(event, instant(now))
         if evse.state is not State.CHARGING:
             raise SystemExit(f"setup failed: EVSE {lane.cid} is {evse.state.name}, not CHARGING")
     return charger, lanes, now
@@ -179,17 +188,18 @@ def run(n_events: int) -> int:
     wall_start = clock()
     for i in range(n_events):
         now = T0 + (i + 1000) * STEP_S
+        at = instant(now)
         deadline = charger.next_deadline()
         if deadline is not None and deadline <= now:
             start = clock()
-            actions = tick(now)
+            actions = tick(at)
             tick_ns.append(clock() - start)
             count(actions)
         lane = lanes[i % EVSES]
         event = next_event(lane, charger.evses[lane.cid])
         kinds[type(event).__name__] += 1
         start = clock()
-        actions = handle(event, now)
+        actions = handle(event, at)
         handle_ns.append(clock() - start)
         count(actions)
     wall_ns = clock() - wall_start

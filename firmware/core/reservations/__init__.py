@@ -2,13 +2,13 @@
 
 What it is for: `from firmware.core.reservations import ...` is the way in for the charger, auth,
 args, the shell's core loop, the tests and tools/bench/reservations.py; this package re-exports
-every name its modules define (private helpers included, for the tests and the bench).
+every public name its modules define, and the private helpers the tests and the bench use.
 
 The package:
   model.py     the EVerest StrEnums, `Reservation` (validated reserve_now args), `Entry`,
                `ReservationUpdate` and the other outputs, token checks, `fits`
   room.py      G1: `global_room` (bipartite matching, `_max_matching`) and the free-EVSE and G1
-               questions over instants and windows that the book asks
+               questions over instants and windows that the book asks; `judge` (V3, V4)
   book.py      `ReservationBook`: V1-V6, G2/G3 holds, U1-U6 (reserve, cancel, use, expire, restore)
   snapshot.py  an `Entry` to and from plain data for the book's snapshot (U6)
 
@@ -46,6 +46,7 @@ from firmware.core.reservations.room import (
     g1_at,
     g1_over_window,
     global_room,
+    judge,
 )
 from firmware.core.reservations.snapshot import _as_list as _as_list
 from firmware.core.reservations.snapshot import _entry_from_plain as _entry_from_plain
@@ -74,4 +75,5 @@ __all__ = [
     "g1_at",
     "g1_over_window",
     "global_room",
+    "judge",
 ]

@@ -6,8 +6,8 @@ What it is for: `ReservationBook` holds every reservation of one charger and imp
 API's scheduled reservations. UTC time (`now`, an aware `datetime`) is passed in; expiry and
 activation happen in `tick(now)`, with `next_deadline()` telling the shell when. Every change
 returns its outputs: `ReservationUpdate`s for `R/reservation` and `EmitSessionEvent`s
-(ReservationStart / ReservationEnd) for the EVSEs concerned. The room questions (G1) are asked of
-room.py; the snapshot's plain data is snapshot.py's.
+(ReservationStart / ReservationEnd) for the EVSEs concerned. The room questions (G1, and V3/V4's
+judgement) are asked of room.py; the snapshot's plain data is snapshot.py's.
 
 It must never read a clock, persist or publish anything itself (the shell does, from the returned
 outputs and `snapshot()`), nor drive an EVSE: it only knows the EVSEs' live state the charger
@@ -52,14 +52,13 @@ from firmware.core.reservations.model import (
     ReservationStatus,
     _check_utc,
     _Outputs,
-    _overlap,
     fits,
 )
 from firmware.core.reservations.room import (
     free_evses,
     g1_at,
-    g1_over_window,
     global_room,
+    judge,
 )
 from firmware.core.reservations.snapshot import _entry_to_plain, _parse_snapshot
 
@@ -165,7 +164,8 @@ class ReservationBook:
 
     # --- commands --------------------------------------------------------------------------------
 
-    def reserve(self, reservation: Reservation, now: datetime) -> tuple[ReservationResult, str | None, list[BookOutput]]:
+    def reserve(self, reservation: Reservation,
+                now: datetime) -> tuple[ReservationResult, str | None, list[BookOutput]]:
         """`reserve_now` (V1-V6). Returns the result, the uuid when Accepted, and the outputs."""
         _check_utc("now", now)
         if reservation.evse_id is not None and reservation.evse_id not in self._evses:
@@ -295,40 +295,9 @@ class ReservationBook:
         return [e for e in self.entries if e.reservation.evse_id is None and e.in_window(now)]
 
     def _evaluate(self, candidate: Entry, old: Entry | None, now: datetime) -> ReservationResult:
-        r = candidate.reservation
-        if not self.enabled or r.expiry_utc <= now:
+        if not self.enabled or candidate.reservation.expiry_utc <= now:
             return ReservationResult.REJECTED  # V1
-        others = [e for e in self._entries.values() if e is not old]
-        scheduled = candidate.window_start > now
-        if r.evse_id is not None:  # V3
-            live = self._evses[r.evse_id]
-            for e in others:
-                if e.reservation.evse_id == r.evse_id and _overlap(e, candidate):
-                    return ReservationResult.OCCUPIED
-            if not fits(r.connector_type, live.connectors):
-                return ReservationResult.REJECTED
-            if not scheduled:
-                if live.occupied:
-                    return ReservationResult.OCCUPIED
-                if live.faulted:
-                    return ReservationResult.FAULTED
-                if not live.enabled:
-                    return ReservationResult.UNAVAILABLE
-            if not g1_over_window(self._evses, candidate, others, now):
-                return ReservationResult.OCCUPIED
-            return ReservationResult.ACCEPTED
-        fitting = [live for live in self._evses.values() if fits(r.connector_type, live.connectors)]  # V4
-        if not fitting:
-            return ReservationResult.REJECTED
-        if g1_over_window(self._evses, candidate, others, now):
-            return ReservationResult.ACCEPTED
-        if others or any(live.occupied for live in self._evses.values()):
-            return ReservationResult.OCCUPIED
-        if any(live.faulted for live in fitting):
-            return ReservationResult.FAULTED
-        if any(not live.enabled for live in fitting):
-            return ReservationResult.UNAVAILABLE
-        return ReservationResult.OCCUPIED
+        return judge(self._evses, candidate, [e for e in self._entries.values() if e is not old], now)  # V3, V4
 
     def _end(self, entry: Entry, status: ReservationStatus, reason: ReservationEndReason, out: _Outputs) -> None:
         del self._entries[entry.key]
@@ -350,6 +319,14 @@ class ReservationBook:
     def _refresh(self, now: datetime, out: _Outputs) -> None:
         """V5 activation of specific reservations and G3 holds; emits the EVSE events."""
         self._now = now if self._now is None else max(self._now, now)
+        self._activate(now, out)
+        self._shrink(now, out)  # U4: what just became active may leave a global without room
+        self._restart_specific(out)
+        self._hold_for_globals(now, out)
+
+    def _activate(self, now: datetime, out: _Outputs) -> None:
+        """V5: reservations whose window has come become active; a specific one only on a free EVSE
+        (it waits while its EVSE is busy) and ends as in U4 on a faulted or disabled one."""
         for entry in self.entries:
             r = entry.reservation
             if entry.active or not entry.in_window(now):
@@ -362,7 +339,9 @@ class ReservationBook:
                 self._end(entry, ReservationStatus.REMOVED, ReservationEndReason.CANCELLED, out)
             elif not live.occupied:
                 self._entries[entry.key] = replace(entry, active=True)
-        self._shrink(now, out)  # U4: what just became active may leave a global without room
+
+    def _restart_specific(self, out: _Outputs) -> None:
+        """The ReservationStart / ReservationEnd events of EVSE-specific reservations."""
         # A ReservationStart whose reservation is gone or no longer active (replaced by a scheduled
         # version, or a stale one from a snapshot) ends: every start gets exactly one end (§4).
         for evse_id, reservation_id in sorted(self._started.items()):
@@ -384,7 +363,9 @@ class ReservationBook:
                 out.end(evse_id, GLOBAL_HOLD_ID, ReservationEndReason.GLOBAL_RESERVATION_REQUIREMENT_DROPPED)
             self._started[evse_id] = entry.reservation.reservation_id
             out.start(evse_id, entry)
-        # G3: EVSEs where a walk-in would break G1 are held for the global reservations.
+
+    def _hold_for_globals(self, now: datetime, out: _Outputs) -> None:
+        """G3: EVSEs where a walk-in would break G1 are held for the global reservations."""
         free = free_evses(self._evses, self._entries.values(), now)
         held = {evse_id for evse_id in free if not self.walk_in_allowed(evse_id, now)}
         for evse_id in sorted(self._held - held):

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from firmware.core.errors import InvalidValue
 from firmware.core.events import EmitSessionEvent, SessionEvent
 
 UNKNOWN: Final = "Unknown"
@@ -98,7 +99,7 @@ class Reservation:
 
     def __post_init__(self) -> None:
         if isinstance(self.reservation_id, bool) or not isinstance(self.reservation_id, int):
-            raise ValueError(f"reservation_id must be an integer, got {self.reservation_id!r}")
+            raise InvalidValue(f"reservation_id must be an integer, got {self.reservation_id!r}")
         check_token("id_token", self.id_token)
         _check_utc("expiry_time", self.expiry_utc)
         if self.start_utc is not None:
@@ -114,7 +115,7 @@ class Reservation:
         if not isinstance(self.connector_type, str) or not self.connector_type:
             raise ValueError("connector_type must be a non-empty string")
         if not isinstance(self.sender, str):
-            raise ValueError("sender must be a string")
+            raise InvalidValue("sender must be a string")
 
     @property
     def key(self) -> tuple[str, int]:

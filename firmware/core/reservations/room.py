@@ -1,4 +1,5 @@
-"""G1, the worst-case room check for global reservations, and the EVSE views it is asked over.
+"""G1, the worst-case room check for global reservations, the EVSE views it is asked over, and the
+judgement of a new reservation (V3, V4) that asks it.
 
 What it is for: API.md §7 G1 asks, for every order in which the cars of the global reservations may
 arrive, and every free fitting EVSE each may pick, whether every later car still finds a free
@@ -8,11 +9,13 @@ EVSEs; tests prove it agrees with the brute-force enumeration on thousands of ra
 `free_evses`, `g1_at` and `g1_over_window` ask it over the book's EVSEs and reservations: at now
 (live state counts), at an instant after now (V5: hardware and EVSE-specific reservations only),
 for U4 capacity (only faulted and disabled EVSEs are missing), and over a new window (V5).
+`judge` says whether a new reservation fits beside the others (V3 EVSE-specific, V4 global) and,
+if not, which refusal the backend gets.
 
 It must never change anything: every function is a pure question over the values passed in (the
 book owns the state and acts on the answers). No clock, no I/O (DESIGN.md principle 1, STYLE.md B1).
 
-Standard: API.md §7 rules G1-G3, V5 and U4; EVerest's reservation G1 (the permutation check it
+Standard: API.md §7 rules G1-G3, V3-V5 and U4; EVerest's reservation G1 (the permutation check it
 replaces, /work/shared/seeds/everest_interfaces_reservation.rst).
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from firmware.core.reservations.model import Entry, EvseLive, fits
+from firmware.core.reservations.model import Entry, EvseLive, ReservationResult, _overlap, fits
 
 
 def _max_matching(cars: list[str], evses: list[tuple[str, ...]]) -> int:
@@ -107,3 +110,54 @@ def g1_over_window(evses: Mapping[int, EvseLive], candidate: Entry, others: list
         e.window_start for e in others if candidate.window_start < e.window_start < candidate.reservation.expiry_utc
     )
     return all(g1_at(evses, entries, instant, now) for instant in sorted(instants))
+
+
+def judge(evses: Mapping[int, EvseLive], candidate: Entry, others: list[Entry], now: datetime) -> ReservationResult:
+    """V3 / V4 (V1 is the book's): ACCEPTED when the EVSEs hold `candidate` beside `others` (every
+    reservation but the one it replaces), else the refusal that says why."""
+    evse_id = candidate.reservation.evse_id
+    if evse_id is None:
+        return _judge_global(evses, candidate, others, now)
+    return _judge_specific(evses, evse_id, candidate, others, now)
+
+
+def _judge_specific(evses: Mapping[int, EvseLive], evse_id: int, candidate: Entry, others: list[Entry],
+                    now: datetime) -> ReservationResult:
+    """V3: a reservation of one EVSE (live state counts only when it starts now)."""
+    live = evses[evse_id]
+    if any(e.reservation.evse_id == evse_id and _overlap(e, candidate) for e in others):
+        return ReservationResult.OCCUPIED
+    if not fits(candidate.reservation.connector_type, live.connectors):
+        return ReservationResult.REJECTED
+    refusal = _live_refusal(live) if candidate.window_start <= now else None
+    if refusal is not None:
+        return refusal
+    return ReservationResult.ACCEPTED if g1_over_window(evses, candidate, others, now) else ReservationResult.OCCUPIED
+
+
+def _judge_global(evses: Mapping[int, EvseLive], candidate: Entry, others: list[Entry],
+                  now: datetime) -> ReservationResult:
+    """V4: a reservation of any fitting EVSE; a refusal names the likeliest cause."""
+    fitting = [live for live in evses.values() if fits(candidate.reservation.connector_type, live.connectors)]
+    if not fitting:
+        return ReservationResult.REJECTED
+    if g1_over_window(evses, candidate, others, now):
+        return ReservationResult.ACCEPTED
+    if others or any(live.occupied for live in evses.values()):
+        return ReservationResult.OCCUPIED
+    if any(live.faulted for live in fitting):
+        return ReservationResult.FAULTED
+    if any(not live.enabled for live in fitting):
+        return ReservationResult.UNAVAILABLE
+    return ReservationResult.OCCUPIED
+
+
+def _live_refusal(live: EvseLive) -> ReservationResult | None:
+    """Why an EVSE cannot be reserved from now: occupied, faulted or disabled (None: it can)."""
+    if live.occupied:
+        return ReservationResult.OCCUPIED
+    if live.faulted:
+        return ReservationResult.FAULTED
+    if not live.enabled:
+        return ReservationResult.UNAVAILABLE
+    return None

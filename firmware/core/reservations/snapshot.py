@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Container, Mapping
 from datetime import datetime
 
+from firmware.core.errors import InvalidValue
 from firmware.core.reservations.model import UNKNOWN, Entry, Reservation
 
 
 def _as_list(value: object) -> list[object]:
     if not isinstance(value, list):
-        raise ValueError(f"expected a list in the reservation snapshot, got {type(value).__name__}")
+        raise InvalidValue(f"expected a list in the reservation snapshot, got {type(value).__name__}")
     return value
 
 
@@ -34,7 +35,7 @@ def _from_iso(value: object) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"expected an ISO time, got {value!r}")
+        raise InvalidValue(f"expected an ISO time, got {value!r}")
     return datetime.fromisoformat(value)
 
 
@@ -59,7 +60,7 @@ def _entry_to_plain(entry: Entry) -> dict[str, object]:
 
 def _entry_from_plain(item: object) -> Entry:
     if not isinstance(item, dict):
-        raise ValueError("a reservation in the snapshot is not a map")
+        raise InvalidValue("a reservation in the snapshot is not a map")
     expiry = _from_iso(item["expiry_time"])
     placed = _from_iso(item["placed_at"])
     if expiry is None or placed is None:
