@@ -48,13 +48,7 @@ from typing import Any, Final
 import cbor2
 
 from firmware.core.errors import ChargerError
-from firmware.store_migrate import (
-    JOURNAL_FILE,
-    Journal,
-    fsync_dir,
-    import_journal,
-    retire_journal,
-)
+from firmware.store_migrate import JOURNAL_FILE, fsync_dir, import_journal, settle_journal
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +60,7 @@ METER_KEY_BASE: Final = -(10**15)
 BUSY_TIMEOUT_S: Final = 10.0  # a technician's sqlite3 holding the write lock: wait, then StoreError
 WAL_SIZE_LIMIT_BYTES: Final = 4 << 20  # the WAL is truncated to this after a checkpoint that let it grow
 
-_SCHEMA: Final = (
+SCHEMA: Final = (  # the statements that create an empty database (also run by the migration)
     "CREATE TABLE state (part TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
     ("CREATE TABLE outbox (seq INTEGER PRIMARY KEY NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,"
      " kind TEXT NOT NULL)"),
@@ -236,7 +230,7 @@ class Store:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this firmware's "
                                             f"({SCHEMA_VERSION})")
             if journal.exists():
-                self._after_migration(db, journal)
+                settle_journal(db, journal, self.path.name)
         except sqlite3.Error as exc:
             db.close()
             raise (self._locked(exc) if _busy(exc) else self._unreadable(exc)) from exc
@@ -247,7 +241,7 @@ class Store:
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] == 0:  # not created meanwhile by another one
                 _refuse_foreign_tables(db)
-                for statement in _SCHEMA:
+                for statement in SCHEMA:
                     db.execute(statement)
             db.execute("COMMIT")
         except BaseException:
@@ -258,37 +252,13 @@ class Store:
 
     def _migrate(self, journal_path: Path) -> None:
         try:
-            journal = import_journal(journal_path, self.path, self._fill)
+            journal = import_journal(journal_path, self.path, SCHEMA)
         except (OSError, sqlite3.Error, cbor2.CBOREncodeError) as exc:
             raise StoreError(f"cannot migrate {journal_path} into {self.path} ({exc}); the journal is unchanged: "
                              "free space or fix permissions in the state directory") from exc
         log.info("migrated %s into %s: %d state parts, %d pending messages, last seq %d (%d damaged "
-                    "records skipped)", journal_path.name, self.path.name, len(journal.state),
-                    len(journal.pending), journal.last_seq, journal.skipped)
-
-    @staticmethod
-    def _fill(db: sqlite3.Connection, journal: Journal) -> None:
-        for statement in _SCHEMA:
-            db.execute(statement)
-        db.executemany("INSERT INTO state (part, value) VALUES (?, ?)",
-                       [(part, cbor2.dumps(value)) for part, value in journal.state.items()])
-        db.executemany("INSERT INTO outbox (seq, topic, payload, kind) VALUES (?, ?, ?, ?)",
-                       [(m["seq"], m["topic"], m["payload"], m["kind"]) for m in journal.pending.values()])
-        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
-                       [("last_seq", journal.last_seq), ("migrated_from", JOURNAL_FILE)])
-
-    def _after_migration(self, db: sqlite3.Connection, journal: Path) -> None:
-        """A journal next to the database: renamed if it was imported (a power cut came between the
-        import and the rename), else left alone (the database is newer)."""
-        if db.execute("SELECT value FROM meta WHERE key = 'migrated_from'").fetchone() is None:
-            log.warning("%s next to %s is ignored: the database holds the state", journal, self.path.name)
-            return
-        try:
-            target = retire_journal(journal)
-        except OSError:
-            log.exception("cannot rename %s; it stays and is ignored", journal)
-            return
-        log.info("%s imported; kept as %s", journal.name, target.name)
+                 "records skipped)", journal_path.name, self.path.name, len(journal.state),
+                 len(journal.pending), journal.last_seq, journal.skipped)
 
     # --- writing ---------------------------------------------------------------------------------
 

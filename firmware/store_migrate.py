@@ -4,7 +4,7 @@ What it is for: such a charger must lose nothing. When `journal.log` exists in t
 `state.db` does not, `Store` (firmware/store.py) calls `import_journal()` once: the journal is replayed
 with the journal store's own reader (below, moved here unchanged), written into a new database beside
 (`state.db.migrating`, one transaction, rollback-journal mode so that it is one file, fsync'ed) and
-renamed into place; then `retire_journal()` renames the journal `journal.log.migrated`. A power cut
+renamed into place; then `settle_journal()` renames the journal `journal.log.migrated`. A power cut
 leaves either no `state.db` (the import runs again at the next boot) or a complete one.
 
 What it must never do: change, truncate or delete the journal before the database holding its content
@@ -25,7 +25,7 @@ import os
 import sqlite3
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -133,9 +133,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def import_journal(journal_path: Path, db_path: Path, fill: Callable[[sqlite3.Connection, Journal], None]) -> Journal:
-    """Read the journal and create the database `db_path` from it: `fill` creates the schema and writes
-    the journal's content (inside one transaction). Raises OSError or sqlite3.Error, the journal unchanged."""
+def import_journal(journal_path: Path, db_path: Path, schema: Iterable[str]) -> Journal:
+    """Read the journal and create the database `db_path` from it: the `schema` statements and the
+    journal's content, in one transaction. Raises OSError or sqlite3.Error, the journal unchanged."""
     journal = read_journal(journal_path)
     tmp = db_path.with_name(db_path.name + ".migrating")
     for stale in (tmp, tmp.with_name(tmp.name + "-journal")):  # a power cut during an earlier attempt
@@ -145,13 +145,34 @@ def import_journal(journal_path: Path, db_path: Path, fill: Callable[[sqlite3.Co
         db.execute("PRAGMA journal_mode = DELETE")  # everything in the one file that is renamed
         db.execute("PRAGMA synchronous = FULL")  # COMMIT fsyncs it
         db.execute("BEGIN IMMEDIATE")
-        fill(db, journal)
+        for statement in schema:
+            db.execute(statement)
+        db.executemany("INSERT INTO state (part, value) VALUES (?, ?)",
+                       [(part, cbor2.dumps(value)) for part, value in journal.state.items()])
+        db.executemany("INSERT INTO outbox (seq, topic, payload, kind) VALUES (?, ?, ?, ?)",
+                       [(m["seq"], m["topic"], m["payload"], m["kind"]) for m in journal.pending.values()])
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                       [("last_seq", journal.last_seq), ("migrated_from", JOURNAL_FILE)])
         db.execute("COMMIT")
     finally:
         db.close()
     os.replace(tmp, db_path)
     fsync_dir(db_path.parent)
     return journal
+
+
+def settle_journal(db: sqlite3.Connection, journal_path: Path, db_name: str) -> None:
+    """A journal next to the database `db`: renamed if it was imported (a power cut came between the
+    import and the rename), else left alone (the database is newer)."""
+    if db.execute("SELECT value FROM meta WHERE key = 'migrated_from'").fetchone() is None:
+        log.warning("%s next to %s is ignored: the database holds the state", journal_path, db_name)
+        return
+    try:
+        target = retire_journal(journal_path)
+    except OSError:
+        log.exception("cannot rename %s; it stays and is ignored", journal_path)
+        return
+    log.info("%s imported; kept as %s", journal_path.name, target.name)
 
 
 def retire_journal(journal_path: Path) -> Path:

@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 
 from firmware import store as store_module
 from firmware.core.errors import ChargerError
-from firmware.store import DB_FILE, METER_KEY_BASE, OutboxRecord, Store, StoreError
+from firmware.store import DB_FILE, METER_KEY_BASE, SCHEMA, OutboxRecord, Store, StoreError
 from firmware.store_migrate import JOURNAL_FILE, MAGIC, frame, import_journal
 from tests.support.program import REPO
 
@@ -1040,7 +1040,7 @@ def test_a_power_cut_between_the_import_and_the_rename(tmp_path: Path) -> None:
     original = (REPO / "tests" / "data" / "journal_v0.bin").read_bytes()
     (tmp_path / JOURNAL_FILE).write_bytes(original)
     (tmp_path / (JOURNAL_FILE + ".migrated")).write_bytes(b"from an earlier update")
-    import_journal(tmp_path / JOURNAL_FILE, tmp_path / DB_FILE, Store._fill)  # noqa: SLF001 - the first half
+    import_journal(tmp_path / JOURNAL_FILE, tmp_path / DB_FILE, SCHEMA)  # the first half
     assert (tmp_path / JOURNAL_FILE).exists()
     assert (tmp_path / DB_FILE).exists()
     assert_matches(load(tmp_path), (JOURNAL_V0_STATE, JOURNAL_V0_PENDING, 4))
