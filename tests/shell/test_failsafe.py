@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -110,18 +111,21 @@ def test_signal_stops_cleanly_with_outputs_safe(tmp_path: Path, sig: signal.Sign
                       '[[evse]]\nid = 1\n')
     proc = subprocess.Popen(firmware_command("--sim", "--config", str(config)), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 15
     lines: list[str] = []
     assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "started" in line and "controller" in line:
-            break
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), name="read-firmware", daemon=True)
+    reader.start()
+    # Signal once the missing broker has been logged (the first connect attempt is over): before that,
+    # a loaded machine could stop the program before it says anything about the broker.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any("unreachable" in line for line in lines):
+        time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=15)
-    text = "".join(lines) + out
+    proc.wait(timeout=15)
+    reader.join(timeout=5)
+    proc.stdout.close()
+    text = "".join(lines)
     assert proc.returncode == 0, text
     assert "outputs safe; controller stopped" in text
     assert "Traceback" not in text
