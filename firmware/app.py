@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Final, Literal, overload
 
 from firmware import __version__, ops
 from firmware.aio import cancellable, instant, loop_time, process_age_s, utc_now
@@ -61,6 +61,7 @@ from firmware.wire import (
     status_doc,
 )
 from hal.protocols import Board, Meter, MeterSample
+from hal.sim import SimBoard
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Controller:
     """One charger: its board, its core and its backend link."""
 
     def __init__(self, config: Config, board: Board, store: Store, *, meters: dict[int, Meter] | None = None,
-                 sim: Any = None) -> None:  # noqa: ANN401 - the simulated board, when there is one
+                 sim: SimBoard | None = None) -> None:
         self.config = config
         self.board = board
         self.sim = sim
@@ -121,11 +122,11 @@ class Controller:
             debounce_s=config.pilot.debounce_s,
             reservations_enabled=config.reservations.enabled,
             auth=replace(config.auth_settings(), request_prefix=self.boot_id[:8]),
+            online=False,  # until the link is up (supervision's LinkUp): the offline policy
         )
-        self.charger.online = False  # until the link is up (supervision's LinkUp): the offline policy
         self.last_meter: dict[int, MeterSample] = {}
         self.queue: Inbox[Item] = Inbox()
-        self.barriers = Barriers(self.queue)  # type: ignore[arg-type]
+        self.barriers = Barriers(self.queue)
         self.persistence = Persistence(store, collect=lambda dirty: collect_state(self.charger, self.last_meter, dirty))
         self.link = BackendLink(
             settings=config.mqtt, charger_id=config.charger.id, codec=config.mqtt.codec,
@@ -145,7 +146,7 @@ class Controller:
                              supervisor=self.supervisor)
         self.producers = Producers(config=config, board=board, charger=self.charger, inbox=self.queue,
                                    barriers=self.barriers, meters=self.meters)
-        self.sim_lane = SimLane(self) if sim is not None else None
+        self.sim_lane = SimLane(self, sim) if sim is not None else None
         self.ready = asyncio.Event()
         self._published: dict[int, bytes] = {}
         self._session_started: dict[str, datetime] = {}
@@ -353,6 +354,11 @@ class Controller:
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_mono, 3)
+
+    @overload
+    def evse_arg(self, f: Fields, name: str = ..., required: Literal[True] = ...) -> int: ...
+    @overload
+    def evse_arg(self, f: Fields, name: str = ..., *, required: bool) -> int | None: ...
 
     def evse_arg(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
         cid = f.int_(name, required=required, minimum=1)

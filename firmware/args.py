@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
 from firmware.core.events import SessionCancellationReason
@@ -42,10 +42,19 @@ class Fields:
             return None
         return self._args[name]
 
+    # Each getter below is overloaded: a required field's value is never None (a missing or null one raises).
+
     def done(self) -> None:
         unknown = sorted(set(self._args) - self._seen)
         if unknown:
             raise InvalidArgs(f"{unknown[0]}: unknown field")
+
+    @overload
+    def int_(self, name: str, *, required: Literal[True] = ..., minimum: int | None = ...,
+             maximum: int | None = ...) -> int: ...
+    @overload
+    def int_(self, name: str, *, required: bool, minimum: int | None = ...,
+             maximum: int | None = ...) -> int | None: ...
 
     def int_(self, name: str, *, required: bool = True, minimum: int | None = None,
              maximum: int | None = None) -> int | None:
@@ -62,6 +71,11 @@ class Fields:
             raise InvalidArgs(f"{name}: must be <= {maximum}, got {value}")
         return value
 
+    @overload
+    def number(self, name: str, *, required: Literal[True] = ...) -> float: ...
+    @overload
+    def number(self, name: str, *, required: bool) -> float | None: ...
+
     def number(self, name: str, *, required: bool = True) -> float | None:
         value = self._get(name, required)
         if value is None:
@@ -72,6 +86,11 @@ class Fields:
             raise InvalidArgs(f"{name}: must be a finite number of sensible size")
         return float(value)
 
+    @overload
+    def bool_(self, name: str, *, required: Literal[True] = ...) -> bool: ...
+    @overload
+    def bool_(self, name: str, *, required: bool) -> bool | None: ...
+
     def bool_(self, name: str, *, required: bool = True) -> bool | None:
         value = self._get(name, required)
         if value is None:
@@ -79,6 +98,11 @@ class Fields:
         if not isinstance(value, bool):
             raise InvalidArgs(f"{name}: must be true or false, got {type(value).__name__}")
         return value
+
+    @overload
+    def str_(self, name: str, *, required: Literal[True] = ..., max_len: int = ...) -> str: ...
+    @overload
+    def str_(self, name: str, *, required: bool, max_len: int = ...) -> str | None: ...
 
     def str_(self, name: str, *, required: bool = True, max_len: int = MAX_TOKEN_LEN) -> str | None:
         value = self._get(name, required)
@@ -91,6 +115,11 @@ class Fields:
         if len(value) > max_len:
             raise InvalidArgs(f"{name}: longer than {max_len} characters")
         return value
+
+    @overload
+    def time(self, name: str, *, required: Literal[True] = ...) -> datetime: ...
+    @overload
+    def time(self, name: str, *, required: bool) -> datetime | None: ...
 
     def time(self, name: str, *, required: bool = True) -> datetime | None:
         value = self.str_(name, required=required, max_len=64)

@@ -24,7 +24,7 @@ import asyncio
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -63,11 +63,17 @@ class Inbox(Generic[T]):
         return len(self._safety) + len(self._normal)
 
 
+class BarrierLane(Protocol):
+    """Where barriers are queued: the normal lane of an inbox whose items include `Barrier`."""
+
+    def put(self, item: Barrier) -> None: ...
+
+
 @dataclass(slots=True)
 class Barriers:
     """Waiters for "the core has handled channel C's input read at or after time T"."""
 
-    inbox: Inbox[object]
+    inbox: BarrierLane
     _waiters: dict[Hashable, list[tuple[float, asyncio.Future[None]]]] = field(default_factory=dict)
 
     def wait(self, channel: Hashable, read_after: float) -> asyncio.Future[None]:

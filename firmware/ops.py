@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, overload
 
 from firmware import __version__
 from firmware.args import Fields, parse_local_list, parse_reason, parse_reservation
@@ -38,6 +38,11 @@ class OpContext(Protocol):
 
     @property
     def charger(self) -> Charger: ...
+
+    @overload
+    def evse_arg(self, f: Fields, name: str = ..., required: Literal[True] = ...) -> int: ...
+    @overload
+    def evse_arg(self, f: Fields, name: str = ..., *, required: bool) -> int | None: ...
 
     def evse_arg(self, f: Fields, name: str = "evse_id", required: bool = True) -> int | None:
         """The EVSE named by the field, checked to exist (InvalidArgs otherwise)."""

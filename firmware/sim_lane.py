@@ -29,10 +29,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 from firmware.args import Fields
 from firmware.wire import InvalidArgs, error_reply, ok_reply
+from hal.sim import KEEP, Keep, SimBoard
 
 if TYPE_CHECKING:
     from firmware.app import Controller
@@ -53,25 +54,22 @@ class Watch:
     pilot_of: int | None = None
 
 
-SimHandler = Callable[["Controller", Fields, Any], Watch]
+SimHandler = Callable[["Controller", Fields, SimBoard], Watch]
 
 
-def _plug(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f) or 0  # required: never None
+def _plug(c: Controller, f: Fields, sim: SimBoard) -> Watch:
+    cid = c.evse_arg(f)
     cp = f.str_("cp", max_len=1)
-    kwargs: dict[str, object] = {}
-    if "pp_ohms" in f.args:  # null means "open"
-        kwargs["pp_ohms"] = f.number("pp_ohms", required=False)
+    # pp_ohms absent: the cable stays as it is; null: open (no cable)
+    pp_ohms: float | Literal[Keep.KEEP] | None = f.number("pp_ohms", required=False) if "pp_ohms" in f.args else KEEP
     diode_ok = f.bool_("diode_ok", required=False)
     f.done()
-    if diode_ok is not None:
-        kwargs["diode_ok"] = diode_ok
-    sim.plug(cid, cp, **kwargs)
+    sim.plug(cid, cp, pp_ohms, True if diode_ok is None else diode_ok)
     return c.pilot_watch(cid)
 
 
-def _token(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f) or 0  # required: never None
+def _token(c: Controller, f: Fields, sim: SimBoard) -> Watch:
+    cid = c.evse_arg(f)
     token = f.str_("id_token")
     token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
     f.done()
@@ -79,8 +77,8 @@ def _token(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
     return Watch(("token", cid))
 
 
-def _fault(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f) or 0  # required: never None
+def _fault(c: Controller, f: Fields, sim: SimBoard) -> Watch:
+    cid = c.evse_arg(f)
     fault = f.str_("fault", max_len=32)
     active = f.bool_("active")
     f.done()
@@ -92,8 +90,8 @@ def _fault(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
     return c.inputs_watch(cid, relay=fault in ("relay_welded", "relay_stuck_open"))
 
 
-def _load(c: Controller, f: Fields, sim: Any) -> Watch:  # noqa: ANN401
-    cid = c.evse_arg(f) or 0  # required: never None
+def _load(c: Controller, f: Fields, sim: SimBoard) -> Watch:
+    cid = c.evse_arg(f)
     current_a = f.number("current_a")
     f.done()
     sim.load(cid, current_a)
@@ -108,8 +106,9 @@ SIM_OPS: Final = frozenset(SIM_HANDLERS)
 class SimLane:
     """The ordered lane of sim ops of one controller (a task of its TaskGroup; never raises)."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, sim: SimBoard) -> None:
         self.controller = controller
+        self.sim = sim
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
 
     def submit(self, command: Command) -> None:
@@ -131,7 +130,7 @@ class SimLane:
         loop = asyncio.get_running_loop()
         changed_at = loop.time()
         try:
-            watch = SIM_HANDLERS[request.op](c, Fields(request.args), c.sim)
+            watch = SIM_HANDLERS[request.op](c, Fields(request.args), self.sim)
         except (InvalidArgs, ValueError) as exc:  # nothing was changed
             return error_reply(request.request_id, request.op, "invalid_args", str(exc))
         c.wake(watch.channel)

@@ -95,6 +95,7 @@ class Charger:
         debounce_s: float = DEBOUNCE_S,
         reservations_enabled: bool = True,
         auth: AuthSettings = AuthSettings(),  # noqa: B008 - frozen
+        online: bool = True,
     ) -> None:
         self.evses: dict[int, EvseMachine] = {}
         self._monitors: dict[int, PilotMonitor] = {}
@@ -111,6 +112,7 @@ class Charger:
             enabled=reservations_enabled,
         )
         self.tokens = TokenDesk(self.evses, self.book, auth, self._step)
+        self.tokens.online = online  # then changed only by supervision's OnlineChanged (LinkUp/LinkDown)
         self._led: dict[int, Led | None] = dict.fromkeys(self.evses)
         self._at = Instant(mono=0.0, utc=_EPOCH)  # the last instant the shell gave
         self._limit_a: dict[int, float] = {cid: m.config.max_current_a for cid, m in self.evses.items()}
