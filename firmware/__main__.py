@@ -2,7 +2,8 @@
 
 Exit status: 0 after a clean stop (SIGTERM, Ctrl-C), 2 for a bad command line or config (the message
 names the file and key; no traceback), 1 if the controller stopped on an error. Logging is
-configured here and nowhere else.
+configured here and nowhere else. It must never decide anything about charging: it only starts the
+controller (firmware/app.py) and stops it on a signal.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each parser turns the request's `args` map into typed values or raises `InvalidArgs` naming the
 field and what was wrong. Unknown fields are refused too, so a backend's typo is caught instead of
-silently ignored. Nothing here touches state: the controller runs the op only after its args parsed.
+silently ignored. It must never touch state: the controller runs the op only after its args parsed.
 """
 
 from __future__ import annotations
