@@ -74,6 +74,7 @@ from firmware.wire import (
     meter_doc,
     ok_reply,
     rfc3339,
+    reservation_update_doc,
     session_event_doc,
 )
 from hal.protocols import Board, MeterSample, TokenRead
@@ -270,14 +271,14 @@ class CoreLoop:
     def _session_record(self, action: EmitSessionEvent) -> OutboxRecord:
         seq = self._next_seq()
         log.info("c%d session event %s seq %d", action.cid, action.event.value, seq)
-        doc = session_event_doc(action.payload(), seq=seq, utc=utc_now())
+        doc = session_event_doc(action, seq=seq, utc=utc_now())
         return OutboxRecord(seq=seq, topic=self.link.topics.evse(action.cid, "session"),
                             payload=encode(self.link.codec, doc), kind="session")
 
     def _reservation_record(self, update: ReservationUpdate) -> OutboxRecord:
         seq = self._next_seq()
         log.info("reservation %s/%d %s (seq %d)", update.sender, update.reservation_id, update.status.value, seq)
-        doc = {**update.payload(), "timestamp": rfc3339(utc_now()), "seq": seq}
+        doc = reservation_update_doc(update, seq=seq, utc=utc_now())
         return OutboxRecord(seq=seq, topic=self.link.topics.reservation, payload=encode(self.link.codec, doc),
                             kind="reservation")
 

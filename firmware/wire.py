@@ -19,8 +19,9 @@ from typing import Any, Final
 import cbor2
 
 from firmware.core.charger import Charger
-from firmware.core.events import FAULT_ERROR
+from firmware.core.events import FAULT_ERROR, EmitSessionEvent, SessionEvent
 from firmware.core.pilot import Cp, pp_ampacity_a
+from firmware.core.reservations import ReservationUpdate
 from hal.protocols import MeterSample
 
 JSON: Final = "json"
@@ -272,13 +273,74 @@ def meter_doc(cid: int, sample: MeterSample, *, meter_ok: bool, utc: datetime) -
             "frequency_Hz": sample.frequency_hz, "meter_ok": meter_ok}
 
 
-def session_event_doc(payload: dict[str, object], *, seq: int, utc: datetime) -> dict[str, object]:
+def payload(item: EmitSessionEvent | ReservationUpdate) -> dict[str, object]:
+    """The document of a SessionEvent (API.md §4) or a ReservationUpdateStatus (§7), without the
+    `timestamp` and `seq` the controller adds when it publishes it."""
+    if isinstance(item, ReservationUpdate):
+        update: dict[str, object] = {"reservation_id": item.reservation_id, "sender": item.sender,
+                                     "uuid": item.uuid, "reservation_status": item.status.value}
+        if item.evse_id is not None:
+            update["evse_id"] = item.evse_id
+        if item.reason is not None:
+            update["reason"] = item.reason
+        return update
+    doc: dict[str, object] = {"uuid": item.uuid, "evse_id": item.cid, "event": item.event.value}
+    if item.event is SessionEvent.ERROR:
+        if item.error is not None:
+            doc["error"] = item.error.value
+    elif item.event in (SessionEvent.RESERVATION_START, SessionEvent.RESERVATION_END):
+        doc.update(_reservation_part(item))
+    elif item.event in _SESSION_PARTS:
+        doc.update(_session_part(item))
+    return doc
+
+
+_SESSION_PARTS: Final = (SessionEvent.SESSION_STARTED, SessionEvent.SESSION_FINISHED, SessionEvent.SESSION_CANCELLED)
+
+
+def _session_part(event: EmitSessionEvent) -> dict[str, object]:
+    """The session_started / _finished / _cancelled object: only the energy registers that were read
+    (never 0.0 in their place)."""
+    part: dict[str, object] = {}
+    if event.energy_wh_import is not None:
+        part["energy_Wh_import"] = event.energy_wh_import
+    if event.energy_wh_export is not None:
+        part["energy_Wh_export"] = event.energy_wh_export
+    if event.event is SessionEvent.SESSION_FINISHED:
+        return {"session_finished": part}
+    part["reason"] = event.reason
+    if event.event is SessionEvent.SESSION_CANCELLED:
+        return {"session_cancelled": part}
+    if event.id_token is not None:
+        part["id_token"] = event.id_token
+    if event.reservation_id is not None:
+        part["reservation_id"] = event.reservation_id
+    return {"session_started": part}
+
+
+def _reservation_part(event: EmitSessionEvent) -> dict[str, object]:
+    if event.event is SessionEvent.RESERVATION_END:
+        return {"reservation_end": {"reservation_id": event.reservation_id, "reason": event.reason}}
+    if event.global_hold:
+        return {"reservation_start": {"reservation_id": event.reservation_id, "id_tag": "", "global": True}}
+    start: dict[str, object] = {"reservation_id": event.reservation_id, "id_tag": event.id_token}
+    if event.parent_id_token is not None:
+        start["parent_id"] = event.parent_id_token
+    return {"reservation_start": start}
+
+
+def session_event_doc(event: EmitSessionEvent, *, seq: int, utc: datetime) -> dict[str, object]:
     """A SessionEvent as published (API.md §4): the event's fields, its `timestamp` (also inside its
     session_started / _finished / _cancelled object) and the charger's `seq`."""
     timestamp = rfc3339(utc)
-    doc = {**payload, "timestamp": timestamp, "seq": seq}
+    doc = {**payload(event), "timestamp": timestamp, "seq": seq}
     for key in ("session_started", "session_finished", "session_cancelled"):
         part = doc.get(key)
         if isinstance(part, dict):
             doc[key] = {**part, "timestamp": timestamp}
     return doc
+
+
+def reservation_update_doc(update: ReservationUpdate, *, seq: int, utc: datetime) -> dict[str, object]:
+    """A ReservationUpdateStatus as published on `R/reservation` (API.md §7)."""
+    return {**payload(update), "timestamp": rfc3339(utc), "seq": seq}

@@ -9,7 +9,7 @@ must never change. This module does no I/O and reads no clock.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
@@ -355,7 +355,10 @@ class EmitSessionEvent(Action):
     (StartSessionReason) and SessionCancelled (SessionCancellationReason), `error` for Error, the
     energy registers for SessionStarted/Cancelled/Finished when a meter reading is known (None: the
     EVSE has no meter or no reading yet, and the payload omits the keys; never 0.0 in their place),
-    `id_token` and `reservation_id` for SessionStarted.
+    `id_token` and `reservation_id` for SessionStarted. ReservationStart: `reservation_id`, `id_token`
+    (the reserved token), `parent_id_token`, or `global_hold` (a G3 hold: no reservation of its own).
+    ReservationEnd: `reservation_id` and `reason` (a ReservationEndReason value). `firmware/wire.py`
+    turns it into the document; the core never builds one.
     """
 
     uuid: str
@@ -366,28 +369,5 @@ class EmitSessionEvent(Action):
     energy_wh_export: float | None = None
     id_token: str | None = None
     reservation_id: int | None = None
-    extra: tuple[tuple[str, object], ...] = field(default=())
-
-    def payload(self) -> dict[str, object]:
-        """The wire object of API.md §4, without `timestamp` and `seq`."""
-        doc: dict[str, object] = {"uuid": self.uuid, "evse_id": self.cid, "event": self.event.value}
-        energy: dict[str, object] = {}
-        if self.energy_wh_import is not None:
-            energy["energy_Wh_import"] = self.energy_wh_import
-        if self.energy_wh_export is not None:
-            energy["energy_Wh_export"] = self.energy_wh_export
-        if self.event is SessionEvent.SESSION_STARTED:
-            started = dict(energy, reason=self.reason)
-            if self.id_token is not None:
-                started["id_token"] = self.id_token
-            if self.reservation_id is not None:
-                started["reservation_id"] = self.reservation_id
-            doc["session_started"] = started
-        elif self.event is SessionEvent.SESSION_FINISHED:
-            doc["session_finished"] = energy
-        elif self.event is SessionEvent.SESSION_CANCELLED:
-            doc["session_cancelled"] = dict(energy, reason=self.reason)
-        elif self.event is SessionEvent.ERROR and self.error is not None:
-            doc["error"] = self.error.value
-        doc.update(self.extra)
-        return doc
+    parent_id_token: str | None = None
+    global_hold: bool = False

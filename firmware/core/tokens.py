@@ -193,12 +193,7 @@ def _with_session(item: BookOutput, cid: int, uuid: str) -> BookOutput:
         isinstance(item, EmitSessionEvent)
         and item.cid == cid
         and item.event is SessionEvent.RESERVATION_END
-        and _reason(dict(item.extra).get("reservation_end")) == ReservationEndReason.USED_TO_START_CHARGING.value
+        and item.reason == ReservationEndReason.USED_TO_START_CHARGING.value
     ):
         return replace(item, uuid=uuid)
     return item
-
-
-def _reason(part: object) -> object:
-    """The `reason` of an event's object (API.md §4), or None."""
-    return part.get("reason") if isinstance(part, dict) else None

@@ -17,6 +17,7 @@ from functools import lru_cache
 
 from firmware.core.events import EmitSessionEvent, SessionEvent
 from firmware.core.reservations import Reservation, ReservationBook, ReservationUpdate
+from firmware.wire import payload
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -69,10 +70,10 @@ def norm(outputs: Iterable[object]) -> list[Norm]:
             result.append(("update", item.status.value, item.sender, item.reservation_id, item.uuid, item.evse_id))
         elif isinstance(item, EmitSessionEvent) and item.event is SessionEvent.RESERVATION_START:
             assert item.uuid == ""  # outside a session (API.md §4)
-            result.append(("start", item.cid, item.payload()["reservation_start"]))
+            result.append(("start", item.cid, payload(item)["reservation_start"]))
         elif isinstance(item, EmitSessionEvent) and item.event is SessionEvent.RESERVATION_END:
             assert item.uuid == ""
-            data = item.payload()["reservation_end"]
+            data = payload(item)["reservation_end"]
             assert isinstance(data, dict)
             result.append(("end", item.cid, data["reservation_id"], data["reason"]))
         else:  # pragma: no cover - the book emits nothing else

@@ -41,6 +41,7 @@ from firmware.core.reservations import (
     ReservationStatus,
     ReservationUpdate,
 )
+from firmware.wire import payload
 from tests.support.charger import HOUR, M0, UTC0, at, charger, decided, events, plug, reserve
 
 
@@ -50,7 +51,7 @@ def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
     assert c.status(1) is Status.RESERVED
     assert SetLed(cid=1, led=Led.RESERVED) in out
     start = events(out, SessionEvent.RESERVATION_START)[0]
-    assert start.payload()["reservation_start"] == {"reservation_id": 7, "id_tag": "AA11"}
+    assert payload(start)["reservation_start"] == {"reservation_id": 7, "id_tag": "AA11"}
 
     out = plug(c, 1, Cp.C, at(M0 + 1))  # simplified mode: the EV asks for power at once
     assert c.status(1) is Status.PREPARING
@@ -74,7 +75,7 @@ def test_reserved_evse_shows_reserved_and_locks_out_other_tokens() -> None:
     assert used.status is ReservationStatus.USED
     assert used.evse_id == 1
     (end,) = events(out, SessionEvent.RESERVATION_END)
-    assert end.payload()["reservation_end"] == {"reservation_id": 7, "reason": "UsedToStartCharging"}
+    assert payload(end)["reservation_end"] == {"reservation_id": 7, "reason": "UsedToStartCharging"}
     assert end.uuid == session.uuid
     assert decided(out).reservation_id == 7
 
@@ -84,7 +85,7 @@ def test_token_before_plug_in_carries_the_reservation_id_in_session_started() ->
     reserve(c, reservation_id=7, id_token="AA11", evse_id=1)
     _, out = c.present_token(1, "AA11", at(M0 + 1))
     (started,) = events(out, SessionEvent.SESSION_STARTED)
-    assert started.payload()["session_started"]["reservation_id"] == 7  # type: ignore[index]
+    assert payload(started)["session_started"]["reservation_id"] == 7  # type: ignore[index]
     assert c.status(1) is Status.PREPARING
 
 
@@ -146,12 +147,12 @@ def test_g3_held_evse_refuses_a_walk_in_the_others_accept() -> None:
     c.local_list.apply(1, True, [LocalAuthEntry(id_token="BB22", status=LocalAuthStatus.ACCEPTED)])
     out = reserve(c, reservation_id=1, id_token="AA11", connector_type="sType2")
     assert [c.status(i) for i in (1, 2, 3)] == [Status.AVAILABLE, Status.AVAILABLE, Status.RESERVED]
-    assert events(out, SessionEvent.RESERVATION_START)[0].payload()["reservation_start"] == {
+    assert payload(events(out, SessionEvent.RESERVATION_START)[0])["reservation_start"] == {
         "reservation_id": -1, "id_tag": "", "global": True}
     out = plug(c, 3, Cp.B, at(M0 + 1))  # an EV can always plug in: the hold ends, the lock-out stays
     assert c.status(3) is Status.PREPARING
     (end,) = events(out, SessionEvent.RESERVATION_END)
-    assert end.payload()["reservation_end"]["reason"] == "GlobalReservationRequirementDropped"  # type: ignore[index]
+    assert payload(end)["reservation_end"]["reason"] == "GlobalReservationRequirementDropped"  # type: ignore[index]
     decision, _ = c.present_token(3, "BB22", at(M0 + 2))
     assert decision is not None
     assert decision.status is AuthStatus.RESERVED_FOR_OTHER
@@ -171,7 +172,7 @@ def test_fault_on_a_reserved_evse_removes_the_reservation() -> None:
     out = c.handle(FaultRaised(cid=2, fault=Fault.RCD_TRIPPED), at(M0 + 1))
     (removed,) = [a for a in out if isinstance(a, ReservationUpdate)]
     assert removed.status is ReservationStatus.REMOVED
-    assert events(out, SessionEvent.RESERVATION_END)[0].payload()["reservation_end"] == {
+    assert payload(events(out, SessionEvent.RESERVATION_END)[0])["reservation_end"] == {
         "reservation_id": 7, "reason": "Cancelled"}
     assert c.status(2) is Status.FAULTED
     assert c.book.get("", 7) is None
@@ -246,7 +247,7 @@ class ReservedChargerMachine(RuleBasedStateMachine):
                 continue
             if item.event is SessionEvent.RESERVATION_START:
                 assert item.cid not in self.open, f"second ReservationStart on EVSE {item.cid}"
-                data = item.payload()["reservation_start"]
+                data = payload(item)["reservation_start"]
                 assert isinstance(data, dict)
                 assert isinstance(data["reservation_id"], int)
                 opened = self.open[item.cid] = data["reservation_id"]

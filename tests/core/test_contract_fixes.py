@@ -29,6 +29,7 @@ from firmware.core.events import (
 )
 from firmware.core.pilot import Cp
 from firmware.core.reservations import ReservationStatus, ReservationUpdate
+from firmware.wire import payload
 from tests.support.charger import HOUR, M0, T2, UTC0, at, charger, decided, events, plug, reserve
 
 HOLD = {"reservation_id": -1, "id_tag": "", "global": True}
@@ -40,8 +41,8 @@ def reservation_events(out: list[Output]) -> list[tuple[int, str, dict[str, obje
     for item in out:
         if isinstance(item, EmitSessionEvent) and item.event in (SessionEvent.RESERVATION_START,
                                                                  SessionEvent.RESERVATION_END):
-            payload = item.payload()
-            data = payload.get("reservation_start", payload.get("reservation_end"))
+            doc = payload(item)
+            data = doc.get("reservation_start", doc.get("reservation_end"))
             assert isinstance(data, dict)
             result.append((item.cid, item.event.value, data))
     return result

@@ -36,6 +36,7 @@ from firmware.core.events import (
 )
 from firmware.core.evse import State
 from firmware.core.pilot import Cp
+from firmware.wire import payload
 from tests.core.helpers import at, cp
 
 NAN = math.nan
@@ -120,7 +121,7 @@ def test_events_are_keyword_only() -> None:
         FaultRaised(1, Fault.RCD_TRIPPED)  # type: ignore[misc]
 
 
-# --- EmitSessionEvent.payload(): API.md §4 -----------------------------------------------------------------
+# --- payload(EmitSessionEvent): API.md §4 -----------------------------------------------------------------
 
 PAYLOAD_ROWS: list[tuple[str, EmitSessionEvent, dict[str, object]]] = [
     ("SessionStarted, all fields",
@@ -170,22 +171,22 @@ PAYLOAD_ROWS: list[tuple[str, EmitSessionEvent, dict[str, object]]] = [
 
 @pytest.mark.parametrize(("event", "expected"), [r[1:] for r in PAYLOAD_ROWS], ids=[r[0] for r in PAYLOAD_ROWS])
 def test_payload(event: EmitSessionEvent, expected: dict[str, object]) -> None:
-    payload = event.payload()
-    assert payload == expected
-    assert json.loads(json.dumps(payload)) == expected  # plain JSON types only (enums are str values)
+    doc = payload(event)
+    assert doc == expected
+    assert json.loads(json.dumps(doc)) == expected  # plain JSON types only (enums are str values)
 
 
 def test_payload_has_no_timestamp_or_seq() -> None:
     """The shell adds `timestamp` and `seq` (API.md §4); the core knows neither."""
     _, event, _ = PAYLOAD_ROWS[0]
-    assert not {"timestamp", "seq"} & set(event.payload())
+    assert not {"timestamp", "seq"} & set(payload(event))
 
 
 def test_payload_of_machine_emitted_session_started() -> None:
     """What the EVSE machine emits at plug-in serialises to API.md's session_started object."""
     m, now = at(State.AVAILABLE)
     notes = [a for a in m.handle(cp(Cp.B), now + 0.01) if isinstance(a, EmitSessionEvent)]
-    assert notes[0].payload() == {
+    assert payload(notes[0]) == {
         "uuid": "session-1", "evse_id": 1, "event": "SessionStarted",
         "session_started": {"energy_Wh_import": 0.0, "energy_Wh_export": 0.0,
                             "reason": StartSessionReason.EV_CONNECTED.value},

@@ -26,6 +26,7 @@ from firmware.core.events import (
 )
 from firmware.core.evse import EvseConfig, EvseMachine, State, StoredSession
 from firmware.core.pilot import Cp
+from firmware.wire import payload
 from tests.core.helpers import AUTH, CID, PP_32A, T0, cp, ids, session_events
 
 READING = MeterSampled(cid=CID, energy_wh_import=1234.5, energy_wh_export=6.0)
@@ -128,7 +129,7 @@ def test_an_evse_without_a_meter_omits_the_energy_fields(event: SessionEvent, ke
     (note,) = [n for n in _without_meter_session_events() if n.event is event]
     assert note.energy_wh_import is None
     assert note.energy_wh_export is None
-    body = note.payload()[key]
+    body = payload(note)[key]
     assert isinstance(body, dict)
     assert "energy_Wh_import" not in body
     assert "energy_Wh_export" not in body
@@ -141,7 +142,7 @@ def test_restore_without_any_reading_omits_the_energy_then_finishes_with_a_real_
     (cancelled,) = notes(m.restore_session(STORED, T0, reason=SessionCancellationReason.POWER_LOSS, resume=False))
     assert cancelled.event is SessionEvent.SESSION_CANCELLED
     assert cancelled.uuid == "u-1"
-    body = cancelled.payload()["session_cancelled"]
+    body = payload(cancelled)["session_cancelled"]
     assert cancelled.energy_wh_import is None
     assert isinstance(body, dict)
     assert "energy_Wh_import" not in body

@@ -30,6 +30,7 @@ from firmware.core.reservations import (
     fits,
     global_room,
 )
+from firmware.wire import payload
 from tests.core.reservation_helpers import (
     CCS2,
     CT2,
@@ -615,8 +616,8 @@ def test_g3_hold_payload_and_order() -> None:
     assert result is ACCEPTED
     assert norm(out) == [upd("Placed", 1, "uuid-1"), hold(3)]
     event = out[1]
-    assert event.payload()["reservation_start"] == {"reservation_id": -1, "id_tag": "", "global": True}  # type: ignore[union-attr]
-    assert event.payload()["evse_id"] == 3  # type: ignore[union-attr]
+    assert payload(event)["reservation_start"] == {"reservation_id": -1, "id_tag": "", "global": True}  # type: ignore[union-attr]
+    assert payload(event)["evse_id"] == 3  # type: ignore[union-attr]
 
 
 def test_g3_second_global_holds_both() -> None:
@@ -1235,10 +1236,10 @@ def test_payload_of_a_reservation_update() -> None:
     """§4 ReservationUpdateStatus: evse_id only when set."""
     book = new_book(TWO)
     out = book.reserve(res(3, evse=2, sender="emsp"), T0)[2]
-    assert out[0].payload() == {  # type: ignore[union-attr]
+    assert payload(out[0]) == {  # type: ignore[union-attr]
         "reservation_id": 3, "sender": "emsp", "uuid": "uuid-1", "reservation_status": "Placed", "evse_id": 2}
     out = book.reserve(res(4, sender="emsp"), T0)[2]
-    assert out[0].payload() == {  # type: ignore[union-attr]
+    assert payload(out[0]) == {  # type: ignore[union-attr]
         "reservation_id": 4, "sender": "emsp", "uuid": "uuid-2", "reservation_status": "Placed"}
 
 
@@ -1246,7 +1247,7 @@ def test_payload_of_a_reservation_update_with_a_reason() -> None:
     """§4: `reason` is optional; it is written when set."""
     update = ReservationUpdate(reservation_id=1, sender="", uuid="u", status=ReservationStatus.REMOVED,
                                reason="EVSE faulted")
-    assert update.payload() == {"reservation_id": 1, "sender": "", "uuid": "u", "reservation_status": "Removed",
+    assert payload(update) == {"reservation_id": 1, "sender": "", "uuid": "u", "reservation_status": "Removed",
                                 "reason": "EVSE faulted"}
 
 

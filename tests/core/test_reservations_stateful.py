@@ -55,6 +55,7 @@ from firmware.core.reservations import (
     ReservationStatus,
     ReservationUpdate,
 )
+from firmware.wire import payload
 from tests.core.reservation_helpers import CCS2, CT2, T0, T2, UNKNOWN, brute_room
 
 LAYOUT: dict[int, list[str]] = {1: [CCS2], 2: [CCS2, T2], 3: [T2, CT2], 4: [UNKNOWN]}
@@ -97,7 +98,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
             assert isinstance(item, EmitSessionEvent)
             evse = item.cid
             if item.event is SessionEvent.RESERVATION_START:
-                data = item.payload()["reservation_start"]
+                data = payload(item)["reservation_start"]
                 assert isinstance(data, dict)
                 assert evse not in self.open, f"second ReservationStart on EVSE {evse} ({self.open})"
                 rid = data["reservation_id"]
@@ -108,7 +109,7 @@ class ReservationBookMachine(RuleBasedStateMachine):
                 opened = rid
             else:
                 assert item.event is SessionEvent.RESERVATION_END
-                data = item.payload()["reservation_end"]
+                data = payload(item)["reservation_end"]
                 assert isinstance(data, dict)
                 assert evse in self.open, f"ReservationEnd without a start on EVSE {evse}"
                 opened = self.open.pop(evse)

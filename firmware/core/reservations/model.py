@@ -166,19 +166,6 @@ class ReservationUpdate:
     evse_id: int | None = None
     reason: str | None = None
 
-    def payload(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "reservation_id": self.reservation_id,
-            "sender": self.sender,
-            "uuid": self.uuid,
-            "reservation_status": self.status.value,
-        }
-        if self.evse_id is not None:
-            doc["evse_id"] = self.evse_id
-        if self.reason is not None:
-            doc["reason"] = self.reason
-        return doc
-
 
 BookOutput = ReservationUpdate | EmitSessionEvent
 
@@ -211,23 +198,18 @@ class _Outputs:
 
     def start(self, evse_id: int, entry: Entry | None) -> None:
         if entry is None:
-            data: dict[str, object] = {"reservation_id": GLOBAL_HOLD_ID, "id_tag": "", "global": True}
+            event = EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_START,
+                                     reservation_id=GLOBAL_HOLD_ID, id_token="", global_hold=True)
         else:
             r = entry.reservation
-            data = {"reservation_id": r.reservation_id, "id_tag": r.id_token}
-            if r.parent_id_token is not None:
-                data["parent_id"] = r.parent_id_token
-        self.items.append(
-            EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_START,
-                             extra=(("reservation_start", data),))
-        )
+            event = EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_START,
+                                     reservation_id=r.reservation_id, id_token=r.id_token,
+                                     parent_id_token=r.parent_id_token)
+        self.items.append(event)
 
     def end(self, evse_id: int, reservation_id: int, reason: ReservationEndReason) -> None:
-        data = {"reservation_id": reservation_id, "reason": reason.value}
-        self.items.append(
-            EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_END,
-                             extra=(("reservation_end", data),))
-        )
+        self.items.append(EmitSessionEvent(cid=evse_id, uuid="", event=SessionEvent.RESERVATION_END,
+                                           reservation_id=reservation_id, reason=reason.value))
 
 
 def _overlap(a: Entry, b: Entry) -> bool:
