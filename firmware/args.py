@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
-from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
+from firmware.core.auth import BackendAnswer, LocalAuthEntry, LocalAuthStatus
 from firmware.core.events import SessionCancellationReason
 from firmware.core.reservations import MAX_TOKEN_LEN, UNKNOWN, Reservation
 from firmware.wire import InvalidArgs, as_map
@@ -188,13 +188,13 @@ def parse_local_list(args: object) -> LocalListUpdate:
             parent = g.str_("parent_id_token", required=False)
             expiry = g.time("expiry", required=False)
             g.done()
-            status = LocalAuthStatus(status_text or "")
+            status = LocalAuthStatus(status_text)
         except InvalidArgs as exc:
             raise InvalidArgs(f"tokens[{i}].{exc}") from exc
         except ValueError as exc:
             raise InvalidArgs(f"tokens[{i}].status: must be one of Accepted, Blocked, Expired, Invalid") from exc
-        entries.append(LocalAuthEntry(id_token=token or "", status=status, parent_id_token=parent, expiry_utc=expiry))
-    return LocalListUpdate(version=version or 0, full=bool(full), entries=entries)
+        entries.append(LocalAuthEntry(id_token=token, status=status, parent_id_token=parent, expiry_utc=expiry))
+    return LocalListUpdate(version=version, full=full, entries=entries)
 
 
 def parse_reason(value: str | None) -> SessionCancellationReason:
@@ -207,3 +207,15 @@ def parse_reason(value: str | None) -> SessionCancellationReason:
         raise InvalidArgs(f"reason: must be one of {allowed}") from exc
 
 
+
+
+def parse_auth_response(value: object) -> tuple[str, BackendAnswer]:
+    """The backend's answer on `R/auth/response` (API.md §5): the request id and the decision."""
+    f = Fields(value)
+    request_id = f.str_("id", max_len=64)
+    status = f.str_("status", max_len=16)
+    parent = f.str_("parent_id_token", required=False)
+    try:
+        return request_id, BackendAnswer(status=LocalAuthStatus(status), parent_id_token=parent)
+    except ValueError as exc:
+        raise InvalidArgs("status: must be Accepted, Blocked, Expired or Invalid") from exc

@@ -22,9 +22,8 @@ from functools import partial
 from typing import Any, Final
 
 from firmware.aio import instant, utc_now
-from firmware.args import Fields
+from firmware.args import parse_auth_response
 from firmware.config import Config
-from firmware.core.auth import BackendAnswer, LocalAuthStatus
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
 from firmware.core.events import (
@@ -69,6 +68,8 @@ from firmware.store import METER_KEY_BASE, OutboxRecord
 from firmware.wire import (
     InvalidArgs,
     Request,
+    auth_request_doc,
+    authorize_result,
     encode,
     mask_token,
     meter_doc,
@@ -242,8 +243,7 @@ class CoreLoop:
                 durable.append(self._reservation_record(action))
                 dirty.add("reservations")
             case RequestBackendAuth():
-                doc = {"id": action.request_id, "id_token": action.id_token, "evse_id": action.cid,
-                       "token_type": action.token_type}
+                doc = auth_request_doc(action.request_id, action.id_token, action.cid, action.token_type)
                 self.background(self.link.publish_now(self.link.topics.auth_request, doc, qos=1))
             case AuthDecided():
                 self._auth_decided(action)
@@ -294,22 +294,15 @@ class CoreLoop:
                 log.info("%s", line)
 
     def _auth_response(self, value: object, at: Instant) -> list[Output]:
-        f = Fields(value)
-        request_id = f.str_("id", max_len=64)
-        status = f.str_("status", max_len=16)
-        parent = f.str_("parent_id_token", required=False)
-        try:
-            answer = BackendAnswer(status=LocalAuthStatus(status or ""), parent_id_token=parent)
-        except ValueError as exc:
-            raise InvalidArgs("status: must be Accepted, Blocked, Expired or Invalid") from exc
-        return self.charger.backend_auth_answer(request_id or "", answer, at)
+        request_id, answer = parse_auth_response(value)
+        return self.charger.backend_auth_answer(request_id, answer, at)
 
     def _auth_decided(self, action: AuthDecided) -> None:
         if action.request_id is None:
             return
         command = self.authorize_waiters.pop(action.request_id, None)
         if command is not None:  # released with the step's commit, like every reply
-            result = {"status": action.status, "evse_id": action.cid, "reservation_id": action.reservation_id}
+            result = authorize_result(action.status, action.cid, action.reservation_id)
             self._replies_after_step.append((command, ok_reply(command.request.request_id, command.request.op,
                                                                result)))
 

@@ -19,7 +19,16 @@ from firmware.core.auth import AuthStatus
 from firmware.core.charger import Charger, Output
 from firmware.core.events import RequestBackendAuth
 from firmware.core.instant import Instant
-from firmware.wire import InvalidArgs, Request, error_reply, ok_reply, reservation_doc
+from firmware.wire import (
+    InvalidArgs,
+    Request,
+    authorize_result,
+    error_reply,
+    ok_reply,
+    reservation_doc,
+    reserve_result,
+    state_snapshot,
+)
 
 
 class Unsupported(Exception):  # noqa: N818 - the error code's name
@@ -95,10 +104,7 @@ async def _reserve_now(c: OpContext, f: Fields, at: Instant, _: Request) -> obje
     reservation = parse_reservation(f.args)
     result, res_uuid, outputs = c.charger.reserve_now(reservation, at)
     await c.apply(outputs)
-    doc: dict[str, object] = {"status": result.value}
-    if res_uuid is not None:
-        doc["uuid"] = res_uuid
-    return doc
+    return reserve_result(result.value, res_uuid)
 
 
 @op("cancel_reservation")
@@ -106,7 +112,7 @@ async def _cancel_reservation(c: OpContext, f: Fields, at: Instant, _: Request) 
     reservation_id = f.int_("reservation_id")
     sender = f.str_("sender", required=False, max_len=64) or ""
     f.done()
-    cancelled, outputs = c.charger.cancel_reservation(sender, reservation_id or 0, at)
+    cancelled, outputs = c.charger.cancel_reservation(sender, reservation_id, at)
     await c.apply(outputs)
     return cancelled
 
@@ -117,7 +123,7 @@ async def _exists_reservation(c: OpContext, f: Fields, at: Instant, _: Request) 
     cid = c.evse_arg(f, required=False)
     group = f.str_("group_id_token", required=False)
     f.done()
-    return c.charger.exists_reservation(token or "", cid, group, at).value
+    return c.charger.exists_reservation(token, cid, group, at).value
 
 
 @op("list_reservations")
@@ -128,7 +134,7 @@ async def _list_reservations(c: OpContext, f: Fields, at: Instant, _: Request) -
 
 @op("authorize")
 async def _authorize(c: OpContext, f: Fields, at: Instant, request: Request) -> object:
-    token = f.str_("id_token") or ""
+    token = f.str_("id_token")
     cid = c.evse_arg(f, required=False)
     token_type = f.str_("token_type", required=False, max_len=64) or "RFID"
     f.done()
@@ -142,13 +148,12 @@ async def _authorize(c: OpContext, f: Fields, at: Instant, request: Request) -> 
         return Deferred(next(a.request_id for a in outputs if isinstance(a, RequestBackendAuth)))
     reservation_id = decision.reservation.reservation.reservation_id if decision.reservation else None
     evse_id = chosen if decision.status is not AuthStatus.NO_EVSE_AVAILABLE else None
-    return {"status": decision.status.value, "evse_id": evse_id if decision.source != "held" else None,
-            "reservation_id": reservation_id}
+    return authorize_result(decision.status.value, evse_id if decision.source != "held" else None, reservation_id)
 
 
 @op("stop_session")
 async def _stop_session(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
-    cid = c.evse_arg(f) or 0
+    cid = c.evse_arg(f)
     reason = parse_reason(f.str_("reason", required=False, max_len=32))
     f.done()
     stopped, outputs = c.charger.stop_session(cid, reason, at)
@@ -158,8 +163,8 @@ async def _stop_session(c: OpContext, f: Fields, at: Instant, _: Request) -> obj
 
 @op("set_max_current")
 async def _set_max_current(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
-    cid = c.evse_arg(f) or 0
-    current_a = f.number("current_a") or 0.0
+    cid = c.evse_arg(f)
+    current_a = f.number("current_a")
     f.done()
     result, outputs = c.charger.set_max_current(cid, current_a, at)
     await c.apply(outputs)
@@ -168,7 +173,7 @@ async def _set_max_current(c: OpContext, f: Fields, at: Instant, _: Request) -> 
 
 @op("switch_phases")
 async def _switch_phases(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
-    cid = c.evse_arg(f) or 0
+    cid = c.evse_arg(f)
     three = f.bool_("three_phases")
     f.done()
     return c.charger.switch_phases(cid, bool(three)).value
@@ -176,7 +181,7 @@ async def _switch_phases(c: OpContext, f: Fields, at: Instant, _: Request) -> ob
 
 @op("set_enabled")
 async def _set_enabled(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
-    cid = c.evse_arg(f) or 0
+    cid = c.evse_arg(f)
     enabled = f.bool_("enabled")
     f.done()
     await c.apply(c.charger.set_enabled(cid, bool(enabled), at))
@@ -185,7 +190,7 @@ async def _set_enabled(c: OpContext, f: Fields, at: Instant, _: Request) -> obje
 
 @op("unlock_connector")
 async def _unlock_connector(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
-    cid = c.evse_arg(f) or 0
+    cid = c.evse_arg(f)
     f.done()
     unlocked, outputs = c.charger.unlock_connector(cid, at)
     await c.apply(outputs)
@@ -203,6 +208,5 @@ async def _set_local_auth_list(c: OpContext, f: Fields, at: Instant, _: Request)
 @op("get_state")
 async def _get_state(c: OpContext, f: Fields, at: Instant, _: Request) -> object:
     f.done()
-    return {"evses": c.state_documents(),
-            "reservations": [reservation_doc(e, at.utc) for e in c.charger.book.entries],
-            "firmware": __version__, "uptime_s": c.uptime_s()}
+    return state_snapshot(c.state_documents(), [reservation_doc(e, at.utc) for e in c.charger.book.entries],
+                          firmware=__version__, uptime_s=c.uptime_s())

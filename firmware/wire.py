@@ -206,6 +206,30 @@ def reservation_doc(entry: Any, now: datetime) -> dict[str, object]:  # noqa: AN
     return doc
 
 
+def reserve_result(status: str, reservation_uuid: str | None) -> dict[str, object]:
+    """The result of `reserve_now` (API.md §3): the ReservationResult, and the uuid when one was made."""
+    doc: dict[str, object] = {"status": status}
+    if reservation_uuid is not None:
+        doc["uuid"] = reservation_uuid
+    return doc
+
+
+def authorize_result(status: str, evse_id: int | None, reservation_id: int | None) -> dict[str, object]:
+    """The result of `authorize` (API.md §3, §5), answered at once or when the backend decided."""
+    return {"status": status, "evse_id": evse_id, "reservation_id": reservation_id}
+
+
+def auth_request_doc(request_id: str, id_token: str, evse_id: int, token_type: str) -> dict[str, object]:
+    """A token the charger asks the backend about, on `R/auth/request` (API.md §5)."""
+    return {"id": request_id, "id_token": id_token, "evse_id": evse_id, "token_type": token_type}
+
+
+def state_snapshot(evses: list[dict[str, object]], reservations: list[dict[str, object]], *, firmware: str,
+                   uptime_s: float) -> dict[str, object]:
+    """The result of `get_state` (API.md §3)."""
+    return {"evses": evses, "reservations": reservations, "firmware": firmware, "uptime_s": uptime_s}
+
+
 def rfc3339(when: datetime) -> str:
     """UTC, millisecond precision, with `Z` (API.md §1)."""
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
