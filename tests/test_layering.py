@@ -161,3 +161,80 @@ def test_checker_catches(source: str, fragment: str) -> None:
 )
 def test_checker_allows(source: str) -> None:
     assert violations(source) == []
+
+
+# --- the shell: imports go one way (issue 9) ---------------------------------------------------------
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of `package` it imports at run time (imports under TYPE_CHECKING excluded)."""
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    found.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {dep for dep in found if dep in modules and dep != name and dep.startswith(package)}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_shell_has_no_import_cycles() -> None:
+    graph = import_graph(REPO / "firmware", "firmware")
+    assert "firmware.core_loop" in graph  # the walk found the shell
+    assert cycles(graph) == []
+
+
+def test_the_link_and_the_ops_import_no_controller() -> None:
+    """mqtt.py knows bytes, topics and the link; ops.py works over a narrow context: neither reaches
+    back into the controller (app.py) or the core loop."""
+    graph = import_graph(REPO / "firmware", "firmware")
+    assert graph["firmware.mqtt"].isdisjoint({"firmware.app", "firmware.core_loop", "firmware.ops"})
+    assert graph["firmware.ops"].isdisjoint({"firmware.app", "firmware.core_loop", "firmware.mqtt"})
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
