@@ -8,6 +8,7 @@ part of the sans-I/O core: it must never do I/O, read a clock, log or import the
 * `config`  - `EvseConfig`, one EVSE's settings, bounded by the standard;
 * `session` - `Session`, `StoredSession`, `Counters`: plain records;
 * `facts`   - `EvseFacts`: what the machine knows and derives (offer, duty, notes), no decisions;
+* `inputs`  - `EvseInputs`: how each input changes those facts, one handler per event type;
 * `machine` - `EvseMachine`: `handle`, `tick`, `next_deadline`, `restore_session`; the step.
 
 Everything is re-exported here, so `from firmware.core.evse import ...` is the one import path.

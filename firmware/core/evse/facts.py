@@ -9,8 +9,9 @@ step, which carry the latest reading's energy and never an invented figure. It a
 books the step relies on: the F hold, the soft over-current timer, and opening or cancelling a
 session with its SessionEvent.
 
-`EvseFacts` is the base of `machine.EvseMachine` and is never used alone. It must never settle a
-state, command an output, do I/O or read a clock: `now` is the shell's monotonic time in seconds.
+`EvseFacts` is the base of `inputs.EvseInputs` (and so of `machine.EvseMachine`) and is never used
+alone. It must never settle a state, command an output, do I/O or read a clock: `now` is the shell's
+monotonic time in seconds.
 """
 
 from __future__ import annotations

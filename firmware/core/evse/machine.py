@@ -50,41 +50,31 @@ import math
 from firmware.core.errors import IllegalTransition
 from firmware.core.events import (
     DUTY_F,
-    FAULT_ERROR,
     STATUS_LED,
     Action,
-    AuthorizationGranted,
-    AuthorizationRefused,
     CloseRelay,
     CurrentLimitChanged,
     EmitSessionEvent,
     Error,
     Event,
     Fault,
-    FaultCleared,
-    FaultRaised,
-    MeterSampled,
     OpenRelay,
-    PilotChanged,
-    PpChanged,
-    ReplugRequested,
     SessionCancellationReason,
     SessionEvent,
-    SetEnabled,
     SetLed,
     SetLock,
     SetPwm,
     StartSessionReason,
     Status,
-    StopRequested,
 )
-from firmware.core.evse.facts import EvseFacts, _is_on
+from firmware.core.evse.facts import _is_on
+from firmware.core.evse.inputs import EvseInputs
 from firmware.core.evse.session import Session, StoredSession
 from firmware.core.evse.states import _ALL, _EDGES, STATUS, TRANSITIONS, State
-from firmware.core.pilot import MIN_CURRENT_A, Cp, PilotReading, pp_ampacity_a
+from firmware.core.pilot import MIN_CURRENT_A, Cp
 
 
-class EvseMachine(EvseFacts):
+class EvseMachine(EvseInputs):
     """One EVSE. `handle(event, now)`, `tick(now)` and `next_deadline()`; no callbacks or I/O."""
 
     # --- the API ---------------------------------------------------------------------------------
@@ -160,64 +150,11 @@ class EvseMachine(EvseFacts):
             if event is not None:
                 self._apply(event, now, notes)
             actions = self._settle(now, notes, was_requesting)
-            if self._state not in allowed:
-                raise AssertionError(f"settled in {self._state} outside {sorted(s.name for s in allowed)}")
+            _check_settled(self._state, allowed)
         except Exception as exc:  # noqa: BLE001 - any bug in the machine must end fail-safe, never raise
             self.last_crash = exc  # for the shell's log and the console
             return self._crash()
         return actions
-
-    def _apply(self, event: Event, now: float, notes: list[Action]) -> None:
-        match event:
-            case PilotChanged(cp=cp, diode_ok=diode):
-                if self._duty == DUTY_F and cp in (Cp.A, Cp.B, Cp.C, Cp.D):
-                    return  # stale: while we drive -12 V the EV's diode hides its state (A.2.2)
-                previous = self.cp
-                self._reading = PilotReading(cp=cp, diode_ok=diode)
-                if cp is Cp.A:
-                    self._plugged = False
-                elif cp in (Cp.B, Cp.C, Cp.D):
-                    self._plugged = True
-                if not diode:  # one-shot: F for fault_hold_s, session ends (A.2.2)
-                    notes.append(self._note(SessionEvent.ERROR, error=Error.CAR_DIODE_FAULT))
-                    self._hold_f(now)
-                if cp is Cp.D and previous is not Cp.D and not self.config.ventilation_available:
-                    notes.append(self._note(SessionEvent.ERROR, error=Error.VENTILATION_NOT_AVAILABLE))
-            case PpChanged(ohms=ohms):
-                self._pp_a = pp_ampacity_a(ohms, self.config.phases)
-            case AuthorizationGranted(id_token=token, reservation_id=reservation_id):
-                if self._session is None:
-                    self._start_session(now, StartSessionReason.AUTHORIZED, notes, token, reservation_id)
-                else:
-                    self._session.id_token = token
-                    self._session.reservation_id = reservation_id
-                self._session_or_raise().authorized = True
-            case AuthorizationRefused(reservation_mismatch=mismatch):
-                if mismatch:
-                    notes.append(self._note(SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH))
-            case StopRequested(reason=reason):
-                self._cancel(reason, notes)
-            case SetEnabled(enabled=enabled, reason=reason):
-                if enabled != self._enabled:
-                    self._enabled, self._disable_reason = enabled, reason
-                    notes.append(self._note(SessionEvent.ENABLED if enabled else SessionEvent.DISABLED))
-            case FaultRaised(fault=fault):
-                if fault not in self._faults:
-                    self._faults.add(fault)
-                    notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[fault]))
-                    self._hold_f(now)
-            case FaultCleared(fault=fault):
-                self._faults.discard(fault)
-            case CurrentLimitChanged(current_a=current_a):
-                self._limit_a = current_a
-            case MeterSampled(energy_wh_import=imported, energy_wh_export=exported, currents_a=currents):
-                self._energy_wh = (imported, exported)
-                self._check_overcurrent(max(currents, default=0.0), now)
-            case ReplugRequested(duration_s=duration_s):
-                self._replug_until = now + duration_s
-                notes.append(self._note(SessionEvent.REPLUG_STARTED))
-            case _:  # pragma: no cover - TRANSITIONS admits only the types above
-                raise IllegalTransition(self._state, event)
 
     def _settle(self, now: float, notes: list[Action], was_requesting: bool) -> list[Action]:
         # Faults: each new one drives F for fault_hold_s; one that outlasts it gets X1 (_wanted_duty).
@@ -397,3 +334,9 @@ class EvseMachine(EvseFacts):
             SetLed(cid=self.cid, led=self._led),
             EmitSessionEvent(cid=self.cid, uuid="", event=SessionEvent.ERROR, error=Error.INTERNAL),
         ]
+
+
+def _check_settled(state: State, allowed: frozenset[State]) -> None:
+    """A settle outside the declared states is a bug of the machine: raise, so the step ends FAULTED."""
+    if state not in allowed:
+        raise AssertionError(f"settled in {state} outside {sorted(s.name for s in allowed)}")
