@@ -6,7 +6,7 @@ part of the sans-I/O core: it must never do I/O, read a clock, log or import the
 
 * `states`  - `State`, its public `STATUS`, and the legality tables (`ACCEPTED_IN`, `TRANSITIONS`);
 * `config`  - `EvseConfig`, one EVSE's settings, bounded by the standard;
-* `session` - `Session`, `StoredSession`, `Counters`: plain records;
+* `session` - `Session` and its `SessionPhase`s, `StoredSession`, `Counters`: records and phase tables;
 * `facts`   - `EvseFacts`: what the machine knows and derives (offer, duty, notes), no decisions;
 * `inputs`  - `EvseInputs`: how each input changes those facts, one handler per event type;
 * `machine` - `EvseMachine`: `handle`, `tick`, `next_deadline`, `restore_session`; the step.
@@ -17,7 +17,7 @@ Everything is re-exported here, so `from firmware.core.evse import ...` is the o
 from firmware.core.evse.config import EvseConfig
 from firmware.core.evse.facts import EvseFacts
 from firmware.core.evse.machine import EvseMachine
-from firmware.core.evse.session import Counters, Session, StoredSession
+from firmware.core.evse.session import PHASE_TRANSITIONS, Counters, Session, SessionPhase, StoredSession
 from firmware.core.evse.states import (  # the private tables stay importable, as before the split
     _ALL,  # noqa: F401
     _EDGES,  # noqa: F401
@@ -33,6 +33,7 @@ from firmware.core.evse.states import (  # the private tables stay importable, a
 __all__ = [
     "ACCEPTED_IN",
     "EVENT_TYPES",
+    "PHASE_TRANSITIONS",
     "STATUS",
     "TRANSITIONS",
     "Counters",
@@ -40,6 +41,7 @@ __all__ = [
     "EvseFacts",
     "EvseMachine",
     "Session",
+    "SessionPhase",
     "State",
     "StoredSession",
 ]

@@ -35,6 +35,7 @@ from firmware.core.events import (
     StopRequested,
 )
 from firmware.core.evse.facts import EvseFacts
+from firmware.core.evse.session import SessionPhase
 from firmware.core.pilot import Cp, PilotReading, pp_ampacity_a
 
 
@@ -85,12 +86,13 @@ class EvseInputs(EvseFacts):
             notes.append(self._note(SessionEvent.ERROR, error=Error.VENTILATION_NOT_AVAILABLE))
 
     def _on_authorization(self, event: AuthorizationGranted, now: float, notes: list[Action]) -> None:
-        if self._session is None:
+        session = self._session
+        if session is None:  # the phase follows from whether the EV is plugged in (_start_session)
             self._start_session(now, StartSessionReason.AUTHORIZED, notes, event.id_token, event.reservation_id)
-        else:
-            self._session.id_token = event.id_token
-            self._session.reservation_id = event.reservation_id
-        self._session_or_raise().authorized = True
+        else:  # WAITING_FOR_AUTH: the EV is there
+            session.id_token = event.id_token
+            session.reservation_id = event.reservation_id
+            session.advance(SessionPhase.EV_CONNECTED)
 
     def _on_refusal(self, event: AuthorizationRefused, notes: list[Action]) -> None:
         if event.reservation_mismatch:

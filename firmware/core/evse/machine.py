@@ -7,7 +7,9 @@ rather than from the last edge, is what makes the safety invariant hold by const
 is commanded closed only in CHARGING, and CHARGING is chosen only when CP is C (or D with
 ventilation), the session is authorized, the cable is valid, PWM is on and no fault is active. The
 ramp-down states (PAUSING, STOPPING) merely *keep* a closed relay, for at most the 6 s the standard
-allows. Legality is declared in `states.TRANSITIONS`.
+allows. Legality is declared in `states.TRANSITIONS`. The session's lifecycle is one
+`session.SessionPhase`, moved only along `session.PHASE_TRANSITIONS`: PENDING (EV, no token) or
+AUTHORIZED (token, no EV) -> EV_CONNECTED -> CHARGED, and from each a cancelled phase.
 
 Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 
@@ -69,9 +71,12 @@ from firmware.core.events import (
 )
 from firmware.core.evse.facts import _is_on
 from firmware.core.evse.inputs import EvseInputs
-from firmware.core.evse.session import Session, StoredSession
+from firmware.core.evse.session import Session, SessionPhase, StoredSession
 from firmware.core.evse.states import _ALL, _EDGES, STATUS, TRANSITIONS, State
 from firmware.core.pilot import MIN_CURRENT_A, Cp
+
+#: The phases a restored session may go on in when `resume` is set: authorized and not cancelled.
+_RESUMABLE = frozenset({SessionPhase.EV_CONNECTED, SessionPhase.CHARGED})
 
 
 class EvseMachine(EvseInputs):
@@ -108,18 +113,15 @@ class EvseMachine(EvseInputs):
         """
         if self._session is not None or self._state not in (State.AVAILABLE, State.UNAVAILABLE):
             raise IllegalTransition(self._state, stored)
+        phase = SessionPhase.EV_CONNECTED if stored.phase is SessionPhase.AUTHORIZED else stored.phase
         self._session = Session(
-            uuid=stored.uuid, id_token=stored.id_token, reservation_id=stored.reservation_id,
-            authorized=stored.authorized, ev_seen=True, charging_started=stored.charging_started,
+            uuid=stored.uuid, phase=phase, id_token=stored.id_token, reservation_id=stored.reservation_id,
             started_at=now, energy_wh_import_start=stored.energy_wh_import_start,
         )
         self._plugged = True
         notes: list[Action] = []
-        if not (resume and stored.authorized and not stored.cancelled):
-            if stored.cancelled:
-                self._session.cancelled = True  # already reported before the restart
-            else:
-                self._cancel(reason, notes)
+        if phase not in _RESUMABLE or not resume:
+            self._cancel(reason, notes)  # a session cancelled before the restart is not reported again
         return self._step_with(notes, now, _ALL)
 
     def tick(self, now: float) -> list[Action]:
@@ -208,9 +210,10 @@ class EvseMachine(EvseInputs):
         session = self._session
         if session is not None:
             if self._plugged:
-                session.ev_seen = True
+                if session.phase is SessionPhase.AUTHORIZED:
+                    session.advance(SessionPhase.EV_CONNECTED)
                 session.connect_deadline = math.inf
-            elif session.ev_seen or session.cancelled:
+            elif session.phase is not SessionPhase.AUTHORIZED:  # the EV was seen and left, or cancelled
                 notes.append(self._energy_note(SessionEvent.SESSION_FINISHED))
                 self._session = None
         if (
@@ -249,7 +252,7 @@ class EvseMachine(EvseInputs):
             if ramping:
                 return State.STOPPING
             return State.FINISHING if self._enabled else State.UNAVAILABLE
-        if not session.authorized:
+        if session.phase is SessionPhase.PENDING:
             return State.WAITING_FOR_AUTH
         if hazard:
             return State.SUSPENDED_EVSE
@@ -310,9 +313,10 @@ class EvseMachine(EvseInputs):
             return []
         session = self._session
         if new is State.CHARGING and session is not None:
-            started = session.charging_started
-            session.charging_started = True
-            return [self._note(SessionEvent.CHARGING_RESUMED if started else SessionEvent.CHARGING_STARTED)]
+            if session.phase is SessionPhase.CHARGED:
+                return [self._note(SessionEvent.CHARGING_RESUMED)]
+            session.advance(SessionPhase.CHARGED)
+            return [self._note(SessionEvent.CHARGING_STARTED)]
         if old is State.CHARGING and new is State.SUSPENDED_EV:
             return [self._note(SessionEvent.CHARGING_PAUSED_EV)]
         if old is State.CHARGING and new in (State.SUSPENDED_EVSE, State.PAUSING, State.REPLUGGING):
