@@ -72,7 +72,7 @@ from firmware.core.events import (
 from firmware.core.evse.facts import _is_on
 from firmware.core.evse.inputs import EvseInputs
 from firmware.core.evse.session import Session, SessionPhase, StoredSession
-from firmware.core.evse.states import _ALL, _EDGES, STATUS, TRANSITIONS, State
+from firmware.core.evse.states import RESTORE_SETTLES, STATUS, TICK_SETTLES, TRANSITIONS, State
 from firmware.core.pilot import MIN_CURRENT_A, Cp
 
 #: The phases a restored session may go on in when `resume` is set: authorized and not cancelled.
@@ -111,7 +111,7 @@ class EvseMachine(EvseInputs):
         that was authorized), the session is cancelled with `reason` and nothing charges without a
         fresh authorization; it ends with SessionFinished when the EV is found unplugged.
         """
-        if self._session is not None or self._state not in (State.AVAILABLE, State.UNAVAILABLE):
+        if self._session is not None or self._state not in RESTORE_SETTLES:
             raise IllegalTransition(self._state, stored)
         phase = SessionPhase.EV_CONNECTED if stored.phase is SessionPhase.AUTHORIZED else stored.phase
         self._session = Session(
@@ -122,11 +122,11 @@ class EvseMachine(EvseInputs):
         notes: list[Action] = []
         if phase not in _RESUMABLE or not resume:
             self._cancel(reason, notes)  # a session cancelled before the restart is not reported again
-        return self._step_with(notes, now, _ALL)
+        return self._step_with(notes, now, RESTORE_SETTLES[self._state])
 
     def tick(self, now: float) -> list[Action]:
         """Let time pass: deadlines that are due take effect."""
-        return self._step(None, now, _EDGES[self._state] | {self._state})
+        return self._step(None, now, TICK_SETTLES[self._state])
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do, or None."""
