@@ -6,12 +6,13 @@ a settle outside the declared set is a bug and, like any exception inside the ma
 FAULTED with fail-safe outputs (`machine.EvseMachine`). `TICK_SETTLES` and `RESTORE_SETTLES` do the
 same for `tick(now)` and for a session restored at boot.
 
-The sets are what the machine's settle rules can produce, no wider, so that a reader learns what
-each input may do. An input may also carry what a tick would do at its time (an expired over-current
-timer, ramp-down, F hold or connection timeout), because the shell hands over queued inputs before
-it ticks: a fact that changes nothing settles where a tick would. Where the table this one replaces
-was narrower than the machine (a few late inputs settle in FINISHING or UNAVAILABLE), it still is,
-so such a settle faults the EVSE as before.
+The sets are exactly what the machine's settle rules can produce: no wider, so that a reader learns
+what each input may do, and no narrower, so that a legal settle never faults the EVSE. An input may
+also carry what a tick would do at its time (an expired over-current timer, ramp-down, F hold or
+connection timeout), because the shell hands over queued inputs before it ticks: a fact that
+changes nothing settles where a tick would. The sets were derived from the rules in `machine` and
+checked against every settle seen by the test suite and by long random runs (late inputs,
+deadlines that fall due together, a machine's first input).
 
 This module must never decide a transition, do I/O or read a clock. The states follow IEC
 61851-1:2017 Annex A (CP states A-F, the X1 "no PWM" variants) and map onto the OCPP-style `Status`
@@ -94,11 +95,11 @@ TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
     (_S.AVAILABLE, AuthorizationGranted): _to(_S.WAITING_FOR_EV, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE),
     (_S.AVAILABLE, AuthorizationRefused): _to(_S.AVAILABLE, _S.UNAVAILABLE),
     # WAITING_FOR_EV: a token came first (session AUTHORIZED). connection_timeout_s may run out on any
-    # input (-> AVAILABLE); UNAVAILABLE when the token came before the first settle and the meter has
-    # not been read.
+    # input (-> AVAILABLE, or FINISHING when the EV arrives with it); UNAVAILABLE when the token came
+    # before the first settle and the meter has not been read.
     (_S.WAITING_FOR_EV, PilotChanged): _to(
-        _S.WAITING_FOR_EV, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.AVAILABLE, _S.UNAVAILABLE,
-        _S.FAULTED,
+        _S.WAITING_FOR_EV, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FINISHING, _S.AVAILABLE,
+        _S.UNAVAILABLE, _S.FAULTED,
     ),
     (_S.WAITING_FOR_EV, PpChanged): _to(_S.WAITING_FOR_EV, _S.AVAILABLE, _S.UNAVAILABLE),
     (_S.WAITING_FOR_EV, FaultRaised): _to(_S.FAULTED),
@@ -142,11 +143,11 @@ TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
     (_S.SUSPENDED_EVSE, StopRequested): _to(_S.FINISHING),
     (_S.SUSPENDED_EVSE, ReplugRequested): _to(_S.REPLUGGING),
     # CHARGING: relay closed. The over-current timer may run out on any input and cancel the session:
-    # STOPPING.
+    # STOPPING, or FINISHING when the same input also ends the ramp-down (B, PP lost, D unventilated).
     (_S.CHARGING, PilotChanged): _to(
-        _S.CHARGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.STOPPING, _S.AVAILABLE, _S.FAULTED
+        _S.CHARGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING, _S.AVAILABLE, _S.FAULTED
     ),
-    (_S.CHARGING, PpChanged): _to(_S.CHARGING, _S.SUSPENDED_EVSE, _S.STOPPING),
+    (_S.CHARGING, PpChanged): _to(_S.CHARGING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING),
     (_S.CHARGING, FaultRaised): _to(_S.FAULTED),
     (_S.CHARGING, FaultCleared): _to(_S.CHARGING, _S.STOPPING),
     (_S.CHARGING, MeterSampled): _to(_S.CHARGING, _S.STOPPING),
@@ -155,15 +156,15 @@ TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
     (_S.CHARGING, StopRequested): _to(_S.STOPPING),
     (_S.CHARGING, ReplugRequested): _to(_S.REPLUGGING),
     # PAUSING: limit 0 while charging, relay kept. On any input the ramp-down may end (SUSPENDED_EVSE)
-    # and the over-current timer may cancel the session (STOPPING).
-    (_S.PAUSING, PilotChanged): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.AVAILABLE, _S.FAULTED),
-    (_S.PAUSING, PpChanged): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING),
+    # and the over-current timer may cancel the session (STOPPING, or FINISHING/UNAVAILABLE after it).
+    (_S.PAUSING, PilotChanged): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING, _S.AVAILABLE, _S.FAULTED),
+    (_S.PAUSING, PpChanged): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING),
     (_S.PAUSING, FaultRaised): _to(_S.FAULTED),
-    (_S.PAUSING, FaultCleared): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING),
-    (_S.PAUSING, MeterSampled): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING),
-    (_S.PAUSING, CurrentLimitChanged): _to(_S.PAUSING, _S.CHARGING, _S.SUSPENDED_EVSE, _S.STOPPING),
-    (_S.PAUSING, SetEnabled): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING),
-    (_S.PAUSING, StopRequested): _to(_S.STOPPING),
+    (_S.PAUSING, FaultCleared): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING),
+    (_S.PAUSING, MeterSampled): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING),
+    (_S.PAUSING, CurrentLimitChanged): _to(_S.PAUSING, _S.CHARGING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING),
+    (_S.PAUSING, SetEnabled): _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING, _S.UNAVAILABLE),
+    (_S.PAUSING, StopRequested): _to(_S.STOPPING, _S.FINISHING),
     # STOPPING: session cancelled while charging, relay kept until B or stop_timeout_s; disabled: UNAVAILABLE.
     (_S.STOPPING, PilotChanged): _to(_S.STOPPING, _S.FINISHING, _S.AVAILABLE, _S.UNAVAILABLE, _S.FAULTED),
     (_S.STOPPING, PpChanged): _to(_S.STOPPING, _S.FINISHING, _S.UNAVAILABLE),
@@ -220,7 +221,7 @@ TICK_SETTLES: Final[dict[State, frozenset[State]]] = {
     _S.SUSPENDED_EV: _to(_S.SUSPENDED_EV),
     _S.SUSPENDED_EVSE: _to(_S.SUSPENDED_EVSE),
     _S.CHARGING: _to(_S.CHARGING, _S.STOPPING),
-    _S.PAUSING: _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING),
+    _S.PAUSING: _to(_S.PAUSING, _S.SUSPENDED_EVSE, _S.STOPPING, _S.FINISHING),
     _S.STOPPING: _to(_S.STOPPING, _S.FINISHING, _S.UNAVAILABLE),
     _S.FINISHING: _to(_S.FINISHING),
     _S.REPLUGGING: _to(_S.REPLUGGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FINISHING, _S.UNAVAILABLE),
