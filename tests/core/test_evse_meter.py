@@ -24,14 +24,13 @@ from firmware.core.events import (
     Status,
     StopRequested,
 )
-from firmware.core.evse import EvseConfig, EvseMachine, State, StoredSession
+from firmware.core.evse import EvseConfig, EvseMachine, SessionPhase, State, StoredSession
 from firmware.core.pilot import Cp
 from firmware.wire import payload
 from tests.core.helpers import AUTH, CID, PP_32A, T0, cp, ids, session_events
 
 READING = MeterSampled(cid=CID, energy_wh_import=1234.5, energy_wh_export=6.0)
-STORED = StoredSession(uuid="u-1", id_token="04A2B3C4", authorized=True, charging_started=True,
-                       energy_wh_import_start=1000.0)
+STORED = StoredSession(uuid="u-1", id_token="04A2B3C4", phase=SessionPhase.CHARGED, energy_wh_import_start=1000.0)
 
 
 def fresh(**config: object) -> EvseMachine:

@@ -172,19 +172,7 @@ class Observer:
                 assert self.duty not in (None, DUTY_X1, DUTY_F), "closed without PWM"
                 self.relay = True
             case SetPwm(duty_pct=duty):
-                if self.duty == DUTY_F and duty != DUTY_F:
-                    assert self.f_since is not None and now - self.f_since >= 0.3 - 1e-9, "F held < 300 ms"
-                if duty == DUTY_F:
-                    self.f_since = now
-                if duty == DUTY_F or self.duty == DUTY_F:
-                    self.cp_fresh = False
-                if duty not in (DUTY_X1, DUTY_F):
-                    if self.duty not in (None, DUTY_X1, DUTY_F):
-                        assert now - self.last_on_change >= 5.0 - 1e-9, "duty changed twice within 5 s"
-                    self.last_on_change = now
-                if duty == DUTY_X1 and self.relay:
-                    self.x1_with_relay_since = now
-                self.duty = duty
+                self._pwm(duty, now)
             case EmitSessionEvent(uuid=uuid, event=kind, energy_wh_import=imported, energy_wh_export=exported):
                 self._session_event(uuid, kind)
                 if kind in ENERGY_EVENTS:
@@ -195,12 +183,29 @@ class Observer:
             case _:
                 pass
 
+    def _pwm(self, duty: float, now: float) -> None:
+        if self.duty == DUTY_F and duty != DUTY_F:
+            assert self.f_since is not None
+            assert now - self.f_since >= 0.3 - 1e-9, "F held < 300 ms"
+        if duty == DUTY_F:
+            self.f_since = now
+        if duty == DUTY_F or self.duty == DUTY_F:
+            self.cp_fresh = False
+        if duty not in (DUTY_X1, DUTY_F):
+            if self.duty not in (None, DUTY_X1, DUTY_F):
+                assert now - self.last_on_change >= 5.0 - 1e-9, "duty changed twice within 5 s"
+            self.last_on_change = now
+        if duty == DUTY_X1 and self.relay:
+            self.x1_with_relay_since = now
+        self.duty = duty
+
     def _session_event(self, uuid: str, kind: SessionEvent) -> None:
         if kind is SessionEvent.SESSION_STARTED:
             assert uuid not in self.started
             self.started[uuid] = 1
         elif kind is SessionEvent.SESSION_FINISHED:
-            assert uuid in self.started and uuid not in self.finished, f"second SessionFinished for {uuid}"
+            assert uuid in self.started, f"SessionFinished for {uuid}, which never started"
+            assert uuid not in self.finished, f"second SessionFinished for {uuid}"
             self.finished[uuid] = 1
         elif kind is SessionEvent.SESSION_CANCELLED:
             assert uuid in self.started
@@ -208,7 +213,8 @@ class Observer:
             assert uuid not in self.finished
             self.cancelled[uuid] = 1
         elif uuid:
-            assert uuid in self.started and uuid not in self.finished, f"{kind} after the session ended"
+            assert uuid in self.started, f"{kind} for a session that never started"
+            assert uuid not in self.finished, f"{kind} after the session ended"
 
 
 def _run_until(m: EvseMachine, obs: Observer, until: float) -> None:

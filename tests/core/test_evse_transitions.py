@@ -25,6 +25,7 @@ from firmware.core.events import (
     Led,
     MeterSampled,
     OpenRelay,
+    PilotChanged,
     PpChanged,
     ReplugRequested,
     SessionCancellationReason,
@@ -35,7 +36,7 @@ from firmware.core.events import (
     SetPwm,
     StopRequested,
 )
-from firmware.core.evse import ACCEPTED_IN, EVENT_TYPES, TRANSITIONS, State
+from firmware.core.evse import EVENT_TYPES, TRANSITIONS, EvseMachine, State
 from firmware.core.pilot import Cp
 from tests.core.helpers import AUTH, CID, at, cp
 
@@ -217,41 +218,80 @@ def test_step(start: State, event: Event, state: State, actions: list[object]) -
     assert m.state is state
 
 
-def _example(event_type: type[Event]) -> Event:
-    examples: dict[type[Event], Event] = {
-        AuthorizationGranted: AUTH,
-        AuthorizationRefused: AuthorizationRefused(cid=CID, id_token="x"),
-        StopRequested: StopRequested(cid=CID),
-        ReplugRequested: ReplugRequested(cid=CID),
-    }
-    return examples[event_type]
+#: Written out here, independently of `firmware.core.evse.states`: the commands, each accepted pair
+#: (state, command), and where the example command (`COMMAND_EXAMPLES`) settles from the state that
+#: `tests.core.helpers.RECIPES` builds. Every other (state, command) pair must raise
+#: IllegalTransition and change nothing (STYLE.md B7).
+COMMAND_SETTLES: dict[tuple[State, type[Event]], State] = {
+    (S.AVAILABLE, AuthorizationGranted): S.WAITING_FOR_EV,
+    (S.WAITING_FOR_AUTH, AuthorizationGranted): S.SUSPENDED_EV,
+    (S.AVAILABLE, AuthorizationRefused): S.AVAILABLE,
+    (S.WAITING_FOR_AUTH, AuthorizationRefused): S.WAITING_FOR_AUTH,
+    (S.WAITING_FOR_EV, StopRequested): S.AVAILABLE,
+    (S.WAITING_FOR_AUTH, StopRequested): S.FINISHING,
+    (S.SUSPENDED_EV, StopRequested): S.FINISHING,
+    (S.SUSPENDED_EVSE, StopRequested): S.FINISHING,
+    (S.CHARGING, StopRequested): S.STOPPING,
+    (S.PAUSING, StopRequested): S.STOPPING,
+    (S.REPLUGGING, StopRequested): S.REPLUGGING,
+    (S.SUSPENDED_EV, ReplugRequested): S.REPLUGGING,
+    (S.SUSPENDED_EVSE, ReplugRequested): S.REPLUGGING,
+    (S.CHARGING, ReplugRequested): S.REPLUGGING,
+}
+COMMAND_EXAMPLES: dict[type[Event], Event] = {
+    AuthorizationGranted: AUTH,
+    AuthorizationRefused: AuthorizationRefused(cid=CID, id_token="x"),
+    StopRequested: StopRequested(cid=CID),
+    ReplugRequested: ReplugRequested(cid=CID),
+}
+#: Facts from sensors and settings, accepted in every state (one example of each).
+FACT_EXAMPLES: dict[type[Event], Event] = {
+    PilotChanged: cp(Cp.B),
+    PpChanged: PpChanged(cid=CID, ohms=680.0),
+    FaultRaised: FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE),
+    FaultCleared: FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED),
+    MeterSampled: MeterSampled(cid=CID, energy_wh_import=5.0, currents_a=(10.0,)),
+    CurrentLimitChanged: CurrentLimitChanged(cid=CID, current_a=16),
+    SetEnabled: SetEnabled(cid=CID, enabled=True),
+}
+
+
+def _observable(m: EvseMachine) -> tuple[object, ...]:
+    return (m.state, m.relay_closed, m.duty_pct, m.faults, m.session and m.session.uuid,
+            m.session and m.session.cancelled)
 
 
 @pytest.mark.parametrize("start", list(State), ids=lambda s: s.name)
-@pytest.mark.parametrize("event_type", [t for t in EVENT_TYPES if ACCEPTED_IN[t] != frozenset(State)],
-                         ids=lambda t: t.__name__)
+@pytest.mark.parametrize("event_type", list(COMMAND_EXAMPLES), ids=lambda t: t.__name__)
 def test_every_pair_is_handled_or_rejected_without_change(start: State, event_type: type[Event]) -> None:
-    """STYLE.md B7: every (State x Event type) pair not in TRANSITIONS raises and changes nothing."""
+    """STYLE.md B7: a command is handled where COMMAND_SETTLES says, and raises and changes nothing
+    everywhere else."""
     m, now = at(start)
-    before = (m.state, m.relay_closed, m.duty_pct, m.session and m.session.uuid, m.session and m.session.cancelled)
-    if (start, event_type) in TRANSITIONS:
-        m.handle(_example(event_type), now + 0.01)
-        assert m.state in TRANSITIONS[(start, event_type)]
-        assert Fault.INTERNAL not in m.faults
+    expected = COMMAND_SETTLES.get((start, event_type))
+    if expected is not None:
+        m.handle(COMMAND_EXAMPLES[event_type], now + 0.01)
+        assert Fault.INTERNAL not in m.faults, repr(m.last_crash)
+        assert m.state is expected
     else:
+        before = _observable(m)
         with pytest.raises(IllegalTransition):
-            m.handle(_example(event_type), now + 0.01)
-        after = (m.state, m.relay_closed, m.duty_pct, m.session and m.session.uuid,
-                 m.session and m.session.cancelled)
-        assert after == before
+            m.handle(COMMAND_EXAMPLES[event_type], now + 0.01)
+        assert _observable(m) == before
 
 
-def test_facts_are_accepted_in_every_state() -> None:
-    always = [t for t in EVENT_TYPES if ACCEPTED_IN[t] == frozenset(State)]
-    assert len(always) == 7
-    for state in State:
-        for event_type in always:
-            assert (state, event_type) in TRANSITIONS
+@pytest.mark.parametrize("start", list(State), ids=lambda s: s.name)
+@pytest.mark.parametrize("event_type", list(FACT_EXAMPLES), ids=lambda t: t.__name__)
+def test_facts_are_accepted_in_every_state(start: State, event_type: type[Event]) -> None:
+    m, now = at(start)
+    m.handle(FACT_EXAMPLES[event_type], now + 0.01)  # raises IllegalTransition if refused
+    assert Fault.INTERNAL not in m.faults, repr(m.last_crash)
+
+
+def test_the_declared_table_accepts_exactly_these_pairs() -> None:
+    """The module's table declares the same accepted pairs as this test, and no other event type."""
+    expected = set(COMMAND_SETTLES) | {(state, event_type) for state in State for event_type in FACT_EXAMPLES}
+    assert set(TRANSITIONS) == expected
+    assert set(EVENT_TYPES) == set(COMMAND_EXAMPLES) | set(FACT_EXAMPLES)
 
 
 def test_event_for_another_evse_is_refused() -> None:
@@ -264,7 +304,7 @@ def test_event_for_another_evse_is_refused() -> None:
 @pytest.mark.parametrize("current_a", [-1.0, 3.0, 5.9, 32.5, 80.0])
 def test_out_of_range_limit_is_refused_without_change(current_a: float) -> None:
     m, now = at(State.CHARGING)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"current_a must be (0 or 6\.\.32|>= 0), got"):
         m.handle(CurrentLimitChanged(cid=CID, current_a=current_a), now + 1)
     assert m.state is State.CHARGING
     assert m.duty_pct == DUTY_32A

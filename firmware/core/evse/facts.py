@@ -9,8 +9,9 @@ step, which carry the latest reading's energy and never an invented figure. It a
 books the step relies on: the F hold, the soft over-current timer, and opening or cancelling a
 session with its SessionEvent.
 
-`EvseFacts` is the base of `machine.EvseMachine` and is never used alone. It must never settle a
-state, command an output, do I/O or read a clock: `now` is the shell's monotonic time in seconds.
+`EvseFacts` is the base of `inputs.EvseInputs` (and so of `machine.EvseMachine`) and is never used
+alone. It must never settle a state, command an output, do I/O or read a clock: `now` is the shell's
+monotonic time in seconds.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from firmware.core.events import (
     Status,
 )
 from firmware.core.evse.config import EvseConfig
-from firmware.core.evse.session import Counters, Session
+from firmware.core.evse.session import Counters, Session, SessionPhase
 from firmware.core.evse.states import STATUS, State
 from firmware.core.pilot import Cp, PilotReading, current_to_duty
 
@@ -191,15 +192,19 @@ class EvseFacts:
         id_token: str | None = None,
         reservation_id: int | None = None,
     ) -> None:
+        if reason is not StartSessionReason.AUTHORIZED:
+            phase = SessionPhase.PENDING
+        else:
+            phase = SessionPhase.EV_CONNECTED if self._plugged else SessionPhase.AUTHORIZED
         session = Session(
             uuid=self._new_session_id(),
+            phase=phase,
             id_token=id_token,
             reservation_id=reservation_id,
             started_at=now,
-            ev_seen=self._plugged,
             energy_wh_import_start=self._energy_wh[0] if self._energy_wh is not None else 0.0,
         )
-        if reason is StartSessionReason.AUTHORIZED and not self._plugged:
+        if phase is SessionPhase.AUTHORIZED:
             session.connect_deadline = now + self.config.connection_timeout_s
         self._session = session
         notes.append(
@@ -211,13 +216,8 @@ class EvseFacts:
     def _cancel(self, reason: SessionCancellationReason, notes: list[Action]) -> None:
         session = self._session
         if session is not None and not session.cancelled:
-            session.cancelled = True
+            session.cancel()
             notes.append(self._energy_note(SessionEvent.SESSION_CANCELLED, reason=reason.value))
-
-    def _session_or_raise(self) -> Session:
-        if self._session is None:  # pragma: no cover - guarded by TRANSITIONS
-            raise AssertionError("no session")
-        return self._session
 
     def _note(self, event: SessionEvent, **fields: object) -> EmitSessionEvent:
         uuid = self._session.uuid if self._session is not None else ""

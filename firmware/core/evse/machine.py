@@ -7,7 +7,9 @@ rather than from the last edge, is what makes the safety invariant hold by const
 is commanded closed only in CHARGING, and CHARGING is chosen only when CP is C (or D with
 ventilation), the session is authorized, the cable is valid, PWM is on and no fault is active. The
 ramp-down states (PAUSING, STOPPING) merely *keep* a closed relay, for at most the 6 s the standard
-allows. Legality is declared in `states.TRANSITIONS`.
+allows. Legality is declared in `states.TRANSITIONS`. The session's lifecycle is one
+`session.SessionPhase`, moved only along `session.PHASE_TRANSITIONS`: PENDING (EV, no token) or
+AUTHORIZED (token, no EV) -> EV_CONNECTED -> CHARGED, and from each a cancelled phase.
 
 Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
 
@@ -50,41 +52,34 @@ import math
 from firmware.core.errors import IllegalTransition
 from firmware.core.events import (
     DUTY_F,
-    FAULT_ERROR,
     STATUS_LED,
     Action,
-    AuthorizationGranted,
-    AuthorizationRefused,
     CloseRelay,
     CurrentLimitChanged,
     EmitSessionEvent,
     Error,
     Event,
     Fault,
-    FaultCleared,
-    FaultRaised,
-    MeterSampled,
     OpenRelay,
-    PilotChanged,
-    PpChanged,
-    ReplugRequested,
     SessionCancellationReason,
     SessionEvent,
-    SetEnabled,
     SetLed,
     SetLock,
     SetPwm,
     StartSessionReason,
     Status,
-    StopRequested,
 )
-from firmware.core.evse.facts import EvseFacts, _is_on
-from firmware.core.evse.session import Session, StoredSession
-from firmware.core.evse.states import _ALL, _EDGES, STATUS, TRANSITIONS, State
-from firmware.core.pilot import MIN_CURRENT_A, Cp, PilotReading, pp_ampacity_a
+from firmware.core.evse.facts import _is_on
+from firmware.core.evse.inputs import EvseInputs
+from firmware.core.evse.session import Session, SessionPhase, StoredSession
+from firmware.core.evse.states import RESTORE_SETTLES, STATUS, TICK_SETTLES, TRANSITIONS, State
+from firmware.core.pilot import MIN_CURRENT_A, Cp
+
+#: The phases a restored session may go on in when `resume` is set: authorized and not cancelled.
+_RESUMABLE = frozenset({SessionPhase.EV_CONNECTED, SessionPhase.CHARGED})
 
 
-class EvseMachine(EvseFacts):
+class EvseMachine(EvseInputs):
     """One EVSE. `handle(event, now)`, `tick(now)` and `next_deadline()`; no callbacks or I/O."""
 
     # --- the API ---------------------------------------------------------------------------------
@@ -116,25 +111,22 @@ class EvseMachine(EvseFacts):
         that was authorized), the session is cancelled with `reason` and nothing charges without a
         fresh authorization; it ends with SessionFinished when the EV is found unplugged.
         """
-        if self._session is not None or self._state not in (State.AVAILABLE, State.UNAVAILABLE):
+        if self._session is not None or self._state not in RESTORE_SETTLES:
             raise IllegalTransition(self._state, stored)
+        phase = SessionPhase.EV_CONNECTED if stored.phase is SessionPhase.AUTHORIZED else stored.phase
         self._session = Session(
-            uuid=stored.uuid, id_token=stored.id_token, reservation_id=stored.reservation_id,
-            authorized=stored.authorized, ev_seen=True, charging_started=stored.charging_started,
+            uuid=stored.uuid, phase=phase, id_token=stored.id_token, reservation_id=stored.reservation_id,
             started_at=now, energy_wh_import_start=stored.energy_wh_import_start,
         )
         self._plugged = True
         notes: list[Action] = []
-        if not (resume and stored.authorized and not stored.cancelled):
-            if stored.cancelled:
-                self._session.cancelled = True  # already reported before the restart
-            else:
-                self._cancel(reason, notes)
-        return self._step_with(notes, now, _ALL)
+        if phase not in _RESUMABLE or not resume:
+            self._cancel(reason, notes)  # a session cancelled before the restart is not reported again
+        return self._step_with(notes, now, RESTORE_SETTLES[self._state])
 
     def tick(self, now: float) -> list[Action]:
         """Let time pass: deadlines that are due take effect."""
-        return self._step(None, now, _EDGES[self._state] | {self._state})
+        return self._step(None, now, TICK_SETTLES[self._state])
 
     def next_deadline(self) -> float | None:
         """The earliest time at which `tick` has something to do, or None."""
@@ -160,64 +152,11 @@ class EvseMachine(EvseFacts):
             if event is not None:
                 self._apply(event, now, notes)
             actions = self._settle(now, notes, was_requesting)
-            if self._state not in allowed:
-                raise AssertionError(f"settled in {self._state} outside {sorted(s.name for s in allowed)}")
+            _check_settled(self._state, allowed)
         except Exception as exc:  # noqa: BLE001 - any bug in the machine must end fail-safe, never raise
             self.last_crash = exc  # for the shell's log and the console
             return self._crash()
         return actions
-
-    def _apply(self, event: Event, now: float, notes: list[Action]) -> None:
-        match event:
-            case PilotChanged(cp=cp, diode_ok=diode):
-                if self._duty == DUTY_F and cp in (Cp.A, Cp.B, Cp.C, Cp.D):
-                    return  # stale: while we drive -12 V the EV's diode hides its state (A.2.2)
-                previous = self.cp
-                self._reading = PilotReading(cp=cp, diode_ok=diode)
-                if cp is Cp.A:
-                    self._plugged = False
-                elif cp in (Cp.B, Cp.C, Cp.D):
-                    self._plugged = True
-                if not diode:  # one-shot: F for fault_hold_s, session ends (A.2.2)
-                    notes.append(self._note(SessionEvent.ERROR, error=Error.CAR_DIODE_FAULT))
-                    self._hold_f(now)
-                if cp is Cp.D and previous is not Cp.D and not self.config.ventilation_available:
-                    notes.append(self._note(SessionEvent.ERROR, error=Error.VENTILATION_NOT_AVAILABLE))
-            case PpChanged(ohms=ohms):
-                self._pp_a = pp_ampacity_a(ohms, self.config.phases)
-            case AuthorizationGranted(id_token=token, reservation_id=reservation_id):
-                if self._session is None:
-                    self._start_session(now, StartSessionReason.AUTHORIZED, notes, token, reservation_id)
-                else:
-                    self._session.id_token = token
-                    self._session.reservation_id = reservation_id
-                self._session_or_raise().authorized = True
-            case AuthorizationRefused(reservation_mismatch=mismatch):
-                if mismatch:
-                    notes.append(self._note(SessionEvent.RESERVATION_AUTHTOKEN_MISMATCH))
-            case StopRequested(reason=reason):
-                self._cancel(reason, notes)
-            case SetEnabled(enabled=enabled, reason=reason):
-                if enabled != self._enabled:
-                    self._enabled, self._disable_reason = enabled, reason
-                    notes.append(self._note(SessionEvent.ENABLED if enabled else SessionEvent.DISABLED))
-            case FaultRaised(fault=fault):
-                if fault not in self._faults:
-                    self._faults.add(fault)
-                    notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[fault]))
-                    self._hold_f(now)
-            case FaultCleared(fault=fault):
-                self._faults.discard(fault)
-            case CurrentLimitChanged(current_a=current_a):
-                self._limit_a = current_a
-            case MeterSampled(energy_wh_import=imported, energy_wh_export=exported, currents_a=currents):
-                self._energy_wh = (imported, exported)
-                self._check_overcurrent(max(currents, default=0.0), now)
-            case ReplugRequested(duration_s=duration_s):
-                self._replug_until = now + duration_s
-                notes.append(self._note(SessionEvent.REPLUG_STARTED))
-            case _:  # pragma: no cover - TRANSITIONS admits only the types above
-                raise IllegalTransition(self._state, event)
 
     def _settle(self, now: float, notes: list[Action], was_requesting: bool) -> list[Action]:
         # Faults: each new one drives F for fault_hold_s; one that outlasts it gets X1 (_wanted_duty).
@@ -271,9 +210,10 @@ class EvseMachine(EvseFacts):
         session = self._session
         if session is not None:
             if self._plugged:
-                session.ev_seen = True
+                if session.phase is SessionPhase.AUTHORIZED:
+                    session.advance(SessionPhase.EV_CONNECTED)
                 session.connect_deadline = math.inf
-            elif session.ev_seen or session.cancelled:
+            elif session.phase is not SessionPhase.AUTHORIZED:  # the EV was seen and left, or cancelled
                 notes.append(self._energy_note(SessionEvent.SESSION_FINISHED))
                 self._session = None
         if (
@@ -312,7 +252,7 @@ class EvseMachine(EvseFacts):
             if ramping:
                 return State.STOPPING
             return State.FINISHING if self._enabled else State.UNAVAILABLE
-        if not session.authorized:
+        if session.phase is SessionPhase.PENDING:
             return State.WAITING_FOR_AUTH
         if hazard:
             return State.SUSPENDED_EVSE
@@ -373,9 +313,10 @@ class EvseMachine(EvseFacts):
             return []
         session = self._session
         if new is State.CHARGING and session is not None:
-            started = session.charging_started
-            session.charging_started = True
-            return [self._note(SessionEvent.CHARGING_RESUMED if started else SessionEvent.CHARGING_STARTED)]
+            if session.phase is SessionPhase.CHARGED:
+                return [self._note(SessionEvent.CHARGING_RESUMED)]
+            session.advance(SessionPhase.CHARGED)
+            return [self._note(SessionEvent.CHARGING_STARTED)]
         if old is State.CHARGING and new is State.SUSPENDED_EV:
             return [self._note(SessionEvent.CHARGING_PAUSED_EV)]
         if old is State.CHARGING and new in (State.SUSPENDED_EVSE, State.PAUSING, State.REPLUGGING):
@@ -397,3 +338,9 @@ class EvseMachine(EvseFacts):
             SetLed(cid=self.cid, led=self._led),
             EmitSessionEvent(cid=self.cid, uuid="", event=SessionEvent.ERROR, error=Error.INTERNAL),
         ]
+
+
+def _check_settled(state: State, allowed: frozenset[State]) -> None:
+    """A settle outside the declared states is a bug of the machine: raise, so the step ends FAULTED."""
+    if state not in allowed:
+        raise AssertionError(f"settled in {state} outside {sorted(s.name for s in allowed)}")
