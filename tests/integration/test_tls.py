@@ -50,14 +50,12 @@ def password_file(d: Path, user: str, password: str) -> Path:
 def secure_broker(d: Path) -> Broker:
     make_pki(d)
     passwd = password_file(d, "charger", "s3cret")
-    broker = Broker(d)
-    broker.conf.write_text(
-        f"listener {broker.port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\npersistence false\n"
+    return Broker(d, settings=(
+        f"allow_anonymous false\npassword_file {passwd}\npersistence false\n"
         f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
         "require_certificate true\nset_tcp_nodelay true\n"
         # run as root (CI), mosquitto would drop to the `mosquitto` user, who cannot read the test's files
-        + ("user root\n" if os.geteuid() == 0 else ""))
-    return broker
+        + ("user root\n" if os.geteuid() == 0 else "")))
 
 
 def tls_evses(d: Path, password: str) -> dict[str, str]:

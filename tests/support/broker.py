@@ -32,28 +32,54 @@ def mosquitto_path() -> str:
     return path
 
 
+PLAIN_SETTINGS = "allow_anonymous true\npersistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
+
+
 class Broker:
     """A private mosquitto on 127.0.0.1:<free port>, anonymous, no persistence; can be restarted."""
 
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
+    def __init__(self, directory: Path, settings: str = PLAIN_SETTINGS) -> None:
+        self.settings = settings  # mosquitto.conf after the `listener` line
         self.directory = directory
         self.conf = directory / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "max_queued_messages 100000\nset_tcp_nodelay true\n")
+        self.log = directory / "mosquitto.log"
+        self.port = self._new_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_once = False
+
+    def _new_port(self) -> int:
+        self.port = free_port()
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{self.settings}")
+        return self.port
 
     def start(self) -> None:
-        with open(self.directory / "mosquitto.log", "ab") as log:
-            self.proc = subprocess.Popen([mosquitto_path(), "-c", str(self.conf)], stdout=log, stderr=log)
+        """Start mosquitto and wait until *it* listens. Connecting to the port is not proof: another
+        process's broker may hold it (two free_port() calls can return the same port), and then this one
+        exits with "Address already in use". A fresh broker gets a new port; a restarted one keeps its
+        port (its clients reconnect there), so a port taken meanwhile fails the test."""
+        for _ in range(1 if self.started_once else 3):
+            started = self.log.stat().st_size if self.log.exists() else 0
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen([mosquitto_path(), "-c", str(self.conf)], stdout=log, stderr=log)
+            if self._running(started):
+                self.started_once = True
+                return
+            if b"Address already in use" not in self.log.read_bytes()[started:]:
+                break
+            self._new_port()
+        pytest.fail(f"mosquitto did not start on port {self.port}: see {self.log}")
+
+    def _running(self, log_offset: int) -> bool:
+        assert self.proc is not None
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return
             if self.proc.poll() is not None:
-                pytest.fail(f"mosquitto exited with {self.proc.returncode}: see {self.directory / 'mosquitto.log'}")
+                return False
+            if b" running" in self.log.read_bytes()[log_offset:]:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
             time.sleep(0.02)
-        pytest.fail(f"mosquitto did not listen on port {self.port}")
+        return False
 
     def kill(self) -> None:
         """`kill -9`: the broker dies without closing a single connection cleanly."""

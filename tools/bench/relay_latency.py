@@ -56,6 +56,21 @@ async def wait_until(predicate: object, timeout_s: float) -> None:
         await asyncio.sleep(0.001)
 
 
+async def running(flag: asyncio.Event, controller: asyncio.Task[None], what: str, timeout_s: float = 30.0) -> None:
+    """Wait for `flag`; a controller that stopped meanwhile raises its error, one that hangs is shown."""
+    waiter = asyncio.get_running_loop().create_task(flag.wait(), name=f"wait-{what}")
+    done, _ = await asyncio.wait({waiter, controller}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    if controller in done:
+        waiter.cancel()
+        controller.result()  # its exception, if it raised
+        raise SystemExit(f"relay_latency: the controller stopped before it was {what}")
+    if waiter not in done:
+        waiter.cancel()
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=5, file=sys.stderr)
+        raise SystemExit(f"relay_latency: the controller was not {what} after {timeout_s:g} s (tasks above)")
+
+
 async def measure(port: int, directory: Path, fsync_delay_s: float, cycles: int, rate_hz: float) -> dict[str, float]:
     config_path = directory / "bench.toml"
     config_path.write_text(f'[charger]\nid = "BENCH-RELAY"\nstate_dir = "{directory / "state"}"\n'
@@ -69,8 +84,8 @@ async def measure(port: int, directory: Path, fsync_delay_s: float, cycles: int,
     task = loop.create_task(controller.run(), name="controller")
     latencies: list[float] = []
     try:
-        await controller.ready.wait()
-        await asyncio.wait_for(controller.link.connected.wait(), 10)
+        await running(controller.ready, task, "ready")
+        await running(controller.link.connected, task, "connected to the broker")
         async with aiomqtt.Client("127.0.0.1", port, identifier="bench-relay-backend") as client:
             async def send(op: str, args: dict[str, object], request_id: str) -> None:
                 await client.publish("chargers/BENCH-RELAY/v1/cmd", json.dumps(

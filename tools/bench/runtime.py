@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -57,18 +56,26 @@ def show(name: str, values_s: list[float]) -> float:
 
 
 def start_broker(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A private mosquitto, once it runs: a port another broker took meanwhile ("Address already in use")
+    is retried with a new one, so the benchmark never talks to someone else's broker."""
     binary = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
     if binary is None:
         raise SystemExit("mosquitto is not installed (./tools/test installs it)")
-    port = free_port()
-    conf = directory / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
-            return proc, port
-        time.sleep(0.02)
-    raise SystemExit("mosquitto did not start")
+    for _ in range(3):
+        port = free_port()
+        conf = directory / "mosquitto.conf"
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
+        log_path = directory / f"mosquitto-{port}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            if b" running" in log_path.read_bytes():
+                return proc, port
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(5)
+    raise SystemExit(f"mosquitto did not start: {log_path.read_text(errors='replace')[-500:]}")
 
 
 def write_config(directory: Path, port: int, evses: int) -> Path:
