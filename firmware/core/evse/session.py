@@ -56,17 +56,11 @@ _CANCELLED: Final = frozenset({_P.CANCELLED, _P.CANCELLED_AUTHORIZED, _P.CANCELL
 _CHARGED: Final = frozenset({_P.CHARGED, _P.CANCELLED_CHARGED})
 
 
-@dataclass(slots=True, kw_only=True)
-class Session:
-    """The running session: what the backend bills from. Its phase moves only by `advance`/`cancel`."""
+class PhaseViews:
+    """What a session's phase says, as read-only views (for a running and for a stored session)."""
 
-    uuid: str
+    __slots__ = ()
     phase: SessionPhase
-    id_token: str | None = None
-    reservation_id: int | None = None
-    started_at: float = 0.0
-    connect_deadline: float = math.inf
-    energy_wh_import_start: float = 0.0  # a reading; 0.0 only on an EVSE without a meter (never published)
 
     @property
     def authorized(self) -> bool:
@@ -77,6 +71,24 @@ class Session:
     def cancelled(self) -> bool:
         """SessionCancelled was reported; the session only waits for its end."""
         return self.phase in _CANCELLED
+
+    @property
+    def charging_started(self) -> bool:
+        """Energy transfer started once in this session."""
+        return self.phase in _CHARGED
+
+
+@dataclass(slots=True, kw_only=True)
+class Session(PhaseViews):
+    """The running session: what the backend bills from. Its phase moves only by `advance`/`cancel`."""
+
+    uuid: str
+    phase: SessionPhase
+    id_token: str | None = None
+    reservation_id: int | None = None
+    started_at: float = 0.0
+    connect_deadline: float = math.inf
+    energy_wh_import_start: float = 0.0  # a reading; 0.0 only on an EVSE without a meter (never published)
 
     def advance(self, phase: SessionPhase) -> None:
         """Move to `phase`; a move outside `PHASE_TRANSITIONS` is a bug of the machine (ValueError)."""
@@ -92,7 +104,7 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True, init=False)
-class StoredSession:
+class StoredSession(PhaseViews):
     """What the store keeps of an open session, to end it correctly after a restart.
 
     Stored as a map of these fields (`dataclasses.asdict`, `phase` as its string value). The
@@ -126,17 +138,6 @@ class StoredSession:
         return cls(uuid=session.uuid, id_token=session.id_token, reservation_id=session.reservation_id,
                    phase=session.phase, energy_wh_import_start=session.energy_wh_import_start)
 
-    @property
-    def authorized(self) -> bool:
-        return self.phase in _AUTHORIZED
-
-    @property
-    def cancelled(self) -> bool:
-        return self.phase in _CANCELLED
-
-    @property
-    def charging_started(self) -> bool:
-        return self.phase in _CHARGED
 
 
 def _legacy_phase(authorized: bool | None, cancelled: bool | None, charging_started: bool | None) -> SessionPhase:
