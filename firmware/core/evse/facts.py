@@ -182,6 +182,15 @@ class EvseFacts:
         else:
             self._overcurrent_since = None
 
+    def _overcurrent_deadline(self) -> float | None:
+        """When the soft over-current timer runs out, while it can still act: it cancels a running
+        session, so with the relay open or the session cancelled (STOPPING) it is no deadline. The tick's
+        check and `next_deadline` both use this one sum, so a tick at the reported time finds it due."""
+        session = self._session
+        if self._overcurrent_since is None or not self._relay or session is None or session.cancelled:
+            return None
+        return self._overcurrent_since + self.config.overcurrent_timeout_s
+
     # --- session bookkeeping ---------------------------------------------------------------------
 
     def _start_session(

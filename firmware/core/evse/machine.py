@@ -133,8 +133,7 @@ class EvseMachine(EvseInputs):
         deadlines = [self._f_until, self._replug_until, self._ramp_deadline]
         if self._duty_pending:
             deadlines.append(self._duty_changed_at + self.config.pwm_min_interval_s)
-        if self._overcurrent_since is not None and self._relay:
-            deadlines.append(self._overcurrent_since + self.config.overcurrent_timeout_s)
+        deadlines.append(self._overcurrent_deadline())
         if self._session is not None and not self._session.cancelled:
             deadlines.append(self._session.connect_deadline)
         finite = [d for d in deadlines if d is not None and math.isfinite(d)]
@@ -191,11 +190,7 @@ class EvseMachine(EvseInputs):
                 self._cancel(self._disable_reason, notes)
             elif now >= session.connect_deadline:
                 self._cancel(SessionCancellationReason.OTHER, notes)
-            elif (
-                self._overcurrent_since is not None
-                and self._relay
-                and now - self._overcurrent_since >= self.config.overcurrent_timeout_s
-            ):
+            elif (overcurrent_deadline := self._overcurrent_deadline()) is not None and now >= overcurrent_deadline:
                 notes.append(self._note(SessionEvent.ERROR, error=Error.OVER_CURRENT))
                 self._cancel(SessionCancellationReason.EMERGENCY_STOP, notes)
                 self._overcurrent_since = None
