@@ -20,8 +20,10 @@ from firmware.core.events import (
     Fault,
     FaultCleared,
     FaultRaised,
+    Led,
     PilotSampled,
     SessionEvent,
+    SetLed,
     SetPwm,
     Status,
 )
@@ -241,3 +243,95 @@ def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
     assert m.session is None
     assert m.state is State.FAULTED
     assert not m.relay_closed
+
+
+# --- when F ends, a session waits for a fresh CP reading ---------------------------------------------------
+#
+# While the EVSE drives F its own -12 V hides the EV (IEC 61851-1 A.2.2: state F is the EVSE's signal, not
+# an EV's), so what CP read then is no news: a session starts only on a reading taken after F ends.
+
+
+def _plugged_in_during_a_lasting_fault() -> tuple[EvseMachine, float]:
+    """An EV plugged in (B, read under X1) during a lasting fault: seen, but no session (EVerest: none in
+    error). A second fault drives F again; both clear within its hold, so F lasts fault_hold_s more."""
+    m, now = at(State.AVAILABLE)
+    m.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), now)
+    m.tick(now + HOLD_S)
+    m.handle(PP_32A, now + 0.5)
+    m.handle(cp(Cp.B), now + 0.6)
+    assert m.plugged
+    assert m.session is None
+    m.handle(FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE), now + 1.0)
+    assert m.duty_pct == DUTY_F
+    m.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), now + 1.1)
+    m.handle(FaultCleared(cid=CID, fault=Fault.OVERTEMPERATURE), now + 1.1)
+    assert m.state is State.FAULTED
+    return m, now + 1.1
+
+
+@pytest.mark.parametrize("own_f_read", [True, False], ids=["own -12 V read during F", "nothing read during F"])
+def test_when_f_ends_a_session_waits_for_a_fresh_reading(own_f_read: bool) -> None:
+    m, cleared_at = _plugged_in_during_a_lasting_fault()
+    if own_f_read:
+        assert m.handle(cp(Cp.F), cleared_at + 0.1) == []  # our own -12 V while we drive F
+    assert m.next_deadline() == pytest.approx(cleared_at + HOLD_S)
+    actions = m.tick(cleared_at + HOLD_S)
+    assert outputs(actions) == [SetPwm(cid=CID, duty_pct=DUTY_X1), SetLed(cid=CID, led=Led.IDLE)]
+    assert session_events(actions) == []
+    assert m.session is None
+    assert m.state is State.AVAILABLE
+    assert m.cp is None  # not read since F: the EV is plugged in as last seen, nothing more
+    actions = m.handle(cp(Cp.B), cleared_at + HOLD_S + 0.05)  # the EV, read afresh under X1
+    assert session_events(actions) == [SessionEvent.SESSION_STARTED, SessionEvent.AUTH_REQUIRED]
+    assert m.state is State.WAITING_FOR_AUTH
+
+
+def test_an_ev_that_left_during_f_gets_no_session() -> None:
+    m, cleared_at = _plugged_in_during_a_lasting_fault()
+    m.handle(cp(Cp.F), cleared_at + 0.1)  # our own -12 V; the unplug during F cannot be seen
+    actions = m.tick(cleared_at + HOLD_S)
+    actions += m.handle(cp(Cp.A), cleared_at + HOLD_S + 0.05)  # read afresh under X1: gone
+    assert session_events(actions) == []
+    assert m.session is None
+    assert m.state is State.AVAILABLE
+    assert not m.plugged
+
+
+def test_through_the_pilot_monitor_a_session_starts_on_the_ev_read_after_f() -> None:
+    """End to end from raw CP volts: the ADC reads our own -12 V during F and the monitor reports it (F);
+    when F ends the monitor is reset, and the session starts on the EV's B read afresh, not before."""
+    clock = Clock()
+    c = build([EvseConfig(cid=CID)], clock=clock, start=T0, session_prefix="session", energy_wh=50.0)
+    now = T0
+    m = c.evses[CID]
+
+    def volts(hi: float) -> list[object]:
+        nonlocal now
+        out: list[object] = []
+        for _ in range(3):  # 3 samples 1/64 s apart: longer than the 30 ms debounce
+            now += 1 / 64
+            out += c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), clock(now))
+        return out
+
+    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), clock(now))
+    now += HOLD_S
+    c.tick(clock(now))
+    c.handle(PP_32A, clock(now))
+    volts(9.0)  # plugged in under X1 during the lasting fault: no session
+    assert m.plugged
+    assert m.session is None
+    c.handle(FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE), clock(now))
+    volts(-12.0)  # our own -12 V
+    assert m.cp is Cp.F
+    c.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), clock(now))
+    c.handle(FaultCleared(cid=CID, fault=Fault.OVERTEMPERATURE), clock(now))
+    deadline = c.next_deadline()
+    assert deadline is not None
+    now = deadline
+    started = [a for a in c.tick(clock(now)) if isinstance(a, EmitSessionEvent)]
+    assert started == []
+    assert m.duty_pct == DUTY_X1
+    assert m.session is None
+    started = [a for a in volts(9.0) if isinstance(a, EmitSessionEvent)]
+    assert [a.event for a in started] == [SessionEvent.SESSION_STARTED, SessionEvent.AUTH_REQUIRED]
+    assert m.state is State.WAITING_FOR_AUTH

@@ -145,6 +145,12 @@ class EvseFacts:
             return self._pilot_fault
         return self._reading_is_faulty()
 
+    def _reading_is_news(self) -> bool:
+        """CP was read since we last drove F. While we drive F (up to the settle that ends it) a reading
+        says nothing about the EV: -12 V is our own signal (state F is the EVSE's, IEC 61851-1 A.2.2) and
+        A-D readings are dropped as stale; so when F ends, a plugged EV is "as last seen" until re-read."""
+        return self._reading is not None and self._duty != DUTY_F
+
     def _hold_f(self, now: float) -> None:
         """A new fault: F for at least fault_hold_s from now (IEC 61851-1 Table A.6)."""
         self._f_until = max(self._f_until, now + self.config.fault_hold_s)

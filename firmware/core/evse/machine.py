@@ -24,6 +24,8 @@ Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
   measurable, so an unplug ends the session (cancelled with EmergencyStop when the fault came) with
   SessionFinished at once; the clear then needs no second F. A new fault drives F again. No session
   starts while faulted (EVerest: none in error): a plug-in during a fault starts one when it clears.
+  Nor does one start on what CP read while F was driven (our own -12 V: state F is the EVSE's
+  signal, A.2.2): when F ends, the EV is re-read first.
 * A pilot fault (E, between the bands, -12 V we do not drive) is latched until a clean reading
   taken while CP is not F: our own -12 V during F and "not re-read yet" after F are no news, so a
   lasting short reads E again under X1 and stays one fault (no F -> X1 -> F oscillation). The
@@ -214,7 +216,7 @@ class EvseMachine(EvseInputs):
         if (
             self._session is None
             and self._plugged
-            and self._reading is not None
+            and self._reading_is_news()  # when F ends, the EV is re-read before a session starts
             and self._enabled
             and self.meter_ready
             and not faulted

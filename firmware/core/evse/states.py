@@ -196,14 +196,16 @@ TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
     (_S.REPLUGGING, SetEnabled): _to(_S.REPLUGGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FINISHING, _S.UNAVAILABLE),
     (_S.REPLUGGING, StopRequested): _to(_S.REPLUGGING, _S.FINISHING, _S.UNAVAILABLE),
     # FAULTED: a fault or its F hold. When it ends (on any input, or a tick): the session, if any, was
-    # cancelled (FINISHING); a plugged EV read under X1 opens one (WAITING_FOR_AUTH).
+    # cancelled (FINISHING); a plugged EV read under X1 opens one (WAITING_FOR_AUTH) when a fault that
+    # outlasted its F hold clears (FaultCleared, or a clean reading ending a pilot fault). The end of an F
+    # hold opens none: CP is re-read after F first (AVAILABLE until then).
     (_S.FAULTED, PilotChanged): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
-    (_S.FAULTED, PpChanged): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
+    (_S.FAULTED, PpChanged): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.FINISHING),
     (_S.FAULTED, FaultRaised): _to(_S.FAULTED),
     (_S.FAULTED, FaultCleared): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
-    (_S.FAULTED, MeterSampled): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
-    (_S.FAULTED, CurrentLimitChanged): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
-    (_S.FAULTED, SetEnabled): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
+    (_S.FAULTED, MeterSampled): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.FINISHING),
+    (_S.FAULTED, CurrentLimitChanged): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.FINISHING),
+    (_S.FAULTED, SetEnabled): _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.FINISHING),
     # UNAVAILABLE: disabled (no session, or a cancelled one with the EV plugged in), or no meter reading yet.
     (_S.UNAVAILABLE, PilotChanged): _to(_S.UNAVAILABLE, _S.FAULTED),
     (_S.UNAVAILABLE, PpChanged): _to(_S.UNAVAILABLE),
@@ -225,7 +227,7 @@ TICK_SETTLES: Final[dict[State, frozenset[State]]] = {
     _S.STOPPING: _to(_S.STOPPING, _S.FINISHING, _S.UNAVAILABLE),
     _S.FINISHING: _to(_S.FINISHING),
     _S.REPLUGGING: _to(_S.REPLUGGING, _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FINISHING, _S.UNAVAILABLE),
-    _S.FAULTED: _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
+    _S.FAULTED: _to(_S.FAULTED, _S.AVAILABLE, _S.UNAVAILABLE, _S.FINISHING),
     _S.UNAVAILABLE: _to(_S.UNAVAILABLE),
 }
 #: restore_session is accepted in these states (at boot: waiting for the meter, or disabled) -> the
