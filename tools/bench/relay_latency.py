@@ -21,7 +21,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiomqtt
 
@@ -33,6 +35,8 @@ from firmware.config import load_config  # noqa: E402
 from firmware.store import Store  # noqa: E402
 from hal.sim import SimBoard  # noqa: E402
 from tools.bench.runtime import percentile, start_broker  # noqa: E402
+
+T = TypeVar("T")
 
 
 class SlowStore(Store):
@@ -69,6 +73,17 @@ async def running(flag: asyncio.Event, controller: asyncio.Task[None], what: str
         for other in asyncio.all_tasks():
             other.print_stack(limit=5, file=sys.stderr)
         raise SystemExit(f"relay_latency: the controller was not {what} after {timeout_s:g} s (tasks above)")
+
+
+async def bounded(coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """`coro`, or a clear error with every task's stack when it takes longer than `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await coro
+    except TimeoutError:
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=8, file=sys.stderr)
+        raise SystemExit(f"relay_latency: a measurement took over {timeout_s:g} s (tasks above)") from None
 
 
 async def measure(port: int, directory: Path, fsync_delay_s: float, cycles: int, rate_hz: float) -> dict[str, float]:
@@ -145,7 +160,8 @@ def main() -> None:
             for name, delay_ms in (("normal store", 0.0), (f"fsync + {args.slow_fsync_ms:g} ms", args.slow_fsync_ms)):
                 directory = Path(tmp) / name.replace(" ", "_").replace("+", "")
                 directory.mkdir()
-                figures = asyncio.run(measure(port, directory, delay_ms / 1000, args.cycles, args.rate))
+                figures = asyncio.run(bounded(measure(port, directory, delay_ms / 1000, args.cycles, args.rate),
+                                              timeout_s=30 + 10 * args.cycles))
                 print(f"  {name:<20} relay open p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, "
                       f"max {figures['max']:.1f} ms; {figures['steps_per_commit']:.1f} steps per commit "
                       f"(largest group {figures['largest_batch']:.0f})")
