@@ -28,6 +28,7 @@ from firmware.core.events import (
     Status,
 )
 from firmware.core.evse import EvseConfig, EvseMachine, State
+from firmware.core.instant import Instant
 from firmware.core.pilot import Cp
 from tests.core.helpers import (
     AUTH,
@@ -209,36 +210,45 @@ def test_a_pilot_fault_that_returns_after_a_clean_reading_is_a_new_fault() -> No
 
 
 
-def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
-    """End to end from raw CP volts (Table A.4: A +12 V, B +9 V, F -12 V): what the ADC reads while we
-    drive F is discarded when F ends, the charger's monitor starts afresh, and the unplug is seen."""
-    clock = Clock()  # no UTC given: the Unix epoch plus the monotonic time, as the charger assumed
-    c = build([EvseConfig(cid=CID)], clock=clock, start=T0, session_prefix="session", energy_wh=50.0)
-    now = T0
-    m = c.evses[CID]
+class RawPilot:
+    """A charger fed raw CP volts through its pilot monitor (Table A.4: A +12 V, B +9 V, F -12 V)."""
 
-    def volts(hi: float) -> list[object]:
-        nonlocal now
+    def __init__(self) -> None:
+        self.clock = Clock()  # no UTC given: the Unix epoch plus the monotonic time, as the charger assumed
+        self.c = build([EvseConfig(cid=CID)], clock=self.clock, start=T0, session_prefix="session", energy_wh=50.0)
+        self.m = self.c.evses[CID]
+        self.now = T0
+
+    def at(self) -> Instant:
+        return self.clock(self.now)
+
+    def volts(self, hi: float) -> list[object]:
         out: list[object] = []
         for _ in range(3):  # 3 samples 1/64 s apart: longer than the 30 ms debounce
-            now += 1 / 64
-            out += c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), clock(now))
+            self.now += 1 / 64
+            out += self.c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), self.at())
         return out
 
-    c.handle(PP_32A, clock(now))
-    volts(9.0)
+
+def test_through_the_pilot_monitor_the_unplug_is_read_afresh_under_x1() -> None:
+    """End to end from raw CP volts: what the ADC reads while we drive F is discarded when F ends, the
+    charger's monitor starts afresh, and the unplug is seen."""
+    p = RawPilot()
+    c, m = p.c, p.m
+    c.handle(PP_32A, p.at())
+    p.volts(9.0)
     assert m.state is State.WAITING_FOR_AUTH
-    raised_at = now = now + 0.01
-    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), clock(now))
-    volts(-12.0)  # our own -12 V
+    raised_at = p.now = p.now + 0.01
+    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), p.at())
+    p.volts(-12.0)  # our own -12 V
     assert m.cp is Cp.F
     assert m.state is State.FAULTED
     assert c.next_deadline() == pytest.approx(raised_at + HOLD_S)
-    now = raised_at + HOLD_S
-    assert SetPwm(cid=CID, duty_pct=DUTY_X1) in c.tick(clock(now))
+    p.now = raised_at + HOLD_S
+    assert SetPwm(cid=CID, duty_pct=DUTY_X1) in c.tick(p.at())
     assert m.cp is None
     assert m.state is State.FAULTED
-    finished = [a for a in volts(12.0) if isinstance(a, EmitSessionEvent)]
+    finished = [a for a in p.volts(12.0) if isinstance(a, EmitSessionEvent)]
     assert [(a.event, a.energy_wh_import) for a in finished] == [(SessionEvent.SESSION_FINISHED, 50.0)]
     assert m.session is None
     assert m.state is State.FAULTED
@@ -300,38 +310,27 @@ def test_an_ev_that_left_during_f_gets_no_session() -> None:
 def test_through_the_pilot_monitor_a_session_starts_on_the_ev_read_after_f() -> None:
     """End to end from raw CP volts: the ADC reads our own -12 V during F and the monitor reports it (F);
     when F ends the monitor is reset, and the session starts on the EV's B read afresh, not before."""
-    clock = Clock()
-    c = build([EvseConfig(cid=CID)], clock=clock, start=T0, session_prefix="session", energy_wh=50.0)
-    now = T0
-    m = c.evses[CID]
-
-    def volts(hi: float) -> list[object]:
-        nonlocal now
-        out: list[object] = []
-        for _ in range(3):  # 3 samples 1/64 s apart: longer than the 30 ms debounce
-            now += 1 / 64
-            out += c.handle(PilotSampled(cid=CID, volts_hi=hi, volts_lo=hi), clock(now))
-        return out
-
-    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), clock(now))
-    now += HOLD_S
-    c.tick(clock(now))
-    c.handle(PP_32A, clock(now))
-    volts(9.0)  # plugged in under X1 during the lasting fault: no session
+    p = RawPilot()
+    c, m = p.c, p.m
+    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), p.at())
+    p.now += HOLD_S
+    c.tick(p.at())
+    c.handle(PP_32A, p.at())
+    p.volts(9.0)  # plugged in under X1 during the lasting fault: no session
     assert m.plugged
     assert m.session is None
-    c.handle(FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE), clock(now))
-    volts(-12.0)  # our own -12 V
+    c.handle(FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE), p.at())
+    p.volts(-12.0)  # our own -12 V
     assert m.cp is Cp.F
-    c.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), clock(now))
-    c.handle(FaultCleared(cid=CID, fault=Fault.OVERTEMPERATURE), clock(now))
+    c.handle(FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), p.at())
+    c.handle(FaultCleared(cid=CID, fault=Fault.OVERTEMPERATURE), p.at())
     deadline = c.next_deadline()
     assert deadline is not None
-    now = deadline
-    started = [a for a in c.tick(clock(now)) if isinstance(a, EmitSessionEvent)]
+    p.now = deadline
+    started = [a for a in c.tick(p.at()) if isinstance(a, EmitSessionEvent)]
     assert started == []
     assert m.duty_pct == DUTY_X1
     assert m.session is None
-    started = [a for a in volts(9.0) if isinstance(a, EmitSessionEvent)]
+    started = [a for a in p.volts(9.0) if isinstance(a, EmitSessionEvent)]
     assert [a.event for a in started] == [SessionEvent.SESSION_STARTED, SessionEvent.AUTH_REQUIRED]
     assert m.state is State.WAITING_FOR_AUTH
