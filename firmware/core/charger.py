@@ -152,10 +152,6 @@ class Charger:
         """A CP change of EVSE `cid` is being debounced (for the simulated board's replies)."""
         return self._monitors[self._machine(cid).cid].settling
 
-    def utc_at(self, mono: float) -> datetime:
-        """The UTC time that corresponds to monotonic `mono` (from the last instant the shell gave)."""
-        return self._at.utc_at(mono)
-
     # --- the loop API ----------------------------------------------------------------------------
 
     def start(self, at: Instant) -> list[Output]:
