@@ -9,6 +9,7 @@ release buses. Nothing here decides anything about charging.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol, Self, runtime_checkable
 
 from firmware.core.events import Led
@@ -80,14 +81,30 @@ class Leds(Protocol):
 @runtime_checkable
 class Lock(Protocol):
     async def set_locked(self, cid: int, locked: bool) -> None:
-        """Drive the socket's cable lock actuator. Idempotent. Raises HardwareError."""
+        """Drive the socket's cable lock actuator and wait for its feedback switch to confirm (may take
+        up to a second: the caller runs it beside the safety path). Idempotent. Raises HardwareError
+        when the actuator cannot be driven or the feedback does not confirm in time."""
         ...
 
 
 @runtime_checkable
 class Rcd(Protocol):
     async def tripped(self, cid: int) -> bool:
-        """The residual-current device's trip output (6 mA DC / 30 mA AC). Raises HardwareError."""
+        """The residual-current device's trip output (6 mA DC / 30 mA AC): True while it is active, and
+        once after a trip that ended before this call (a short trip is latched, never missed between
+        two polls). A trip caused by `self_test` is not reported. Raises HardwareError."""
+        ...
+
+    async def self_test(self, cid: int) -> bool:
+        """Pulse the RCD's test input and wait for its trip output (IEC 62955 / IEC 62752 self-test):
+        True when it tripped within the board's time and released again, False when it did not.
+        May take a few hundred ms; the caller must not hold up the safety path for it. Raises
+        HardwareError when the pins cannot be driven."""
+        ...
+
+    def on_trip(self, callback: Callable[[int], None]) -> None:
+        """Have `callback(cid)` called on the event loop as soon as a trip fires (an interrupt), so
+        the controller reads `tripped` at once instead of at its next poll."""
         ...
 
 

@@ -88,6 +88,7 @@ class _Evse:
     locked: bool = False
     faults: set[str] = field(default_factory=set)
     energy_wh: float = 0.0
+    rcd_self_test_works: bool = True
 
     def closed(self) -> bool:
         """The contactor's real state: a welded one is closed, a stuck one open, whatever is commanded."""
@@ -176,6 +177,8 @@ class SimBoard:
         self._tokens: asyncio.Queue[TokenRead] = asyncio.Queue()
         #: (clock time, EVSE, closed) of every change of a relay command: how fast the controller reacted.
         self.relay_log: list[tuple[float, int, bool]] = []
+        self.rcd_self_tests = 0  # how many self-tests the controller ran
+        self._trip_listeners: list[Callable[[int], None]] = []
         self.pilot: Pilot = self
         self.relays: Relays = self
         self.leds: Leds = self
@@ -276,6 +279,16 @@ class SimBoard:
     async def tripped(self, cid: int) -> bool:
         return "rcd" in self._evse(cid).faults
 
+    async def self_test(self, cid: int) -> bool:
+        """The simulated RCD trips on its test input and releases, unless its self-test is made to fail
+        (`rcd_self_test_fails`) or it is tripped already (a trip that never releases fails the test)."""
+        e = self._evse(cid)
+        self.rcd_self_tests += 1
+        return e.rcd_self_test_works and "rcd" not in e.faults
+
+    def on_trip(self, callback: Callable[[int], None]) -> None:
+        self._trip_listeners.append(callback)
+
     async def overtemperature(self, cid: int) -> bool:
         return "overtemperature" in self._evse(cid).faults
 
@@ -316,6 +329,13 @@ class SimBoard:
         self._integrate(e)
         (e.faults.add if on else e.faults.discard)(fault)
         log.debug("sim c%d: fault %s %s", cid, fault, "on" if on else "off")
+        if fault == "rcd" and on:
+            for listener in self._trip_listeners:
+                listener(cid)
+
+    def rcd_self_test_fails(self, cid: int, fails: bool = True) -> None:
+        """Make the RCD's self-test fail (its test input does nothing), or work again."""
+        self._evse(cid).rcd_self_test_works = not _flag("fails", fails)
 
     def load(self, cid: int, current_a: float) -> None:
         """Set the current the EV draws per phase when allowed (it never draws more than offered)."""
