@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Final
 
+from firmware.actuators import SlowOutputs
 from firmware.aio import instant, utc_now
 from firmware.args import parse_auth_response
 from firmware.config import Config
@@ -38,6 +39,7 @@ from firmware.core.events import (
     OpenRelay,
     PpChanged,
     RequestBackendAuth,
+    RunRcdSelfTest,
     SessionEvent,
     SetLed,
     SetLock,
@@ -51,9 +53,11 @@ from firmware.core.supervision_events import (
     InputsSensed,
     LinkDown,
     LinkUp,
+    LockSensed,
     MeterReadFailed,
     MeterReadSucceeded,
     OnlineChanged,
+    OutputFailed,
     PpSampled,
     RelaySensed,
     SupervisionEvent,
@@ -82,8 +86,8 @@ from hal.protocols import Board, MeterSample, TokenRead
 
 log = logging.getLogger(__name__)
 
-SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LinkUp,
-                             LinkDown)
+SUPERVISION_EVENTS: Final = (InputsSensed, RelaySensed, PpSampled, MeterReadSucceeded, MeterReadFailed, LockSensed,
+                             OutputFailed, LinkUp, LinkDown)
 
 Executor = Callable[[Request, Instant], Awaitable["dict[str, object] | Deferred"]]
 
@@ -116,6 +120,7 @@ class CoreLoop:
         self._states: dict[int, str] = {}
         self._cause = "boot"
         self._background: set[asyncio.Task[Any]] = set()
+        self.slow = SlowOutputs(board, inbox)
 
     async def run(self) -> None:
         """Take one item (hardware first), let the core decide, carry out its actions. Nothing here
@@ -164,7 +169,7 @@ class CoreLoop:
                                                        currents_a=sample.currents_a), at)
                 await self.after(outputs, publish=True)  # the session's energy is in the state document
             case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
-                    | LinkUp() | LinkDown():
+                    | LockSensed() | OutputFailed() | LinkUp() | LinkDown():
                 await self._supervise(item, at)
             case Event():
                 before = [m.cp for m in charger.evses.values()]
@@ -213,15 +218,17 @@ class CoreLoop:
         """An output for the board, carried out at once: True when `action` was one."""
         match action:
             case OpenRelay(cid=cid, under_load=under_load):
-                await self.board.relays.set_closed(cid, False)
+                await self._write(cid, "relay", self.board.relays.set_closed(cid, False))
                 if under_load:
                     log.warning("c%d contactor opened under load", cid)
             case CloseRelay(cid=cid):
-                await self.board.relays.set_closed(cid, True)
+                await self._write(cid, "relay", self.board.relays.set_closed(cid, True))
             case SetPwm(cid=cid, duty_pct=duty):
-                await self.board.pilot.set_duty(cid, duty)
+                await self._write(cid, "pwm", self.board.pilot.set_duty(cid, duty))
             case SetLock(cid=cid, locked=locked):
-                await self.board.lock.set_locked(cid, locked)
+                self.slow.lock(cid, locked)  # a pulse and its feedback take time: beside the safety path
+            case RunRcdSelfTest(cid=cid):
+                self.slow.rcd_self_test(cid)
             case SetLed(cid=cid, led=led):
                 try:
                     await self.board.leds.set_led(cid, led)
@@ -230,6 +237,15 @@ class CoreLoop:
             case _:
                 return False
         return True
+
+    async def _write(self, cid: int, output: str, write: Awaitable[None]) -> None:
+        """Write a safety output; one that fails is a fact for the core (OUTPUT_FAILED: the EVSE faults,
+        which opens its relay and drives F, as far as the board still can)."""
+        try:
+            await write
+        except HardwareError as exc:
+            log.critical("c%d %s could not be written (%s): the EVSE is faulted", cid, output, exc)
+            self.inbox.put_safety(OutputFailed(cid=cid, output=output))
 
     def _record(self, action: Output, durable: list[OutboxRecord], dirty: set[str]) -> None:
         """An output for the backend: durable messages join the step's `durable` (the state parts they
@@ -254,9 +270,11 @@ class CoreLoop:
         self.persistence.when_durable(self.persistence.staged_ticket, lambda: command.complete(reply))
 
     def cancel_background(self) -> None:
-        """At stop: best-effort sends still waiting (for a broker that is gone) are dropped."""
+        """At stop: best-effort sends still waiting (for a broker that is gone) are dropped, and a lock
+        or RCD test still running is stopped (failsafe() drives the outputs safe)."""
         for task in list(self._background):
             task.cancel()
+        self.slow.cancel()
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """A best-effort send (auth request, meter sample, retained document): kept referenced until it ends."""

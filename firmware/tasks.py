@@ -36,6 +36,7 @@ from hal.protocols import Board, Meter
 log = logging.getLogger(__name__)
 
 SUPERVISE_INTERVAL_S: Final = 0.05
+TOKEN_READER_RETRY_S: Final = 5.0
 
 
 class Producers:
@@ -84,8 +85,11 @@ class Producers:
             await asyncio.sleep(interval)
 
     async def supervise_inputs(self) -> None:
-        """RCD, over-temperature and the relay's mirror contact, every SUPERVISE_INTERVAL_S (safety)."""
+        """RCD, over-temperature and the relay's mirror contact, every SUPERVISE_INTERVAL_S, and at once
+        when the RCD's trip interrupt fires (safety)."""
         loop = asyncio.get_running_loop()
+        tripped = asyncio.Event()
+        self.board.rcd.on_trip(lambda cid: tripped.set())
         while True:
             for cid in self.evse_ids:
                 read_at = loop.time()
@@ -95,7 +99,10 @@ class Producers:
                 self.inbox.put_safety(InputsSensed(cid=cid, rcd_tripped=rcd, overtemperature=hot))
                 self.inbox.put_safety(FeedbackRead(cid=cid, feedback_closed=feedback))
                 self.barriers.reached(("inputs", cid), read_at)
-            await asyncio.sleep(SUPERVISE_INTERVAL_S)
+            tripped.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SUPERVISE_INTERVAL_S):
+                    await tripped.wait()
 
     async def meter_task(self, cid: int, meter: Meter) -> None:
         """Poll a meter; each read, good or failed, is a fact for the core (which decides MeterLost after
@@ -124,9 +131,16 @@ class Producers:
                     await wake.wait()
 
     async def token_task(self) -> None:
+        """Card reads. A reader that fails (a USB reader unplugged) is not safety-relevant: it is logged
+        and asked again after TOKEN_READER_RETRY_S, while charging goes on."""
         loop = asyncio.get_running_loop()
         while True:
-            read = await self.board.tokens.next_token()
+            try:
+                read = await self.board.tokens.next_token()
+            except HardwareError as exc:
+                log.error("token reader: %s; trying again in %.0f s", exc, TOKEN_READER_RETRY_S)  # noqa: TRY400
+                await asyncio.sleep(TOKEN_READER_RETRY_S)
+                continue
             self.inbox.put(read)
             self.barriers.reached(("token", read.cid), loop.time())
 

@@ -170,7 +170,7 @@ class Charger:
             reading = self._monitors[event.cid].update(event.volts_hi, event.volts_lo, evse.pwm_on, now)
             if reading is None:
                 return []
-            event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok)
+            event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok, lasting=reading.lasting)
         out = self.tokens.give_held(evse, list(self._step(evse, now, event)), at)
         return self._settle(out, at)  # the plug-in and a held token's use: one step for the book
 

@@ -76,6 +76,7 @@ class Error(StrEnum):
     METER_LOST = "MeterLost"
     OVERTEMPERATURE = "Overtemperature"
     PILOT_FAULT = "PilotFault"
+    CONNECTOR_LOCK_FAILURE = "ConnectorLockFailure"  # EVerest: connector_lock/ConnectorLockFailedLock|Unlock
 
 
 class Fault(StrEnum):
@@ -89,6 +90,9 @@ class Fault(StrEnum):
     METER_LOST = "meter_lost"
     PILOT_FAULT = "pilot_fault"
     INTERNAL = "internal"
+    RCD_SELF_TEST_FAILED = "rcd_self_test_failed"  # the RCD did not trip (or release) on its test input
+    CONNECTOR_LOCK_FAILED = "connector_lock_failed"  # the lock's feedback did not confirm
+    OUTPUT_FAILED = "output_failed"  # a relay, PWM or lock output could not be written (until restart)
 
 
 #: Catalogue: the API error each fault is reported as.
@@ -101,6 +105,9 @@ FAULT_ERROR: Final[dict[Fault, Error]] = {
     Fault.METER_LOST: Error.METER_LOST,
     Fault.PILOT_FAULT: Error.PILOT_FAULT,
     Fault.INTERNAL: Error.INTERNAL,
+    Fault.RCD_SELF_TEST_FAILED: Error.RCD,
+    Fault.CONNECTOR_LOCK_FAILED: Error.CONNECTOR_LOCK_FAILURE,
+    Fault.OUTPUT_FAILED: Error.INTERNAL,
 }
 
 
@@ -194,10 +201,14 @@ class PilotSampled(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PilotChanged(Event):
-    """The debounced CP state changed (None: outside every band), with the diode check result."""
+    """The debounced CP state changed (None: outside every band), with the diode check result.
+
+    `lasting` is set on a second report of an out-of-band reading once it persisted for
+    `pilot.PILOT_FAULT_AFTER_S`: only then is it a pilot fault."""
 
     cp: Cp | None
     diode_ok: bool = True
+    lasting: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -291,6 +302,14 @@ class ReplugRequested(Event):
         _check_finite("duration_s", self.duration_s, 0.3)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RcdSelfTested(Event):
+    """The RCD self-test that `RunRcdSelfTest` asked for ended: `passed` when the RCD tripped on its test
+    input in time and released again."""
+
+    passed: bool
+
+
 # --- Output actions ------------------------------------------------------------------------------
 
 
@@ -325,7 +344,14 @@ class SetLed(Action):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetLock(Action):
+    """Drive the cable lock; the shell reports whether its feedback confirmed (`LockSensed`)."""
+
     locked: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRcdSelfTest(Action):
+    """Run the RCD self-test beside the safety path; the shell answers with `RcdSelfTested`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,8 +50,20 @@ HYSTERESIS_V: Final = 0.4
 #: A new CP state must be seen this long, without interruption, before it is reported. It is well
 #: inside the 100 ms the EVSE has to open the contactor after C -> B (DESIGN.md timing table).
 DEBOUNCE_S: Final = 0.03
-#: Diode check, IEC 61851-1 A.2.2: low plateau at -12 V +- 1 V while PWM is on.
-DIODE_LOW_MAX_V: Final = -11.0
+#: Diode check, IEC 61851-1 A.2.2: the low plateau is -12 V +- 1 V while PWM is on and the EV's diode
+#: is there; without it the low plateau follows the high one (+3..+9 V). The standard's -11 V edge is
+#: the strictest reading, and a -12 V rail that sags under load crosses it with a healthy EV. We take
+#: Tinkerforge's -10 V (evse-v2-bricklet iec61851.c: fault when the negative plateau > -10000 mV):
+#: 2 V of room for the sag, and still 10 V from the nearest reading of a missing diode. The peers
+#: range from EVerest's Yeti (-10.9 V, ControlPilot.cpp, with a symmetry check) to OpenEVSE (about
+#: -9 V: m_ThreshDS = 260 ADC counts in J1772EvseController.cpp).
+DIODE_LOW_MAX_V: Final = -10.0
+#: An out-of-band CP reading is a pilot fault once it has lasted this long from its first sample; until
+#: then the relay is open (it is no clean C) but the session goes on. 500 ms is SmartEVSE's glitch
+#: filter for a CP short (main.cpp: 50 x 10 ms), twice OpenEVSE's 250 ms before any new pilot state is
+#: accepted (open_evse.h DELAY_STATE_TRANSITION); EVerest's Yeti firmware never faults on an
+#: out-of-band reading at all (it keeps the last state), which would hide a broken front end.
+PILOT_FAULT_AFTER_S: Final = 0.5
 #: Tolerance for comparing voltages and times computed in binary floating point (10.4 - 9.0 is
 #: 1.4000000000000004; (0.29 + 0.03) - 0.29 is 0.02999999999999997): edges stay inclusive.
 EPSILON: Final = 1e-9
@@ -90,35 +102,49 @@ def diode_ok(volts_lo: float) -> bool:
 class PilotReading:
     """What the pilot layer reports to the EVSE machine: a debounced CP state and the diode check.
 
-    `cp` is None when the voltage sits outside every IEC band (a pilot fault). `diode_ok` is False
-    only when PWM was on and the low plateau was not at -12 V.
+    `cp` is None when the voltage sits outside every IEC band. Such a reading is reported twice: once
+    debounced (`lasting` False: not a clean C, so the relay opens, but no fault yet: a noisy front end
+    or a sagging -12 V rail reads between bands now and then) and once more, `lasting`, when it has
+    persisted for `PILOT_FAULT_AFTER_S` (then it is a pilot fault). `diode_ok` is False only when PWM
+    was on and the low plateau was not at about -12 V.
     """
 
     cp: Cp | None
     diode_ok: bool = True
+    lasting: bool = False
 
 
 class PilotMonitor:
     """Debounce and hysteresis for CP samples, with time passed in (IEC 61851-1 Table A.4).
 
     `update(volts_hi, volts_lo, pwm_on, now)` returns a `PilotReading` when the debounced state or
-    the diode check changes, else None. A candidate must persist for `debounce_s`; a reading that
-    falls back to the stable state cancels the candidate. A diode failure is debounced the same way,
-    so one noisy sample, or one taken just before PWM started, ends no session. `reset()` forgets
-    the stable state, so the next stable reading is reported even if it equals the old one (used
-    after the EVSE stops driving F, when the old reading was its own -12 V).
+    the diode check changes (or an out-of-band reading has lasted `fault_after_s`), else None.
+
+    Debounce: once the samples have been *away* from the stable state for `debounce_s` without a
+    sample back in it, the latest sample's state is reported, whatever mix of states the noise gave
+    in between (noise alternating B and out-of-band while C is stable leaves C: the relay opens). A
+    sample back in the stable state cancels the change. A diode failure is debounced the same way, so
+    one noisy sample, or one taken just before PWM started, ends no session. `reset()` forgets the
+    stable state, so the next stable reading is reported even if it equals the old one (used after
+    the EVSE stops driving F, when the old reading was its own -12 V).
     """
 
-    __slots__ = ("_candidate", "_candidate_since", "_debounce_s", "_diode_bad_since", "_diode_ok", "_known", "_stable")
+    __slots__ = ("_away_since", "_debounce_s", "_diode_bad_since", "_diode_ok", "_fault_after_s", "_known",
+                 "_lasting_told", "_out_of_band_since", "_stable")
 
-    def __init__(self, debounce_s: float = DEBOUNCE_S) -> None:
+    def __init__(self, debounce_s: float = DEBOUNCE_S, fault_after_s: float | None = None) -> None:
         if debounce_s < 0:
             raise ValueError(f"debounce_s must be >= 0, got {debounce_s}")
+        fault_after = PILOT_FAULT_AFTER_S if fault_after_s is None else fault_after_s
+        if not fault_after >= debounce_s:
+            raise ValueError(f"fault_after_s must be >= debounce_s ({debounce_s}), got {fault_after}")
         self._debounce_s = debounce_s
+        self._fault_after_s = fault_after
         self._stable: Cp | None = None
         self._known = False
-        self._candidate: Cp | None = None
-        self._candidate_since: float | None = None
+        self._away_since: float | None = None
+        self._out_of_band_since: float | None = None
+        self._lasting_told = False
         self._diode_ok = True
         self._diode_bad_since: float | None = None
 
@@ -130,43 +156,55 @@ class PilotMonitor:
     @property
     def settling(self) -> bool:
         """A new CP state or a diode failure is seen but not yet reported (its debounce runs)."""
-        return self._candidate_since is not None or (self._diode_bad_since is not None and self._diode_ok)
+        return self._away_since is not None or (self._diode_bad_since is not None and self._diode_ok)
 
     def reset(self) -> None:
         self._stable, self._known = None, False
-        self._candidate_since = None
+        self._away_since = self._out_of_band_since = None
         self._diode_ok, self._diode_bad_since = True, None
 
     def update(self, volts_hi: float, volts_lo: float, pwm_on: bool, now: float) -> PilotReading | None:
         cp = classify(volts_hi, self._stable if self._known else None)
-        # The diode check is meaningful only while oscillating and while the EV is connected (B, C,
-        # D); in A there is no diode in the circuit, and E/F drive the low plateau anyway.
-        sample_diode_ok = not (pwm_on and cp in (Cp.B, Cp.C, Cp.D)) or diode_ok(volts_lo)
-        if sample_diode_ok:
-            self._diode_bad_since = None
-        elif self._diode_bad_since is None:
-            self._diode_bad_since = now
-        # Still "ok" until the failure has lasted debounce_s.
-        diode = self._diode_bad_since is None or now - self._diode_bad_since < self._debounce_s - EPSILON
+        diode = self._diode(cp, volts_lo, pwm_on, now)
         if self._known and cp == self._stable:
-            self._candidate_since = None
-        elif self._candidate_since is None or cp != self._candidate:
-            self._candidate, self._candidate_since = cp, now
-        if self._candidate_since is not None and now - self._candidate_since >= self._debounce_s - EPSILON:
-            self._stable, self._known, self._candidate_since = self._candidate, True, None
+            self._away_since = None
+        elif self._away_since is None:
+            self._away_since = now
+        away_since = self._away_since
+        if away_since is not None and now - away_since >= self._debounce_s - EPSILON:
+            self._stable, self._known, self._away_since = cp, True, None
+            self._out_of_band_since, self._lasting_told = (away_since if cp is None else None), False
             self._diode_ok = diode
-            return PilotReading(cp=self._stable, diode_ok=diode)
+            return PilotReading(cp=cp, diode_ok=diode)
+        since = self._out_of_band_since
+        if (cp is None and since is not None and not self._lasting_told
+                and now - since >= self._fault_after_s - EPSILON):
+            self._lasting_told = True
+            return PilotReading(cp=None, diode_ok=self._diode_ok, lasting=True)
         if self._known and cp == self._stable and diode != self._diode_ok:
             self._diode_ok = diode
             return PilotReading(cp=self._stable, diode_ok=diode)
         return None
+
+    def _diode(self, cp: Cp | None, volts_lo: float, pwm_on: bool, now: float) -> bool:
+        """The debounced diode check. It is meaningful only while oscillating and while the EV is
+        connected (B, C, D); in A there is no diode in the circuit, and E/F drive the low plateau."""
+        if not (pwm_on and cp in (Cp.B, Cp.C, Cp.D)) or diode_ok(volts_lo):
+            self._diode_bad_since = None
+        elif self._diode_bad_since is None:
+            self._diode_bad_since = now
+        # Still "ok" until the failure has lasted debounce_s.
+        return self._diode_bad_since is None or now - self._diode_bad_since < self._debounce_s - EPSILON
 
 
 # --- Proximity pilot, IEC 61851-1 Annex B Table B.2 -------------------------------------------------
 
 #: (lowest ohms, highest ohms, nominal ohms, cable current capability in A) per coding resistor.
 #: Interpretation ranges of IEC 61851-1:2017 Table B.2. The 100 Ohm cable is 63 A on three phases and
-#: 70 A on one phase.
+#: 70 A on one phase. A resistance in a gap between two ranges (936..1100, 308..400, 140..164 Ohm: a
+#: worn contact or a tolerance stack) counts as the lower current class, the higher resistance's, as
+#: Tinkerforge does (evse-v2-bricklet iec61851.c: >= 1000 Ohm 13 A, >= 330 Ohm 20 A, >= 150 Ohm 32 A)
+#: instead of refusing to charge. Below 80 Ohm (a short) and above 2460 Ohm (open) stay invalid.
 PP_RANGES: Final[tuple[tuple[float, float, float, int], ...]] = (
     (1100.0, 2460.0, 1500.0, 13),
     (400.0, 936.0, 680.0, 20),
@@ -179,19 +217,28 @@ PP_100_OHM_SINGLE_PHASE_A: Final = 70
 def pp_ampacity_a(ohms: float | None, phases: int = 3) -> int | None:
     """Cable current capability from the PP resistance (IEC 61851-1 Table B.2).
 
-    Returns None for an open (None, infinite) or out-of-range PP: no charging on a socket outlet, and
-    never an assumed 13 A.
+    A resistance between two ranges counts as the lower class (see PP_RANGES). Returns None for an open
+    (None, infinite), shorted (< 80 Ohm) or too high (> 2460 Ohm) PP: no charging on a socket outlet,
+    and never an assumed 13 A.
     """
     if phases not in (1, 3):
         raise ValueError(f"phases must be 1 or 3, got {phases}")
     if ohms is None or not math.isfinite(ohms):
         return None
-    for low, high, nominal, amps in PP_RANGES:
+    for low, high, nominal, amps in PP_RANGES:  # highest resistance (lowest current) first
         if low <= ohms <= high:
             if nominal == 100.0 and phases == 1:
                 return PP_100_OHM_SINGLE_PHASE_A
             return amps
+        if ohms > high:  # in the gap above this range: the class above it, already passed, was lower
+            return None if amps == PP_RANGES[0][3] else _lower_class_a(amps)
     return None
+
+
+def _lower_class_a(amps: int) -> int:
+    """The current class of the range just above (in resistance) the one rated `amps`."""
+    ratings = [r[3] for r in PP_RANGES]
+    return ratings[ratings.index(amps) - 1]
 
 
 # --- Duty cycle <-> current, IEC 61851-1 Tables A.7 (EVSE) and A.8 (EV) ------------------------------

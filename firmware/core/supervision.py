@@ -11,6 +11,10 @@ link; this module turns the readings into facts for the charger (`FaultRaised`/`
   while commanded closed RELAY_STUCK_OPEN (EVerest's MREC17EVSEContactorFault). Welded stays while the
   feedback reads closed, whatever is commanded; stuck-open clears with the mismatch. Feedback None never
   faults.
+* Outputs (`Actuators`): a lock whose feedback did not confirm is CONNECTOR_LOCK_FAILED (EVerest:
+  connector_lock/ConnectorLockFailedLock|Unlock) until a later drive of the lock confirms; an output
+  that could not be written (relay, PWM, lock: HardwareError) is OUTPUT_FAILED, latched until restart
+  (the EVSE stays Faulted with relays open: a board that cannot drive its outputs must not charge).
 * PP (`PpDebounce`, IEC 61851-1 Table B.2): a new resistance counts once stable (5 %, or open) for
   `PP_DEBOUNCE_S`, longer than CP's so an unplug reaches A first; the first reading counts at once.
 * Meter (`MeterWatch`): no first reading (a failure, or none `stale_after_s` after the start: EVerest's
@@ -38,8 +42,8 @@ from typing import Final, TypeVar, assert_never
 
 from firmware.core.events import Fault, FaultCleared, FaultRaised, PpChanged, _check_cid, _check_finite
 from firmware.core.supervision_events import (FallbackChanged, FaultChange, InputsSensed, LinkChange, LinkDown, LinkUp,
-                                              MeterReadFailed, MeterReadSucceeded, OnlineChanged, Output, PpSampled,
-                                              RelaySensed, SupervisionEvent)
+                                              LockSensed, MeterReadFailed, MeterReadSucceeded, OnlineChanged, Output,
+                                              OutputFailed, PpSampled, RelaySensed, SupervisionEvent)
 
 #: A feedback mismatch shorter than this is the contactor moving.
 RELAY_FEEDBACK_GRACE_S: Final = 0.3
@@ -111,6 +115,29 @@ class RelayFeedback:
             out.append(_change(self.cid, Fault.RELAY_STUCK_OPEN, stuck_open))
         self._welded, self._stuck_open = welded, stuck_open
         return out
+
+
+class Actuators:
+    """What the shell reports about driving one EVSE's outputs: the lock's confirmation, failed writes."""
+
+    __slots__ = ("_lock_failed", "_output_failed", "cid")
+
+    def __init__(self, cid: int) -> None:
+        self.cid = cid
+        self._lock_failed = self._output_failed = False
+
+    def handle(self, event: LockSensed | OutputFailed, now: float) -> list[FaultChange]:
+        """No timing here (the lock's confirmation time is the HAL's), so `now` is unused."""
+        if isinstance(event, OutputFailed):
+            if self._output_failed:
+                return []
+            self._output_failed = True
+            return [FaultRaised(cid=self.cid, fault=Fault.OUTPUT_FAILED)]
+        failed = not event.confirmed
+        if failed == self._lock_failed:
+            return []
+        self._lock_failed = failed
+        return [_change(self.cid, Fault.CONNECTOR_LOCK_FAILED, failed)]
 
 
 # --- Proximity pilot ------------------------------------------------------------------
@@ -327,7 +354,8 @@ class Supervisor:
 
     def __init__(self, cids: Iterable[int], *,
                  meter_stale_after_s: Mapping[int, float], fallback_after_s: float,
-                 fallback_current_a: float, now: float) -> None:
+                 fallback_current_a: float, now: float,
+                 relay_feedback_grace_s: float = RELAY_FEEDBACK_GRACE_S) -> None:
         ids = list(cids)
         for cid in ids:
             _check_cid(cid)
@@ -336,7 +364,8 @@ class Supervisor:
         if unknown := sorted(set(meter_stale_after_s) - set(ids)):
             raise ValueError(f"meters for unknown EVSEs: {unknown}")
         self.inputs = {cid: SafetyInputs(cid) for cid in ids}
-        self.relays = {cid: RelayFeedback(cid) for cid in ids}
+        self.relays = {cid: RelayFeedback(cid, relay_feedback_grace_s) for cid in ids}
+        self.actuators = {cid: Actuators(cid) for cid in ids}
         self.pp = {cid: PpDebounce(cid) for cid in ids}
         self.meters = {cid: MeterWatch(cid, meter_stale_after_s[cid], now)
                        for cid in ids if cid in meter_stale_after_s}
@@ -354,6 +383,8 @@ class Supervisor:
                 return list(_part(self.relays, event.cid).handle(event, now))
             case PpSampled():
                 return list(_part(self.pp, event.cid).handle(event, now))
+            case LockSensed() | OutputFailed():
+                return list(_part(self.actuators, event.cid).handle(event, now))
             case MeterReadSucceeded() | MeterReadFailed():
                 meter = _part(self.meters, event.cid, " with a meter")
                 return list(meter.handle(event, now))

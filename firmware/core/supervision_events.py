@@ -26,10 +26,12 @@ __all__ = [
     "LinkChange",
     "LinkDown",
     "LinkUp",
+    "LockSensed",
     "MeterReadFailed",
     "MeterReadSucceeded",
     "OnlineChanged",
     "Output",
+    "OutputFailed",
     "PpSampled",
     "RelaySensed",
     "Sensed",
@@ -85,6 +87,21 @@ class MeterReadFailed(Sensed):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LockSensed(Sensed):
+    """The connector lock was driven to `locked`; `confirmed` when its feedback switch agreed in time."""
+
+    locked: bool
+    confirmed: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputFailed(Sensed):
+    """An output of the EVSE (`output`: "relay", "pwm" or "lock") could not be written (HardwareError)."""
+
+    output: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LinkUp:
     """The backend (MQTT) link is connected."""
 
@@ -96,7 +113,7 @@ class LinkDown:
 
 SupervisionEvent = (
     InputsSensed | RelaySensed | PpSampled | MeterReadSucceeded | MeterReadFailed
-    | LinkUp | LinkDown
+    | LockSensed | OutputFailed | LinkUp | LinkDown
 )
 
 

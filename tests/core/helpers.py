@@ -44,8 +44,8 @@ def machine(**config: object) -> EvseMachine:
     return m
 
 
-def cp(value: Cp | None, diode_ok: bool = True) -> PilotChanged:
-    return PilotChanged(cid=CID, cp=value, diode_ok=diode_ok)
+def cp(value: Cp | None, diode_ok: bool = True, *, lasting: bool = False) -> PilotChanged:
+    return PilotChanged(cid=CID, cp=value, diode_ok=diode_ok, lasting=lasting)
 
 
 PP_32A = PpChanged(cid=CID, ohms=220.0)

@@ -15,12 +15,14 @@ from firmware.core.events import (
     DUTY_F,
     DUTY_X1,
     CloseRelay,
+    OpenRelay,
     EmitSessionEvent,
     Error,
     Fault,
     FaultCleared,
     FaultRaised,
     Led,
+    PilotChanged,
     PilotSampled,
     SessionEvent,
     SetLed,
@@ -154,15 +156,15 @@ def test_a_fault_on_an_idle_evse_also_switches_to_x1() -> None:
 
 # --- pilot-derived faults: X1 re-reads CP, and a reading that is still faulty is no new fault --------------
 
-#: A CP reading that is a pilot fault (IEC 61851-1 Table A.4): a short (E), a voltage between the bands, and
-#: -12 V that we do not drive (e.g. a stuck pilot driver).
-PILOT_FAULTS = [(Cp.E, "short"), (None, "out of band"), (Cp.F, "-12 V not driven")]
+#: A CP reading that is a pilot fault (IEC 61851-1 Table A.4): a short (E), a voltage between the bands that
+#: has lasted PILOT_FAULT_AFTER_S, and -12 V that we do not drive (e.g. a stuck pilot driver).
+PILOT_FAULTS = [(cp(Cp.E), "short"), (cp(None, lasting=True), "out of band, lasting"), (cp(Cp.F), "-12 V not driven")]
 
 
 @pytest.mark.parametrize("reading", [r for r, _ in PILOT_FAULTS], ids=[i for _, i in PILOT_FAULTS])
-def test_a_lasting_pilot_fault_switches_to_x1_once_and_does_not_oscillate(reading: Cp | None) -> None:
+def test_a_lasting_pilot_fault_switches_to_x1_once_and_does_not_oscillate(reading: PilotChanged) -> None:
     m, now = at(State.CHARGING)
-    actions = m.handle(cp(reading), now)
+    actions = m.handle(reading, now)
     assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions
     assert m.state is State.FAULTED
     m.handle(cp(Cp.F), now + 0.1)  # our own -12 V while we drive F: no news about the fault
@@ -171,8 +173,11 @@ def test_a_lasting_pilot_fault_switches_to_x1_once_and_does_not_oscillate(readin
     assert m.tick(now + HOLD_S) == [SetPwm(cid=CID, duty_pct=DUTY_X1)]
     assert m.state is State.FAULTED
     assert m.cp is None
-    # The monitor re-reads CP under X1: still faulty -> the same fault, no new Error, no F again.
-    assert m.handle(cp(reading), now + 0.4) == []
+    # The monitor re-reads CP under X1: still faulty -> the same fault, no new Error, no F again. An
+    # out-of-band reading comes first fresh (not lasting yet), which is no news either.
+    if reading.cp is None:
+        assert m.handle(cp(None), now + 0.35) == []
+    assert m.handle(reading, now + 0.4) == []
     assert m.state is State.FAULTED
     assert m.duty_pct == DUTY_X1
     assert m.next_deadline() is None
@@ -187,15 +192,41 @@ def test_a_lasting_pilot_fault_switches_to_x1_once_and_does_not_oscillate(readin
 
 
 @pytest.mark.parametrize("reading", [r for r, _ in PILOT_FAULTS], ids=[i for _, i in PILOT_FAULTS])
-def test_a_pilot_fault_ends_with_a_clean_reading_under_x1(reading: Cp | None) -> None:
+def test_a_pilot_fault_ends_with_a_clean_reading_under_x1(reading: PilotChanged) -> None:
     m, now = at(State.CHARGING)
-    m.handle(cp(reading), now)
+    m.handle(reading, now)
     m.tick(now + HOLD_S)
     actions = m.handle(cp(Cp.B), now + 0.4)  # the short is gone, the EV still there
     assert SetPwm(cid=CID, duty_pct=DUTY_F) not in actions
     assert m.state is State.FINISHING
     assert m.duty_pct == DUTY_X1
     assert not m.relay_closed
+
+
+def test_a_fresh_out_of_band_reading_opens_the_relay_but_is_no_fault() -> None:
+    """10.5 V (between A and B) while charging: no clean C, so the relay opens at once; the session goes
+    on, and charging resumes when C is read again (issue 10: a noisy ADC must not end a session)."""
+    m, now = at(State.CHARGING)
+    actions = m.handle(cp(None), now)
+    assert actions[0] == OpenRelay(cid=CID, under_load=True)
+    assert m.state is State.SUSPENDED_EV
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) not in actions
+    assert Error.PILOT_FAULT not in [getattr(a, "error", None) for a in actions]
+    assert m.faults == frozenset()
+    actions = m.handle(cp(Cp.C), now + 0.2)
+    assert CloseRelay(cid=CID) in actions
+    assert m.state is State.CHARGING
+    assert m.session is not None
+    assert not m.session.cancelled
+
+
+def test_an_out_of_band_reading_that_lasts_is_a_pilot_fault() -> None:
+    m, now = at(State.CHARGING)
+    m.handle(cp(None), now)
+    actions = m.handle(cp(None, lasting=True), now + 0.47)
+    assert SetPwm(cid=CID, duty_pct=DUTY_F) in actions
+    assert EmitSessionEvent(cid=CID, uuid="session-1", event=SessionEvent.ERROR, error=Error.PILOT_FAULT) in actions
+    assert m.state is State.FAULTED
 
 
 def test_a_pilot_fault_that_returns_after_a_clean_reading_is_a_new_fault() -> None:

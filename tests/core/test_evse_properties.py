@@ -45,6 +45,7 @@ from firmware.core.events import (
     OpenRelay,
     PilotChanged,
     PpChanged,
+    RcdSelfTested,
     ReplugRequested,
     SessionCancellationReason,
     SessionEvent,
@@ -64,6 +65,8 @@ ENERGY_EVENTS = {SessionEvent.SESSION_STARTED, SessionEvent.SESSION_CANCELLED, S
 events = st.one_of(
     st.builds(PilotChanged, cid=st.just(CID), cp=st.sampled_from(CP_VALUES),
               diode_ok=st.sampled_from([True] * 9 + [False])),
+    st.builds(PilotChanged, cid=st.just(CID), cp=st.just(None), lasting=st.booleans()),
+    st.builds(RcdSelfTested, cid=st.just(CID), passed=st.sampled_from([True, True, False])),
     # Plain B/C readings are what a real EV mostly produces; weight them up.
     st.builds(PilotChanged, cid=st.just(CID), cp=st.sampled_from([Cp.A, Cp.B, Cp.C, Cp.B, Cp.C])),
     st.builds(PpChanged, cid=st.just(CID), ohms=st.sampled_from([None, 220.0, 680.0, 1500.0, 100.0, 50.0, 3000.0])),
@@ -86,6 +89,7 @@ configs = st.builds(
     socket_outlet=st.booleans(),
     ventilation_available=st.booleans(),
     has_meter=st.booleans(),
+    rcd_self_test=st.booleans(),
 )
 
 
@@ -110,12 +114,24 @@ class Observer:
     authorized: set[str] = field(default_factory=set)
     new_fault: bool = False  # the last FaultRaised named a fault that was not active
     reading: tuple[float, float] | None = None  # (import, export) of the latest MeterSampled
+    plugged: bool = False
+    rcd_ok: bool = False  # an RCD self-test passed while this EV was plugged in
 
     def saw(self, event: Event) -> None:
         match event:
             case PilotChanged(cp=cp, diode_ok=diode_ok):
                 self.cp, self.cp_fresh = cp, True
                 self.diode_ok = diode_ok
+                if cp is Cp.A:
+                    self.plugged = self.rcd_ok = False
+                elif cp in (Cp.B, Cp.C, Cp.D):
+                    self.plugged = True
+            case RcdSelfTested(passed=passed):
+                self.rcd_ok = passed and self.plugged
+                if passed:
+                    self.faults.discard(Fault.RCD_SELF_TEST_FAILED)
+                else:
+                    self.faults.add(Fault.RCD_SELF_TEST_FAILED)
             case PpChanged(ohms=ohms):
                 self.pp_ok = pp_ampacity_a(ohms) is not None
             case FaultRaised(fault=fault):
@@ -145,6 +161,7 @@ class Observer:
             assert not self.faults
             assert self.duty != DUTY_F
             assert self.reading is not None or not self.config.has_meter, "closed before the first reading"
+            assert self.rcd_ok or not self.config.rcd_self_test, "closed before the RCD self-test passed"
         if self.relay and self.duty == DUTY_X1:
             assert self.x1_with_relay_since is not None
             assert now - self.x1_with_relay_since <= 6.0 + 1e-9, "relay kept > 6 s after PWM off"
@@ -161,6 +178,7 @@ class Observer:
             self.cp is Cp.C and self.cp_fresh and session is not None and session.authorized
             and not session.cancelled and m.enabled and not self.faults and self.duty not in (None, DUTY_X1, DUTY_F)
             and (self.pp_ok or not self.config.socket_outlet) and self.limit_a >= 6
+            and (self.rcd_ok or not self.config.rcd_self_test)
         ):
             assert self.relay, "authorized EV in C with PWM on, but the relay is open"
 

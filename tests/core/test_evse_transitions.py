@@ -27,6 +27,7 @@ from firmware.core.events import (
     OpenRelay,
     PilotChanged,
     PpChanged,
+    RcdSelfTested,
     ReplugRequested,
     SessionCancellationReason,
     SessionEvent,
@@ -113,7 +114,11 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
         note(SessionEvent.ERROR, error=Error.PILOT_FAULT),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),
-    ("out-of-band CP opens", S.CHARGING, cp(None), S.FAULTED, [
+    ("out-of-band CP opens, no fault yet", S.CHARGING, cp(None), S.SUSPENDED_EV, [
+        OpenRelay(cid=CID, under_load=True), SetLed(cid=CID, led=Led.PAUSED),
+        note(SessionEvent.CHARGING_PAUSED_EV),
+    ]),
+    ("lasting out-of-band CP is a pilot fault", S.CHARGING, cp(None, lasting=True), S.FAULTED, [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F),
         SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT),
         note(SessionEvent.ERROR, error=Error.PILOT_FAULT),
@@ -253,6 +258,7 @@ FACT_EXAMPLES: dict[type[Event], Event] = {
     MeterSampled: MeterSampled(cid=CID, energy_wh_import=5.0, currents_a=(10.0,)),
     CurrentLimitChanged: CurrentLimitChanged(cid=CID, current_a=16),
     SetEnabled: SetEnabled(cid=CID, enabled=True),
+    RcdSelfTested: RcdSelfTested(cid=CID, passed=False),
 }
 
 

@@ -24,6 +24,7 @@ from firmware.core.pilot import (
     LOW_SEGMENT_MAX_A,
     NOMINAL_V,
     PP_100_OHM_SINGLE_PHASE_A,
+    PILOT_FAULT_AFTER_S,
     PP_RANGES,
     Cp,
     PilotMonitor,
@@ -130,8 +131,10 @@ def test_classify_hysteresis_edge_is_inclusive_like_the_band_edges(volts_hi: flo
 @pytest.mark.parametrize(("volts_lo", "expected"), [
     (-12.0, True),  # A.2.2: nominal -12 V, diode present
     (-13.0, True),  # A.2.2: -12 V - 1 V
-    (-11.0, True),  # A.2.2: -12 V + 1 V, the edge (inclusive)
-    (-10.9, False),  # just above the band: diode missing or shorted
+    (-11.0, True),  # A.2.2: -12 V + 1 V
+    (-10.5, True),  # a -12 V rail sagging under load: still a diode (DIODE_LOW_MAX_V, Tinkerforge's -10 V)
+    (-10.0, True),  # the edge (inclusive)
+    (-9.9, False),  # above it: diode missing or shorted
     (0.0, False),  # diode shorted
     (9.0, False),  # no negative half-wave at all
     (NAN, False),  # no valid reading is not a diode
@@ -187,13 +190,55 @@ def test_glitch_back_to_the_stable_state_cancels_the_candidate() -> None:
     assert m.update(6.0, 6.0, False, t1 + 0.06) == PilotReading(cp=Cp.C, diode_ok=True)
 
 
-def test_a_different_candidate_restarts_the_debounce() -> None:
+def test_away_from_the_stable_state_for_the_debounce_reports_the_latest_state() -> None:
     m = monitor_at(Cp.B)
     t1 = T + 1.0
-    assert m.update(6.0, 6.0, False, t1) is None  # candidate C
-    assert m.update(3.0, 3.0, False, t1 + 0.02) is None  # candidate D replaces it
-    assert m.update(3.0, 3.0, False, t1 + 0.04) is None  # D seen for 20 ms only
-    assert m.update(3.0, 3.0, False, t1 + 0.06) == PilotReading(cp=Cp.D, diode_ok=True)
+    assert m.update(6.0, 6.0, False, t1) is None  # away from B: C
+    assert m.update(3.0, 3.0, False, t1 + 0.02) is None  # still away: D
+    assert m.update(3.0, 3.0, False, t1 + 0.03) == PilotReading(cp=Cp.D, diode_ok=True)  # 30 ms away
+
+
+def test_noise_between_two_other_states_still_leaves_the_stable_state() -> None:
+    """Stable C; the EV goes to B on a noisy front end that reads B and between-band in turn. No state
+    holds for the debounce, but C is gone: the latest state is reported (the relay then opens)."""
+    m = monitor_at(Cp.C)
+    t1 = T + 1.0
+    readings = [9.0, 10.5, 9.0, 10.5]
+    results = [m.update(v, v, False, t1 + i * 0.01) for i, v in enumerate(readings)]
+    assert results[:3] == [None, None, None]
+    assert results[3] == PilotReading(cp=None, diode_ok=True)
+    assert m.update(9.0, 9.0, False, t1 + 0.04) is None  # now away from "out of band"
+
+
+def test_a_sample_back_in_the_stable_state_cancels_the_change() -> None:
+    m = monitor_at(Cp.C)
+    t1 = T + 1.0
+    assert m.update(9.0, 9.0, False, t1) is None
+    assert m.update(6.0, 6.0, False, t1 + 0.02) is None  # back in C
+    assert m.update(9.0, 9.0, False, t1 + 0.04) is None
+    assert m.update(9.0, 9.0, False, t1 + 0.06) is None  # B for 20 ms since the last C
+    assert m.update(9.0, 9.0, False, t1 + 0.07) == PilotReading(cp=Cp.B, diode_ok=True)
+
+
+def test_an_out_of_band_reading_is_reported_again_as_lasting_after_the_fault_time() -> None:
+    m = monitor_at(Cp.C)
+    t1 = T + 1.0
+    assert m.update(10.5, 10.5, False, t1) is None
+    assert m.update(10.5, 10.5, False, t1 + DEBOUNCE_S) == PilotReading(cp=None, diode_ok=True)
+    assert m.update(10.5, 10.5, False, t1 + PILOT_FAULT_AFTER_S - 0.001) is None
+    assert m.update(10.5, 10.5, False, t1 + PILOT_FAULT_AFTER_S) == PilotReading(cp=None, lasting=True)
+    assert m.update(10.5, 10.5, False, t1 + PILOT_FAULT_AFTER_S + 0.1) is None  # once
+
+
+def test_an_out_of_band_reading_that_ends_in_time_is_never_lasting() -> None:
+    m = monitor_at(Cp.C)
+    t1 = T + 1.0
+    m.update(10.5, 10.5, False, t1)
+    assert m.update(10.5, 10.5, False, t1 + DEBOUNCE_S) == PilotReading(cp=None)
+    assert m.update(9.0, 9.0, False, t1 + 0.4) is None
+    assert m.update(9.0, 9.0, False, t1 + 0.43) == PilotReading(cp=Cp.B)
+    for i in range(100):
+        assert m.update(9.0, 9.0, False, t1 + 0.44 + i * 0.01) is None
 
 
 @pytest.mark.parametrize("cp", list(Cp))
@@ -239,7 +284,8 @@ def test_without_a_stable_state_there_is_no_hysteresis() -> None:
     (Cp.D, -12.0, PilotReading(cp=Cp.D, diode_ok=True)),
     (Cp.B, 0.0, PilotReading(cp=Cp.B, diode_ok=False)),  # diode shorted
     (Cp.C, 0.0, PilotReading(cp=Cp.C, diode_ok=False)),
-    (Cp.D, -10.9, PilotReading(cp=Cp.D, diode_ok=False)),  # just outside -12 V +- 1 V
+    (Cp.D, -9.9, PilotReading(cp=Cp.D, diode_ok=False)),  # just above DIODE_LOW_MAX_V
+    (Cp.C, -10.6, PilotReading(cp=Cp.C, diode_ok=True)),  # a sagging rail is no diode fault
     # no EV diode in the circuit in A; E and F set the low plateau themselves: no diode check
     (Cp.A, 0.0, PilotReading(cp=Cp.A, diode_ok=True)),
     (Cp.E, 0.0, PilotReading(cp=Cp.E, diode_ok=True)),
@@ -371,10 +417,11 @@ PP_ROWS: list[tuple[float | None, int, int | None]] = [
     (680.0, 1, 20),
     (220.0, 1, 32),
     # interpretation ranges of Table B.2 (PP_RANGES), inclusive at both ends
-    (1100.0, 3, 13), (2460.0, 3, 13), (1099.9, 3, None), (2460.1, 3, None),
-    (400.0, 3, 20), (936.0, 3, 20), (399.9, 3, None), (936.1, 3, None),
-    (164.0, 3, 32), (308.0, 3, 32), (163.9, 3, None), (308.1, 3, None),
-    (80.0, 3, 63), (140.0, 3, 63), (79.9, 3, None), (140.1, 3, None),
+    # a gap between two ranges counts as the lower class (Tinkerforge's rule, pilot.PP_RANGES)
+    (1100.0, 3, 13), (2460.0, 3, 13), (1099.9, 3, 13), (2460.1, 3, None),
+    (400.0, 3, 20), (936.0, 3, 20), (399.9, 3, 20), (936.1, 3, 13),
+    (164.0, 3, 32), (308.0, 3, 32), (163.9, 3, 32), (308.1, 3, 20),
+    (80.0, 3, 63), (140.0, 3, 63), (79.9, 3, None), (140.1, 3, 32),
     (80.0, 1, 70), (140.0, 1, 70),
     # open or invalid: never an assumed 13 A (Annex B; DESIGN.md timing table)
     (None, 3, None),  # open circuit
@@ -382,7 +429,10 @@ PP_ROWS: list[tuple[float | None, int, int | None]] = [
     (NAN, 3, None),
     (0.0, 3, None),  # PP shorted
     (5000.0, 3, None),  # above every range
-    (1000.0, 3, None),  # between the 20 A and 13 A ranges
+    (1000.0, 3, 13),  # between the 20 A and 13 A ranges: the lower class
+    (350.0, 3, 20),  # between 32 A and 20 A
+    (150.0, 3, 32),  # between 63 A and 32 A
+    (150.0, 1, 32),  # the 70 A single-phase rating belongs to the 100 Ohm range only
 ]
 
 
@@ -397,8 +447,13 @@ def test_pp_ranges_are_inclusive(low: float, high: float, nominal: float, amps: 
     for ohms in (low, nominal, high):
         assert pp_ampacity_a(ohms) == amps
         assert pp_ampacity_a(ohms, 1) == single_phase
-    for ohms in (math.nextafter(low, -INF), math.nextafter(high, INF)):
-        assert pp_ampacity_a(ohms) is None
+    below, above = math.nextafter(low, -INF), math.nextafter(high, INF)
+    lower_class = [r[3] for r in PP_RANGES if r[0] > high]  # the ranges of higher resistance
+    assert pp_ampacity_a(above) == (lower_class[-1] if lower_class else None)  # gap above: the lower class
+    if low == min(r[0] for r in PP_RANGES):
+        assert pp_ampacity_a(below) is None  # below the lowest range: a short
+    else:
+        assert pp_ampacity_a(below) == amps  # the gap below this range belongs to it
 
 
 @pytest.mark.parametrize("phases", [0, 2, 4])

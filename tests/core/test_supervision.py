@@ -46,6 +46,7 @@ from firmware.core.supervision import (
     Supervisor,
     same_pp,
 )
+from firmware.core.supervision_events import LockSensed, OutputFailed
 
 CID = 1
 T = 1000.0  # a monotonic time base well away from 0
@@ -1114,3 +1115,34 @@ def test_supervisor_refuses_bad_settings(
             fallback_current_a=FALLBACK_A,
             now=T,
         )
+
+
+# --- Actuators: the lock's confirmation and outputs that could not be written (issue 10) --------------
+
+
+def test_a_lock_that_does_not_confirm_is_a_fault_until_a_drive_confirms() -> None:
+    sup = supervisor()
+    assert sup.handle(LockSensed(cid=1, locked=True, confirmed=True), T) == []
+    assert sup.handle(LockSensed(cid=1, locked=True, confirmed=False), T) == [
+        FaultRaised(cid=1, fault=Fault.CONNECTOR_LOCK_FAILED)]
+    assert sup.handle(LockSensed(cid=1, locked=True, confirmed=False), T + 1) == []  # raised once
+    assert sup.handle(LockSensed(cid=1, locked=False, confirmed=True), T + 2) == [
+        FaultCleared(cid=1, fault=Fault.CONNECTOR_LOCK_FAILED)]
+
+
+def test_an_output_that_cannot_be_written_is_a_latched_fault() -> None:
+    sup = supervisor()
+    assert sup.handle(OutputFailed(cid=1, output="pwm"), T) == [FaultRaised(cid=1, fault=Fault.OUTPUT_FAILED)]
+    assert sup.handle(OutputFailed(cid=1, output="relay"), T + 1) == []
+    assert FaultCleared(cid=1, fault=Fault.OUTPUT_FAILED) not in sup.tick(T + 1000)  # only a restart clears it
+    assert sup.handle(LockSensed(cid=1, locked=True, confirmed=True), T + 2) == []
+
+
+@pytest.mark.parametrize("grace_s", [0.1, 1.0])
+def test_the_relay_feedback_time_is_the_boards(grace_s: float) -> None:
+    sup = Supervisor([1], meter_stale_after_s={}, fallback_after_s=60.0, fallback_current_a=6.0, now=T,
+                     relay_feedback_grace_s=grace_s)
+    assert sup.handle(RelaySensed(cid=1, commanded_closed=True, feedback_closed=False), T) == []
+    assert sup.handle(RelaySensed(cid=1, commanded_closed=True, feedback_closed=False), T + grace_s - 0.01) == []
+    assert sup.handle(RelaySensed(cid=1, commanded_closed=True, feedback_closed=False), T + grace_s) == [
+        FaultRaised(cid=1, fault=Fault.RELAY_STUCK_OPEN)]

@@ -26,6 +26,7 @@ class EvseConfig:
     ventilation_available: bool = False
     phase_switching: bool = False  # the board can switch between 1 and 3 phases
     has_meter: bool = True  # False: no energy meter; session events then carry no energy fields
+    rcd_self_test: bool = False  # test the RCD (RunRcdSelfTest) at every plug-in; no charging until it passes
     connection_timeout_s: float = 60.0
     stop_timeout_s: float = 6.0
     fault_hold_s: float = 0.3

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from enum import Enum
 
 from firmware.core.events import (
     DUTY_F,
@@ -34,6 +35,15 @@ from firmware.core.evse.config import EvseConfig
 from firmware.core.evse.session import Counters, Session, SessionPhase
 from firmware.core.evse.states import STATUS, State
 from firmware.core.pilot import Cp, PilotReading, current_to_duty
+
+
+class RcdTest(Enum):
+    """The RCD self-test of the EV now plugged in (IEC 62955 RDC-DD / IEC 62752 test input)."""
+
+    UNTESTED = "untested"  # to be run when an EV is plugged in (with `EvseConfig.rcd_self_test`)
+    RUNNING = "running"  # RunRcdSelfTest was emitted; RcdSelfTested will tell
+    PASSED = "passed"  # charging may start for this plug-in
+    FAILED = "failed"  # Fault.RCD_SELF_TEST_FAILED; tested again at the next plug-in
 
 
 def _is_on(duty_pct: float | None) -> bool:
@@ -64,6 +74,7 @@ class EvseFacts:
         self._ramp_deadline: float | None = None
         self._overcurrent_since: float | None = None
         self._energy_wh: tuple[float, float] | None = None  # (import, export) of the latest reading
+        self._rcd_test = RcdTest.UNTESTED
         # Outputs as last commanded; None = unknown, so the first settle commands every output.
         self._relay: bool | None = None
         self._duty: float | None = None
@@ -132,18 +143,27 @@ class EvseFacts:
         return self.cp in (Cp.C, Cp.D)
 
     def _reading_is_faulty(self) -> bool:
-        """CP short (E), a voltage outside every band, or -12 V while we are not driving F."""
+        """CP short (E), a voltage outside every band that has lasted (`PilotReading.lasting`), or
+        -12 V while we are not driving F. A fresh out-of-band reading is no fault yet (it is no clean C
+        either: the relay is open while it lasts)."""
         if self._reading is None:
             return False
         cp = self._reading.cp
-        return cp is None or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
+        return (cp is None and self._reading.lasting) or cp is Cp.E or (cp is Cp.F and self._duty != DUTY_F)
 
     def _pilot_fault_now(self) -> bool:
-        """A pilot fault lasts until a reading says otherwise: no reading yet (CP is re-read after F)
-        and our own -12 V while we drive F are no news, so a lasting short cannot oscillate F <-> X1."""
-        if self._reading is None or (self._reading.cp is Cp.F and self._duty == DUTY_F):
+        """A pilot fault lasts until a reading says otherwise: no reading yet (CP is re-read after F),
+        our own -12 V while we drive F and a fresh out-of-band reading (not lasting yet) are no news, so
+        a lasting short or a broken front end cannot oscillate F <-> X1."""
+        reading = self._reading
+        if reading is None or (reading.cp is Cp.F and self._duty == DUTY_F) or (
+                reading.cp is None and not reading.lasting):
             return self._pilot_fault
         return self._reading_is_faulty()
+
+    def _rcd_ready(self) -> bool:
+        """Charging may start as far as the RCD is concerned: no self-test configured, or it passed."""
+        return not self.config.rcd_self_test or self._rcd_test is RcdTest.PASSED
 
     def _reading_is_news(self) -> bool:
         """CP was read since we last drove F. While we drive F (up to the settle that ends it) a reading

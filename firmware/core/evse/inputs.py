@@ -23,18 +23,20 @@ from firmware.core.events import (
     CurrentLimitChanged,
     Error,
     Event,
+    Fault,
     FaultCleared,
     FaultRaised,
     MeterSampled,
     PilotChanged,
     PpChanged,
+    RcdSelfTested,
     ReplugRequested,
     SessionEvent,
     SetEnabled,
     StartSessionReason,
     StopRequested,
 )
-from firmware.core.evse.facts import EvseFacts
+from firmware.core.evse.facts import EvseFacts, RcdTest
 from firmware.core.evse.session import SessionPhase
 from firmware.core.pilot import Cp, PilotReading, pp_ampacity_a
 
@@ -46,8 +48,8 @@ class EvseInputs(EvseFacts):
         match event:
             case PilotChanged():
                 self._on_pilot(event, now, notes)
-            case PpChanged(ohms=ohms):
-                self._pp_a = pp_ampacity_a(ohms, self.config.phases)
+            case PpChanged() | FaultCleared() | CurrentLimitChanged():
+                self._on_setting(event)
             case AuthorizationGranted():
                 self._on_authorization(event, now, notes)
             case AuthorizationRefused():
@@ -58,25 +60,35 @@ class EvseInputs(EvseFacts):
                 self._on_enabled(event, notes)
             case FaultRaised():
                 self._on_fault(event, now, notes)
-            case FaultCleared(fault=fault):
-                self._faults.discard(fault)
-            case CurrentLimitChanged(current_a=current_a):
-                self._limit_a = current_a
             case MeterSampled():
                 self._on_meter(event, now)
             case ReplugRequested():
                 self._on_replug(event, now, notes)
+            case RcdSelfTested(passed=passed):
+                self._on_rcd_tested(passed, now, notes)
             case _:  # pragma: no cover - TRANSITIONS admits only the types above
                 raise IllegalTransition(self._state, event)
+
+    def _on_setting(self, event: PpChanged | FaultCleared | CurrentLimitChanged) -> None:
+        """A fact that is only recorded: the cable's rating, a fault gone, the current limit."""
+        match event:
+            case PpChanged(ohms=ohms):
+                self._pp_a = pp_ampacity_a(ohms, self.config.phases)
+            case FaultCleared(fault=fault):
+                self._faults.discard(fault)
+            case CurrentLimitChanged(current_a=current_a):
+                self._limit_a = current_a
 
     def _on_pilot(self, event: PilotChanged, now: float, notes: list[Action]) -> None:
         cp = event.cp
         if self._duty == DUTY_F and cp in (Cp.A, Cp.B, Cp.C, Cp.D):
             return  # stale: while we drive -12 V the EV's diode hides its state (A.2.2)
         previous = self.cp
-        self._reading = PilotReading(cp=cp, diode_ok=event.diode_ok)
+        self._reading = PilotReading(cp=cp, diode_ok=event.diode_ok, lasting=event.lasting)
         if cp is Cp.A:
             self._plugged = False
+            if self._rcd_test is not RcdTest.RUNNING:
+                self._rcd_test = RcdTest.UNTESTED  # the next plug-in is tested again
         elif cp in (Cp.B, Cp.C, Cp.D):
             self._plugged = True
         if not event.diode_ok:  # one-shot: F for fault_hold_s, session ends (A.2.2)
@@ -104,10 +116,23 @@ class EvseInputs(EvseFacts):
             notes.append(self._note(SessionEvent.ENABLED if event.enabled else SessionEvent.DISABLED))
 
     def _on_fault(self, event: FaultRaised, now: float, notes: list[Action]) -> None:
-        if event.fault not in self._faults:
-            self._faults.add(event.fault)
-            notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[event.fault]))
+        self._raise(event.fault, now, notes)
+
+    def _raise(self, fault: Fault, now: float, notes: list[Action]) -> None:
+        if fault not in self._faults:
+            self._faults.add(fault)
+            notes.append(self._note(SessionEvent.ERROR, error=FAULT_ERROR[fault]))
             self._hold_f(now)
+
+    def _on_rcd_tested(self, passed: bool, now: float, notes: list[Action]) -> None:
+        """A result counts for the EV now plugged in; with none plugged in, the next plug-in is tested
+        again. A failure is a fault until a later test passes (EVerest: ac_rcd/Selftest)."""
+        if passed:
+            self._faults.discard(Fault.RCD_SELF_TEST_FAILED)
+            self._rcd_test = RcdTest.PASSED if self._plugged else RcdTest.UNTESTED
+        else:
+            self._raise(Fault.RCD_SELF_TEST_FAILED, now, notes)
+            self._rcd_test = RcdTest.FAILED if self._plugged else RcdTest.UNTESTED
 
     def _on_meter(self, event: MeterSampled, now: float) -> None:
         self._energy_wh = (event.energy_wh_import, event.energy_wh_export)

@@ -26,12 +26,18 @@ Timing rules, IEC 61851-1:2017 Annex A (Table A.6 sequences), as in DESIGN.md:
   starts while faulted (EVerest: none in error): a plug-in during a fault starts one when it clears.
   Nor does one start on what CP read while F was driven (our own -12 V: state F is the EVSE's
   signal, A.2.2): when F ends, the EV is re-read first.
-* A pilot fault (E, between the bands, -12 V we do not drive) is latched until a clean reading
+* A CP reading between the bands is no clean C: the relay opens at once (after the debounce), but
+  the session goes on; it is a pilot fault only once it has lasted `pilot.PILOT_FAULT_AFTER_S`
+  (`PilotChanged.lasting`), since a noisy ADC or a sagging -12 V rail reads between bands now and then.
+* A pilot fault (E, a lasting out-of-band reading, -12 V we do not drive) is latched until a clean reading
   taken while CP is not F: our own -12 V during F and "not re-read yet" after F are no news, so a
   lasting short reads E again under X1 and stays one fault (no F -> X1 -> F oscillation). The
   machine's own crash (Fault.INTERNAL) keeps F until cleared.
 * The duty changes at most once per 5 s; switching PWM on or off is immediate (A.2.3 / Table A.6).
 * PP open or invalid on a socket outlet: no charging (Annex B, Table B.2); never an assumed 13 A.
+* With `rcd_self_test`, the RCD is tested (RunRcdSelfTest) at every plug-in, before any session can charge:
+  until RcdSelfTested(passed) the EVSE offers nothing (SUSPENDED_EVSE); a failure is
+  Fault.RCD_SELF_TEST_FAILED (Error RCD) until a later test, at the next plug-in, passes.
 
 Energy is never invented: every energy figure in a SessionEvent is the latest `MeterSampled`, and
 an event without one carries no energy fields (not 0.0). An EVSE with a meter (`has_meter`) takes its
@@ -70,8 +76,9 @@ from firmware.core.events import (
     SetPwm,
     StartSessionReason,
     Status,
+    RunRcdSelfTest,
 )
-from firmware.core.evse.facts import _is_on
+from firmware.core.evse.facts import RcdTest, _is_on
 from firmware.core.evse.inputs import EvseInputs
 from firmware.core.evse.session import Session, SessionPhase, StoredSession
 from firmware.core.evse.states import RESTORE_SETTLES, STATUS, TICK_SETTLES, TRANSITIONS, State
@@ -238,6 +245,7 @@ class EvseMachine(EvseInputs):
             not self._cable_ok()
             or (self.cp is Cp.D and not self.config.ventilation_available)
             or not self.meter_ready  # a restored session: no power before the first reading
+            or not self._rcd_ready()  # the RCD self-test of this plug-in has not passed (yet)
         )
         ramping = (
             bool(self._relay)
@@ -287,14 +295,7 @@ class EvseMachine(EvseInputs):
             self._duty = duty
             actions.append(SetPwm(cid=cid, duty_pct=duty))
 
-        locked = self.config.socket_outlet and self._plugged and (
-            relay
-            or Fault.RELAY_WELDED in self._faults
-            or (self._session is not None and self._session.authorized and not self._session.cancelled)
-        )
-        if locked != self._locked:
-            self._locked = locked
-            actions.append(SetLock(cid=cid, locked=locked))
+        actions.extend(self._drive_lock(relay))
         led = STATUS_LED[STATUS[state]]
         if led != self._led:
             self._led = led
@@ -303,7 +304,24 @@ class EvseMachine(EvseInputs):
             self._relay = True
             self.counters.contactor_cycles += 1
             actions.append(CloseRelay(cid=cid))
+        if self.config.rcd_self_test and self._plugged and self._rcd_test is RcdTest.UNTESTED:
+            self._rcd_test = RcdTest.RUNNING  # before each session: at every plug-in
+            actions.append(RunRcdSelfTest(cid=cid))
         return actions
+
+    def _drive_lock(self, relay: bool) -> list[Action]:
+        """A socket's lock holds the cable while the relay is (or must be kept) closed or a session is
+        authorized; a tethered cable has none to drive."""
+        session = self._session
+        locked = self.config.socket_outlet and self._plugged and (
+            relay
+            or Fault.RELAY_WELDED in self._faults
+            or (session is not None and session.authorized and not session.cancelled)
+        )
+        if locked == self._locked:
+            return []
+        self._locked = locked
+        return [SetLock(cid=self.cid, locked=locked)]
 
     def _transition_notes(self, old: State, new: State) -> list[Action]:
         if old is new:

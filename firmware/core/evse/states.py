@@ -34,6 +34,7 @@ from firmware.core.events import (
     MeterSampled,
     PilotChanged,
     PpChanged,
+    RcdSelfTested,
     ReplugRequested,
     SetEnabled,
     Status,
@@ -214,6 +215,22 @@ TRANSITIONS: Final[dict[tuple[State, type[Event]], frozenset[State]]] = {
     (_S.UNAVAILABLE, MeterSampled): _to(_S.UNAVAILABLE, _S.AVAILABLE, _S.WAITING_FOR_AUTH),
     (_S.UNAVAILABLE, CurrentLimitChanged): _to(_S.UNAVAILABLE),
     (_S.UNAVAILABLE, SetEnabled): _to(_S.UNAVAILABLE, _S.AVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING),
+    # The RCD self-test's result, in every state: a failed test is a fault (like FaultRaised); a passed
+    # one clears that fault (like FaultCleared) and lifts the wait for it (like a valid cable: PpChanged).
+    (_S.AVAILABLE, RcdSelfTested): _to(_S.AVAILABLE, _S.FAULTED, _S.UNAVAILABLE),
+    (_S.WAITING_FOR_EV, RcdSelfTested): _to(_S.AVAILABLE, _S.WAITING_FOR_EV, _S.FAULTED, _S.UNAVAILABLE),
+    (_S.WAITING_FOR_AUTH, RcdSelfTested): _to(_S.WAITING_FOR_AUTH, _S.FAULTED),
+    (_S.SUSPENDED_EV, RcdSelfTested): _to(_S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FAULTED),
+    (_S.SUSPENDED_EVSE, RcdSelfTested): _to(_S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.CHARGING, _S.FAULTED),
+    (_S.CHARGING, RcdSelfTested): _to(_S.SUSPENDED_EVSE, _S.CHARGING, _S.STOPPING, _S.FINISHING, _S.FAULTED),
+    (_S.PAUSING, RcdSelfTested): _to(_S.SUSPENDED_EVSE, _S.PAUSING, _S.STOPPING, _S.FINISHING, _S.FAULTED),
+    (_S.STOPPING, RcdSelfTested): _to(_S.STOPPING, _S.FINISHING, _S.FAULTED, _S.UNAVAILABLE),
+    (_S.FINISHING, RcdSelfTested): _to(_S.FINISHING, _S.FAULTED),
+    (_S.REPLUGGING, RcdSelfTested): _to(
+        _S.SUSPENDED_EV, _S.SUSPENDED_EVSE, _S.FINISHING, _S.REPLUGGING, _S.FAULTED, _S.UNAVAILABLE,
+    ),
+    (_S.FAULTED, RcdSelfTested): _to(_S.AVAILABLE, _S.WAITING_FOR_AUTH, _S.FINISHING, _S.FAULTED, _S.UNAVAILABLE),
+    (_S.UNAVAILABLE, RcdSelfTested): _to(_S.FAULTED, _S.UNAVAILABLE),
 }
 #: tick(now) in each state -> the states it may settle in (the deadlines that may fall due there).
 TICK_SETTLES: Final[dict[State, frozenset[State]]] = {
