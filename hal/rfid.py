@@ -21,9 +21,11 @@ What it must never do:
   deterministically), and events are read with `loop.add_reader` + the non-blocking `read()`;
 * import python-evdev at import time (it exists only on Linux): it is imported when opening.
 
-The canonical token (`id_token`) is the UID in uppercase hex in the card's own byte order (the
-order of the ISO/IEC 14443-3 anticollision / the EM4100 data bits), as OCPP and OCPI write
-ISO14443 tokens, e.g. "1A2B3C4D": whatever a reader types, the backend sees the same token.
+The canonical token (`id_token`) is the UID in uppercase hex in the card's own byte order, e.g.
+"1A2B3C4D": OCPP 1.6 section 3.9 "ID Tokens" recommends the hex of the UID bytes with byte 0 (as
+ISO/IEC 14443-3 numbers them) first, and OCPP 2.0.1's ISO14443 token type is "4 or 7 bytes in
+hexadecimal representation"; for EM4100 the data bits in transmission order. Whatever a reader
+types, the backend sees the same token (`em4100-decimal` excepted: see `UidFormat`).
 
 Standards and sources:
 
@@ -34,17 +36,19 @@ Standards and sources:
   (src/evdev/device.py, eventio.py: `read()` raises BlockingIOError when nothing is pending).
 * UID sizes: ISO/IEC 14443-3 single/double/triple size UIDs of 4, 7 and 10 bytes; EM4100: 40 bits
   (5 bytes: 8-bit version/customer id + 32 data bits).
-* What readers type (`UidFormat`): reader manuals list the output settings "10H" (10 hex digits),
-  "8H" (8 hex digits), "10D" (the 32 data bits as a 10-digit decimal) and "8D" (3+5 digits); the
-  NITGEN eNCard-i user guide ("Card format" page) spells them out with examples: an EM card
-  08 01 16 1D D6 gives "0801161DD6" (hex), "0018226646" (10 digit decimal of the last 4 bytes)
-  and "02207638" (3,5 digit decimal: 022 = 0x16, 07638 = 0x1DD6); a MIFARE card 52 9D 06 E3 gives
-  "529D06E3" (hex), "E3069D52" (hex, byte order reversed), "1386022627" (10 digit decimal) and
-  "3808861522" (the decimal of the reversed bytes). The reversed, little-endian decimal is the
-  factory setting of many MIFARE keyboard readers (e.g. the Hamster project's reader notes:
-  UID 1c78f2bf is typed as 3220338716 = 0xBFF2781C; Baltech's "Rotate Bytewise" option);
-  "0007625328" printed on an EM4100 card next to "116,23152" (0x74, 0x5A70) is the same number
-  in 10D and in 8D form (StackOverflow 29798566, answer by M. Roland).
+* What readers type (`UidFormat`): configurable keyboard-wedge software offers exactly the four
+  main choices, "Hex Standard, Hex Reversed, Decimal Standard (32 or 64 bit), Decimal Reversed"
+  (Dot Origin, Read-a-Card User Guide v3.3, "Format tab"); Baltech's reader configuration calls
+  the reversal "Rotate Bytewise" (docs.baltech.de/project-setup/convert-uid.html). The NITGEN
+  eNCard-i user guide ("Card format") spells the settings out with examples: an EM card
+  08 01 16 1D D6 is "0801161DD6" in hex, "0018226646" as "10 Digit Decimal" (the last 4 bytes) and
+  "02207638" as "3,5 Digit Decimal" (022 = 0x16, 07638 = 0x1DD6); a MIFARE card 52 9D 06 E3 is
+  "529D06E3" in hex, "E3069D52" reversed, "1386022627" as 10-digit decimal and "3808861522" as
+  the decimal of the reversed bytes. Little-endian decimal is what many MIFARE keyboard readers
+  type out of the box (github.com/geeksoflondon/hamster wiki "RFID Scanners": UID 1c78f2bf is
+  typed as 3220338716 = 0xBFF2781C). "0007625328" and "116,23152" printed on one EM4100 card are
+  the same 32 bits in the 10-digit and the 3+5-digit form (StackOverflow question 29798566,
+  answer by M. Roland).
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ MAX_LINE_CHARS: Final = 32
 #: UID sizes a decimal format may be configured for: ISO/IEC 14443-3 single, double and triple size
 #: (4, 7, 10 bytes) and the 40-bit EM4100 id (5 bytes).
 UID_BYTES: Final = (4, 5, 7, 10)
-#: Hex formats accept a UID of this many bytes (4-byte "8H" up to a triple-size 10-byte UID).
+#: Hex formats accept a UID of this many bytes (4 up to a triple-size 10-byte UID; EM4100 is 5).
 _HEX_BYTES: Final = range(4, 11)
 TOKEN_TYPE: Final = "RFID"
 
@@ -92,7 +96,8 @@ KEY_ENTER: Final = 28
 KEY_KPENTER: Final = 96
 KEY_LEFTSHIFT: Final = 42
 KEY_RIGHTSHIFT: Final = 54
-#: Key code -> the character it types, case-folded (a hex reader may hold Shift for A-F or not).
+#: Key code -> the character it stands for. Shift is ignored: hex readers may hold it for A-F or not,
+#: and a reader set to an AZERTY layout holds it for the top-row digits.
 KEY_CHARS: Final[dict[int, str]] = {
     2: "1", 3: "2", 4: "3", 5: "4", 6: "5", 7: "6", 8: "7", 9: "8", 10: "9", 11: "0",  # KEY_1..KEY_0
     79: "1", 80: "2", 81: "3", 75: "4", 76: "5", 77: "6", 71: "7", 72: "8", 73: "9", 82: "0",  # KEY_KP1..KP0
@@ -105,18 +110,20 @@ _SHIFT_KEYS: Final = frozenset({KEY_LEFTSHIFT, KEY_RIGHTSHIFT})
 class UidFormat(StrEnum):
     """What a reader types for a card (its factory or DIP-switch setting; see the module docstring)."""
 
-    #: The UID bytes in hex, in the card's order ("8H"/"10H"; upper or lower case).
+    #: The UID bytes in hex, in the card's order (upper or lower case), e.g. "529D06E3".
     HEX = "hex"
-    #: Hex with the byte order reversed (common on MIFARE readers).
+    #: Hex with the byte order reversed (a common MIFARE reader setting), e.g. "E3069D52".
     HEX_REVERSED = "hex-reversed"
     #: The UID as one big-endian decimal number, zero-padded to the width of the largest value of
-    #: `uid_bytes` bytes: "10D", e.g. 0x1A2B3C4D -> "0439041101".
+    #: `uid_bytes` bytes ("10 digit decimal" for 4 bytes), e.g. 0x1A2B3C4D -> "0439041101".
     DECIMAL = "decimal"
-    #: The decimal of the byte-reversed (little-endian) UID, zero-padded the same way.
+    #: The decimal of the byte-reversed (little-endian) UID, zero-padded the same way, e.g.
+    #: 52 9D 06 E3 -> "3808861522".
     DECIMAL_REVERSED = "decimal-reversed"
-    #: "8D" / "3,5 digit decimal" (the Wiegand-26 view): 3 digits for the third-last byte, 5 for the
-    #: last two. Holds only 24 bits, so the token is 3 bytes ("745A70"), not the card's full id; do
-    #: not mix such readers with full-UID readers in one installation. `uid_bytes` does not apply.
+    #: "3,5 digit decimal" (8 digits, the Wiegand-26 view of an EM4100 card): 3 digits for the
+    #: third-last byte, 5 for the last two, e.g. "11623152" for .. 74 5A 70. It holds only 24 bits,
+    #: so the token is 3 bytes ("745A70"), not the card's full id: do not mix such readers with
+    #: full-UID readers in one installation. `uid_bytes` does not apply.
     EM4100_DECIMAL = "em4100-decimal"
 
 
@@ -254,7 +261,12 @@ class _Device(Protocol):
 
 
 class _LineDecoder:
-    """Key events of one reader -> canonical UIDs (sans-I/O; time from the events' timestamps)."""
+    """Key events of one reader -> canonical UIDs (sans-I/O; time from the events' timestamps).
+
+    evdev stamps events with CLOCK_REALTIME unless told otherwise, so a clock step (NTP at boot on
+    a Pi without RTC) can show up between two events: a negative or huge gap discards a partial
+    line (safe), and a repeat is only suppressed for a gap in [0, repeat_s) (at worst a card is
+    read twice, never a read lost)."""
 
     def __init__(self, config: ReaderConfig) -> None:
         self._config = config
@@ -277,7 +289,7 @@ class _LineDecoder:
         if event.value != KEY_PRESS:
             return None  # a release, or an autorepeat of a held key: never a second character
         if event.code in _SHIFT_KEYS:
-            return None  # hex readers may type A-F with Shift; the case does not matter
+            return None  # held for A-F by hex readers, for the top-row digits by AZERTY ones
         if event.code in _ENTER_KEYS:
             return self._end_line(now_us)
         if not self._garbage:
@@ -359,11 +371,12 @@ class EvdevTokenReader:
     that cannot be opened: not found, permission denied (the service user must be in the `input`
     group), or held by another program. Exit ungrabs and closes them; it may be entered again.
 
-    `next_token()` returns the reads of all readers in the order they happened. When a reader
+    `next_token()` returns the reads of all readers in the order they arrive. When a reader
     vanishes (USB unplugged: ENODEV) it is closed and `next_token()` raises HardwareError naming it
     once, after the reads that came before; the other readers go on. While no reader is left,
     `next_token()` raises at once. `reopen()` tries to open the vanished readers again (the caller
-    owns the back-off).
+    owns the back-off). A `next_token()` still waiting when the readers are closed raises
+    HardwareError("RFID readers closed").
     """
 
     def __init__(self, readers: Sequence[ReaderConfig]) -> None:
@@ -501,4 +514,6 @@ class EvdevTokenReader:
         for reader in list(self._open.values()):
             self._close_one(reader)
         self._gone.clear()
-        self._queue = None
+        queue, self._queue = self._queue, None
+        if queue is not None:  # a next_token() still waiting must not wait forever
+            queue.put_nowait(HardwareError("RFID readers closed"))

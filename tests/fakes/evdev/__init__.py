@@ -25,8 +25,10 @@ The test side: `FAKE_DEVICES[path] = FakeDevice(name=...)`, then `fake.feed(reco
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import struct
+import termios
 from collections.abc import Iterator
 from typing import Final
 
@@ -93,6 +95,13 @@ class FakeDevice:
         view = memoryview(data)
         while view:
             view = view[os.write(self._write_fd, view):]
+
+    def unread(self) -> int:
+        """How many fed bytes no InputDevice has read yet (FIONREAD on the pipe)."""
+        if self._read_fd < 0:
+            return 0
+        buf = fcntl.ioctl(self._read_fd, termios.FIONREAD, b"\0\0\0\0")
+        return int(struct.unpack("i", buf)[0])
 
     def unplug(self) -> None:
         """Pull the USB plug: readers wake up and their next read() raises ENODEV."""
