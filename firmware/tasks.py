@@ -140,6 +140,8 @@ class Producers:
             except HardwareError as exc:
                 log.error("token reader: %s; trying again in %.0f s", exc, TOKEN_READER_RETRY_S)  # noqa: TRY400
                 await asyncio.sleep(TOKEN_READER_RETRY_S)
+                with contextlib.suppress(HardwareError):
+                    await self.board.tokens.reopen()
                 continue
             self.inbox.put(read)
             self.barriers.reached(("token", read.cid), loop.time())

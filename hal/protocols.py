@@ -114,6 +114,11 @@ class TokenReader(Protocol):
         """Wait for the next card. Raises HardwareError if the reader is gone."""
         ...
 
+    async def reopen(self) -> None:
+        """Open again a reader that is gone (a USB reader replugged). Raises HardwareError while it
+        is still missing."""
+        ...
+
 
 @runtime_checkable
 class Temperature(Protocol):

@@ -295,6 +295,9 @@ class SimBoard:
     async def next_token(self) -> TokenRead:
         return await self._tokens.get()
 
+    async def reopen(self) -> None:
+        """The simulated reader is never gone."""
+
     # --- script API (tests, console, API.md §8 sim_* ops) -----------------------------------------
 
     def plug(
