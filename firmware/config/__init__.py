@@ -11,6 +11,7 @@ The package:
   rules.py      the validation rules attached to fields, run by each dataclass's `__post_init__`
   schema.py     the file's keys, types and tables, derived from the dataclasses by introspection
   loader.py     TOML reading along that schema, ConfigError messages, `--check-config`
+  board.py      `[board]` and the per-EVSE wiring (`[evse.pins]`, `.adc`, `.pwm`, `.rfid`), checked across EVSEs
   meter_url.py  `MeterUrl` and its parser (to be replaced by the shared one in hal/meter_url.py)
 
 This package re-exports the public names, so `from firmware.config import Config, load_config` is
@@ -20,6 +21,7 @@ but the one config file, and keep no state but per-class caches of what it deriv
 Standard: STYLE.md B1 (shell), B6 (frozen dataclasses validated in `__post_init__`, ConfigError).
 """
 
+from firmware.config.board import AdcChip, AdcSettings, BoardKind, BoardSettings, PinSettings, PwmSettings, RfidSettings
 from firmware.config.loader import check_config_main, load_config
 from firmware.config.meter_url import BAUD_RATES, MeterUrl
 from firmware.config.settings import (
@@ -43,6 +45,13 @@ from firmware.config.settings import (
 
 __all__ = [
     "BAUD_RATES",
+    "AdcChip",
+    "AdcSettings",
+    "BoardKind",
+    "BoardSettings",
+    "PinSettings",
+    "PwmSettings",
+    "RfidSettings",
     "DEFAULT_CHARGER_ID",
     "DEFAULT_EVSES",
     "DEFAULT_STATE_DIR",

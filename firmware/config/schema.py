@@ -6,7 +6,7 @@ setting is declared once, in settings.py, and nowhere here:
 
 - the key is the field's name, or its `TomlKey` (`Config.evses` is `[[evse]]` in the file);
 - the field's type says how a TOML value is read: `bool`, `int`, `float`, `str`, `Path` (relative to
-  the config file's directory), `tuple[str, ...]`, a `StrEnum` (one of its values), or a type with a
+  the config file's directory), `tuple[str, ...]`, `tuple[int, ...]`, a `StrEnum` (one of its values), or a type with a
   `parse(text)` classmethod (`MeterUrl`); `X | None` is read as X;
 - a settings-class type is a sub-table (`[mqtt.tls]`, `[evse.meter]`): absent, it has its defaults,
   or is None if the type allows None; a `tuple[Settings, ...]` is an array of tables (`[[evse]]`);
@@ -126,6 +126,15 @@ def _string_list(value: object, base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _integer_list(value: object, base: Path) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise Invalid(f"must be an array of integers, {got(value)}")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise Invalid(f"must be an integer, {got(item)}", sub=f"[{i}]")
+    return tuple(value)
+
+
 def _path(value: object, base: Path) -> Path:
     text = _string(value, base)
     if not text.strip():
@@ -162,6 +171,7 @@ _READERS: Final[dict[object, _Read]] = {
     str: _string,
     Path: _path,
     tuple[str, ...]: _string_list,
+    tuple[int, ...]: _integer_list,
 }
 
 

@@ -25,6 +25,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final
 
+from firmware.config.board import (
+    AdcSettings,
+    BoardSettings,
+    PinSettings,
+    PwmSettings,
+    RfidSettings,
+    board_fits,
+)
 from firmware.config.meter_url import MeterUrl
 from firmware.config.rules import (
     ExistingFile,
@@ -257,12 +265,18 @@ class EvseSettings:
     # a meter silent this long is lost (MeterLost)
     meter_stale_after_s: Annotated[float, positive(), above_field("meter.poll_interval_s")] = 5.0
     meter: MeterSettings | None = None
+    # the board's wiring of this EVSE (firmware/config/board.py); required with board.kind = "rpi"
+    pins: PinSettings | None = None
+    adc: AdcSettings | None = None
+    pwm: PwmSettings | None = None
+    rfid: RfidSettings | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
 
-    def core_config(self, connection_timeout_s: float) -> EvseConfig:
-        """The core's `EvseConfig` for this EVSE; `connection_timeout_s` comes from `[auth]`."""
+    def core_config(self, connection_timeout_s: float, *, rcd_self_test: bool = False) -> EvseConfig:
+        """The core's `EvseConfig` for this EVSE; `connection_timeout_s` comes from `[auth]`, and
+        `rcd_self_test` from `[board]` (where this EVSE has an RCD test output)."""
         return EvseConfig(
             cid=self.id,
             connectors=self.connectors,
@@ -273,6 +287,7 @@ class EvseSettings:
             ventilation_available=self.ventilation_available,
             phase_switching=self.phase_switching,
             connection_timeout_s=connection_timeout_s,
+            rcd_self_test=rcd_self_test,
         )
 
 
@@ -291,12 +306,14 @@ class Config:
     reservations: ReservationSettings = field(default_factory=ReservationSettings)
     sessions: SessionSettings = field(default_factory=SessionSettings)
     pilot: PilotSettings = field(default_factory=PilotSettings)
+    board: BoardSettings = field(default_factory=BoardSettings)
     evses: Annotated[
         tuple[EvseSettings, ...],
         TomlKey("evse"),
         Required(),
         non_empty("at least one EVSE is required"),
         unique("id", "EVSE id"),
+        board_fits,
     ] = DEFAULT_EVSES
 
     def __post_init__(self) -> None:
@@ -312,4 +329,9 @@ class Config:
 
     def evse_configs(self) -> tuple[EvseConfig, ...]:
         """The core's `EvseConfig` of every EVSE, in file order."""
-        return tuple(evse.core_config(self.auth.connection_timeout_s) for evse in self.evses)
+        return tuple(evse.core_config(self.auth.connection_timeout_s, rcd_self_test=self.rcd_self_test(evse))
+                     for evse in self.evses)
+
+    def rcd_self_test(self, evse: EvseSettings) -> bool:
+        """The RCD of `evse` is tested at every plug-in: `[board] rcd_self_test` and a test output wired."""
+        return self.board.rcd_self_test and evse.pins is not None and evse.pins.rcd_test is not None
