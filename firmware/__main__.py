@@ -1,7 +1,8 @@
 """`charger-firmware` / `python -m firmware`: parse the command line, configure logging, run.
 
 Exit status: 0 after a clean stop (SIGTERM, Ctrl-C), 2 for a bad command line or config (the message
-names the file and key; no traceback), 1 if the controller stopped on an error. Logging is
+names the file and key; no traceback), 1 if the controller stopped on an error (a device that is
+missing or does not answer at start is reported in one line naming it, e.g. the ADC's /dev/spidev0.0). Logging is
 configured here and nowhere else. It must never decide anything about charging: it only starts the
 controller (firmware/app.py) and stops it on a signal.
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from firmware import __version__
 from firmware.config import Config, check_config_main, load_config
-from firmware.core.errors import ConfigError
+from firmware.boards import BoardNotDescribed
+from firmware.core.errors import ConfigError, HardwareError
 
 log = logging.getLogger("firmware")
 
@@ -38,32 +40,13 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(config: Config, sim_mode: bool) -> None:
     from firmware.app import Controller
+    from firmware.boards import build_board, build_meters
     from firmware.store import Store
-    from hal.protocols import Meter
-    from hal.sim import SimBoard
 
     loop = asyncio.get_running_loop()
-    if not sim_mode:
-        raise SystemExit("charger-firmware: the Raspberry Pi hardware backends are not part of this build yet; "
-                         "run with --sim (a config's [evse.meter] tables still use real Modbus meters)")
-    modbus_ids = {e.id for e in config.evses if e.meter is not None}
-    board = SimBoard([e.id for e in config.evses], clock=loop.time,
-                     phases={e.id: e.phases for e in config.evses},
-                     meter_ids=[e.id for e in config.evses if e.id not in modbus_ids])
-    meters: dict[int, Meter] = {}
-    for evse in config.evses:
-        if evse.meter is not None:
-            from hal.meter import (
-                ModbusMeter,  # pymodbus is imported only when a meter is configured
-            )
-
-            meters[evse.id] = ModbusMeter(evse.meter.model, evse.meter.url, device_id=evse.meter.device_id,
-                                          timeout_s=evse.meter.timeout_s)
-        else:
-            sim_meter = board.meter(evse.id)
-            if sim_meter is not None:
-                meters[evse.id] = sim_meter
-    controller = Controller(config, board, Store(config.charger.state_dir), meters=meters, sim=board)
+    board, sim = build_board(config, sim=sim_mode, clock=loop.time)
+    controller = Controller(config, board, Store(config.charger.state_dir), meters=build_meters(config, board),
+                            sim=sim)
     task = asyncio.current_task()
     assert task is not None  # noqa: S101
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_run(config, args.sim))
     except KeyboardInterrupt:
         pass
+    except (HardwareError, BoardNotDescribed) as exc:  # a device missing or not described: one line
+        print(f"charger-firmware: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         log.exception("controller stopped on an error (outputs were driven safe)")
         return 1

@@ -116,8 +116,7 @@ class Controller:
         self.evse_ids = [e.id for e in config.evses]
         self.meters = meters if meters is not None else {}
         self.charger = Charger(
-            [replace(e.core_config(config.auth.connection_timeout_s), has_meter=e.id in self.meters)
-             for e in config.evses],
+            [replace(core, has_meter=core.cid in self.meters) for core in config.evse_configs()],
             new_session_id=lambda: str(uuid.uuid4()),
             debounce_s=config.pilot.debounce_s,
             reservations_enabled=config.reservations.enabled,
@@ -139,7 +138,7 @@ class Controller:
             self.evse_ids,
             meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
             fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
-            now=loop_time())
+            now=loop_time(), relay_feedback_grace_s=config.board.relay_feedback_timeout_s)
         self.core = CoreLoop(config=config, charger=self.charger, board=board, persistence=self.persistence,
                              link=self.link, inbox=self.queue, barriers=self.barriers, execute=self._execute,
                              publish_states=self.publish_states, last_meter=self.last_meter,
@@ -163,36 +162,44 @@ class Controller:
     # --- life cycle ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await failsafe(self.board, self.evse_ids)  # outputs safe before anything else runs
-        age = process_age_s()
-        log.info("outputs safe%s", f" {age * 1000:.0f} ms after the process started" if age is not None else "")
+        """Open the board (a real one drives its outputs safe as it opens: CP F, relays open), drive every
+        output safe, boot, run the tasks; on any end, drive the outputs safe again. A device that does
+        not open raises its HardwareError before anything runs."""
         try:
             async with self.board:
-                await self._boot()
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self.core.run(), name="core")
-                    group.create_task(self.persistence.run(), name="store-writer")
-                    for cid in self.evse_ids:
-                        group.create_task(self.producers.pilot_task(cid), name=f"pilot{cid}")
-                    group.create_task(self.producers.supervise_inputs(), name="inputs")
-                    for cid, meter in self.meters.items():
-                        group.create_task(cancellable(self.producers.meter_task(cid, meter), f"meter{cid}"),
-                                          name=f"meter{cid}")
-                    group.create_task(self.producers.token_task(), name="tokens")
-                    group.create_task(cancellable(self._link_task(), "mqtt-link"), name="mqtt")
-                    group.create_task(self.producers.telemetry_task(), name="telemetry")
-                    if self.sim_lane is not None:
-                        group.create_task(self.sim_lane.run(), name="sim-ops")
-                    self.ready.set()
+                try:
+                    await failsafe(self.board, self.evse_ids)  # outputs safe before anything else runs
+                    age = process_age_s()
+                    log.info("outputs safe%s", f" {age * 1000:.0f} ms after the process started" if age else "")
+                    await self._boot()
+                    await self._run_tasks()
+                finally:
+                    await failsafe(self.board, self.evse_ids)  # while the board is open (it closes safe too)
+                    self.core.cancel_background()
         finally:
-            await failsafe(self.board, self.evse_ids)
-            self.core.cancel_background()
             try:  # what is staged is committed; sessions found open at the next boot end with reason Reboot
                 self.persistence.stage(extra={"clean": True})
                 await self.persistence.flush()
             except Exception:  # noqa: BLE001 - the outputs are safe already; log and stop
                 log.exception("could not record the clean stop")
             log.info("outputs safe; controller stopped")
+
+    async def _run_tasks(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.core.run(), name="core")
+            group.create_task(self.persistence.run(), name="store-writer")
+            for cid in self.evse_ids:
+                group.create_task(self.producers.pilot_task(cid), name=f"pilot{cid}")
+            group.create_task(self.producers.supervise_inputs(), name="inputs")
+            for cid, meter in self.meters.items():
+                group.create_task(cancellable(self.producers.meter_task(cid, meter), f"meter{cid}"),
+                                  name=f"meter{cid}")
+            group.create_task(self.producers.token_task(), name="tokens")
+            group.create_task(cancellable(self._link_task(), "mqtt-link"), name="mqtt")
+            group.create_task(self.producers.telemetry_task(), name="telemetry")
+            if self.sim_lane is not None:
+                group.create_task(self.sim_lane.run(), name="sim-ops")
+            self.ready.set()
 
     async def _boot(self) -> None:
         """Restore, take the first meter readings and measure CP and PP, all before `online: true`
