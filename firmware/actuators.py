@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from firmware.core.errors import HardwareError
@@ -43,11 +44,11 @@ class SlowOutputs:
 
     def lock(self, cid: int, locked: bool) -> None:
         """Drive the lock to `locked`; report `LockSensed` when its feedback confirmed or not."""
-        self._start(("lock", cid), self._lock(cid, locked), f"lock{cid}")
+        self._start(("lock", cid), partial(self._lock, cid, locked), f"lock{cid}")
 
     def rcd_self_test(self, cid: int) -> None:
         """Run the RCD's self-test; report `RcdSelfTested`."""
-        self._start(("rcd", cid), self._rcd(cid), f"rcd-test{cid}")
+        self._start(("rcd", cid), partial(self._rcd, cid), f"rcd-test{cid}")
 
     def cancel(self) -> None:
         """At stop (the outputs are driven safe by failsafe() anyway)."""
@@ -59,12 +60,12 @@ class SlowOutputs:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _start(self, key: tuple[str, int], coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _start(self, key: tuple[str, int], job: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         serial = self._serial.setdefault(key, asyncio.Lock())
 
         async def run() -> None:
             async with serial:  # one at a time per EVSE and kind, in the order the core asked
-                await coro
+                await job()  # created only now: a job cancelled while queued leaves no coroutine behind
 
         task = asyncio.get_running_loop().create_task(run(), name=name)
         self._tasks.add(task)

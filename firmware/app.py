@@ -9,7 +9,7 @@ only builds those parts, boots them, answers what the ops and the sim lane may a
 
 Safety (DESIGN.md principles 1-3): outputs are driven safe (relays open, CP F, LEDs fault) before
 anything else runs, and again on any crash of a safety-relevant task, on SIGTERM/SIGINT and on exit
-(`failsafe()`). What it must never do: decide anything about charging, or let the link (not
+(`firmware.failsafe`). What it must never do: decide anything about charging, or let the link (not
 safety-relevant) take the charger down.
 """
 
@@ -20,10 +20,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Final, Literal, overload
 
 from firmware import __version__, ops
@@ -32,10 +31,10 @@ from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
-from firmware.core.events import DUTY_F, Led, MeterSampled
+from firmware.core.events import MeterSampled
 from firmware.core.instant import Instant
 from firmware.core.pilot import Cp
-from firmware.core.supervision import PP_DEBOUNCE_S, RELAY_FEEDBACK_GRACE_S, Supervisor
+from firmware.core.supervision import PP_DEBOUNCE_S, Supervisor
 from firmware.core.supervision_events import (
     LinkDown,
     LinkUp,
@@ -43,6 +42,7 @@ from firmware.core.supervision_events import (
     MeterReadSucceeded,
 )
 from firmware.core_loop import CoreLoop
+from firmware.failsafe import failsafe
 from firmware.inbox import Barriers, Inbox
 from firmware.items import AuthResponse, Command, Item
 from firmware.mqtt import BackendLink, ReplyCallback
@@ -65,41 +65,7 @@ from hal.sim import SimBoard
 
 log = logging.getLogger(__name__)
 
-FAILSAFE_STEP_S: Final = 0.5
 BOOT_PILOT_TIMEOUT_S: Final = 1.0
-
-
-async def failsafe(board: Board, evse_ids: list[int]) -> None:
-    """Every relay open, CP to F, LEDs to fault. Idempotent, bounded in time, never raises but a
-    cancellation: every step is still tried, then the cancellation goes on (it is never swallowed)."""
-    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-    for cid in evse_ids:
-        steps += [
-            (f"open relay {cid}", partial(board.relays.set_closed, cid, False)),
-            (f"CP F {cid}", partial(board.pilot.set_duty, cid, DUTY_F)),
-            (f"LED fault {cid}", partial(board.leds.set_led, cid, Led.FAULT)),
-        ]
-    cancelled: asyncio.CancelledError | None = None
-    for name, step in steps:
-        stopped = await _failsafe_step(name, step)
-        if stopped is not None:  # try the other steps first, then let it go on
-            cancelled = stopped
-            log.error("failsafe: %s cancelled", name)
-    if cancelled is not None:
-        raise cancelled
-
-
-async def _failsafe_step(name: str, step: Callable[[], Awaitable[None]]) -> asyncio.CancelledError | None:
-    """One step of `failsafe`, bounded by FAILSAFE_STEP_S. A failure is logged with its traceback; a
-    cancellation is returned, not raised, so that the caller still tries the other steps."""
-    try:
-        async with asyncio.timeout(FAILSAFE_STEP_S):
-            await step()
-    except asyncio.CancelledError as exc:
-        return exc
-    except Exception:  # noqa: BLE001 - a failing step must not keep the others from running
-        log.exception("failsafe: %s failed", name)
-    return None
 
 
 class Controller:
@@ -384,7 +350,8 @@ class Controller:
                      pilot_of=cid)
 
     def inputs_watch(self, cid: int, *, relay: bool) -> Watch:
-        return Watch(("inputs", cid), settle_s=RELAY_FEEDBACK_GRACE_S + SUPERVISE_INTERVAL_S if relay else 0.0)
+        settle_s = self.config.board.relay_feedback_timeout_s + SUPERVISE_INTERVAL_S if relay else 0.0
+        return Watch(("inputs", cid), settle_s=settle_s)
 
     def meter_watch(self, cid: int) -> Watch:
         return Watch(("meter", cid) if cid in self.meters else ("inputs", cid))

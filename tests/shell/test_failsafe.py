@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from firmware.app import Controller, failsafe
+from firmware.app import Controller
+from firmware.failsafe import failsafe
 from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
 from firmware.core.errors import HardwareError
 from firmware.core.events import DUTY_F, Led
