@@ -89,6 +89,7 @@ class _Evse:
     faults: set[str] = field(default_factory=set)
     energy_wh: float = 0.0
     rcd_self_test_works: bool = True
+    rcd_latched: bool = False  # a trip not yet reported by tripped()
 
     def closed(self) -> bool:
         """The contactor's real state: a welded one is closed, a stuck one open, whatever is commanded."""
@@ -277,7 +278,10 @@ class SimBoard:
         e.locked = _flag("locked", locked)
 
     async def tripped(self, cid: int) -> bool:
-        return "rcd" in self._evse(cid).faults
+        """Active, or tripped and released since the last call (latched, as the Rcd contract says)."""
+        e = self._evse(cid)
+        latched, e.rcd_latched = e.rcd_latched, False
+        return latched or "rcd" in e.faults
 
     async def self_test(self, cid: int) -> bool:
         """The simulated RCD trips on its test input and releases, unless its self-test is made to fail
@@ -330,9 +334,11 @@ class SimBoard:
             raise ValueError(f"fault must be one of {', '.join(sorted(FAULTS))}, got {fault!r}")
         on = _flag("active", active)
         self._integrate(e)
+        was_tripped = "rcd" in e.faults
         (e.faults.add if on else e.faults.discard)(fault)
         log.debug("sim c%d: fault %s %s", cid, fault, "on" if on else "off")
-        if fault == "rcd" and on:
+        if fault == "rcd" and on and not was_tripped:
+            e.rcd_latched = True  # a trip shorter than a poll is still reported once
             for listener in self._trip_listeners:
                 listener(cid)
 

@@ -238,14 +238,6 @@ async def test_tripped_is_false_normally_and_true_while_tripped(world: World, bo
     assert await board.rcd.tripped(CID) is False
 
 
-SIM_HAS_NO_TRIP_LATCH = pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: SimBoard.tripped() reports the 'rcd' fault as a level; a trip injected and cleared "
-           "between two polls is never reported, but the Rcd contract says it is reported once (latched)",
-)
-
-
-@pytest.mark.parametrize("world", [pytest.param("sim", marks=SIM_HAS_NO_TRIP_LATCH), "rpi"], indirect=True)
 async def test_a_short_trip_between_two_polls_is_reported_once(world: World, board: Board) -> None:
     assert await board.rcd.tripped(CID) is False
     await world.rcd(CID, True)

@@ -234,3 +234,69 @@ async def test_the_program_runs_a_session_on_the_reference_board(broker: Broker,
     assert process.returncode == 0, log
     assert "hardware" in log  # started as on a real board, not "simulated board"
     assert "RCD self-test passed" in log
+
+
+async def test_a_pwm_write_that_fails_ends_in_the_fail_safe_state(broker: Broker, tmp_path: Path) -> None:
+    """The CP generator's sysfs file goes away under a charging session (a driver unbound): the write
+    fails, the EVSE faults (Internal), the relay opens; nothing crashes, the other outputs still work."""
+    async with hil_charger(broker, tmp_path) as hil:
+        world, backend = hil.world, hil.backend
+        await charge(hil)
+        duty_file = tmp_path / "pwm" / "pwmchip0" / "pwm0" / "duty_cycle"
+        duty_file.unlink()
+        duty_file.mkdir()  # writing it now fails with EISDIR, as root too
+        # the backend stops the session: PWM off (X1) is written while the EV still draws (STOPPING would
+        # keep the relay up to 6 s for the EV to go to B) -- the write fails, and the relay opens at once
+        await backend.ok("stop_session", {"evse_id": CID})
+        state = await wait_status(backend, CID, "Faulted", timeout=5)
+        assert "Internal" in state["errors"]
+        assert relay_level(world) == 0
+        assert state["relay_closed"] is False
+
+
+async def test_the_cp_sampling_rate_through_the_real_adc_path(broker: Broker, tmp_path: Path) -> None:
+    """Printed for the record: CP/PP samples per second the controller takes through spidev and the
+    MCP3008 (each sample: CP high, CP low and PP, 3 conversions each, the median kept)."""
+    async with hil_charger(broker, tmp_path) as hil:
+        mcp = hil.world.mcp
+        loop = asyncio.get_running_loop()
+        before, started = mcp.transfers, loop.time()
+        await asyncio.sleep(1.0)
+        conversions = mcp.transfers - before
+        per_sample = 3 * hil.controller.config.board.adc_oversample
+        rate_hz = conversions / per_sample / (loop.time() - started)
+        print(f"\nHIL CP/PP sampling: {rate_hz:.0f} samples/s ({conversions} conversions in 1 s)")
+        assert rate_hz > 50  # pilot.sample_interval_s = 10 ms: about 100 per second
+
+
+async def _run_program(config_path: Path) -> tuple[int, str]:
+    program = Path(sys.executable).with_name("charger-firmware")
+    process = await asyncio.create_subprocess_exec(str(program), "--config", str(config_path),
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+@pytest.mark.parametrize(("tree", "device"), [
+    (False, "PWM chip pwmchip0 not found under"),  # the first device opened: the CP generator
+    (True, "RPi.GPIO is not installed: pip install 'charger-firmware[rpi]'"),  # then the GPIO library
+])
+async def test_off_a_pi_the_program_fails_in_one_line_naming_the_device(tmp_path: Path, tree: bool,
+                                                                       device: str) -> None:
+    """Without the fakes (and without a Pi), `charger-firmware --config <reference board>` stops with exit 1
+    and one line on stderr that names what is missing, after driving nothing."""
+    config_path = hil_config(REFERENCE, tmp_path, broker_port=1, meter_port=1, charger_id="CP-OFF-PI")
+    if tree:
+        chip = tmp_path / "pwm" / "pwmchip0"
+        (chip / "pwm0").mkdir(parents=True)
+        for name, text in (("export", ""), ("unexport", ""), ("npwm", "2")):
+            (chip / name).write_text(text)
+        for name, text in (("period", "0"), ("duty_cycle", "0"), ("enable", "0"), ("polarity", "normal")):
+            (chip / "pwm0" / name).write_text(text)
+    code, err = await _run_program(config_path)
+    lines = [line for line in err.splitlines() if line.startswith("charger-firmware:")]
+    assert code == 1, err
+    assert len(lines) == 1, err
+    assert device in lines[0]
+    assert "Traceback" not in err
