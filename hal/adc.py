@@ -361,10 +361,12 @@ class AdcPilotInputs:
     async def read_cp(self, cid: int) -> PilotSample:
         """The CP's high and low plateau in pilot volts. HardwareError if the ADC fails."""
         pc = self._evse(cid)
-        return PilotSample(
-            volts_hi=pc.cp.pilot_volts(self._median_volts(pc.cp_hi)),
-            volts_lo=pc.cp.pilot_volts(self._median_volts(pc.cp_lo)),
-        )
+        adc_hi, adc_lo = self._median_volts(pc.cp_hi), self._median_volts(pc.cp_lo)
+        sample = PilotSample(volts_hi=pc.cp.pilot_volts(adc_hi), volts_lo=pc.cp.pilot_volts(adc_lo))
+        if log.isEnabledFor(logging.DEBUG):  # 100 times a second: only formatted when asked for (calibration)
+            log.debug("c%d CP ADC %.3f / %.3f V -> pilot %+.2f / %+.2f V", cid, adc_hi, adc_lo, sample.volts_hi,
+                      sample.volts_lo)
+        return sample
 
     async def read_pp(self, cid: int) -> float | None:
         """Rc in ohms; None when the PP is open or the EVSE has no PP input (tethered cable)."""
