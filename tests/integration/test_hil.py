@@ -147,6 +147,20 @@ async def test_an_rcd_trip_and_a_welded_relay_fault_through_the_real_backends(br
         assert relay_level(world) == 0
 
 
+async def test_a_contactor_stuck_open_is_a_relais_fault(broker: Broker, tmp_path: Path) -> None:
+    async with hil_charger(broker, tmp_path) as hil:
+        world, backend = hil.world, hil.backend
+        world.fault(CID, "relay_stuck_open", True)  # the coil is driven, the mirror contact (GPIO 27) stays open
+        world.plug(CID, "B", pp_ohms=220.0)
+        await wait_status(backend, CID, "Preparing")
+        world.card(CID, CARDS[0][0])
+        await wait_status(backend, CID, "SuspendedEV")
+        world.plug(CID, "C")
+        state = await wait_status(backend, CID, "Faulted")
+        assert "Relais" in state["errors"]
+        assert relay_level(world) == 0
+
+
 async def test_a_failing_rcd_self_test_and_a_lock_that_does_not_confirm(broker: Broker, tmp_path: Path) -> None:
     async with hil_charger(broker, tmp_path) as hil:
         world, backend = hil.world, hil.backend
