@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import importlib
 import os
 import struct
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar, Final, Protocol
@@ -45,6 +43,7 @@ from hal.pwm import PwmChannel, SysfsPwm
 from hal.rfid import EvdevTokenReader, ReaderConfig
 from hal.rpi import RpiBoard
 from hal.sim import SimBoard
+from tests.support.fakes import fresh_fake
 from tests.support.sysfs_pwm import Kernel, PwmTree
 
 #: The EVSE every test uses, and one no backend knows.
@@ -176,7 +175,6 @@ class SimWorld:
 
 # --- the Raspberry Pi board over its fakes ----------------------------------------------------------
 
-FAKES: Final = Path(__file__).resolve().parents[1] / "fakes"
 
 RELAY, FEEDBACK, RED, GREEN, BLUE = 17, 27, 5, 6, 13
 LOCK, UNLOCK, LOCK_FB, TRIP, TEST, HOT = 23, 24, 22, 25, 12, 26
@@ -198,15 +196,8 @@ READER: Final = "/dev/input/by-id/usb-Sycreader_RFID_Technology_Co.__Ltd_SYC_ID_
 
 
 def fresh_module(monkeypatch: pytest.MonkeyPatch, name: str, *also: str) -> ModuleType:
-    """Import the fake `name` from tests/fakes, fresh; sys.modules is put back as it was afterwards."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for mod in (name, *also):
-        monkeypatch.setitem(sys.modules, mod, None)  # the undo restores what was there (or nothing)
-        del sys.modules[mod]
-    module = importlib.import_module(name)
-    assert module.__file__ is not None
-    assert Path(module.__file__).is_relative_to(FAKES)
-    return module
+    """Import the fake `name` from tests/fakes, fresh (`also`: its submodules, which fresh_fake knows)."""
+    return fresh_fake(monkeypatch, name)
 
 
 def level(pin: int, active: bool) -> int:

@@ -6,16 +6,15 @@ median against spikes, and every failure as a HardwareError naming the device.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
 
 from firmware.core.errors import HardwareError
+from tests.support.fakes import fresh_fake
 from hal.adc import (
     DEFAULT_CP_CALIBRATION,
     DEFAULT_PP_CALIBRATION,
@@ -32,7 +31,6 @@ from hal.protocols import PilotSample
 if TYPE_CHECKING:
     from tests.fakes.spidev import FakeMcp
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 VREF = 3.3
 #: One LSB of the MCP3008 in pilot volts through the default front end (24 V over 1024 codes).
 CP_LSB_V = 24.0 / 1024
@@ -41,10 +39,7 @@ CP_LSB_V = 24.0 / 1024
 @pytest.fixture
 def spidev(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The fake spidev, imported fresh (empty FAKE_BUSES) and removed from sys.modules afterwards."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    monkeypatch.setitem(sys.modules, "spidev", None)  # undo: back to what was there (nothing)
-    del sys.modules["spidev"]
-    return importlib.import_module("spidev")
+    return fresh_fake(monkeypatch, "spidev")
 
 
 @pytest.fixture

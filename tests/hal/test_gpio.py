@@ -6,21 +6,19 @@ a lock motor, an RCD module) is modelled with `fake_on_output` and `fake_drive`.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from firmware.core.errors import HardwareError
 from firmware.core.events import Led
+from tests.support.fakes import fresh_fake
 from hal.gpio import LED_PATTERNS, EvsePins, GpioBoard, GpioTiming, LedPattern
 from hal.protocols import Leds, Lock, Rcd, Relays, Temperature
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 LEAK_SETTLE_S = 0.5
 
 RELAY, FEEDBACK, RED, GREEN, BLUE = 17, 27, 5, 6, 13
@@ -44,12 +42,7 @@ def level(pin: int, active: bool, active_low: frozenset[int] = ACTIVE_LOW) -> in
 @pytest.fixture
 def gpio(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The fake RPi.GPIO, imported fresh as `RPi.GPIO`."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in ("RPi", "RPi.GPIO"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    module = importlib.import_module("RPi.GPIO")
-    assert module.__file__ is not None
-    assert Path(module.__file__).is_relative_to(FAKES)
+    module = fresh_fake(monkeypatch, "RPi.GPIO")
     module.fake_reset()
     yield module
     module.fake_reset()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any, Protocol, cast
 import pytest
 
 from firmware.core.errors import HardwareError
+from tests.support.fakes import fresh_fake
 from hal.protocols import TokenRead, TokenReader
 from hal.rfid import (
     KEY_CHARS,
@@ -32,7 +32,6 @@ from hal.rfid import (
     normalise_uid,
 )
 
-FAKES = Path(__file__).resolve().parents[1] / "fakes"
 DATA = Path(__file__).resolve().parents[1] / "data" / "rfid"
 DEV1 = "/dev/input/by-id/usb-Sycreader_RFID_Technology_Co.__Ltd_SYC_ID_IC_USB_Reader_08FF20140315-event-kbd"
 DEV2 = "/dev/input/by-id/usb-NXP_MIFARE_USB_Reader-event-kbd"
@@ -207,14 +206,9 @@ def test_token_reader_refuses_bad_reader_lists() -> None:
 @pytest.fixture
 def evdev(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     """The fake python-evdev, importable as `evdev` for the test."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in ("evdev", "evdev.ecodes"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    module = importlib.import_module("evdev")
+    module = fresh_fake(monkeypatch, "evdev")
     yield module
     module.FAKE_DEVICES.clear()
-    for name in ("evdev", "evdev.ecodes"):
-        sys.modules.pop(name, None)
 
 
 @pytest.fixture

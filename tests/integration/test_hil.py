@@ -58,13 +58,13 @@ class Hil:
 
 
 @asynccontextmanager
-async def hil_charger(broker: Broker, tmp_path: Path) -> AsyncIterator[Hil]:
+async def hil_charger(broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Hil]:
     servers = Servers()
     meter_port = await servers.tcp(meter_device("SDM630", METER))
     charger_id = new_charger_id()
     config = load_config(hil_config(REFERENCE, tmp_path, broker_port=broker.port, meter_port=meter_port,
                                     charger_id=charger_id))
-    world = HilWorld(config, tmp_path)
+    world = HilWorld(config, tmp_path, monkeypatch)
     loop = asyncio.get_running_loop()
     board, sim = build_board(config, sim=False, clock=loop.time)
     assert sim is None
@@ -84,6 +84,12 @@ async def hil_charger(broker: Broker, tmp_path: Path) -> AsyncIterator[Hil]:
         world.gpio.fake_reset()
 
 
+@pytest.fixture
+async def hil(broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Hil]:
+    async with hil_charger(broker, tmp_path, monkeypatch) as running:
+        yield running
+
+
 def relay_level(world: HilWorld) -> int | None:
     return world.gpio.fake_level(RELAY_PIN)
 
@@ -101,104 +107,99 @@ async def charge(hil: Hil) -> dict[str, Any]:
     return await wait_status(backend, CID, "Charging")
 
 
-async def test_a_whole_session_runs_through_the_real_backends(broker: Broker, tmp_path: Path) -> None:
-    async with hil_charger(broker, tmp_path) as hil:
-        world, backend = hil.world, hil.backend
-        assert relay_level(world) == 0  # claimed open at start
-        assert world.duty_pct(CID) == 100.0  # X1: +12 V, no EV
-        state = await charge(hil)
-        assert state["relay_closed"] is True
-        assert state["pp_max_a"] == 32
-        assert relay_level(world) == 1  # the contactor's coil, through GPIO 17
-        assert world.duty_pct(CID) == 53.3  # 32 A on the CP's hardware PWM (IEC 61851-1 Table A.7)
-        assert world.ev.current_a(CID) == pytest.approx(31.98)  # what 53.3 % offers (0.6 A per %)
-        await backend.wait_for(lambda: world.gpio.fake_level(22) == 0, 2.0)  # the lock pulse (GPIO 22) ended
-        assert world.locked(CID)  # and the lock's switch (GPIO 24) confirmed it
-        started = await wait_event(backend, CID, "SessionStarted")
-        # the energy register of the SDM630, read over Modbus TCP from the pymodbus server
-        assert started["session_started"]["energy_Wh_import"] == pytest.approx(METER["energy_import"] * 1000, rel=1e-6)
-        assert world.mcp.transfers > 100  # CP and PP really went through the SPI ADC
-        # the EV stops asking (C -> B): open at once, then unplug: the session ends
-        world.plug(CID, "B")
-        await wait_status(backend, CID, "SuspendedEV")
-        assert relay_level(world) == 0
-        world.plug(CID, "A")
-        await wait_event(backend, CID, "SessionFinished")
-        await wait_status(backend, CID, "Available")
+async def test_a_whole_session_runs_through_the_real_backends(hil: Hil) -> None:
+    world, backend = hil.world, hil.backend
+    assert relay_level(world) == 0  # claimed open at start
+    assert world.duty_pct(CID) == 100.0  # X1: +12 V, no EV
+    state = await charge(hil)
+    assert state["relay_closed"] is True
+    assert state["pp_max_a"] == 32
+    assert relay_level(world) == 1  # the contactor's coil, through GPIO 17
+    assert world.duty_pct(CID) == 53.3  # 32 A on the CP's hardware PWM (IEC 61851-1 Table A.7)
+    assert world.ev.current_a(CID) == pytest.approx(31.98)  # what 53.3 % offers (0.6 A per %)
+    await backend.wait_for(lambda: world.gpio.fake_level(22) == 0, 2.0)  # the lock pulse (GPIO 22) ended
+    assert world.locked(CID)  # and the lock's switch (GPIO 24) confirmed it
+    started = await wait_event(backend, CID, "SessionStarted")
+    # the energy register of the SDM630, read over Modbus TCP from the pymodbus server
+    assert started["session_started"]["energy_Wh_import"] == pytest.approx(METER["energy_import"] * 1000, rel=1e-6)
+    assert world.mcp.transfers > 100  # CP and PP really went through the SPI ADC
+    # the EV stops asking (C -> B): open at once, then unplug: the session ends
+    world.plug(CID, "B")
+    await wait_status(backend, CID, "SuspendedEV")
+    assert relay_level(world) == 0
+    world.plug(CID, "A")
+    await wait_event(backend, CID, "SessionFinished")
+    await wait_status(backend, CID, "Available")
 
 
-async def test_an_rcd_trip_and_a_welded_relay_fault_through_the_real_backends(broker: Broker, tmp_path: Path) -> None:
-    async with hil_charger(broker, tmp_path) as hil:
-        world, backend = hil.world, hil.backend
-        await charge(hil)
-        world.fault(CID, "rcd", True)  # the trip input (GPIO 25, active-low) by interrupt
-        state = await wait_status(backend, CID, "Faulted")
-        assert "RCD" in state["errors"]
-        assert relay_level(world) == 0
-        assert world.duty_pct(CID) == 0.0  # F
-        world.fault(CID, "rcd", False)
-        world.plug(CID, "A")
-        await wait_status(backend, CID, "Available", timeout=5)
-        await charge(hil)
-        world.fault(CID, "relay_welded", True)
-        world.plug(CID, "B")  # the controller opens the coil, the mirror contact (GPIO 27) stays closed
-        state = await wait_status(backend, CID, "Faulted")
-        assert "Relais" in state["errors"]
-        assert relay_level(world) == 0
+async def test_an_rcd_trip_and_a_welded_relay_fault_through_the_real_backends(hil: Hil) -> None:
+    world, backend = hil.world, hil.backend
+    await charge(hil)
+    world.fault(CID, "rcd", True)  # the trip input (GPIO 25, active-low) by interrupt
+    state = await wait_status(backend, CID, "Faulted")
+    assert "RCD" in state["errors"]
+    assert relay_level(world) == 0
+    assert world.duty_pct(CID) == 0.0  # F
+    world.fault(CID, "rcd", False)
+    world.plug(CID, "A")
+    await wait_status(backend, CID, "Available", timeout=5)
+    await charge(hil)
+    world.fault(CID, "relay_welded", True)
+    world.plug(CID, "B")  # the controller opens the coil, the mirror contact (GPIO 27) stays closed
+    state = await wait_status(backend, CID, "Faulted")
+    assert "Relais" in state["errors"]
+    assert relay_level(world) == 0
 
 
-async def test_a_contactor_stuck_open_is_a_relais_fault(broker: Broker, tmp_path: Path) -> None:
-    async with hil_charger(broker, tmp_path) as hil:
-        world, backend = hil.world, hil.backend
-        world.fault(CID, "relay_stuck_open", True)  # the coil is driven, the mirror contact (GPIO 27) stays open
-        world.plug(CID, "B", pp_ohms=220.0)
-        await wait_status(backend, CID, "Preparing")
-        world.card(CID, CARDS[0][0])
-        await wait_status(backend, CID, "SuspendedEV")
-        world.plug(CID, "C")
-        state = await wait_status(backend, CID, "Faulted")
-        assert "Relais" in state["errors"]
-        assert relay_level(world) == 0
+async def test_a_contactor_stuck_open_is_a_relais_fault(hil: Hil) -> None:
+    world, backend = hil.world, hil.backend
+    world.fault(CID, "relay_stuck_open", True)  # the coil is driven, the mirror contact (GPIO 27) stays open
+    world.plug(CID, "B", pp_ohms=220.0)
+    await wait_status(backend, CID, "Preparing")
+    world.card(CID, CARDS[0][0])
+    await wait_status(backend, CID, "SuspendedEV")
+    world.plug(CID, "C")
+    state = await wait_status(backend, CID, "Faulted")
+    assert "Relais" in state["errors"]
+    assert relay_level(world) == 0
 
 
-async def test_a_failing_rcd_self_test_and_a_lock_that_does_not_confirm(broker: Broker, tmp_path: Path) -> None:
-    async with hil_charger(broker, tmp_path) as hil:
-        world, backend = hil.world, hil.backend
-        world.rcd_test_works = False
-        world.plug(CID, "B", pp_ohms=220.0)
-        state = await wait_status(backend, CID, "Faulted")
-        assert "RCD" in state["errors"]
-        world.rcd_test_works = True
-        world.plug(CID, "A")  # seen once the fault's F hold is over (X1 while the fault lasts)
-        await backend.wait_for(lambda: (backend.state(CID) or {}).get("cp") == "A", 5.0)
-        world.lock_works = False
-        world.plug(CID, "B", pp_ohms=220.0)  # a new plug-in: the self-test passes and clears the fault
-        await wait_status(backend, CID, "Preparing")
-        world.card(CID, TYPED)  # authorized: the lock is driven and does not confirm
-        state = await wait_status(backend, CID, "Faulted")
-        assert "ConnectorLockFailure" in state["errors"]
-        assert relay_level(world) == 0
+async def test_a_failing_rcd_self_test_and_a_lock_that_does_not_confirm(hil: Hil) -> None:
+    world, backend = hil.world, hil.backend
+    world.rcd_test_works = False
+    world.plug(CID, "B", pp_ohms=220.0)
+    state = await wait_status(backend, CID, "Faulted")
+    assert "RCD" in state["errors"]
+    world.rcd_test_works = True
+    world.plug(CID, "A")  # seen once the fault's F hold is over (X1 while the fault lasts)
+    await backend.wait_for(lambda: (backend.state(CID) or {}).get("cp") == "A", 5.0)
+    world.lock_works = False
+    world.plug(CID, "B", pp_ohms=220.0)  # a new plug-in: the self-test passes and clears the fault
+    await wait_status(backend, CID, "Preparing")
+    world.card(CID, TYPED)  # authorized: the lock is driven and does not confirm
+    state = await wait_status(backend, CID, "Faulted")
+    assert "ConnectorLockFailure" in state["errors"]
+    assert relay_level(world) == 0
 
 
-async def test_cp_change_to_relay_open_latency_through_the_real_backends(broker: Broker, tmp_path: Path) -> None:
+async def test_cp_change_to_relay_open_latency_through_the_real_backends(hil: Hil) -> None:
     """Measured here and printed for the record (figures are a benchmark's business, not asserted tight):
     from the EV's C -> B on the wire to the coil's GPIO falling, through the ADC, the debounce, the core
     and RPi.GPIO. IEC 61851-1 allows 100 ms."""
-    async with hil_charger(broker, tmp_path) as hil:
-        world = hil.world
-        latencies_ms: list[float] = []
-        for _ in range(5):
-            await charge(hil)
-            world.plug(CID, "B")
-            changed_at = world.cp_changed_at[-1][0]
-            await hil.backend.wait_for(lambda: relay_level(world) == 0, 2.0)
-            opened_at = next(t for t, level in reversed(world.gpio.fake_history(RELAY_PIN)) if level == 0)
-            latencies_ms.append((opened_at - changed_at) * 1000)
-            world.plug(CID, "A")
-            await wait_status(hil.backend, CID, "Available")
-        print(f"\nHIL C->B to relay open: median {statistics.median(latencies_ms):.1f} ms, "
-              f"max {max(latencies_ms):.1f} ms over {len(latencies_ms)}")
-        assert max(latencies_ms) < 100.0  # the standard's limit, with the 30 ms debounce inside it
+    world = hil.world
+    latencies_ms: list[float] = []
+    for _ in range(5):
+        await charge(hil)
+        world.plug(CID, "B")
+        changed_at = world.cp_changed_at[-1][0]
+        await hil.backend.wait_for(lambda: relay_level(world) == 0, 2.0)
+        opened_at = next(t for t, level in reversed(world.gpio.fake_history(RELAY_PIN)) if level == 0)
+        latencies_ms.append((opened_at - changed_at) * 1000)
+        world.plug(CID, "A")
+        await wait_status(hil.backend, CID, "Available")
+    print(f"\nHIL C->B to relay open: median {statistics.median(latencies_ms):.1f} ms, "
+          f"max {max(latencies_ms):.1f} ms over {len(latencies_ms)}")
+    assert max(latencies_ms) < 100.0  # the standard's limit, with the 30 ms debounce inside it
 
 
 def _control(path: Path, op: str, *args: object, **kwargs: object) -> None:
@@ -250,37 +251,35 @@ async def test_the_program_runs_a_session_on_the_reference_board(broker: Broker,
     assert "RCD self-test passed" in log
 
 
-async def test_a_pwm_write_that_fails_ends_in_the_fail_safe_state(broker: Broker, tmp_path: Path) -> None:
+async def test_a_pwm_write_that_fails_ends_in_the_fail_safe_state(hil: Hil) -> None:
     """The CP generator's sysfs file goes away under a charging session (a driver unbound): the write
     fails, the EVSE faults (Internal), the relay opens; nothing crashes, the other outputs still work."""
-    async with hil_charger(broker, tmp_path) as hil:
-        world, backend = hil.world, hil.backend
-        await charge(hil)
-        duty_file = tmp_path / "pwm" / "pwmchip0" / "pwm0" / "duty_cycle"
-        duty_file.unlink()
-        duty_file.mkdir()  # writing it now fails with EISDIR, as root too
-        # the backend stops the session: PWM off (X1) is written while the EV still draws (STOPPING would
-        # keep the relay up to 6 s for the EV to go to B) -- the write fails, and the relay opens at once
-        await backend.ok("stop_session", {"evse_id": CID})
-        state = await wait_status(backend, CID, "Faulted", timeout=5)
-        assert "Internal" in state["errors"]
-        assert relay_level(world) == 0
-        assert state["relay_closed"] is False
+    world, backend = hil.world, hil.backend
+    await charge(hil)
+    duty_file = hil.world.config.board.pwm_root / "pwmchip0" / "pwm0" / "duty_cycle"
+    duty_file.unlink()
+    duty_file.mkdir()  # writing it now fails with EISDIR, as root too
+    # the backend stops the session: PWM off (X1) is written while the EV still draws (STOPPING would
+    # keep the relay up to 6 s for the EV to go to B) -- the write fails, and the relay opens at once
+    await backend.ok("stop_session", {"evse_id": CID})
+    state = await wait_status(backend, CID, "Faulted", timeout=5)
+    assert "Internal" in state["errors"]
+    assert relay_level(world) == 0
+    assert state["relay_closed"] is False
 
 
-async def test_the_cp_sampling_rate_through_the_real_adc_path(broker: Broker, tmp_path: Path) -> None:
+async def test_the_cp_sampling_rate_through_the_real_adc_path(hil: Hil) -> None:
     """Printed for the record: CP/PP samples per second the controller takes through spidev and the
     MCP3008 (each sample: CP high, CP low and PP, 3 conversions each, the median kept)."""
-    async with hil_charger(broker, tmp_path) as hil:
-        mcp = hil.world.mcp
-        loop = asyncio.get_running_loop()
-        before, started = mcp.transfers, loop.time()
-        await asyncio.sleep(1.0)
-        conversions = mcp.transfers - before
-        per_sample = 3 * hil.controller.config.board.adc_oversample
-        rate_hz = conversions / per_sample / (loop.time() - started)
-        print(f"\nHIL CP/PP sampling: {rate_hz:.0f} samples/s ({conversions} conversions in 1 s)")
-        assert rate_hz > 50  # pilot.sample_interval_s = 10 ms: about 100 per second
+    mcp = hil.world.mcp
+    loop = asyncio.get_running_loop()
+    before, started = mcp.transfers, loop.time()
+    await asyncio.sleep(1.0)
+    conversions = mcp.transfers - before
+    per_sample = 3 * hil.controller.config.board.adc_oversample
+    rate_hz = conversions / per_sample / (loop.time() - started)
+    print(f"\nHIL CP/PP sampling: {rate_hz:.0f} samples/s ({conversions} conversions in 1 s)")
+    assert rate_hz > 50  # pilot.sample_interval_s = 10 ms: about 100 per second
 
 
 async def _run_program(config_path: Path) -> tuple[int, str]:

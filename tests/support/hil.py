@@ -22,6 +22,7 @@ as JSON lines on a unix socket, so a test can drive a world inside a `charger-fi
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import struct
@@ -33,30 +34,27 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
+import pytest
+
 from firmware.config import Config
 from hal.sim import SimBoard
+from tests.support.fakes import FAKE_PACKAGES, FAKES, fresh_fake
 
-FAKES: Final = Path(__file__).resolve().parents[1] / "fakes"
 REPO: Final = Path(__file__).resolve().parents[2]
-FAKE_MODULES: Final = ("RPi", "RPi.GPIO", "spidev", "evdev", "evdev.ecodes")
 #: How long a PWM state read back from the files is reused (the ADC converts ~900 times a second).
 PWM_CACHE_S: Final = 0.002
 
 
-def install_fakes() -> dict[str, ModuleType]:
-    """Put tests/fakes first on sys.path and import the fakes fresh (the real libraries are never used)."""
-    if str(FAKES) not in sys.path:
+def install_fakes(monkeypatch: pytest.MonkeyPatch | None = None) -> dict[str, ModuleType]:
+    """The fakes of RPi.GPIO, spidev and evdev, imported fresh (the real libraries are never used): for
+    one test with `monkeypatch` (undone after it), or for the whole process (a `charger-firmware` run)."""
+    if monkeypatch is not None:
+        fakes = {name: fresh_fake(monkeypatch, name) for name in FAKE_PACKAGES}
+    else:
         sys.path.insert(0, str(FAKES))
-    for name in FAKE_MODULES:
-        sys.modules.pop(name, None)
-    import evdev  # noqa: PLC0415
-    import RPi.GPIO  # noqa: N814, PLC0415
-    import spidev  # noqa: PLC0415
-
-    for module in (evdev, RPi.GPIO, spidev):
-        assert Path(module.__file__ or "").is_relative_to(FAKES), module  # noqa: S101
-    RPi.GPIO.fake_reset()
-    return {"GPIO": RPi.GPIO, "spidev": spidev, "evdev": evdev}
+        fakes = {name: importlib.import_module(name) for name in FAKE_PACKAGES}
+    fakes["RPi.GPIO"].fake_reset()
+    return {"GPIO": fakes["RPi.GPIO"], "spidev": fakes["spidev"], "evdev": fakes["evdev"]}
 
 
 def run_now(coro: Coroutine[Any, Any, Any]) -> Any:  # noqa: ANN401
@@ -72,10 +70,10 @@ def run_now(coro: Coroutine[Any, Any, Any]) -> Any:  # noqa: ANN401
 class HilWorld:
     """The outside world of a Pi board described by `config` (see the module docstring)."""
 
-    def __init__(self, config: Config, root: Path) -> None:
+    def __init__(self, config: Config, root: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         self.config = config
         self.root = root
-        fakes = install_fakes()
+        fakes = install_fakes(monkeypatch)
         self.gpio, self.spidev, self.evdev = fakes["GPIO"], fakes["spidev"], fakes["evdev"]
         self.ev = SimBoard([e.id for e in config.evses], clock=time.monotonic,
                            phases={e.id: e.phases for e in config.evses}, meter_ids=[])
