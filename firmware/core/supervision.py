@@ -28,7 +28,8 @@ charger decides what it means. API as every core machine (STYLE.md B2): `handle(
 `next_deadline()`; `Supervisor` routes by `cid`. A sensor reports what it sees, so every input is legal in
 every state (no `IllegalTransition`); the TRANSITIONS tables say where each may lead. Relay feedback and PP
 are judged on each sample (the shell samples them continuously): no deadlines there; the meter's first reading
-and the fallback have one. The input and output facts are in `supervision_events`.
+and the fallback have one. The input and output facts are in `supervision_events`; the two link parts
+(`MeterWatch`, `Fallback`) are in `links.py` and re-exported here.
 
 Never: read a clock, sleep, log, do I/O, import the shell or the HAL (enforced by
 tests/test_layering.py), or drive an output. `now` is the shell's `loop.time()`.
@@ -37,12 +38,37 @@ tests/test_layering.py), or drive an output. `now` is the shell's `loop.time()`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from enum import Enum
 from typing import Final, TypeVar, assert_never
 
-from firmware.core.events import Fault, FaultCleared, FaultRaised, PpChanged, _check_cid, _check_finite
-from firmware.core.supervision_events import (FallbackChanged, FaultChange, InputsSensed, LinkChange, LinkDown, LinkUp,
-                                              LockSensed, MeterReadFailed, MeterReadSucceeded, OnlineChanged, Output,
+from firmware.core.events import Fault, FaultRaised, PpChanged, _check_cid, _check_finite
+from firmware.core.links import (
+    LINK_TRANSITIONS,
+    METER_TRANSITIONS,
+    Fallback,
+    LinkState,
+    MeterState,
+    MeterWatch,
+    _change,
+)
+
+__all__ = [  # the links' parts are re-exported: supervision is the one way in
+    "LINK_TRANSITIONS",
+    "METER_TRANSITIONS",
+    "PP_DEBOUNCE_S",
+    "RELAY_FEEDBACK_GRACE_S",
+    "Actuators",
+    "Fallback",
+    "LinkState",
+    "MeterState",
+    "MeterWatch",
+    "PpDebounce",
+    "RelayFeedback",
+    "SafetyInputs",
+    "Supervisor",
+    "same_pp",
+]
+from firmware.core.supervision_events import (FaultChange, InputsSensed, LinkDown, LinkUp,
+                                              LockSensed, MeterReadFailed, MeterReadSucceeded, Output,
                                               OutputFailed, PpSampled, RelaySensed, SupervisionEvent)
 
 #: A feedback mismatch shorter than this is the contactor moving.
@@ -54,12 +80,6 @@ PP_SAME_FRACTION: Final = 0.05
 
 
 _P = TypeVar("_P")
-
-
-def _change(cid: int, fault: Fault, active: bool) -> FaultChange:
-    if active:
-        return FaultRaised(cid=cid, fault=fault)
-    return FaultCleared(cid=cid, fault=fault)
 
 
 # --- RCD, over-temperature, relay feedback --------------------------------------------
@@ -185,160 +205,6 @@ class PpDebounce:
             self._candidate, self._ohms, self._known = None, ohms, True
             return [PpChanged(cid=self.cid, ohms=ohms)]
         return []
-
-
-# --- Meter staleness ------------------------------------------------------------------
-
-
-class MeterState(Enum):
-    WAITING = "waiting"  # no good read yet; the first-reading deadline runs
-    FRESH = "fresh"  # a failure stale_after_s after the last good read loses it
-    LOST = "lost"  # METER_LOST is raised; a good read clears it
-
-
-MeterInput = type[MeterReadSucceeded] | type[MeterReadFailed] | None  # None: tick
-_M = MeterState
-#: (state, input) -> the states it may lead to.
-METER_TRANSITIONS: Final[dict[tuple[MeterState, MeterInput], frozenset[MeterState]]] = {
-    (_M.WAITING, MeterReadSucceeded): frozenset({_M.FRESH}),
-    (_M.WAITING, MeterReadFailed): frozenset({_M.LOST}),  # at once
-    (_M.WAITING, None): frozenset({_M.WAITING, _M.LOST}),  # at start + stale_after_s
-    (_M.FRESH, MeterReadSucceeded): frozenset({_M.FRESH}),
-    (_M.FRESH, MeterReadFailed): frozenset({_M.FRESH, _M.LOST}),  # LOST once stale
-    (_M.FRESH, None): frozenset({_M.FRESH}),
-    (_M.LOST, MeterReadSucceeded): frozenset({_M.FRESH}),
-    (_M.LOST, MeterReadFailed): frozenset({_M.LOST}),
-    (_M.LOST, None): frozenset({_M.LOST}),
-}
-
-
-class MeterWatch:
-    """Staleness of one meter; created when its first reading is attempted (`now`)."""
-
-    __slots__ = ("_first_deadline", "_last_ok", "_stale_after_s", "cid", "state")
-
-    def __init__(self, cid: int, stale_after_s: float, now: float) -> None:
-        _check_finite("stale_after_s", stale_after_s, 0.0)
-        self.cid, self._stale_after_s = cid, stale_after_s
-        self.state = MeterState.WAITING
-        self._first_deadline = now + stale_after_s
-        self._last_ok = now
-
-    def handle(
-        self, event: MeterReadSucceeded | MeterReadFailed, now: float
-    ) -> list[FaultChange]:
-        match event:
-            case MeterReadSucceeded():
-                self._last_ok = now
-                return self._enter(MeterState.FRESH)
-            case MeterReadFailed():
-                stale = now - self._last_ok >= self._stale_after_s
-                if self.state is MeterState.WAITING or (
-                    self.state is MeterState.FRESH and stale
-                ):
-                    return self._enter(MeterState.LOST)
-                return []
-            case _:
-                assert_never(event)
-
-    def tick(self, now: float) -> list[FaultChange]:
-        if self.state is MeterState.WAITING and now >= self._first_deadline:
-            return self._enter(MeterState.LOST)
-        return []
-
-    def next_deadline(self) -> float | None:
-        """The first-reading deadline; once a reading came, failures decide."""
-        return self._first_deadline if self.state is MeterState.WAITING else None
-
-    def _enter(self, new: MeterState) -> list[FaultChange]:
-        was_lost, self.state = self.state is MeterState.LOST, new
-        if was_lost == (new is MeterState.LOST):
-            return []
-        return [_change(self.cid, Fault.METER_LOST, not was_lost)]
-
-
-# --- Backend link fallback ------------------------------------------------------------
-
-
-class LinkState(Enum):
-    STARTING = "starting"  # offline, not yet reported (boot)
-    ONLINE = "online"
-    OFFLINE = "offline"  # the fallback deadline runs from the first LinkDown
-    FALLBACK = "fallback"  # offline for fallback_after_s: the fallback applies
-
-
-LinkInput = type[LinkUp] | type[LinkDown] | None  # None: tick
-_L = LinkState
-#: (state, input) -> the states it may lead to. LinkDown while offline keeps the
-#: deadline of the first one.
-LINK_TRANSITIONS: Final[dict[tuple[LinkState, LinkInput], frozenset[LinkState]]] = {
-    (_L.STARTING, LinkUp): frozenset({_L.ONLINE}),
-    (_L.STARTING, LinkDown): frozenset({_L.OFFLINE}),
-    (_L.STARTING, None): frozenset({_L.STARTING}),
-    (_L.ONLINE, LinkUp): frozenset({_L.ONLINE}),
-    (_L.ONLINE, LinkDown): frozenset({_L.OFFLINE}),
-    (_L.ONLINE, None): frozenset({_L.ONLINE}),
-    (_L.OFFLINE, LinkUp): frozenset({_L.ONLINE}),
-    (_L.OFFLINE, LinkDown): frozenset({_L.OFFLINE}),
-    (_L.OFFLINE, None): frozenset({_L.OFFLINE, _L.FALLBACK}),
-    (_L.FALLBACK, LinkUp): frozenset({_L.ONLINE}),
-    (_L.FALLBACK, LinkDown): frozenset({_L.FALLBACK}),
-    (_L.FALLBACK, None): frozenset({_L.FALLBACK}),
-}
-
-
-class Fallback:
-    """Backend link: `online`, and the fallback current after `after_s` offline."""
-
-    __slots__ = ("_current_a", "_deadline", "after_s", "state")
-
-    def __init__(self, after_s: float, current_a: float) -> None:
-        _check_finite("after_s", after_s, 0.0)
-        _check_finite("current_a", current_a, 0.0)
-        self.after_s, self._current_a = after_s, current_a
-        self.state = LinkState.STARTING
-        self._deadline: float | None = None
-
-    @property
-    def online(self) -> bool:
-        return self.state is LinkState.ONLINE
-
-    @property
-    def current_a(self) -> float | None:
-        """The fallback current in force (None: none)."""
-        return self._current_a if self.state is LinkState.FALLBACK else None
-
-    def handle(self, event: LinkUp | LinkDown, now: float) -> list[LinkChange]:
-        """LinkUp: OnlineChanged(True), then FallbackChanged(None) if one applied."""
-        match event:
-            case LinkUp():
-                self._deadline = None
-                return self._enter(LinkState.ONLINE)
-            case LinkDown():
-                if self.state in (LinkState.STARTING, LinkState.ONLINE):
-                    self._deadline = now + self.after_s
-                    return self._enter(LinkState.OFFLINE)
-                return []
-            case _:
-                assert_never(event)
-
-    def tick(self, now: float) -> list[LinkChange]:
-        if self._deadline is not None and now >= self._deadline:
-            self._deadline = None
-            return self._enter(LinkState.FALLBACK)
-        return []
-
-    def next_deadline(self) -> float | None:
-        return self._deadline
-
-    def _enter(self, new: LinkState) -> list[LinkChange]:
-        old, self.state = self.state, new
-        out: list[LinkChange] = []
-        if (old is _L.ONLINE) != (new is _L.ONLINE):
-            out.append(OnlineChanged(online=new is _L.ONLINE))
-        if (old is _L.FALLBACK) != (new is _L.FALLBACK):
-            out.append(FallbackChanged(current_a=self.current_a))
-        return out
 
 
 # --- All of it ------------------------------------------------------------------------

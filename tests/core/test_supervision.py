@@ -27,26 +27,29 @@ from firmware.core.supervision import (
     PP_DEBOUNCE_S,
     RELAY_FEEDBACK_GRACE_S,
     Fallback,
-    FallbackChanged,
-    InputsSensed,
-    LinkDown,
     LinkState,
-    LinkUp,
-    MeterReadFailed,
-    MeterReadSucceeded,
     MeterState,
     MeterWatch,
-    OnlineChanged,
-    Output,
     PpDebounce,
-    PpSampled,
     RelayFeedback,
-    RelaySensed,
     SafetyInputs,
     Supervisor,
     same_pp,
 )
-from firmware.core.supervision_events import LockSensed, OutputFailed
+from firmware.core.supervision_events import (
+    FallbackChanged,
+    InputsSensed,
+    LinkDown,
+    LinkUp,
+    LockSensed,
+    MeterReadFailed,
+    MeterReadSucceeded,
+    OnlineChanged,
+    Output,
+    OutputFailed,
+    PpSampled,
+    RelaySensed,
+)
 
 CID = 1
 T = 1000.0  # a monotonic time base well away from 0
