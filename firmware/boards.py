@@ -52,15 +52,16 @@ def _rpi_board(config: Config) -> Board:
     pwms: dict[int, PwmChannel] = {}
     readers: list[ReaderConfig] = []
     for evse in config.evses:
-        assert evse.pins is not None and evse.adc is not None and evse.pwm is not None  # noqa: PT018,S101 - checked
-        p, a = evse.pins, evse.adc
+        p, a, pwm = evse.pins, evse.adc, evse.pwm
+        if p is None or a is None or pwm is None:  # the config's board_fits requires them for "rpi"
+            raise BoardNotDescribed(f"EVSE {evse.id}: [evse.pins], [evse.adc] and [evse.pwm] are required")
         pins[evse.id] = EvsePins(**{name: pin for name, pin in p.used()})
         channels[evse.id] = PilotChannels(
             cp_hi=a.cp_hi_channel, cp_lo=a.cp_lo_channel, pp=a.pp_channel,
             cp=CpCalibration(scale=a.cp_scale, offset_v=a.cp_offset_v),
             pp_cal=None if a.pp_channel is None else PpCalibration(pullup_ohms=a.pp_pullup_ohms,
                                                                     supply_v=a.pp_supply_v, scale=a.pp_scale))
-        pwms[evse.id] = PwmChannel(chip=evse.pwm.chip, channel=evse.pwm.channel)
+        pwms[evse.id] = PwmChannel(chip=pwm.chip, channel=pwm.channel)
         if evse.rfid is not None:
             r = evse.rfid
             readers.append(ReaderConfig(cid=evse.id, device=r.device, uid_format=r.uid_format, uid_bytes=r.uid_bytes,

@@ -64,7 +64,7 @@ async def hil_charger(broker: Broker, tmp_path: Path, monkeypatch: pytest.Monkey
     charger_id = new_charger_id()
     config = load_config(hil_config(REFERENCE, tmp_path, broker_port=broker.port, meter_port=meter_port,
                                     charger_id=charger_id))
-    world = HilWorld(config, tmp_path, monkeypatch)
+    world = HilWorld(config, monkeypatch)
     loop = asyncio.get_running_loop()
     board, sim = build_board(config, sim=False, clock=loop.time)
     assert sim is None

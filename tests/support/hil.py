@@ -1,11 +1,12 @@
 """Hardware in the loop without the hardware: the simulated board's physics behind the fake buses.
 
-`HilWorld(config, root)` plays everything outside the Raspberry Pi for a controller that runs on the
+`HilWorld(config)` plays everything outside the Raspberry Pi for a controller that runs on the
 REAL backends (`board.kind = "rpi"`: hal/gpio.py, hal/pwm.py, hal/adc.py, hal/rfid.py): an EV, its
 cable, the contactor with its mirror contact, the lock, the RCD and the card reader. The physics is
 `hal.sim.SimBoard`'s (the same EV model `--sim` runs); only the wires differ:
 
-* CP generator: the PWM sysfs tree under `root/pwm` (plain files the backend writes): the world reads
+* CP generator: the PWM sysfs tree at `[board] pwm_root` (plain files the backend writes; the world
+  creates them): the world reads
   period, duty_cycle and enable back and drives the simulated CP with that duty;
 * CP and PP levels: the fake MCP3008/MCP3208 (`tests/fakes/spidev.py`) answers each conversion with
   the simulated plateau or PP voltage, turned into ADC volts by the inverse of the config's calibration;
@@ -70,9 +71,8 @@ def run_now(coro: Coroutine[Any, Any, Any]) -> Any:  # noqa: ANN401
 class HilWorld:
     """The outside world of a Pi board described by `config` (see the module docstring)."""
 
-    def __init__(self, config: Config, root: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    def __init__(self, config: Config, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         self.config = config
-        self.root = root
         fakes = install_fakes(monkeypatch)
         self.gpio, self.spidev, self.evdev = fakes["GPIO"], fakes["spidev"], fakes["evdev"]
         self.ev = SimBoard([e.id for e in config.evses], clock=time.monotonic,
@@ -295,7 +295,7 @@ def write_site(directory: Path) -> Path:
         "from firmware.config import load_config\n"
         "from tests.support.hil import HilWorld\n"
         "config = load_config(os.environ['HIL_CONFIG'])\n"
-        "WORLD = HilWorld(config, Path(os.environ['HIL_CONFIG']).parent)\n"
+        "WORLD = HilWorld(config)\n"
         "WORLD.serve(Path(os.environ['HIL_CONTROL']))\n",
         encoding="utf-8")
     return site
