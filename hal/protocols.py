@@ -25,10 +25,14 @@ class PilotSample:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterSample:
-    """One meter reading. Energy registers in Wh (import positive), power W, current A, voltage V."""
+    """One meter reading. Energy registers in Wh (import positive), power W, current A, voltage V.
+
+    An optional quantity the meter does not provide is None (`energy_wh_export` of an import-only
+    meter: ABB's B-series answers all-0xFF, some EM24s refuse the register); a phase or value a model
+    has no register for is 0.0 (L2/L3 of a 1-phase meter)."""
 
     energy_wh_import: float
-    energy_wh_export: float = 0.0
+    energy_wh_export: float | None = 0.0
     power_w: float = 0.0
     currents_a: tuple[float, float, float] = (0.0, 0.0, 0.0)
     voltages_v: tuple[float, float, float] = (0.0, 0.0, 0.0)

@@ -277,16 +277,18 @@ class CurrentLimitChanged(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterSampled(Event):
-    """A meter reading: energy registers and per-phase currents."""
+    """A meter reading: energy registers and per-phase currents. `energy_wh_export` is None for a meter
+    that does not count export (the SessionEvents then carry no export figure)."""
 
     energy_wh_import: float
-    energy_wh_export: float = 0.0
+    energy_wh_export: float | None = 0.0
     currents_a: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         _check_cid(self.cid)
         _check_finite("energy_wh_import", self.energy_wh_import, 0.0)
-        _check_finite("energy_wh_export", self.energy_wh_export, 0.0)
+        if self.energy_wh_export is not None:
+            _check_finite("energy_wh_export", self.energy_wh_export, 0.0)
         for current_a in self.currents_a:
             _check_finite("currents_a", current_a)
 

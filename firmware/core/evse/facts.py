@@ -73,7 +73,7 @@ class EvseFacts:
         self._replug_until: float | None = None
         self._ramp_deadline: float | None = None
         self._overcurrent_since: float | None = None
-        self._energy_wh: tuple[float, float] | None = None  # (import, export) of the latest reading
+        self._energy_wh: tuple[float, float | None] | None = None  # (import, export) of the latest reading
         self._rcd_test = RcdTest.UNTESTED
         # Outputs as last commanded; None = unknown, so the first settle commands every output.
         self._relay: bool | None = None
