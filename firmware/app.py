@@ -31,7 +31,6 @@ from firmware.args import Fields
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
-from firmware.core.events import MeterSampled
 from firmware.core.instant import Instant
 from firmware.core.pilot import Cp
 from firmware.core.supervision import PP_DEBOUNCE_S, Supervisor
@@ -39,7 +38,6 @@ from firmware.core.supervision_events import (
     LinkDown,
     LinkUp,
     MeterReadFailed,
-    MeterReadSucceeded,
 )
 from firmware.core_loop import CoreLoop
 from firmware.failsafe import failsafe
@@ -212,10 +210,7 @@ class Controller:
                           result or type(result).__name__)
                 outputs += self.core.decide(MeterReadFailed(cid=cid), at)
                 continue
-            self.last_meter[cid] = result
-            outputs += self.core.decide(MeterReadSucceeded(cid=cid), at)
-            outputs += self.charger.handle(MeterSampled(cid=cid, energy_wh_import=result.energy_wh_import,
-                                                        energy_wh_export=result.energy_wh_export), at)
+            outputs += self.core.meter_read(cid, result, at)
         return outputs
 
     async def _measure_pilots(self) -> None:

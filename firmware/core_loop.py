@@ -56,6 +56,7 @@ from firmware.core.supervision_events import (
     LockSensed,
     MeterReadFailed,
     MeterReadSucceeded,
+    MeterRejected,
     OnlineChanged,
     OutputFailed,
     PpSampled,
@@ -162,12 +163,7 @@ class CoreLoop:
             case TelemetryDue():
                 self._telemetry()
             case MeterRead(cid=cid, sample=sample):
-                self.last_meter[cid] = sample
-                outputs = self.decide(MeterReadSucceeded(cid=cid), at)
-                outputs += charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
-                                                       energy_wh_export=sample.energy_wh_export,
-                                                       currents_a=sample.currents_a), at)
-                await self.after(outputs, publish=True)  # the session's energy is in the state document
+                await self.after(self.meter_read(cid, sample, at), publish=True)  # energy is in the state document
             case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
                     | LockSensed() | OutputFailed() | LinkUp() | LinkDown():
                 await self._supervise(item, at)
@@ -175,6 +171,19 @@ class CoreLoop:
                 before = [m.cp for m in charger.evses.values()]
                 outputs = charger.handle(item, at)
                 await self.after(outputs, publish=before != [m.cp for m in charger.evses.values()])
+
+    def meter_read(self, cid: int, sample: MeterSample, at: Instant) -> list[Output]:
+        """A good meter read: supervision judges it (stale, plausible); a plausible sample goes to the
+        charger, an implausible one counts as a failed read and is dropped."""
+        facts = self.supervisor.handle(MeterReadSucceeded(cid=cid, energy_wh_import=sample.energy_wh_import,
+                                                          voltages_v=sample.voltages_v), at.mono)
+        outputs = self._apply_facts(facts, at)
+        if any(isinstance(fact, MeterRejected) for fact in facts):
+            return outputs
+        self.last_meter[cid] = sample
+        return outputs + self.charger.handle(MeterSampled(cid=cid, energy_wh_import=sample.energy_wh_import,
+                                                          energy_wh_export=sample.energy_wh_export,
+                                                          currents_a=sample.currents_a), at)
 
     async def _command(self, command: Command, at: Instant) -> None:
         self.ops_executed += 1
@@ -358,6 +367,8 @@ class CoreLoop:
                     outputs += self.charger.handle(fact, at)
                 case PpChanged():
                     outputs += self.charger.handle(fact, at)
+                case MeterRejected(cid=cid, reason=reason):
+                    log.warning("c%d meter reading refused: %s (counts as a failed read)", cid, reason)
         return outputs
 
     def next_deadline(self) -> float | None:

@@ -1,4 +1,5 @@
-"""Supervision of the two links: a meter that stops answering (MeterLost) and the backend that goes away
+"""Supervision of the two links: a meter that stops answering or reads nonsense (MeterLost) and the
+backend that goes away
 (the fallback current), decided in the core. Part of `firmware.core.supervision` (which re-exports
 these names and routes the readings here; its docstring states the rules).
 
@@ -14,7 +15,7 @@ from typing import Final, assert_never
 
 from firmware.core.events import Fault, FaultCleared, FaultRaised, _check_finite
 from firmware.core.supervision_events import (FallbackChanged, FaultChange, LinkChange, LinkDown, LinkUp,
-                                              MeterReadFailed, MeterReadSucceeded, OnlineChanged)
+                                              MeterReadFailed, MeterReadSucceeded, MeterRejected, OnlineChanged)
 
 
 def _change(cid: int, fault: Fault, active: bool) -> FaultChange:
@@ -48,10 +49,36 @@ METER_TRANSITIONS: Final[dict[tuple[MeterState, MeterInput], frozenset[MeterStat
 }
 
 
-class MeterWatch:
-    """Staleness of one meter; created when its first reading is attempted (`now`)."""
+#: A phase voltage outside this range is no plausible reading of a low-voltage grid (IEC 60038: 100-127 V
+#: and 220-240 V nominal, +-10 %), but a meter misconfigured, miswired (phase-to-phase) or misread (wrong
+#: scale or word order). 0.0 means "not measured" (a phase the model or the wiring does not have).
+VOLTAGE_RANGE_V: Final = (80.0, 300.0)
+#: The import register may read this much lower than the last accepted one (float32 registers carry
+#: about 7 significant digits) before it counts as going backwards.
+ENERGY_BACKWARDS_TOLERANCE_WH: Final = 10.0
+ENERGY_RELATIVE_TOLERANCE: Final = 2.0**-23
 
-    __slots__ = ("_first_deadline", "_last_ok", "_stale_after_s", "cid", "state")
+
+def implausible(event: MeterReadSucceeded, last_import_wh: float | None) -> str | None:
+    """Why a meter reading cannot be right, or None: a phase voltage out of VOLTAGE_RANGE_V, or the
+    import register going backwards (billed energy must never decrease)."""
+    low, high = VOLTAGE_RANGE_V
+    for phase, volts in enumerate(event.voltages_v, start=1):
+        if volts != 0.0 and not low <= volts <= high:
+            return f"L{phase} voltage {volts:g} V is outside {low:g}..{high:g} V"
+    energy = event.energy_wh_import
+    if energy is not None and last_import_wh is not None:
+        tolerance = max(ENERGY_BACKWARDS_TOLERANCE_WH, last_import_wh * ENERGY_RELATIVE_TOLERANCE)
+        if energy < last_import_wh - tolerance:
+            return f"import energy went backwards from {last_import_wh:.1f} Wh to {energy:.1f} Wh"
+    return None
+
+
+class MeterWatch:
+    """Staleness and plausibility of one meter; created when its first reading is attempted (`now`).
+    An implausible reading counts as a failed read (`MeterRejected` says why)."""
+
+    __slots__ = ("_first_deadline", "_last_import_wh", "_last_ok", "_stale_after_s", "cid", "state")
 
     def __init__(self, cid: int, stale_after_s: float, now: float) -> None:
         _check_finite("stale_after_s", stale_after_s, 0.0)
@@ -59,23 +86,30 @@ class MeterWatch:
         self.state = MeterState.WAITING
         self._first_deadline = now + stale_after_s
         self._last_ok = now
+        self._last_import_wh: float | None = None
 
     def handle(
         self, event: MeterReadSucceeded | MeterReadFailed, now: float
-    ) -> list[FaultChange]:
+    ) -> list[FaultChange | MeterRejected]:
         match event:
             case MeterReadSucceeded():
+                reason = implausible(event, self._last_import_wh)
+                if reason is not None:
+                    return [*self._failed(now), MeterRejected(cid=self.cid, reason=reason)]
                 self._last_ok = now
-                return self._enter(MeterState.FRESH)
+                if event.energy_wh_import is not None:
+                    self._last_import_wh = event.energy_wh_import
+                return list(self._enter(MeterState.FRESH))
             case MeterReadFailed():
-                stale = now - self._last_ok >= self._stale_after_s
-                if self.state is MeterState.WAITING or (
-                    self.state is MeterState.FRESH and stale
-                ):
-                    return self._enter(MeterState.LOST)
-                return []
+                return list(self._failed(now))
             case _:
                 assert_never(event)
+
+    def _failed(self, now: float) -> list[FaultChange]:
+        stale = now - self._last_ok >= self._stale_after_s
+        if self.state is MeterState.WAITING or (self.state is MeterState.FRESH and stale):
+            return self._enter(MeterState.LOST)
+        return []
 
     def tick(self, now: float) -> list[FaultChange]:
         if self.state is MeterState.WAITING and now >= self._first_deadline:

@@ -29,6 +29,7 @@ __all__ = [
     "LockSensed",
     "MeterReadFailed",
     "MeterReadSucceeded",
+    "MeterRejected",
     "OnlineChanged",
     "Output",
     "OutputFailed",
@@ -78,7 +79,11 @@ class PpSampled(Sensed):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterReadSucceeded(Sensed):
-    """A meter read returned a sample (the sample itself goes to the charger)."""
+    """A meter read returned a sample: its import register (Wh) and phase voltages (V; 0.0: not
+    measured), which supervision checks for plausibility before the sample may go to the charger."""
+
+    energy_wh_import: float | None = None
+    voltages_v: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +139,14 @@ class FallbackChanged:
     current_a: float | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterRejected(PerEvse):
+    """A meter reading that is not plausible (`reason`): it counts as a failed read and its sample is
+    not given to the charger."""
+
+    reason: str
+
+
 FaultChange = FaultRaised | FaultCleared
 LinkChange = OnlineChanged | FallbackChanged
-Output = FaultRaised | FaultCleared | PpChanged | OnlineChanged | FallbackChanged
+Output = FaultRaised | FaultCleared | PpChanged | OnlineChanged | FallbackChanged | MeterRejected

@@ -44,6 +44,7 @@ from firmware.core.supervision_events import (
     LockSensed,
     MeterReadFailed,
     MeterReadSucceeded,
+    MeterRejected,
     OnlineChanged,
     Output,
     OutputFailed,
@@ -1149,3 +1150,55 @@ def test_the_relay_feedback_time_is_the_boards(grace_s: float) -> None:
     assert sup.handle(RelaySensed(cid=1, commanded_closed=True, feedback_closed=False), T + grace_s - 0.01) == []
     assert sup.handle(RelaySensed(cid=1, commanded_closed=True, feedback_closed=False), T + grace_s) == [
         FaultRaised(cid=1, fault=Fault.RELAY_STUCK_OPEN)]
+
+
+# --- meter plausibility (issue 11): voltage out of range, energy going backwards --------------------
+
+
+def ok_read(energy_wh: float | None = 1000.0, volts: tuple[float, ...] = (230.0, 231.0, 229.0)) -> MeterReadSucceeded:
+    return MeterReadSucceeded(cid=CID, energy_wh_import=energy_wh, voltages_v=volts)
+
+
+def test_a_plausible_reading_is_accepted() -> None:
+    watch = MeterWatch(CID, STALE_S, T)
+    assert watch.handle(ok_read(), T) == []
+    assert watch.handle(ok_read(1000.0, (230.0, 0.0, 0.0)), T + 1) == []  # 0.0: a phase not measured
+    assert watch.state is MeterState.FRESH
+
+
+@pytest.mark.parametrize("volts", [(400.0, 230.0, 230.0), (230.0, 23.0, 230.0), (230.0, 230.0, 2300.0)])
+def test_a_phase_voltage_out_of_range_is_refused_and_counts_as_a_failure(volts: tuple[float, ...]) -> None:
+    watch = MeterWatch(CID, STALE_S, T)
+    assert watch.handle(ok_read(), T) == []
+    out = watch.handle(ok_read(1001.0, volts), T + 1)
+    assert len(out) == 1
+    assert isinstance(out[0], MeterRejected)
+    assert "voltage" in out[0].reason
+    out = watch.handle(ok_read(1002.0, volts), T + STALE_S + 0.5)  # still refused, now stale: lost
+    assert up(LOST) in out
+
+
+def test_the_first_reading_refused_is_meter_lost_at_once_like_a_failed_first_read() -> None:
+    watch = MeterWatch(CID, STALE_S, T)
+    out = watch.handle(ok_read(1000.0, (500.0, 230.0, 230.0)), T)
+    assert out[0] == up(LOST)
+    assert isinstance(out[1], MeterRejected)
+
+
+def test_energy_going_backwards_is_refused_but_float_jitter_is_not() -> None:
+    watch = MeterWatch(CID, STALE_S, T)
+    assert watch.handle(ok_read(1_000_000.0), T) == []
+    assert watch.handle(ok_read(1_000_000.0 - 5.0), T + 1) == []  # within the 10 Wh tolerance
+    out = watch.handle(ok_read(999_000.0), T + 2)
+    assert isinstance(out[-1], MeterRejected)
+    assert "backwards" in out[-1].reason
+    assert watch.handle(ok_read(1_000_100.0), T + 3) == []  # compared with the last accepted reading
+    assert watch.state is MeterState.FRESH
+
+
+def test_a_reading_that_is_refused_does_not_move_the_reference() -> None:
+    watch = MeterWatch(CID, STALE_S, T)
+    watch.handle(ok_read(5000.0), T)
+    watch.handle(ok_read(1.0), T + 1)  # refused
+    out = watch.handle(ok_read(4000.0), T + 2)  # still backwards from 5000, not forwards from 1
+    assert isinstance(out[-1], MeterRejected)
