@@ -168,3 +168,38 @@ def test_an_unknown_uid_format(tmp_path: Path) -> None:
     doc = reference()
     doc["evse"][0]["rfid"]["uid_format"] = "octal"
     assert error(tmp_path, doc).startswith("evse[0].rfid.uid_format: must be one of")
+
+
+# --- meters on a shared RS-485 bus (issue 11) -----------------------------------------------------------
+
+
+def meter_evses(*meters: dict[str, Any]) -> dict[str, Any]:
+    return {"charger": {"id": "X"}, "evse": [{"id": i + 1, "meter": m} for i, m in enumerate(meters)]}
+
+
+RTU = "rtu:///dev/ttyAMA0?baud=9600&parity=N&stopbits=1"
+
+
+def test_two_meters_on_one_bus_with_different_device_ids(tmp_path: Path) -> None:
+    config = load(tmp_path, meter_evses({"model": "SDM630", "url": RTU, "device_id": 1},
+                                        {"model": "EM340", "url": RTU, "device_id": 2}))
+    assert [e.meter.device_id for e in config.evses if e.meter is not None] == [1, 2]
+
+
+def test_two_meters_on_one_bus_with_the_same_device_id(tmp_path: Path) -> None:
+    doc = meter_evses({"model": "SDM630", "url": RTU, "device_id": 1}, {"model": "EM340", "url": RTU, "device_id": 1})
+    assert error(tmp_path, doc) == ("evse[1].meter.device_id: meter /dev/ttyAMA0 device_id 1 is used twice "
+                                    "(also evse[0].meter.device_id)")
+
+
+def test_one_bus_with_two_baud_rates(tmp_path: Path) -> None:
+    other = "rtu:///dev/ttyAMA0?baud=19200&parity=N&stopbits=1"
+    doc = meter_evses({"model": "SDM630", "url": RTU, "device_id": 1}, {"model": "EM340", "url": other, "device_id": 2})
+    assert error(tmp_path, doc) == ("evse[1].meter.url: RS-485 bus /dev/ttyAMA0 is set to baud=19200&parity=N&"
+                                    "stopbits=1 here but baud=9600&parity=N&stopbits=1 (also evse[0].meter.url)")
+
+
+def test_the_same_tcp_meter_twice(tmp_path: Path) -> None:
+    tcp = "tcp://10.0.0.5:502"
+    doc = meter_evses({"model": "EM24", "url": tcp}, {"model": "EM24", "url": tcp})
+    assert "meter 10.0.0.5:502 device_id 1 is used twice" in error(tmp_path, doc)

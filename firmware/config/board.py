@@ -39,6 +39,7 @@ __all__ = [
     "PwmSettings",
     "RfidSettings",
     "board_fits",
+    "meters_fit",
 ]
 
 #: BCM GPIO numbers on the 40-pin header.
@@ -218,3 +219,26 @@ def _devices(i: int, evse: object) -> list[tuple[object, str, str]]:
     if rfid is not None:
         found.append((("rfid", rfid.device), f"[{i}].rfid.device", f"RFID reader {rfid.device}"))
     return found
+
+
+def meters_fit(value: object, owner: object) -> None:
+    """A rule of `Config.evses`: meters that share an RS-485 bus (one serial device) agree on its
+    settings and have different device ids; no two EVSEs read the same meter (same address and id)."""
+    buses: dict[str | None, tuple[str, str]] = {}  # device -> (settings, where first seen)
+    seen: dict[object, str] = {}
+    for i, evse in enumerate(tuple(value) if isinstance(value, tuple) else ()):
+        meter = evse.meter
+        if meter is None:
+            continue
+        url = meter.url
+        where = f"[{i}].meter"
+        if url.scheme == "rtu":
+            settings = f"baud={url.baud}&parity={url.parity}&stopbits={url.stopbits}"
+            first = buses.setdefault(url.device, (settings, where))
+            if first[0] != settings:
+                raise Invalid(f"RS-485 bus {url.device} is set to {settings} here but {first[0]}", f"{where}.url",
+                              f"{first[1]}.url")
+            key = (url.device, meter.device_id)
+        else:
+            key = (f"{url.host}:{url.port}", meter.device_id)
+        _first_use(seen, key, f"{where}.device_id", f"meter {key[0]} device_id {meter.device_id}")

@@ -32,6 +32,7 @@ from firmware.config.board import (
     PwmSettings,
     RfidSettings,
     board_fits,
+    meters_fit,
 )
 from firmware.config.meter_url import MeterUrl
 from firmware.config.rules import (
@@ -314,6 +315,7 @@ class Config:
         non_empty("at least one EVSE is required"),
         unique("id", "EVSE id"),
         board_fits,
+        meters_fit,
     ] = DEFAULT_EVSES
 
     def __post_init__(self) -> None:
