@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Annotated, Final
 
 from firmware.config.rules import Invalid, InvalidField, between, check_fields, each, needs_field, one_of, positive
-from hal.rfid import UidFormat
+from hal.uid import UidFormat
 
 __all__ = [
     "SPI_BUS_PINS",
