@@ -13,7 +13,8 @@ from firmware.config import load_config
 from hal.sim import SimBoard
 
 REPO = Path(__file__).resolve().parents[2]
-PI_ONLY = ("hal.gpio", "hal.pwm", "hal.adc", "hal.rfid", "hal.rpi", "RPi", "RPi.GPIO", "spidev", "evdev")
+PI_ONLY = ("hal.gpio", "hal.gpio_pins", "hal.gpio_leds", "hal.gpio_rcd", "hal.pwm", "hal.adc", "hal.rfid",
+           "hal.rpi", "RPi", "RPi.GPIO", "spidev", "evdev")
 
 
 def test_the_pi_backends_are_never_imported_for_a_simulated_board() -> None:
