@@ -171,7 +171,7 @@ class Controller:
         state, pending = await asyncio.to_thread(self.store.load)
         self.persistence.loaded(state, pending)
         self.core.seq = max(self.store.last_seq, 0)
-        self.core.meter_key = max([METER_KEY_BASE] + [r.seq for r in pending if r.droppable])
+        self.core.telemetry.meter_key = max([METER_KEY_BASE] + [r.seq for r in pending if r.droppable])
         energy = state.get("energy")
         if self.sim is not None and isinstance(energy, dict):  # a real meter keeps its register itself
             for key, energy_wh in energy.items():

@@ -18,7 +18,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from functools import partial
 from typing import Any, Final
 
 from firmware.actuators import SlowOutputs
@@ -69,7 +68,8 @@ from firmware.items import AuthResponse, Command, FeedbackRead, Item, MeterRead,
 from firmware.mqtt import BackendLink
 from firmware.ops import Deferred
 from firmware.persistence import Persistence
-from firmware.store import METER_KEY_BASE, OutboxRecord
+from firmware.telemetry import Telemetry
+from firmware.store import OutboxRecord
 from firmware.wire import (
     InvalidArgs,
     Request,
@@ -77,7 +77,6 @@ from firmware.wire import (
     authorize_result,
     encode,
     mask_token,
-    meter_doc,
     ok_reply,
     rfc3339,
     reservation_update_doc,
@@ -115,13 +114,14 @@ class CoreLoop:
         self.transitions: deque[str] = deque(maxlen=200)
         self.ops_executed = 0  # requests run on the core (a re-sent id answered from the cache is not)
         self.seq = 0  # the last seq given to a durable message (API.md §4)
-        self.meter_key = METER_KEY_BASE  # the last key given to a meter sample waiting in the outbox
         self.authorize_waiters: dict[str, Command] = {}
         self._replies_after_step: list[tuple[Command, dict[str, object]]] = []
         self._states: dict[int, str] = {}
         self._cause = "boot"
         self._background: set[asyncio.Task[Any]] = set()
         self.slow = SlowOutputs(board, inbox)
+        self.telemetry = Telemetry(charger=charger, link=link, persistence=persistence, last_meter=last_meter,
+                                   background=self.background)
 
     async def run(self) -> None:
         """Take one item (hardware first), let the core decide, carry out its actions. Nothing here
@@ -161,7 +161,7 @@ class CoreLoop:
                 commanded = charger.evses[cid].relay_closed
                 await self._supervise(RelaySensed(cid=cid, commanded_closed=commanded, feedback_closed=feedback), at)
             case TelemetryDue():
-                self._telemetry()
+                self.telemetry.due()
             case MeterRead(cid=cid, sample=sample):
                 await self.after(self.meter_read(cid, sample, at), publish=True)  # energy is in the state document
             case InputsSensed() | RelaySensed() | PpSampled() | MeterReadSucceeded() | MeterReadFailed() \
@@ -374,29 +374,3 @@ class CoreLoop:
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.charger.next_deadline(), self.supervisor.next_deadline()) if d is not None]
         return min(deadlines, default=None)
-
-    def _telemetry(self) -> None:
-        """Meter samples (QoS 0), published once the energy in them is committed (never ahead of the
-        store). While the backend is unreachable they wait in the outbox (droppable: oldest first)."""
-        offline: list[OutboxRecord] = []
-        online: list[tuple[str, dict[str, object]]] = []
-        for cid in self.evse_ids:
-            sample = self.last_meter.get(cid)
-            if sample is None:
-                continue
-            doc = meter_doc(cid, sample, meter_ok=Fault.METER_LOST not in self.charger.evses[cid].faults,
-                            utc=utc_now())
-            topic = self.link.topics.evse(cid, "meter")
-            if self.link.connected.is_set():
-                online.append((topic, doc))
-            else:
-                self.meter_key += 1
-                offline.append(OutboxRecord(seq=self.meter_key, topic=topic, payload=encode(self.link.codec, doc),
-                                            kind="meter"))
-        ticket = self.persistence.stage(offline)
-        for topic, doc in online:
-            self.persistence.when_durable(ticket, partial(self._publish_sample, topic, doc))
-
-    def _publish_sample(self, topic: str, doc: dict[str, object]) -> None:
-        self.background(self.link.publish_now(topic, doc, qos=0))
-
