@@ -4,10 +4,10 @@ What it is for: standing in for a real energy meter when a technician checks wir
 adapter or a charger config, and for the tests. It serves one meter (one device id) with the
 registers exactly where, and encoded exactly as, the model's map says (`hal.meter_codec.encode_register`,
 the function code of the map), and everything else of the register block reading 0. A simple load
-model runs while it serves: power = sum over the phases of V x I x pf, and every `--tick` seconds the
-energy counter grows by P x dt / 3 600 000 kWh (import when P >= 0; a negative power factor makes the
-meter export instead). The current can be changed at runtime by typing it on stdin ("16" or
-"16,10,0" and Enter).
+model runs while it serves: power = sum over the phases of V x I x pf, and every `--tick` seconds (and
+when the current changes) the energy counter grows by P x dt / 3 600 000 kWh for the time that really
+passed (import when P >= 0; a negative power factor makes the meter export instead). The current can
+be changed at runtime by typing it on stdin ("16" or "16,10,0" and Enter).
 
     python tools/meter_sim.py --model SDM630 --tcp 127.0.0.1:5020 --current 16
     python tools/meter_sim.py --model EM24 --rtu /dev/ttyUSB0 --baud 9600 --parity N --device-id 2 --no-export
@@ -112,6 +112,8 @@ class Measurement:
     frequency_hz: float
     import_kwh: float
     export_kwh: float
+    #: When energy was last accrued (loop time, s); None before the load model starts.
+    accrued_at_s: float | None = None
 
     def power_w(self) -> float:
         """Active power, import positive: the sum of V x I x pf over the model's phases."""
@@ -127,6 +129,12 @@ class Measurement:
             self.import_kwh += energy_kwh
         else:
             self.export_kwh -= energy_kwh
+
+    def advance_to(self, now_s: float) -> None:
+        """Accrue the energy of the time since the last call at the present power."""
+        if self.accrued_at_s is not None:
+            self.accrue(now_s - self.accrued_at_s)
+        self.accrued_at_s = now_s
 
     def wire_value(self, quantity: str, power_sign: int) -> float:
         """The value of one map quantity, in the meter's own sign convention."""
@@ -403,8 +411,9 @@ def describe(meter: Meter, where: str) -> str:
             f"{_phases(m.current_a, m.phases)} A, {m.power_w():.1f} W, import {m.import_kwh:.3f} kWh, {export}")
 
 
-def set_current(meter: Meter, line: str) -> str:
-    """Apply one stdin line ("16" or "16,10,0"); returns what to print."""
+def set_current(meter: Meter, line: str, now_s: float) -> str:
+    """Apply one stdin line ("16" or "16,10,0") at loop time `now_s` (the energy until then at the
+    old current); returns what to print."""
     m = meter.measurement
     try:
         values = _floats(line.strip())
@@ -412,6 +421,7 @@ def set_current(meter: Meter, line: str) -> str:
         return f"ignored: {exc}"
     if len(values) not in (1, m.phases) or any(v < 0 for v in values):
         return f"ignored: give 1 current or {m.phases} (one per phase), each >= 0 A"
+    m.advance_to(now_s)
     m.current_a = _three(values)
     return f"current {_phases(m.current_a, m.phases)} A: {m.power_w():.1f} W"
 
@@ -422,7 +432,12 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, meter: Meter) -> bool:
     pending = bytearray()
 
     def readable() -> None:
-        data = os.read(fd, 4096)
+        # No O_NONBLOCK on fd (a terminal's flags are shared with the shell): a readable fd gives
+        # what is there without blocking.
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # the terminal went away
+            data = b""
         if not data:
             loop.remove_reader(fd)
             return
@@ -431,10 +446,9 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, meter: Meter) -> bool:
             line = pending[:nl].decode(errors="replace")
             del pending[: nl + 1]
             if line.strip():
-                print(set_current(meter, line), flush=True)
+                print(set_current(meter, line, loop.time()), flush=True)
 
     try:
-        os.set_blocking(fd, False)
         loop.add_reader(fd, readable)
     except (OSError, ValueError):  # /dev/null, a regular file, a closed stdin: nothing to watch
         return False
@@ -490,17 +504,18 @@ async def serve(args: argparse.Namespace, meter: Meter) -> int:
 
 
 async def run_load(meter: Meter, tick_s: float, verbose: bool, stop: asyncio.Event) -> None:
-    """The load model: every `tick_s` the energy grows by P x dt for the time that really passed."""
+    """The load model: every `tick_s` (and at the stop) the energy grows by P x dt for the time that
+    really passed."""
     loop = asyncio.get_running_loop()
-    start = last = loop.time()
+    start = loop.time()
     m = meter.measurement
+    m.advance_to(start)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(tick_s):
                 await stop.wait()
         now = loop.time()
-        m.accrue(now - last)
-        last = now
+        m.advance_to(now)
         if verbose:
             print(f"{now - start:9.1f} s: {_phases(m.current_a, m.phases)} A, {m.power_w():.1f} W, "
                   f"import {m.import_kwh:.4f} kWh, export {m.export_kwh:.4f} kWh, {meter.requests} requests",
