@@ -21,6 +21,7 @@ from firmware.config import MeterUrl as ConfigMeterUrl
 from hal.meter import (
     MODELS,
     NOT_AVAILABLE,
+    NotAvailable,
     PHASE_QUANTITIES,
     QUANTITIES,
     WORDS,
@@ -34,7 +35,11 @@ from hal.meter import (
     decode_register,
     encode_register,
     format_meter_url,
+    plan_for,
     plan_reads,
+    plan_wire_bytes,
+    plan_wire_time_s,
+    plausible_frequency,
     sample_from,
 )
 from hal.protocols import Meter, MeterSample
@@ -43,9 +48,10 @@ DT = ModbusClientMixin.DATATYPE
 
 
 def reg(quantity: str = "power_total", fc: int = 4, address: int = 0, dtype: str = "float32",
-        word_order: str = "big", scale: float = 1.0) -> Register:
+        word_order: str = "big", scale: float = 1.0, optional: bool = False) -> Register:
     return Register(
-        quantity=quantity, fc=fc, address=address, dtype=dtype, word_order=word_order, scale=scale  # type: ignore[arg-type]
+        quantity=quantity, fc=fc, address=address, dtype=dtype, word_order=word_order, scale=scale,  # type: ignore[arg-type]
+        optional=optional,
     )
 
 
@@ -213,21 +219,70 @@ def test_maps_match_meters_md() -> None:
     em24 = {r.quantity: (r.address, r.dtype, r.word_order, r.scale) for r in MODELS["EM24"].registers}
     assert em340["current_l1"] == em24["current_l1"] == (0x0C, "int32", "little", 0.001)
     assert (em340["frequency"][0], em340["energy_import"][0], em340["energy_export"][0]) == (0x33, 0x34, 0x4E)
-    assert (em24["frequency"][0], em24["energy_import"][0], em24["energy_export"][0]) == (0x37, 0x42, 0x5C)
+    # The EM24's total import is 0x003E; 0x0042 is the partial counter a user can reset (METERS.md §6.6).
+    assert (em24["frequency"][0], em24["energy_import"][0], em24["energy_export"][0]) == (0x37, 0x3E, 0x5C)
+    assert all(r.address not in (0x42, 0x43) for r in MODELS["EM24"].registers)
+
+
+def test_request_limits_match_meters_md() -> None:
+    """METERS.md §6.1/§6.6/§6.7: Eastron 80 registers per request, EM340 20, EM24-DIN 11. ABB states none:
+    the map keeps a small conservative value."""
+    limits = {name: m.max_count for name, m in MODELS.items()}
+    assert limits == {"SDM630": 80, "SDM120": 80, "SDM72D-M": 80, "SDM72D-M-2": 80, "EM340": 20, "EM24": 11,
+                      "ABB-B23": 8}
+
+
+def test_optional_quantities_are_export_on_abb_and_em24_only() -> None:
+    optional = {(name, r.quantity) for name, m in MODELS.items() for r in m.registers if r.optional}
+    assert optional == {("ABB-B23", "energy_export"), ("EM24", "energy_export")}
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_plan_respects_limits(name: str) -> None:
     model = MODELS[name]
-    plan = plan_reads(model.registers, model.max_count, model.max_gap)
+    plan = plan_for(model)
+    assert plan == plan_reads(model.registers, model.max_count, model.max_gap)
     planned = sorted((r.fc, r.address) for b in plan for r in b.registers)
     assert planned == sorted((r.fc, r.address) for r in model.registers)
+    limit = {"SDM": 80, "EM3": 20, "EM2": 11}.get(name[:3], 125)  # METERS.md §6.7
     for b in plan:
-        assert 1 <= b.count <= model.max_count
-        if name.startswith("SDM"):
-            assert b.count <= 80  # Eastron: at most 40 values per request
+        assert 1 <= b.count <= model.max_count <= limit
         assert all(b.address <= r.address and r.end <= b.address + b.count for r in b.registers)
         assert all(r.fc == b.fc for r in b.registers)
+        # An optional register is alone in its request, so a refusal costs nothing else.
+        assert b.optional == any(r.optional for r in b.registers)
+        assert not b.optional or (len(b.registers) == 1 and b.count == b.registers[0].count)
+        walls = {x for r in model.registers if r.optional for x in range(r.address, r.end)}
+        assert b.optional or not walls & set(range(b.address, b.address + b.count))  # never read through one
+
+
+def test_em24_plan_stays_within_11_registers() -> None:
+    """The plan that asked for 18 and 28 registers, which a real EM24 refuses, is gone."""
+    plan = plan_for(MODELS["EM24"])
+    assert [(b.address, b.count, b.optional) for b in plan] == [
+        (0x00, 6, False), (0x0C, 6, False), (0x28, 2, False), (0x37, 9, False), (0x5C, 2, True)]
+
+
+def test_sdm72d_v1_reads_only_documented_registers() -> None:
+    plan = plan_for(MODELS["SDM72D-M"])
+    assert [(b.address, b.count) for b in plan] == [(0x34, 2), (0x48, 4)]
+    documented = {a for r in MODELS["SDM72D-M"].registers for a in range(r.address, r.end)}
+    assert {a for b in plan for a in range(b.address, b.address + b.count)} == documented
+
+
+def test_abb_plan_reads_export_alone() -> None:
+    plan = plan_for(MODELS["ABB-B23"])
+    assert [(b.address, b.count, b.optional) for b in plan] == [
+        (0x5000, 4, False), (0x5004, 4, True), (0x5B00, 6, False), (0x5B0C, 6, False), (0x5B14, 2, False),
+        (0x5B2C, 1, False)]
+
+
+def test_plan_keeps_optional_registers_apart() -> None:
+    regs = [reg("energy_import", address=0), reg("energy_export", address=2, optional=True),
+            reg("power_total", address=4)]
+    blocks = plan_reads(regs, max_gap=20)  # without the optional one in between, one request (0, 6)
+    assert [(b.address, b.count, b.optional, [r.quantity for r in b.registers]) for b in blocks] == [
+        (0, 2, False, ["energy_import"]), (2, 2, True, ["energy_export"]), (4, 2, False, ["power_total"])]
 
 
 def test_sdm630_reads_in_two_requests() -> None:
@@ -240,13 +295,26 @@ def test_sdm630_reads_in_two_requests() -> None:
     ({"phases": 2}, "phases"),
     ({"max_count": 0}, "max_count"),
     ({"max_count": 126}, "max_count"),
+    ({"max_count": 1}, "more than max_count 1"),  # a float32 needs 2 registers
     ({"power_sign": 0}, "power_sign"),
     ({"max_gap": -1}, "max_gap"),
 ])
 def test_model_validation(kwargs: dict[str, int], match: str) -> None:
-    args: dict[str, object] = {"name": "X", "registers": MODELS["SDM630"].registers, "phases": 3} | kwargs
+    args: dict[str, object] = {"name": "X", "registers": MODELS["SDM630"].registers, "phases": 3,
+                               "max_count": 80} | kwargs
     with pytest.raises(ValueError, match=match):
         MeterModel(**args)  # type: ignore[arg-type]
+
+
+def test_model_needs_its_request_limit() -> None:
+    with pytest.raises(TypeError, match="max_count"):
+        MeterModel(name="X", registers=MODELS["SDM630"].registers, phases=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("quantity", ["power_total", "energy_import"])
+def test_power_and_import_are_never_optional(quantity: str) -> None:
+    with pytest.raises(ValueError, match=f"{quantity} cannot be optional"):
+        reg(quantity, optional=True)
 
 
 @pytest.mark.parametrize(("registers", "match"), [
@@ -259,7 +327,7 @@ def test_model_validation(kwargs: dict[str, int], match: str) -> None:
 ])
 def test_bad_maps_are_refused(registers: tuple[Register, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        MeterModel(name="X", registers=registers, phases=3)
+        MeterModel(name="X", registers=registers, phases=3, max_count=80)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -343,12 +411,14 @@ def test_decode_block_and_sample_for_one_phase_meter() -> None:
 
 
 def test_decode_block_names_the_bad_quantity_and_checks_length() -> None:
-    model = MODELS["ABB-B23"]
-    block = plan_reads(model.registers, model.max_count, model.max_gap)[0]  # energies, 0x5000
-    with pytest.raises(ValueError, match=r"energy_export \(FC3 0x5004\): not available"):
-        decode_block(block, [0, 0, 0, 1] + [0xFFFF] * 4)
-    with pytest.raises(ValueError, match="expected 8 registers, got 7"):
-        decode_block(block, [0] * 7)
+    import_block, export_block = plan_for(MODELS["ABB-B23"])[:2]
+    with pytest.raises(NotAvailable, match=r"energy_export \(FC3 0x5004\): not available"):
+        decode_block(export_block, [0xFFFF] * 4)
+    with pytest.raises(NotAvailable, match=r"energy_import \(FC3 0x5000\): not available"):
+        decode_block(import_block, [0xFFFF] * 4)
+    with pytest.raises(ValueError, match="expected 4 registers, got 3") as info:
+        decode_block(import_block, [0] * 3)
+    assert not isinstance(info.value, NotAvailable)
 
 
 def test_sample_without_phase_registers_reports_zeros() -> None:
@@ -357,14 +427,81 @@ def test_sample_without_phase_registers_reports_zeros() -> None:
 
 
 def test_sample_refuses_negative_energy_and_missing_values() -> None:
+    v1 = MODELS["SDM72D-M"]
     with pytest.raises(ValueError, match="negative"):
-        sample_from(MODELS["EM340"], {"power_total": 0.0, "energy_import": -1.0, "energy_export": 0.0})
-    with pytest.raises(ValueError, match="missing"):
-        sample_from(MODELS["EM340"], {"power_total": 0.0, "energy_import": 1.0})
+        sample_from(v1, {"power_total": 0.0, "energy_import": -1.0, "energy_export": 0.0})
+    with pytest.raises(ValueError, match="negative"):
+        sample_from(v1, {"power_total": 0.0, "energy_import": 1.0, "energy_export": -0.5})
+    with pytest.raises(ValueError, match=r"missing \['energy_export'\]"):  # not optional on an Eastron
+        sample_from(v1, {"power_total": 0.0, "energy_import": 1.0})
+    with pytest.raises(ValueError, match=r"missing \['voltage_l2'\]"):
+        sample_from(MODELS["EM340"], dict.fromkeys(MODELS["EM340"].quantities() - {"voltage_l2"}, 1.0))
+
+
+@pytest.mark.parametrize("model", ["ABB-B23", "EM24"])
+def test_absent_optional_export_is_none(model: str) -> None:
+    values = dict.fromkeys(MODELS[model].quantities() - {"energy_export"}, 50.0)
+    sample = sample_from(MODELS[model], values)
+    assert sample.energy_wh_export is None
+    assert sample.energy_wh_import == 50.0
+    with pytest.raises(ValueError, match=r"missing \['energy_import'\]"):
+        sample_from(MODELS[model], dict.fromkeys(MODELS[model].quantities() - {"energy_import"}, 50.0))
+
+
+def test_absent_optional_other_quantity_is_zero() -> None:
+    regs = (reg("power_total", address=0), reg("energy_import", address=2), reg("energy_export", address=4),
+            reg("frequency", address=6, optional=True))
+    model = MeterModel(name="X", registers=regs, phases=3, max_count=80)
+    sample = sample_from(model, {"power_total": 1.0, "energy_import": 2.0, "energy_export": 3.0})
+    assert sample == MeterSample(energy_wh_import=2.0, energy_wh_export=3.0, power_w=1.0, frequency_hz=0.0)
+
+
+@pytest.mark.parametrize(("hz", "want"), [
+    (50.0, (50.0, "ok")), (45.0, (45.0, "ok")), (65.0, (65.0, "ok")), (59.95, (59.95, "ok")),
+    (500.0, (50.0, "scaled_x10")), (499.5, (49.95, "scaled_x10")), (450.0, (45.0, "scaled_x10")),
+    (650.0, (65.0, "scaled_x10")), (600.0, (60.0, "scaled_x10")),
+    (0.0, (0.0, "implausible")), (44.99, (0.0, "implausible")), (65.01, (0.0, "implausible")),
+    (449.9, (0.0, "implausible")), (650.1, (0.0, "implausible")), (5000.0, (0.0, "implausible")),
+    (-50.0, (0.0, "implausible")),
+])
+def test_plausible_frequency(hz: float, want: tuple[float, str]) -> None:
+    assert plausible_frequency(hz) == want
+
+
+def test_sample_applies_the_frequency_check() -> None:
+    model = MODELS["SDM120"]
+    values = dict.fromkeys(model.quantities(), 1.0)
+    assert sample_from(model, values | {"frequency": 500.0}).frequency_hz == 50.0
+    assert sample_from(model, values | {"frequency": 49.9}).frequency_hz == 49.9
+    assert sample_from(model, values | {"frequency": 5.0}).frequency_hz == 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# What a poll costs on an RTU line
+
+
+def test_plan_wire_bytes_and_time() -> None:
+    plan = plan_for(MODELS["SDM630"])  # (0x00, 12), (0x34, 24)
+    assert plan_wire_bytes(plan) == (8 + 5 + 2 * 12) + (8 + 5 + 2 * 24)
+    char_s = 11 / 9600
+    assert plan_wire_time_s(plan) == pytest.approx((98 + 2 * 2 * 3.5) * char_s)
+    assert plan_wire_time_s(plan, baud=38400) == pytest.approx(98 * 11 / 38400 + 4 * 0.00175)
+    assert plan_wire_time_s(plan, bits_per_char=10) == pytest.approx((98 + 14) * 10 / 9600)
+    assert plan_wire_bytes(()) == 0
+    assert plan_wire_time_s(()) == 0.0
+    with pytest.raises(ValueError, match="baud"):
+        plan_wire_time_s(plan, baud=0)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_plan_wire_bytes_counts_every_request(name: str) -> None:
+    plan = plan_for(MODELS[name])
+    assert plan_wire_bytes(plan) == sum(13 + 2 * b.count for b in plan)
+    assert plan_wire_time_s(plan) > plan_wire_bytes(plan) * 11 / 9600
 
 
 def test_power_sign_normalises_to_import_positive() -> None:
-    flipped = MeterModel(name="X", registers=MODELS["SDM72D-M"].registers, phases=3, power_sign=-1)
+    flipped = MeterModel(name="X", registers=MODELS["SDM72D-M"].registers, phases=3, max_count=80, power_sign=-1)
     assert sample_from(flipped, {"power_total": 1000.0, "energy_import": 0.0, "energy_export": 0.0}).power_w == -1000.0
 
 
