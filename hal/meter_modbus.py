@@ -46,6 +46,7 @@ exception responses, §7: code 02 "Illegal Data Address"), Modbus over Serial Li
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import weakref
@@ -59,7 +60,7 @@ from firmware.core.errors import HardwareError
 from hal.meter_bus import Link, SerialSettings, new_token, private_link, serial_link
 from hal.meter_codec import NotAvailable, ReadBlock, decode_block, plan_for, plausible_frequency, sample_from
 from hal.meter_maps import MODELS
-from hal.meter_url import MeterUrlLike, as_meter_url
+from hal.meter_url import MeterUrl, MeterUrlLike, as_meter_url
 from hal.protocols import MeterSample
 
 __all__ = ["ModbusMeter"]
@@ -180,13 +181,17 @@ class ModbusMeter:
         log.log(level if first else logging.DEBUG, msg, *args)
 
     def _join(self) -> Link[_Client]:
+        # The client factories hold the URL and timeout, never the meter: a link (kept by
+        # the bus registry) must not keep a meter alive.
         who = f"meter {self.model.name} (device {self.device_id})"
         if self.url.scheme == "tcp":
-            return private_link(self._where, self._tcp_client, self._token, who)
+            factory = functools.partial(_tcp_client, self.url, self._where, self.timeout_s)
+            return private_link(self._where, factory, self._token, who)
         settings = SerialSettings(
             path=self.url.path, baud=self.url.baud, parity=self.url.parity, stopbits=self.url.stopbits
         )
-        return serial_link(settings, self._serial_client, self._token, who)
+        factory = functools.partial(_serial_client, self.url, self.timeout_s)
+        return serial_link(settings, factory, self._token, who)
 
     def _rejoin(self) -> Link[_Client]:
         """The link, joining it again after `close()`."""
@@ -197,33 +202,6 @@ class ModbusMeter:
                 raise self._error(str(exc)) from exc
             self._membership = weakref.finalize(self, self._link.leave, self._token)
         return self._link
-
-    # retries=0 and reconnect_delay=0: one attempt per request, no background reconnect
-    # task; the shell owns back-off. pymodbus' `timeout` bounds both the connect and each
-    # response; on a shared bus each meter sets its own before its requests.
-
-    def _tcp_client(self) -> _Client:
-        return AsyncModbusTcpClient(
-            self.url.host,
-            port=self.url.port,
-            name=self._where,
-            timeout=self.timeout_s,
-            retries=0,
-            reconnect_delay=0,
-        )
-
-    def _serial_client(self) -> _Client:
-        return AsyncModbusSerialClient(
-            self.url.path,
-            baudrate=self.url.baud,
-            bytesize=8,
-            parity=self.url.parity,
-            stopbits=self.url.stopbits,
-            name=f"serial bus {self.url.path}",
-            timeout=self.timeout_s,
-            retries=0,
-            reconnect_delay=0,
-        )
 
     async def _read_values(self, link: Link[_Client]) -> dict[str, float]:
         client = await link.client()
@@ -295,3 +273,28 @@ class ModbusMeter:
         if len(resp.registers) != block.count:
             raise self._error(f"{what}: answer has {len(resp.registers)} registers")
         return list(resp.registers)
+
+
+# retries=0 and reconnect_delay=0: one attempt per request, no background reconnect task;
+# the shell owns back-off. pymodbus' `timeout` bounds both the connect and each response;
+# on a shared bus each meter sets its own before its requests.
+
+
+def _tcp_client(url: MeterUrl, name: str, timeout_s: float) -> _Client:
+    return AsyncModbusTcpClient(
+        url.host, port=url.port, name=name, timeout=timeout_s, retries=0, reconnect_delay=0
+    )
+
+
+def _serial_client(url: MeterUrl, timeout_s: float) -> _Client:
+    return AsyncModbusSerialClient(
+        url.path,
+        baudrate=url.baud,
+        bytesize=8,
+        parity=url.parity,
+        stopbits=url.stopbits,
+        name=f"serial bus {url.path}",
+        timeout=timeout_s,
+        retries=0,
+        reconnect_delay=0,
+    )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import shutil
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.support.modbus import (
     encode_registers,
     garbage_server,
     meter_device,
+    socat_pty_pair,
 )
 
 pytestmark = pytest.mark.integration
@@ -109,28 +109,8 @@ def meters() -> Iterator[Callable[..., ModbusMeter]]:
 @pytest.fixture
 async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[Path, Path]]:
     """Two linked pseudo-terminals from `socat`: a null-modem cable for the RTU tests."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.fail("socat is not installed, and the Modbus RTU tests need it: apt-get install socat", pytrace=False)
-    a, b = tmp_path / "a", tmp_path / "b"
-    proc = await asyncio.create_subprocess_exec(
-        socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    log: list[bytes] = []
-    try:
-        async with asyncio.timeout(5):
-            while b"starting data transfer loop" not in (line := await proc.stderr.readline()):
-                log.append(line)
-                if not line:
-                    pytest.fail(f"socat exited early: {b''.join(log).decode(errors='replace')}", pytrace=False)
-        yield a, b
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
-        await proc.stderr.read()
+    async with socat_pty_pair(tmp_path) as pair:
+        yield pair
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,32 @@ class Servers:
     async def stop_all(self) -> None:
         while self._running:
             await self._running.pop().shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextlib.asynccontextmanager
+async def socat_pty_pair(directory: Path) -> AsyncIterator[tuple[Path, Path]]:
+    """Two linked pseudo-terminals from `socat` (links `a` and `b` in `directory`): a null-modem cable for
+    the RTU tests. Raises AssertionError with socat's output if it does not start."""
+    socat = shutil.which("socat")
+    assert socat is not None, "socat is not installed, and the Modbus RTU tests need it: apt-get install socat"
+    a, b = directory / "a", directory / "b"
+    proc = await asyncio.create_subprocess_exec(
+        socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    log: list[bytes] = []
+    try:
+        async with asyncio.timeout(5):
+            while b"starting data transfer loop" not in (line := await proc.stderr.readline()):
+                log.append(line)
+                assert line, f"socat exited early: {b''.join(log).decode(errors='replace')}"
+        yield a, b
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        await proc.stderr.read()
 
 
 # ------------------------------------------------------------------------------------------------
