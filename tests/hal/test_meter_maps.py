@@ -1,4 +1,5 @@
-"""Pure tests of the meter register maps, decoding, read planning and meter URLs (no I/O).
+"""Pure tests of the meter register maps, register decoding and meter URLs (no I/O). Read planning is in
+test_meter_plan.py, whole samples in test_meter_sample.py.
 
 Known vectors come from METERS.md ("Verified decoding with pymodbus"). Encoding for the round trips
 uses pymodbus' own `convert_to_registers`, so the maps are checked against the library's idea of
@@ -21,28 +22,19 @@ from firmware.config import MeterUrl as ConfigMeterUrl
 from hal.meter import (
     MODELS,
     NOT_AVAILABLE,
-    NotAvailable,
     PHASE_QUANTITIES,
     QUANTITIES,
     WORDS,
     MeterModel,
     MeterUrl,
     ModbusMeter,
-    ReadBlock,
     Register,
     as_meter_url,
-    decode_block,
     decode_register,
     encode_register,
     format_meter_url,
-    plan_for,
-    plan_reads,
-    plan_wire_bytes,
-    plan_wire_time_s,
-    plausible_frequency,
-    sample_from,
 )
-from hal.protocols import Meter, MeterSample
+from hal.protocols import Meter
 
 DT = ModbusClientMixin.DATATYPE
 
@@ -237,60 +229,6 @@ def test_optional_quantities_are_export_on_abb_and_em24_only() -> None:
     assert optional == {("ABB-B23", "energy_export"), ("EM24", "energy_export")}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_plan_respects_limits(name: str) -> None:
-    model = MODELS[name]
-    plan = plan_for(model)
-    assert plan == plan_reads(model.registers, model.max_count, model.max_gap)
-    planned = sorted((r.fc, r.address) for b in plan for r in b.registers)
-    assert planned == sorted((r.fc, r.address) for r in model.registers)
-    limit = {"SDM": 80, "EM3": 20, "EM2": 11}.get(name[:3], 125)  # METERS.md §6.7
-    for b in plan:
-        assert 1 <= b.count <= model.max_count <= limit
-        assert all(b.address <= r.address and r.end <= b.address + b.count for r in b.registers)
-        assert all(r.fc == b.fc for r in b.registers)
-        # An optional register is alone in its request, so a refusal costs nothing else.
-        assert b.optional == any(r.optional for r in b.registers)
-        assert not b.optional or (len(b.registers) == 1 and b.count == b.registers[0].count)
-        walls = {x for r in model.registers if r.optional for x in range(r.address, r.end)}
-        assert b.optional or not walls & set(range(b.address, b.address + b.count))  # never read through one
-
-
-def test_em24_plan_stays_within_11_registers() -> None:
-    """The plan that asked for 18 and 28 registers, which a real EM24 refuses, is gone."""
-    plan = plan_for(MODELS["EM24"])
-    assert [(b.address, b.count, b.optional) for b in plan] == [
-        (0x00, 6, False), (0x0C, 6, False), (0x28, 2, False), (0x37, 9, False), (0x5C, 2, True)]
-
-
-def test_sdm72d_v1_reads_only_documented_registers() -> None:
-    plan = plan_for(MODELS["SDM72D-M"])
-    assert [(b.address, b.count) for b in plan] == [(0x34, 2), (0x48, 4)]
-    documented = {a for r in MODELS["SDM72D-M"].registers for a in range(r.address, r.end)}
-    assert {a for b in plan for a in range(b.address, b.address + b.count)} == documented
-
-
-def test_abb_plan_reads_export_alone() -> None:
-    plan = plan_for(MODELS["ABB-B23"])
-    assert [(b.address, b.count, b.optional) for b in plan] == [
-        (0x5000, 4, False), (0x5004, 4, True), (0x5B00, 6, False), (0x5B0C, 6, False), (0x5B14, 2, False),
-        (0x5B2C, 1, False)]
-
-
-def test_plan_keeps_optional_registers_apart() -> None:
-    regs = [reg("energy_import", address=0), reg("energy_export", address=2, optional=True),
-            reg("power_total", address=4)]
-    blocks = plan_reads(regs, max_gap=20)  # without the optional one in between, one request (0, 6)
-    assert [(b.address, b.count, b.optional, [r.quantity for r in b.registers]) for b in blocks] == [
-        (0, 2, False, ["energy_import"]), (2, 2, True, ["energy_export"]), (4, 2, False, ["power_total"])]
-
-
-def test_sdm630_reads_in_two_requests() -> None:
-    m = MODELS["SDM630"]
-    plan = plan_reads(m.registers, m.max_count, m.max_gap)
-    assert [(b.fc, b.address, b.count) for b in plan] == [(4, 0x00, 12), (4, 0x34, 24)]
-
-
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"phases": 2}, "phases"),
     ({"max_count": 0}, "max_count"),
@@ -338,171 +276,6 @@ def test_bad_maps_are_refused(registers: tuple[Register, ...], match: str) -> No
 def test_bad_registers_are_refused(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         reg(**kwargs)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------------------------
-# plan_reads
-
-
-def test_plan_merges_contiguous_and_near_registers() -> None:
-    regs = [reg("voltage_l1", address=0), reg("voltage_l2", address=2), reg("voltage_l3", address=10)]
-    assert plan_reads(regs) == (ReadBlock(fc=4, address=0, count=12, registers=tuple(regs)),)
-
-
-def test_plan_splits_on_large_gap() -> None:
-    a, b = reg("power_total", address=0), reg("energy_import", address=2 + 21)
-    assert [(x.address, x.count) for x in plan_reads([a, b], max_gap=20)] == [(0, 2), (23, 2)]
-    assert [(x.address, x.count) for x in plan_reads([a, b], max_gap=21)] == [(0, 25)]
-
-
-def test_plan_gap_zero_merges_only_adjacent() -> None:
-    regs = [reg("voltage_l1", address=0), reg("voltage_l2", address=2), reg("voltage_l3", address=5)]
-    assert [(x.address, x.count) for x in plan_reads(regs, max_gap=0)] == [(0, 4), (5, 2)]
-
-
-def test_plan_respects_max_count() -> None:
-    regs = [reg(q, address=2 * i) for i, q in enumerate(PHASE_QUANTITIES)]  # 12 contiguous registers
-    blocks = plan_reads(regs, max_count=5)
-    assert [(b.address, b.count) for b in blocks] == [(0, 4), (4, 4), (8, 4)]
-    assert all(b.count <= 5 for b in blocks)
-
-
-def test_plan_separates_function_codes_and_sorts() -> None:
-    regs = [reg("energy_import", fc=4, address=0x48), reg("power_total", fc=3, address=0x48),
-            reg("energy_export", fc=4, address=0x4A)]
-    blocks = plan_reads(regs)
-    assert [(b.fc, b.address, b.count, len(b.registers)) for b in blocks] == [(3, 0x48, 2, 1), (4, 0x48, 4, 2)]
-
-
-def test_plan_refuses_overlaps_and_bad_limits() -> None:
-    with pytest.raises(ValueError, match="overlaps"):
-        plan_reads([reg("power_total", address=0), reg("energy_import", address=1)])
-    with pytest.raises(ValueError, match="max_count"):
-        plan_reads([reg()], max_count=0)
-    with pytest.raises(ValueError, match="max_count"):
-        plan_reads([reg()], max_count=126)
-    with pytest.raises(ValueError, match="more than max_count"):
-        plan_reads([reg(dtype="uint64")], max_count=2)
-    with pytest.raises(ValueError, match="max_gap"):
-        plan_reads([reg()], max_gap=-1)
-
-
-def test_plan_of_nothing_is_empty() -> None:
-    assert plan_reads([]) == ()
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoding whole blocks into a sample
-
-
-def test_decode_block_and_sample_for_one_phase_meter() -> None:
-    model = MODELS["SDM120"]
-    values: dict[str, float] = {}
-    wire = {"voltage_l1": 230.5, "current_l1": 16.25, "power_total": 3745.5, "frequency": 50.0,
-            "energy_import": 1234.5, "energy_export": 0.25}
-    for block in plan_reads(model.registers, model.max_count, model.max_gap):
-        words = [0] * block.count
-        for r in block.registers:
-            words[r.address - block.address: r.end - block.address] = encode_register(r, wire[r.quantity])
-        values.update(decode_block(block, words))
-    assert sample_from(model, values) == MeterSample(
-        energy_wh_import=1_234_500.0, energy_wh_export=250.0, power_w=3745.5,
-        currents_a=(16.25, 0.0, 0.0), voltages_v=(230.5, 0.0, 0.0), frequency_hz=50.0)
-
-
-def test_decode_block_names_the_bad_quantity_and_checks_length() -> None:
-    import_block, export_block = plan_for(MODELS["ABB-B23"])[:2]
-    with pytest.raises(NotAvailable, match=r"energy_export \(FC3 0x5004\): not available"):
-        decode_block(export_block, [0xFFFF] * 4)
-    with pytest.raises(NotAvailable, match=r"energy_import \(FC3 0x5000\): not available"):
-        decode_block(import_block, [0xFFFF] * 4)
-    with pytest.raises(ValueError, match="expected 4 registers, got 3") as info:
-        decode_block(import_block, [0] * 3)
-    assert not isinstance(info.value, NotAvailable)
-
-
-def test_sample_without_phase_registers_reports_zeros() -> None:
-    s = sample_from(MODELS["SDM72D-M"], {"power_total": -500.0, "energy_import": 10.0, "energy_export": 20.0})
-    assert s == MeterSample(energy_wh_import=10.0, energy_wh_export=20.0, power_w=-500.0)
-
-
-def test_sample_refuses_negative_energy_and_missing_values() -> None:
-    v1 = MODELS["SDM72D-M"]
-    with pytest.raises(ValueError, match="negative"):
-        sample_from(v1, {"power_total": 0.0, "energy_import": -1.0, "energy_export": 0.0})
-    with pytest.raises(ValueError, match="negative"):
-        sample_from(v1, {"power_total": 0.0, "energy_import": 1.0, "energy_export": -0.5})
-    with pytest.raises(ValueError, match=r"missing \['energy_export'\]"):  # not optional on an Eastron
-        sample_from(v1, {"power_total": 0.0, "energy_import": 1.0})
-    with pytest.raises(ValueError, match=r"missing \['voltage_l2'\]"):
-        sample_from(MODELS["EM340"], dict.fromkeys(MODELS["EM340"].quantities() - {"voltage_l2"}, 1.0))
-
-
-@pytest.mark.parametrize("model", ["ABB-B23", "EM24"])
-def test_absent_optional_export_is_none(model: str) -> None:
-    values = dict.fromkeys(MODELS[model].quantities() - {"energy_export"}, 50.0)
-    sample = sample_from(MODELS[model], values)
-    assert sample.energy_wh_export is None
-    assert sample.energy_wh_import == 50.0
-    with pytest.raises(ValueError, match=r"missing \['energy_import'\]"):
-        sample_from(MODELS[model], dict.fromkeys(MODELS[model].quantities() - {"energy_import"}, 50.0))
-
-
-def test_absent_optional_other_quantity_is_zero() -> None:
-    regs = (reg("power_total", address=0), reg("energy_import", address=2), reg("energy_export", address=4),
-            reg("frequency", address=6, optional=True))
-    model = MeterModel(name="X", registers=regs, phases=3, max_count=80)
-    sample = sample_from(model, {"power_total": 1.0, "energy_import": 2.0, "energy_export": 3.0})
-    assert sample == MeterSample(energy_wh_import=2.0, energy_wh_export=3.0, power_w=1.0, frequency_hz=0.0)
-
-
-@pytest.mark.parametrize(("hz", "want"), [
-    (50.0, (50.0, "ok")), (45.0, (45.0, "ok")), (65.0, (65.0, "ok")), (59.95, (59.95, "ok")),
-    (500.0, (50.0, "scaled_x10")), (499.5, (49.95, "scaled_x10")), (450.0, (45.0, "scaled_x10")),
-    (650.0, (65.0, "scaled_x10")), (600.0, (60.0, "scaled_x10")),
-    (0.0, (0.0, "implausible")), (44.99, (0.0, "implausible")), (65.01, (0.0, "implausible")),
-    (449.9, (0.0, "implausible")), (650.1, (0.0, "implausible")), (5000.0, (0.0, "implausible")),
-    (-50.0, (0.0, "implausible")),
-])
-def test_plausible_frequency(hz: float, want: tuple[float, str]) -> None:
-    assert plausible_frequency(hz) == want
-
-
-def test_sample_applies_the_frequency_check() -> None:
-    model = MODELS["SDM120"]
-    values = dict.fromkeys(model.quantities(), 1.0)
-    assert sample_from(model, values | {"frequency": 500.0}).frequency_hz == 50.0
-    assert sample_from(model, values | {"frequency": 49.9}).frequency_hz == 49.9
-    assert sample_from(model, values | {"frequency": 5.0}).frequency_hz == 0.0
-
-
-# ------------------------------------------------------------------------------------------------
-# What a poll costs on an RTU line
-
-
-def test_plan_wire_bytes_and_time() -> None:
-    plan = plan_for(MODELS["SDM630"])  # (0x00, 12), (0x34, 24)
-    assert plan_wire_bytes(plan) == (8 + 5 + 2 * 12) + (8 + 5 + 2 * 24)
-    char_s = 11 / 9600
-    assert plan_wire_time_s(plan) == pytest.approx((98 + 2 * 2 * 3.5) * char_s)
-    assert plan_wire_time_s(plan, baud=38400) == pytest.approx(98 * 11 / 38400 + 4 * 0.00175)
-    assert plan_wire_time_s(plan, bits_per_char=10) == pytest.approx((98 + 14) * 10 / 9600)
-    assert plan_wire_bytes(()) == 0
-    assert plan_wire_time_s(()) == 0.0
-    with pytest.raises(ValueError, match="baud"):
-        plan_wire_time_s(plan, baud=0)
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_plan_wire_bytes_counts_every_request(name: str) -> None:
-    plan = plan_for(MODELS[name])
-    assert plan_wire_bytes(plan) == sum(13 + 2 * b.count for b in plan)
-    assert plan_wire_time_s(plan) > plan_wire_bytes(plan) * 11 / 9600
-
-
-def test_power_sign_normalises_to_import_positive() -> None:
-    flipped = MeterModel(name="X", registers=MODELS["SDM72D-M"].registers, phases=3, max_count=80, power_sign=-1)
-    assert sample_from(flipped, {"power_total": 1000.0, "energy_import": 0.0, "energy_export": 0.0}).power_w == -1000.0
 
 
 # ------------------------------------------------------------------------------------------------
