@@ -110,7 +110,7 @@ class ModbusMeter:
         self._noted: set[str] = set()  # what was logged once already
         self._token = new_token()
         self._link = self._join()  # ValueError: another meter holds the bus with other settings
-        self._membership = weakref.finalize(self, self._link.leave, self._token)
+        self._membership = self._member()
 
     def __repr__(self) -> str:
         return (
@@ -200,8 +200,15 @@ class ModbusMeter:
                 self._link = self._join()
             except ValueError as exc:
                 raise self._error(str(exc)) from exc
-            self._membership = weakref.finalize(self, self._link.leave, self._token)
+            self._membership = self._member()
         return self._link
+
+    def _member(self) -> weakref.finalize[[int], ModbusMeter]:
+        """Leave the link on `close()`, or when the meter is garbage collected (not at
+        interpreter exit: the event loop is gone by then)."""
+        membership = weakref.finalize(self, self._link.leave, self._token)
+        membership.atexit = False
+        return membership
 
     async def _read_values(self, link: Link[_Client]) -> dict[str, float]:
         client = await link.client()
