@@ -7,6 +7,7 @@ name:
 * `hal.meter_url`: the meter URL parser and the `MeterUrl` record;
 * `hal.meter_maps`: the register maps of METERS.md as frozen dataclasses;
 * `hal.meter_codec`: registers to values and samples, pure (no pymodbus);
+* `hal.meter_bus`: the links (one client and lock per RS-485 bus) meters share;
 * `hal.meter_modbus`: `ModbusMeter`, the pymodbus client (the only pymodbus importer).
 
 What it must never do: define anything of its own. Standard: see the four modules.
@@ -17,18 +18,27 @@ from __future__ import annotations
 from hal.meter_codec import (
     NOT_AVAILABLE,
     WH_PER_KWH,
+    NotAvailable,
     ReadBlock,
     decode_block,
     decode_register,
     encode_register,
+    plan_for,
     plan_reads,
+    plan_wire_bytes,
+    plan_wire_time_s,
+    plausible_frequency,
     sample_from,
 )
 from hal.meter_maps import (
+    ABB_MAX_COUNT,
     EASTRON_MAX_COUNT,
+    EM24_MAX_COUNT,
+    EM340_MAX_COUNT,
     ENERGY,
     MODBUS_MAX_COUNT,
     MODELS,
+    NEVER_OPTIONAL,
     PHASE_QUANTITIES,
     QUANTITIES,
     REQUIRED,
@@ -50,11 +60,15 @@ from hal.meter_url import (
 )
 
 __all__ = [
+    "ABB_MAX_COUNT",
     "BAUD_RATES",
     "EASTRON_MAX_COUNT",
+    "EM24_MAX_COUNT",
+    "EM340_MAX_COUNT",
     "ENERGY",
     "MODBUS_MAX_COUNT",
     "MODELS",
+    "NEVER_OPTIONAL",
     "NOT_AVAILABLE",
     "PHASE_QUANTITIES",
     "QUANTITIES",
@@ -66,6 +80,7 @@ __all__ = [
     "MeterUrl",
     "MeterUrlLike",
     "ModbusMeter",
+    "NotAvailable",
     "ReadBlock",
     "Register",
     "WordOrder",
@@ -76,6 +91,10 @@ __all__ = [
     "format_meter_url",
     "overlaps",
     "parse_meter_url",
+    "plan_for",
     "plan_reads",
+    "plan_wire_bytes",
+    "plan_wire_time_s",
+    "plausible_frequency",
     "sample_from",
 ]

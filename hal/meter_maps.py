@@ -2,20 +2,30 @@
 
 What it is for: describing each supported meter model as a `MeterModel`, a frozen table
 of `Register`s (function code, 0-based address, data type, word order, scale to
-V/A/W/Hz/kWh), and checking that a table is self-consistent (known quantities, the
-required ones present, phase registers matching the phase count, no two registers
-sharing an address, request limits within the Modbus limit). `MODELS` holds the
-supported models, each citing where its numbers come from.
+V/A/W/Hz/kWh, and whether the quantity is `optional`) with the meter's own request
+limits next to it (`max_count` registers per request, `max_gap` unused registers a
+request may read through), and checking that a table is self-consistent (known
+quantities, the required ones present and never optional, phase registers matching the
+phase count, no two registers sharing an address, request limits within the Modbus
+limit). `MODELS` holds the supported models, each citing where its numbers come from.
+
+An `optional` register is a quantity some meters of a model do not have: ABB's
+import-only B-series answers all-0xFF for export energy, and some EM24s refuse the
+export register with exception 02 (METERS.md §6.4, §6.6, §6.7). The reader asks for it
+in a request of its own and reports it as absent (`MeterSample.energy_wh_export is
+None`) instead of losing the meter. Power and import energy are never optional: the
+shell bills the one and watches the other.
 
 What it must never do:
 
 * talk to a meter or import pymodbus (only `hal/meter_modbus.py` does, STYLE.md B4);
 * decode register contents (that is `hal/meter_codec.py`) or decide anything about
   charging;
-* carry a number without a source: every address, type, word order and scale below is
-  from METERS.md and is cited next to the table. The maps are copied unchanged from the
-  former `hal/meter.py`; corrections (METERS.md §6.6 on the EM24 import counter, for
-  one) belong to issue 11, not to this module's refactoring.
+* carry a number without a source: every address, type, word order, scale and request
+  limit below is from METERS.md and is cited next to the table (issue 11 corrected the
+  EM24: total import 0x003E, at most 11 registers per request; and the SDM72D-M v1
+  reads documented registers only). Where no source states a number (the ABB request
+  limit) the value is a conservative one and says why.
 
 Standard: the register maps of /work/shared/METERS.md §6.1-6.7, which cross-checks
 volkszaehler/mbmd (the library behind evcc's meters), evcc's meter templates,
@@ -33,10 +43,14 @@ from itertools import pairwise
 from typing import Final, Literal
 
 __all__ = [
+    "ABB_MAX_COUNT",
     "EASTRON_MAX_COUNT",
+    "EM24_MAX_COUNT",
+    "EM340_MAX_COUNT",
     "ENERGY",
     "MODBUS_MAX_COUNT",
     "MODELS",
+    "NEVER_OPTIONAL",
     "PHASE_QUANTITIES",
     "QUANTITIES",
     "REQUIRED",
@@ -68,8 +82,10 @@ PHASE_QUANTITIES: Final = tuple(
 QUANTITIES: Final = frozenset(
     {*PHASE_QUANTITIES, "power_total", "frequency", "energy_import", "energy_export"}
 )
-#: What every map must have: the shell bills energy and watches power.
+#: What every map must list: the shell bills energy and watches power.
 REQUIRED: Final = frozenset({"power_total", "energy_import", "energy_export"})
+#: What a map may never mark optional: without them the meter is useless for charging.
+NEVER_OPTIONAL: Final = frozenset({"power_total", "energy_import"})
 ENERGY: Final = frozenset({"energy_import", "energy_export"})
 #: Modbus limit for FC03/FC04 (Application Protocol §6.3/§6.4).
 MODBUS_MAX_COUNT: Final = 125
@@ -79,7 +95,8 @@ MODBUS_MAX_COUNT: Final = 125
 class Register:
     """One value in a meter's map: where it is (`fc`, 0-based `address`), how it is
     encoded, and the `scale` that turns the raw number into the wire unit (V, A, W, Hz,
-    kWh)."""
+    kWh). `optional`: some meters of the model lack it (exception 02 or the "not
+    available" pattern); it is then reported as absent, and the meter stays OK."""
 
     quantity: str
     fc: int
@@ -87,6 +104,7 @@ class Register:
     dtype: DType
     word_order: WordOrder
     scale: float
+    optional: bool = False
 
     def __post_init__(self) -> None:
         if self.quantity not in QUANTITIES:
@@ -110,6 +128,8 @@ class Register:
             )
         if not (math.isfinite(self.scale) and self.scale > 0):
             raise ValueError(f"scale: {self.scale} must be finite and positive")
+        if self.optional and self.quantity in NEVER_OPTIONAL:
+            raise ValueError(f"{self.quantity} cannot be optional")
 
     @property
     def count(self) -> int:
@@ -124,15 +144,17 @@ class Register:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterModel:
-    """A meter model's register map. `max_count` caps registers per request;
-    `max_gap` is how many unused registers a batched read may read through;
-    `power_sign` turns the meter's own convention into "import positive" (+1: positive
-    power means drawing from the grid)."""
+    """A meter model's register map and its request limits. `max_count` is the most
+    registers the meter answers in one request (the meter's own limit, always given:
+    a request over it gets exception 02); `max_gap` is how many unused registers a
+    batched read may read through (0: documented registers only); `power_sign` turns
+    the meter's own convention into "import positive" (+1: positive power means drawing
+    from the grid)."""
 
     name: str
     registers: tuple[Register, ...]
     phases: int
-    max_count: int = 60
+    max_count: int
     max_gap: int = 20
     power_sign: int = 1
 
@@ -154,6 +176,10 @@ class MeterModel:
             raise ValueError(f"{self.name}: a quantity appears twice in {names}")
         if missing := REQUIRED - set(names):
             raise ValueError(f"{self.name}: map lacks {sorted(missing)}")
+        if too_long := [r.quantity for r in self.registers if r.count > self.max_count]:
+            raise ValueError(
+                f"{self.name}: {too_long} need more than max_count {self.max_count}"
+            )
         for kind in ("voltage", "current"):
             have = {q for q in names if q.startswith(kind)}
             if have and have != {f"{kind}_l{n}" for n in range(1, self.phases + 1)}:
@@ -185,6 +211,8 @@ def _reg(
     dtype: DType,
     word_order: WordOrder,
     scale: float,
+    *,
+    optional: bool = False,
 ) -> Register:
     return Register(
         quantity=quantity,
@@ -193,6 +221,7 @@ def _reg(
         dtype=dtype,
         word_order=word_order,
         scale=scale,
+        optional=optional,
     )
 
 
@@ -202,13 +231,25 @@ def _eastron(quantity: str, address: int) -> Register:
     return _reg(quantity, 4, address, "float32", "big", 1.0)
 
 
-#: Eastron allows at most 40 values (80 registers) per request (METERS.md §6.1).
+#: Eastron allows at most 40 values (80 registers) per request (METERS.md §6.1, §6.7).
 EASTRON_MAX_COUNT: Final = 80
+#: Carlo Gavazzi EM340 (EM330/ET330/ET340): at most 20 registers per request (METERS.md
+#: §6.7).
+EM340_MAX_COUNT: Final = 20
+#: Carlo Gavazzi EM24-DIN: at most 11 registers per request (METERS.md §6.6, citing CG's
+#: "EM24-DIN PFA/PFB/X communication protocol" V4R0 §1.2.1/1.2.2; §6.7).
+EM24_MAX_COUNT: Final = 11
+#: ABB B23/B24: no limit is stated in METERS.md §6.4, nor in any source it cites. 8 is
+#: a conservative guess, not a documented figure: it is one uint64 energy pair, and no
+#: larger than the requests the production readers METERS.md cites make of these meters
+#: (SmartEVSE reads three uint32 phases, 6 registers, per request; openWB one value at a
+#: time). Raise it once ABB's own manual (2CMC485003M0201) has been checked.
+ABB_MAX_COUNT: Final = 8
 
 # --- Eastron SDM630-Modbus v2 (METERS.md §6.1). Sources: mbmd meters/rs485/sdm.go;
 # SmartEVSE EMConfig "Eastron3P" (FC4 FLOAT32 HBF_HWF, U 0x0, I 0x6, P 0x34, Eimp 0x48,
 # Eexp 0x4A); evcc templates/definition/meter/eastron-sdm72v2_630.yaml (model: sdm).
-# Total power is negative when exporting.
+# Total power is negative when exporting: import positive already (power_sign +1).
 _SDM630_REGISTERS: Final = (
     _eastron("voltage_l1", 0x0000),  # 30001
     _eastron("voltage_l2", 0x0002),  # 30003
@@ -223,7 +264,9 @@ _SDM630_REGISTERS: Final = (
 )
 
 #: Carlo Gavazzi voltage, current and total power: the same on the EM340 and the
-#: EM24-DIN (METERS.md §6.5/6.6).
+#: EM24-DIN (METERS.md §6.5/6.6). Power is signed, import positive, unless the meter is
+#: set to "easy connection" mode, where it counts every direction as import and power is
+#: never negative: no sign here can undo that (the example config says so).
 _CG_VIP: Final = (
     _reg("voltage_l1", 4, 0x0000, "int32", "little", 0.1),
     _reg("voltage_l2", 4, 0x0002, "int32", "little", 0.1),
@@ -261,7 +304,9 @@ MODELS: Final[dict[str, MeterModel]] = {
     ),
     # Eastron SDM72D-M, first generation (METERS.md §6.3). Source: mbmd
     # meters/rs485/sdm72.go ("This device does not provide voltage data"): power and
-    # energies only, so V, I and f read as 0.0.
+    # energies only, so V, I and f read as 0.0. Its registers between 0x0036 and 0x0047
+    # are not documented, so it never reads through a gap (max_gap 0): two requests,
+    # 0x0034 x2 and 0x0048 x4.
     "SDM72D-M": MeterModel(
         name="SDM72D-M",
         registers=(
@@ -271,6 +316,7 @@ MODELS: Final[dict[str, MeterModel]] = {
         ),
         phases=3,
         max_count=EASTRON_MAX_COUNT,
+        max_gap=0,
     ),
     # Eastron SDM72D-M-2 / SDM72DM-V2 (METERS.md §6.3): the SDM630 map. Sources: mbmd
     # meters/rs485/sdm72v2.go (cites Eastron sdm72dm-v2.pdf); evcc groups it with the
@@ -286,7 +332,8 @@ MODELS: Final[dict[str, MeterModel]] = {
     # B-series manual); SmartEVSE "ABB" (FC3 INT32 BE 0x5B00 /10, 0x5B0C /100, 0x5B14
     # /100, 0x5000 /100, 0x5004 /100); openWB's B23 script (0x5B14 int32 /100). Energies
     # are read as the full uint64 (SmartEVSE skips the high 4 bytes). Not-available =
-    # all 0xFF.
+    # all 0xFF: the import-only B-series answers it for export energy, so export is
+    # optional (METERS.md §6.4, §6.7). Request limit: see ABB_MAX_COUNT.
     "ABB-B23": MeterModel(
         name="ABB-B23",
         registers=(
@@ -299,16 +346,17 @@ MODELS: Final[dict[str, MeterModel]] = {
             _reg("power_total", 3, 0x5B14, "int32", "big", 0.01),
             _reg("frequency", 3, 0x5B2C, "uint16", "big", 0.01),
             _reg("energy_import", 3, 0x5000, "uint64", "big", 0.01),
-            _reg("energy_export", 3, 0x5004, "uint64", "big", 0.01),
+            _reg("energy_export", 3, 0x5004, "uint64", "big", 0.01, optional=True),
         ),
         phases=3,
+        max_count=ABB_MAX_COUNT,
     ),
     # Carlo Gavazzi EM340 (also EM330, ET330/ET340, EM24 Ethernet/EM24_E1) (METERS.md
     # §6.5). FC04, INT32 with the low word first. Sources: mbmd
     # meters/rs485/carlogavazzi-ex3x0.go (cites EM330_EM340_ET330_ET340_CP.pdf);
     # SmartEVSE "C.Gavazzi" (FC4 INT32 HBF_LWF, U 0x0 /10, I 0xC /1000, P 0x28 /10, Eimp
     # 0x34 /10, Eexp 0x4E /10); evcc cg-emt3xx.yaml (model: cgex3x0). f scale: mbmd
-    # only.
+    # only. At most 20 registers per request (METERS.md §6.7).
     "EM340": MeterModel(
         name="EM340",
         registers=(
@@ -318,21 +366,27 @@ MODELS: Final[dict[str, MeterModel]] = {
             _reg("energy_export", 4, 0x004E, "int32", "little", 0.1),
         ),
         phases=3,
+        max_count=EM340_MAX_COUNT,
     ),
     # Carlo Gavazzi EM24-DIN, RS-485 "AV..." models (METERS.md §6.6): the EM340 layout
-    # for V, I and P, but f, import and export elsewhere. Source: mbmd
+    # for V, I and P, but f, import and export elsewhere. Sources: Carlo Gavazzi's
+    # "EM24-DIN PFA/PFB/X communication protocol" V4R0, Table 2.3-1 (kWh (+) TOT at
+    # 0x003E; 0x0042 is kWh (+) PAR, the partial counter a user can reset, which mbmd's
+    # map reads by mistake: never the total) and §1.2.1/1.2.2 (at most 11 registers per
+    # request); Victron's ac_sensor_updater (0x003E); mbmd
     # meters/rs485/carlogavazzi-em24.go and carlogavazzi-ex.go; evcc cg-em24.yaml
-    # (model: cgem24). The EM24 *Ethernet* (EM24_E1) uses "EM340". Left as it was for
-    # issue 11: METERS.md §6.6 says the total import is 0x003E (0x0042 is the
-    # user-resettable partial counter) and an EM24 answers at most 11 registers.
+    # (model: cgem24). The export total exists only on models and settings that count
+    # both directions (evcc issue 31143 / PR 31736); others answer exception 02, so it
+    # is optional. The EM24 *Ethernet* (EM24_E1) uses "EM340".
     "EM24": MeterModel(
         name="EM24",
         registers=(
             *_CG_VIP,
             _reg("frequency", 4, 0x0037, "int16", "little", 0.1),
-            _reg("energy_import", 4, 0x0042, "int32", "little", 0.1),
-            _reg("energy_export", 4, 0x005C, "int32", "little", 0.1),
+            _reg("energy_import", 4, 0x003E, "int32", "little", 0.1),
+            _reg("energy_export", 4, 0x005C, "int32", "little", 0.1, optional=True),
         ),
         phases=3,
+        max_count=EM24_MAX_COUNT,
     ),
 }

@@ -4,36 +4,52 @@ What it is for: reading one energy meter per EVSE over Modbus TCP or Modbus RTU 
 serial device) and handing the shell a `MeterSample` in SI units (V, A, W, Hz, Wh;
 import positive). `ModbusMeter(model, url)` takes a model name from
 `hal.meter_maps.MODELS` and an address (`hal.meter_url`); each `read()` makes the
-requests `hal.meter_codec.plan_reads` planned (two or three per poll, not ten) and
-decodes them with `hal.meter_codec`. This is the only module of the project that imports
-pymodbus (STYLE.md B4; the version is pinned in setup.cfg).
+requests `hal.meter_codec.plan_for` planned within the model's own request limit and
+decodes them with `hal.meter_codec`. Meters on one serial device (one RS-485 bus,
+different device ids) share one client and take turns for whole polls
+(`hal.meter_bus`); a TCP meter has a connection of its own. This is the only module of
+the project that imports pymodbus (STYLE.md B4; the version is pinned in setup.cfg).
+
+Optional quantities (`Register.optional`: export energy on the ABB B23/B24 and the
+EM24) are read in requests of their own. If the meter answers such a request with
+exception 02 (Illegal Data Address) or with the "not available" pattern, the quantity is
+absent: the sample reports it as None (`energy_wh_export`) and `read()` succeeds; this
+is logged once per meter at INFO. A frequency reported x10 is divided, an implausible
+one reported as 0.0 (`hal.meter_codec.plausible_frequency`); each case is logged once
+per meter at WARNING.
 
 What it must never do:
 
 * decide anything about charging: it returns raw readings; the core decides what they
   mean;
-* return a made-up value: every failure (cannot connect, timeout, exception response, a
-  garbled, short or mismatched frame, a value that does not decode, NaN, a meter's "not
-  available" pattern such as ABB's all-0xFF) raises `HardwareError("meter <model> at
-  <url>: <what>")` with the cause chained, and nothing else escapes `read()`. A quantity
-  a model does not have (L2/L3 of a 1-phase meter, V/I/f of an SDM72D-M v1) is reported
-  as 0.0, which `MeterSample` documents as "not measured";
+* return a made-up value: every failure (cannot connect, timeout, exception response to
+  a required register, a garbled, short or mismatched frame, a value that does not
+  decode, NaN, a meter's "not available" pattern such as ABB's all-0xFF in a required
+  register) raises `HardwareError("meter <model> at <url>: <what>")` with the cause
+  chained, and nothing else escapes `read()`. A quantity a model does not have (L2/L3
+  of a 1-phase meter, V/I/f of an SDM72D-M v1) is reported as 0.0, which `MeterSample`
+  documents as "not measured";
 * retry behind the caller's back: pymodbus' own retries and reconnect task are off;
   after a failure the connection is dropped and the next `read()` opens a fresh one.
-  Back-off is the shell's job.
+  Back-off is the shell's job;
+* interleave with another meter on its bus, or hold the bus longer than its own budget
+  (`timeout_s` x (requests + 1) + 0.5 s, counted once it has the bus).
 
 Standard: Modbus Application Protocol Specification V1.1b3 (function codes 03 "Read
 Holding Registers" and 04 "Read Input Registers", at most 125 registers per request;
-exception responses), Modbus over Serial Line V1.02 (RTU framing) and Modbus Messaging
-on TCP/IP V1.0b (MBAP), as implemented by pymodbus 3.16. Register maps:
-/work/shared/METERS.md §6 via `hal.meter_maps`.
+exception responses, §7: code 02 "Illegal Data Address"), Modbus over Serial Line V1.02
+(RTU framing; one transaction at a time on a line) and Modbus Messaging on TCP/IP V1.0b
+(MBAP), as implemented by pymodbus 3.16. Register maps: /work/shared/METERS.md §6 via
+`hal.meter_maps`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import weakref
 from typing import Final, Self
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -41,9 +57,10 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from firmware.core.errors import HardwareError
-from hal.meter_codec import ReadBlock, decode_block, plan_reads, sample_from
+from hal.meter_bus import Link, SerialSettings, new_token, private_link, serial_link
+from hal.meter_codec import NotAvailable, ReadBlock, decode_block, plan_for, plausible_frequency, sample_from
 from hal.meter_maps import MODELS
-from hal.meter_url import MeterUrlLike, as_meter_url
+from hal.meter_url import MeterUrl, MeterUrlLike, as_meter_url
 from hal.protocols import MeterSample
 
 __all__ = ["ModbusMeter"]
@@ -51,6 +68,13 @@ __all__ = ["ModbusMeter"]
 log = logging.getLogger(__name__)
 
 _Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+#: Exception code 02, Illegal Data Address (Modbus Application Protocol §7): how a meter
+#: says it does not have a register.
+ILLEGAL_DATA_ADDRESS: Final = 2
+
+
+class _Absent(Exception):
+    """An optional quantity the meter does not provide (exception 02 or "not available")."""
 
 
 class ModbusMeter:
@@ -58,8 +82,10 @@ class ModbusMeter:
 
     `async with ModbusMeter("SDM630", MeterUrl.parse("tcp://10.0.0.5:502")) as meter:`
     does not connect; the first `read()` does. Each request waits at most `timeout_s`,
-    and a whole `read()` at most `timeout_s` x (requests + 1) plus a margin. Any failure
-    raises HardwareError and drops the connection; the next `read()` reconnects.
+    and a whole `read()` at most `timeout_s` x (requests + 1) plus a margin, once it has
+    the bus. Any failure raises HardwareError and drops the connection; the next
+    `read()` reconnects. Meters on the same serial device share its client and lock;
+    one whose serial settings differ from the bus's raises ValueError here.
     """
 
     def __init__(
@@ -79,12 +105,12 @@ class ModbusMeter:
         self.device_id: Final = device_id
         self.timeout_s: Final = timeout_s
         self._where = f"meter {model} at {url}"
-        self._plan = plan_reads(
-            self.model.registers, self.model.max_count, self.model.max_gap
-        )
+        self._plan = plan_for(self.model)
         self._budget_s = timeout_s * (len(self._plan) + 1) + 0.5
-        self._client: _Client | None = None
-        self._lock = asyncio.Lock()
+        self._noted: set[str] = set()  # what was logged once already
+        self._token = new_token()
+        self._link = self._join()  # ValueError: another meter holds the bus with other settings
+        self._membership = self._member()
 
     def __repr__(self) -> str:
         return (
@@ -99,7 +125,8 @@ class ModbusMeter:
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        """Whether the meter's link (its own, or its bus's) holds an open connection."""
+        return self._membership.alive and self._link.connected
 
     async def __aenter__(self) -> Self:
         return self
@@ -108,35 +135,36 @@ class ModbusMeter:
         self.close()
 
     def close(self) -> None:
-        """Drop the connection (idempotent). A later `read()` opens a new one."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            client.close()
+        """Leave the link (idempotent): a TCP meter's connection closes; a bus closes when
+        its last meter leaves. A later `read()` joins again and opens a new one."""
+        self._membership()
 
     async def read(self) -> MeterSample:
         """Read every register of the model and return the sample. Raises HardwareError
         on any failure."""
-        async with self._lock:
+        link = self._rejoin()
+        async with link.lock:
             try:
                 async with asyncio.timeout(self._budget_s):
-                    sample = await self._read_once()
+                    values = await self._read_values(link)
+                sample = self._sample(values)
             except HardwareError:
-                self.close()
+                link.drop()
                 raise
             except TimeoutError as exc:
-                self.close()
+                link.drop()
                 raise self._error(
                     f"no complete answer within {self._budget_s:.1f} s"
                 ) from exc
             except asyncio.CancelledError:
                 # A half-finished transaction must not answer the next request.
-                self.close()
+                link.drop()
                 raise
             except Exception as exc:
                 # The Meter contract is "HardwareError, never anything else". What
                 # pymodbus raises varies between releases (ModbusException, OSError,
                 # TimeoutError, struct.error, ...); convert it all.
-                self.close()
+                link.drop()
                 raise self._error(f"{type(exc).__name__}: {exc}") from exc
         log.debug("%s: %s", self._where, sample)
         return sample
@@ -146,54 +174,83 @@ class ModbusMeter:
     def _error(self, what: str) -> HardwareError:
         return HardwareError(f"{self._where}: {what}")
 
-    def _new_client(self) -> _Client:
-        # retries=0 and reconnect_delay=0: one attempt per request, no background
-        # reconnect task; the shell owns back-off. pymodbus' `timeout` bounds both the
-        # connect and each response.
+    def _once(self, key: str, level: int, msg: str, *args: object) -> None:
+        """Log `msg` at `level` the first time for this meter, at DEBUG afterwards."""
+        first = key not in self._noted
+        self._noted.add(key)
+        log.log(level if first else logging.DEBUG, msg, *args)
+
+    def _join(self) -> Link[_Client]:
+        # The client factories hold the URL and timeout, never the meter: a link (kept by
+        # the bus registry) must not keep a meter alive.
+        who = f"meter {self.model.name} (device {self.device_id})"
         if self.url.scheme == "tcp":
-            return AsyncModbusTcpClient(
-                self.url.host,
-                port=self.url.port,
-                name=self._where,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,
-            )
-        return AsyncModbusSerialClient(
-            self.url.path,
-            baudrate=self.url.baud,
-            bytesize=8,
-            parity=self.url.parity,
-            stopbits=self.url.stopbits,
-            name=self._where,
-            timeout=self.timeout_s,
-            retries=0,
-            reconnect_delay=0,
+            factory = functools.partial(_tcp_client, self.url, self._where, self.timeout_s)
+            return private_link(self._where, factory, self._token, who)
+        settings = SerialSettings(
+            path=self.url.path, baud=self.url.baud, parity=self.url.parity, stopbits=self.url.stopbits
         )
+        factory = functools.partial(_serial_client, self.url, self.timeout_s)
+        return serial_link(settings, factory, self._token, who)
 
-    async def _connected_client(self) -> _Client:
-        if self._client is not None and self._client.connected:
-            return self._client
-        self.close()
-        self._client = client = self._new_client()
-        if not await client.connect():
-            raise self._error("cannot connect")
-        log.debug("%s: connected", self._where)
-        return client
-
-    async def _read_once(self) -> MeterSample:
-        client = await self._connected_client()
-        values: dict[str, float] = {}
-        for block in self._plan:
-            words = await self._request(client, block)
+    def _rejoin(self) -> Link[_Client]:
+        """The link, joining it again after `close()`."""
+        if not self._membership.alive:
             try:
-                values.update(decode_block(block, words))
+                self._link = self._join()
             except ValueError as exc:
                 raise self._error(str(exc)) from exc
+            self._membership = self._member()
+        return self._link
+
+    def _member(self) -> weakref.finalize[[int], ModbusMeter]:
+        """Leave the link on `close()`, or when the meter is garbage collected (not at
+        interpreter exit: the event loop is gone by then)."""
+        membership = weakref.finalize(self, self._link.leave, self._token)
+        membership.atexit = False
+        return membership
+
+    async def _read_values(self, link: Link[_Client]) -> dict[str, float]:
+        client = await link.client()
+        if client is None:
+            raise self._error("cannot connect")
+        # The response timeout pymodbus reads for every request (transaction.py): this
+        # meter's, also on a client another meter of the bus opened.
+        client.comm_params.timeout_connect = self.timeout_s
+        values: dict[str, float] = {}
+        for block in self._plan:
+            try:
+                words = await self._request(client, block)
+                values.update(decode_block(block, words))
+            except _Absent as exc:
+                self._once(f"absent {block.address}", logging.INFO,
+                           "%s: %s absent (%s); reported as not available", self._where,
+                           block.registers[0].quantity, exc)
+            except NotAvailable as exc:
+                if not block.optional:
+                    raise self._error(str(exc)) from exc
+                self._once(f"absent {block.address}", logging.INFO,
+                           "%s: %s; reported as absent", self._where, exc)
+            except ValueError as exc:
+                raise self._error(str(exc)) from exc
+        return values
+
+    def _sample(self, values: dict[str, float]) -> MeterSample:
         try:
-            return sample_from(self.model, values)
+            sample = sample_from(self.model, values)
         except ValueError as exc:
             raise self._error(str(exc)) from exc
+        if "frequency" in values:
+            hz, verdict = plausible_frequency(values["frequency"])
+            if verdict == "scaled_x10":
+                self._once("f x10", logging.WARNING,
+                           "%s: frequency %s looks like ten times the mains frequency; reported as %s Hz",
+                           self._where, values["frequency"], hz)
+            elif verdict == "implausible":
+                self._once("f implausible", logging.WARNING,
+                           "%s: frequency %s is not plausible (45..65 Hz); reported as 0.0 (not measured)",
+                           self._where, values["frequency"])
+        return sample
 
     async def _request(self, client: _Client, block: ReadBlock) -> list[int]:
         what = f"FC{block.fc:02d} 0x{block.address:04X} count {block.count}"
@@ -212,6 +269,8 @@ class ModbusMeter:
             raise self._error(f"{what}: {type(exc).__name__}: {exc}") from exc
         if resp.isError():
             code = getattr(resp, "exception_code", None)
+            if block.optional and code == ILLEGAL_DATA_ADDRESS:
+                raise _Absent(f"{what}: exception 02, illegal data address")
             raise self._error(
                 f"{what}: exception response"
                 f" (function 0x{resp.function_code:02X}, code {code})"
@@ -221,3 +280,28 @@ class ModbusMeter:
         if len(resp.registers) != block.count:
             raise self._error(f"{what}: answer has {len(resp.registers)} registers")
         return list(resp.registers)
+
+
+# retries=0 and reconnect_delay=0: one attempt per request, no background reconnect task;
+# the shell owns back-off. pymodbus' `timeout` bounds both the connect and each response;
+# on a shared bus each meter sets its own before its requests.
+
+
+def _tcp_client(url: MeterUrl, name: str, timeout_s: float) -> _Client:
+    return AsyncModbusTcpClient(
+        url.host, port=url.port, name=name, timeout=timeout_s, retries=0, reconnect_delay=0
+    )
+
+
+def _serial_client(url: MeterUrl, timeout_s: float) -> _Client:
+    return AsyncModbusSerialClient(
+        url.path,
+        baudrate=url.baud,
+        bytesize=8,
+        parity=url.parity,
+        stopbits=url.stopbits,
+        name=f"serial bus {url.path}",
+        timeout=timeout_s,
+        retries=0,
+        reconnect_delay=0,
+    )

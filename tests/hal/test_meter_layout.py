@@ -35,6 +35,6 @@ def test_only_meter_modbus_imports_pymodbus() -> None:
 
 
 def test_pure_meter_modules_do_not_load_pymodbus() -> None:
-    code = ("import sys, hal.meter_url, hal.meter_maps, hal.meter_codec; "
+    code = ("import sys, hal.meter_url, hal.meter_maps, hal.meter_codec, hal.meter_bus; "
             "assert 'pymodbus' not in sys.modules, sorted(m for m in sys.modules if 'pymodbus' in m)")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)

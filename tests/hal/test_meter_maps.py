@@ -1,4 +1,5 @@
-"""Pure tests of the meter register maps, decoding, read planning and meter URLs (no I/O).
+"""Pure tests of the meter register maps, register decoding and meter URLs (no I/O). Read planning is in
+test_meter_plan.py, whole samples in test_meter_sample.py.
 
 Known vectors come from METERS.md ("Verified decoding with pymodbus"). Encoding for the round trips
 uses pymodbus' own `convert_to_registers`, so the maps are checked against the library's idea of
@@ -27,25 +28,22 @@ from hal.meter import (
     MeterModel,
     MeterUrl,
     ModbusMeter,
-    ReadBlock,
     Register,
     as_meter_url,
-    decode_block,
     decode_register,
     encode_register,
     format_meter_url,
-    plan_reads,
-    sample_from,
 )
-from hal.protocols import Meter, MeterSample
+from hal.protocols import Meter
 
 DT = ModbusClientMixin.DATATYPE
 
 
 def reg(quantity: str = "power_total", fc: int = 4, address: int = 0, dtype: str = "float32",
-        word_order: str = "big", scale: float = 1.0) -> Register:
+        word_order: str = "big", scale: float = 1.0, optional: bool = False) -> Register:
     return Register(
-        quantity=quantity, fc=fc, address=address, dtype=dtype, word_order=word_order, scale=scale  # type: ignore[arg-type]
+        quantity=quantity, fc=fc, address=address, dtype=dtype, word_order=word_order, scale=scale,  # type: ignore[arg-type]
+        optional=optional,
     )
 
 
@@ -213,40 +211,48 @@ def test_maps_match_meters_md() -> None:
     em24 = {r.quantity: (r.address, r.dtype, r.word_order, r.scale) for r in MODELS["EM24"].registers}
     assert em340["current_l1"] == em24["current_l1"] == (0x0C, "int32", "little", 0.001)
     assert (em340["frequency"][0], em340["energy_import"][0], em340["energy_export"][0]) == (0x33, 0x34, 0x4E)
-    assert (em24["frequency"][0], em24["energy_import"][0], em24["energy_export"][0]) == (0x37, 0x42, 0x5C)
+    # The EM24's total import is 0x003E; 0x0042 is the partial counter a user can reset (METERS.md §6.6).
+    assert (em24["frequency"][0], em24["energy_import"][0], em24["energy_export"][0]) == (0x37, 0x3E, 0x5C)
+    assert all(r.address not in (0x42, 0x43) for r in MODELS["EM24"].registers)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_model_plan_respects_limits(name: str) -> None:
-    model = MODELS[name]
-    plan = plan_reads(model.registers, model.max_count, model.max_gap)
-    planned = sorted((r.fc, r.address) for b in plan for r in b.registers)
-    assert planned == sorted((r.fc, r.address) for r in model.registers)
-    for b in plan:
-        assert 1 <= b.count <= model.max_count
-        if name.startswith("SDM"):
-            assert b.count <= 80  # Eastron: at most 40 values per request
-        assert all(b.address <= r.address and r.end <= b.address + b.count for r in b.registers)
-        assert all(r.fc == b.fc for r in b.registers)
+def test_request_limits_match_meters_md() -> None:
+    """METERS.md §6.1/§6.6/§6.7: Eastron 80 registers per request, EM340 20, EM24-DIN 11. ABB states none:
+    the map keeps a small conservative value."""
+    limits = {name: m.max_count for name, m in MODELS.items()}
+    assert limits == {"SDM630": 80, "SDM120": 80, "SDM72D-M": 80, "SDM72D-M-2": 80, "EM340": 20, "EM24": 11,
+                      "ABB-B23": 8}
 
 
-def test_sdm630_reads_in_two_requests() -> None:
-    m = MODELS["SDM630"]
-    plan = plan_reads(m.registers, m.max_count, m.max_gap)
-    assert [(b.fc, b.address, b.count) for b in plan] == [(4, 0x00, 12), (4, 0x34, 24)]
+def test_optional_quantities_are_export_on_abb_and_em24_only() -> None:
+    optional = {(name, r.quantity) for name, m in MODELS.items() for r in m.registers if r.optional}
+    assert optional == {("ABB-B23", "energy_export"), ("EM24", "energy_export")}
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"phases": 2}, "phases"),
     ({"max_count": 0}, "max_count"),
     ({"max_count": 126}, "max_count"),
+    ({"max_count": 1}, "more than max_count 1"),  # a float32 needs 2 registers
     ({"power_sign": 0}, "power_sign"),
     ({"max_gap": -1}, "max_gap"),
 ])
 def test_model_validation(kwargs: dict[str, int], match: str) -> None:
-    args: dict[str, object] = {"name": "X", "registers": MODELS["SDM630"].registers, "phases": 3} | kwargs
+    args: dict[str, object] = {"name": "X", "registers": MODELS["SDM630"].registers, "phases": 3,
+                               "max_count": 80} | kwargs
     with pytest.raises(ValueError, match=match):
         MeterModel(**args)  # type: ignore[arg-type]
+
+
+def test_model_needs_its_request_limit() -> None:
+    with pytest.raises(TypeError, match="max_count"):
+        MeterModel(name="X", registers=MODELS["SDM630"].registers, phases=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("quantity", ["power_total", "energy_import"])
+def test_power_and_import_are_never_optional(quantity: str) -> None:
+    with pytest.raises(ValueError, match=f"{quantity} cannot be optional"):
+        reg(quantity, optional=True)
 
 
 @pytest.mark.parametrize(("registers", "match"), [
@@ -259,7 +265,7 @@ def test_model_validation(kwargs: dict[str, int], match: str) -> None:
 ])
 def test_bad_maps_are_refused(registers: tuple[Register, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        MeterModel(name="X", registers=registers, phases=3)
+        MeterModel(name="X", registers=registers, phases=3, max_count=80)
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -270,102 +276,6 @@ def test_bad_maps_are_refused(registers: tuple[Register, ...], match: str) -> No
 def test_bad_registers_are_refused(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         reg(**kwargs)  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------------------------------------------
-# plan_reads
-
-
-def test_plan_merges_contiguous_and_near_registers() -> None:
-    regs = [reg("voltage_l1", address=0), reg("voltage_l2", address=2), reg("voltage_l3", address=10)]
-    assert plan_reads(regs) == (ReadBlock(fc=4, address=0, count=12, registers=tuple(regs)),)
-
-
-def test_plan_splits_on_large_gap() -> None:
-    a, b = reg("power_total", address=0), reg("energy_import", address=2 + 21)
-    assert [(x.address, x.count) for x in plan_reads([a, b], max_gap=20)] == [(0, 2), (23, 2)]
-    assert [(x.address, x.count) for x in plan_reads([a, b], max_gap=21)] == [(0, 25)]
-
-
-def test_plan_gap_zero_merges_only_adjacent() -> None:
-    regs = [reg("voltage_l1", address=0), reg("voltage_l2", address=2), reg("voltage_l3", address=5)]
-    assert [(x.address, x.count) for x in plan_reads(regs, max_gap=0)] == [(0, 4), (5, 2)]
-
-
-def test_plan_respects_max_count() -> None:
-    regs = [reg(q, address=2 * i) for i, q in enumerate(PHASE_QUANTITIES)]  # 12 contiguous registers
-    blocks = plan_reads(regs, max_count=5)
-    assert [(b.address, b.count) for b in blocks] == [(0, 4), (4, 4), (8, 4)]
-    assert all(b.count <= 5 for b in blocks)
-
-
-def test_plan_separates_function_codes_and_sorts() -> None:
-    regs = [reg("energy_import", fc=4, address=0x48), reg("power_total", fc=3, address=0x48),
-            reg("energy_export", fc=4, address=0x4A)]
-    blocks = plan_reads(regs)
-    assert [(b.fc, b.address, b.count, len(b.registers)) for b in blocks] == [(3, 0x48, 2, 1), (4, 0x48, 4, 2)]
-
-
-def test_plan_refuses_overlaps_and_bad_limits() -> None:
-    with pytest.raises(ValueError, match="overlaps"):
-        plan_reads([reg("power_total", address=0), reg("energy_import", address=1)])
-    with pytest.raises(ValueError, match="max_count"):
-        plan_reads([reg()], max_count=0)
-    with pytest.raises(ValueError, match="max_count"):
-        plan_reads([reg()], max_count=126)
-    with pytest.raises(ValueError, match="more than max_count"):
-        plan_reads([reg(dtype="uint64")], max_count=2)
-    with pytest.raises(ValueError, match="max_gap"):
-        plan_reads([reg()], max_gap=-1)
-
-
-def test_plan_of_nothing_is_empty() -> None:
-    assert plan_reads([]) == ()
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoding whole blocks into a sample
-
-
-def test_decode_block_and_sample_for_one_phase_meter() -> None:
-    model = MODELS["SDM120"]
-    values: dict[str, float] = {}
-    wire = {"voltage_l1": 230.5, "current_l1": 16.25, "power_total": 3745.5, "frequency": 50.0,
-            "energy_import": 1234.5, "energy_export": 0.25}
-    for block in plan_reads(model.registers, model.max_count, model.max_gap):
-        words = [0] * block.count
-        for r in block.registers:
-            words[r.address - block.address: r.end - block.address] = encode_register(r, wire[r.quantity])
-        values.update(decode_block(block, words))
-    assert sample_from(model, values) == MeterSample(
-        energy_wh_import=1_234_500.0, energy_wh_export=250.0, power_w=3745.5,
-        currents_a=(16.25, 0.0, 0.0), voltages_v=(230.5, 0.0, 0.0), frequency_hz=50.0)
-
-
-def test_decode_block_names_the_bad_quantity_and_checks_length() -> None:
-    model = MODELS["ABB-B23"]
-    block = plan_reads(model.registers, model.max_count, model.max_gap)[0]  # energies, 0x5000
-    with pytest.raises(ValueError, match=r"energy_export \(FC3 0x5004\): not available"):
-        decode_block(block, [0, 0, 0, 1] + [0xFFFF] * 4)
-    with pytest.raises(ValueError, match="expected 8 registers, got 7"):
-        decode_block(block, [0] * 7)
-
-
-def test_sample_without_phase_registers_reports_zeros() -> None:
-    s = sample_from(MODELS["SDM72D-M"], {"power_total": -500.0, "energy_import": 10.0, "energy_export": 20.0})
-    assert s == MeterSample(energy_wh_import=10.0, energy_wh_export=20.0, power_w=-500.0)
-
-
-def test_sample_refuses_negative_energy_and_missing_values() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        sample_from(MODELS["EM340"], {"power_total": 0.0, "energy_import": -1.0, "energy_export": 0.0})
-    with pytest.raises(ValueError, match="missing"):
-        sample_from(MODELS["EM340"], {"power_total": 0.0, "energy_import": 1.0})
-
-
-def test_power_sign_normalises_to_import_positive() -> None:
-    flipped = MeterModel(name="X", registers=MODELS["SDM72D-M"].registers, phases=3, power_sign=-1)
-    assert sample_from(flipped, {"power_total": 1000.0, "energy_import": 0.0, "energy_export": 0.0}).power_w == -1000.0
 
 
 # ------------------------------------------------------------------------------------------------

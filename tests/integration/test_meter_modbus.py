@@ -4,8 +4,10 @@ garbage.
 
 The emulated meters are built from `METER_FORMATS` (tests/support/modbus.py), a second transcription
 of METERS.md that does not use hal/meter.py's tables or encoder, so a wrong address, type, word order
-or scale in the maps shows up as a wrong sample. The values are chosen to be exact in every format
-(float32 and the integer scales), so samples are compared with `==`.
+or scale in the maps shows up as a wrong sample; and they refuse, as the real meters do, a request for
+more registers than the model answers at once (limits transcribed from METERS.md as well). The values
+are chosen to be exact in every format (float32 and the integer scales), so samples are compared with
+`==`.
 
 Failures must come out as `HardwareError` and nothing else, within the configured timeout, and the
 meter must read again once the server is back. Every test is a few hundred milliseconds; an autouse
@@ -15,7 +17,8 @@ fixture fails any test that leaves an asyncio task behind.
 from __future__ import annotations
 
 import asyncio
-import shutil
+import dataclasses
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -26,7 +29,18 @@ from firmware.config import MeterUrl as ConfigMeterUrl
 from firmware.core.errors import HardwareError
 from hal.meter import MODELS, ModbusMeter
 from hal.protocols import MeterSample
-from tests.support.modbus import GARBAGE_MODES, LOOPBACK, METER_FORMATS, Servers, garbage_server, meter_device
+from tests.support.modbus import (
+    EM24_PARTIAL,
+    GARBAGE_MODES,
+    LOOPBACK,
+    METER_FORMATS,
+    RequestLog,
+    Servers,
+    encode_registers,
+    garbage_server,
+    meter_device,
+    socat_pty_pair,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +60,9 @@ IMPORTING = {
 EXPORTING = IMPORTING | {"power_total": -3500.5, "current_l1": 5.5, "energy_export": 98765.5}
 
 
-def expected_sample(model: str, wire: dict[str, float]) -> MeterSample:
-    """The sample a correct reader returns: energies in Wh, unmeasured quantities 0.0."""
+def expected_sample(model: str, wire: dict[str, float], *, export: bool = True) -> MeterSample:
+    """The sample a correct reader returns: energies in Wh, unmeasured quantities 0.0, an export the meter
+    does not provide (`export=False`) None."""
     present = METER_FORMATS[model].registers
 
     def get(q: str) -> float:
@@ -55,7 +70,7 @@ def expected_sample(model: str, wire: dict[str, float]) -> MeterSample:
 
     return MeterSample(
         energy_wh_import=wire["energy_import"] * 1000,
-        energy_wh_export=wire["energy_export"] * 1000,
+        energy_wh_export=wire["energy_export"] * 1000 if export else None,
         power_w=wire["power_total"],
         currents_a=(get("current_l1"), get("current_l2"), get("current_l3")),
         voltages_v=(get("voltage_l1"), get("voltage_l2"), get("voltage_l3")),
@@ -94,28 +109,8 @@ def meters() -> Iterator[Callable[..., ModbusMeter]]:
 @pytest.fixture
 async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[Path, Path]]:
     """Two linked pseudo-terminals from `socat`: a null-modem cable for the RTU tests."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.fail("socat is not installed, and the Modbus RTU tests need it: apt-get install socat", pytrace=False)
-    a, b = tmp_path / "a", tmp_path / "b"
-    proc = await asyncio.create_subprocess_exec(
-        socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    log: list[bytes] = []
-    try:
-        async with asyncio.timeout(5):
-            while b"starting data transfer loop" not in (line := await proc.stderr.readline()):
-                log.append(line)
-                if not line:
-                    pytest.fail(f"socat exited early: {b''.join(log).decode(errors='replace')}", pytrace=False)
-        yield a, b
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
-        await proc.stderr.read()
+    async with socat_pty_pair(tmp_path) as pair:
+        yield pair
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,26 +195,146 @@ async def test_missing_registers_give_exception_response(servers: Servers, meter
     """An ABB map read from an Eastron: FC03 0x5000 is not there -> ILLEGAL ADDRESS (code 2)."""
     port = await servers.tcp(meter_device("SDM630", IMPORTING))
     meter = meters("ABB-B23", f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
-    with pytest.raises(HardwareError, match=r"meter ABB-B23 at .*: FC03 0x5000 count 8: exception response .*code 2"):
+    with pytest.raises(HardwareError, match=r"meter ABB-B23 at .*: FC03 0x5000 count 4: exception response .*code 2"):
         await meter.read()
 
 
 async def test_map_reading_past_the_end_gives_exception_response(
     servers: Servers, meters: Callable[..., ModbusMeter]
 ) -> None:
-    """An EM24 map read from an EM340: the export register 0x5C is past the EM340's last register."""
-    port = await servers.tcp(meter_device("EM340", IMPORTING))
-    meter = meters("EM24", f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
-    with pytest.raises(HardwareError, match="exception response"):
+    """An EM340 map read from an SDM120: the export register 0x4E is past the SDM120's last register, and
+    export is not optional on an EM340."""
+    port = await servers.tcp(meter_device("SDM120", IMPORTING))
+    meter = meters("EM340", f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
+    with pytest.raises(HardwareError, match=r"FC04 0x004E count 2: exception response .*code 2"):
         await meter.read()
 
 
-async def test_not_available_values_are_refused(servers: Servers, meters: Callable[..., ModbusMeter]) -> None:
-    """ABB reports "not available" as all-0xFF; the meter must not turn that into 1.8e17 Wh."""
+# ------------------------------------------------------------------------------------------------
+# Request limits and documented registers: what a real meter refuses
+
+
+@pytest.mark.parametrize(("model", "change", "refused"), [
+    ("EM24", {"max_count": 60}, "count 18"),  # the plan before issue 11: 18 and 28 registers
+    ("EM340", {"max_count": 60, "max_gap": 30}, "FC04 0x0000 count 54"),  # V to import at once: over 20
+    ("SDM72D-M", {"max_gap": 20}, "FC04 0x0034 count 24"),  # through the v1's undocumented registers
+])
+async def test_server_refuses_what_the_real_meter_refuses(
+    model: str, change: dict[str, int], refused: str, servers: Servers, meters: Callable[..., ModbusMeter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The emulation is strict enough to fail a plan that breaks the meter's rules (so the tests above,
+    which pass, show the maps keep them)."""
+    port = await servers.tcp(meter_device(model, IMPORTING))
+    monkeypatch.setitem(MODELS, model, dataclasses.replace(MODELS[model], **change))
+    meter = meters(model, f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
+    with pytest.raises(HardwareError, match=rf"{refused}: exception response .*code 2"):
+        await meter.read()
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+async def test_every_request_within_the_meters_limit(
+    model: str, servers: Servers, meters: Callable[..., ModbusMeter]
+) -> None:
+    log = RequestLog()
+    port = await servers.tcp(meter_device(model, IMPORTING, log=log))
+    meter = meters(model, f"tcp://{LOOPBACK}:{port}")
+    await meter.read()
+    assert [(r.address, r.count) for r in log.requests] == [(b.address, b.count) for b in meter.plan]
+    assert max(r.count for r in log.requests) <= METER_FORMATS[model].max_count
+
+
+# ------------------------------------------------------------------------------------------------
+# The EM24's counters, optional quantities
+
+
+async def test_em24_bills_the_total_not_the_partial_counter(
+    servers: Servers, meters: Callable[..., ModbusMeter]
+) -> None:
+    """0x0042 is the partial counter a user can reset; the total is 0x003E (METERS.md §6.6)."""
+    address, datatype, scale = EM24_PARTIAL
+    partial = encode_registers(17.5, datatype, scale, "little")
+    port = await servers.tcp(meter_device("EM24", IMPORTING, overrides={address: partial[0], address + 1: partial[1]}))
+    meter = meters("EM24", f"tcp://{LOOPBACK}:{port}")
+    sample = await meter.read()
+    assert sample.energy_wh_import == 1_234_500.0  # IMPORTING's 1234.5 kWh total, not 17.5
+    assert sample == expected_sample("EM24", IMPORTING)
+
+
+async def test_abb_import_only_meter_reports_export_absent(
+    servers: Servers, meters: Callable[..., ModbusMeter], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An import-only B-series answers all-0xFF ("not available") for export: the meter stays OK."""
     port = await servers.tcp(meter_device("ABB-B23", IMPORTING, overrides={0x5004 + i: 0xFFFF for i in range(4)}))
     meter = meters("ABB-B23", f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
-    with pytest.raises(HardwareError, match=r"energy_export .*not available"):
+    with caplog.at_level(logging.INFO, logger="hal.meter_modbus"):
+        assert await meter.read() == expected_sample("ABB-B23", IMPORTING, export=False)
+        assert await meter.read() == expected_sample("ABB-B23", IMPORTING, export=False)
+    assert meter.connected
+    notes = [r for r in caplog.records if "energy_export" in r.getMessage() and r.levelno == logging.INFO]
+    assert len(notes) == 1  # said once, not every poll
+
+
+async def test_abb_import_not_available_still_fails(servers: Servers, meters: Callable[..., ModbusMeter]) -> None:
+    """ABB reports "not available" as all-0xFF; a required value must not become 1.8e17 Wh."""
+    port = await servers.tcp(meter_device("ABB-B23", IMPORTING, overrides={0x5000 + i: 0xFFFF for i in range(4)}))
+    meter = meters("ABB-B23", f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
+    with pytest.raises(HardwareError, match=r"energy_import .*not available"):
         await meter.read()
+
+
+async def test_em24_refusing_export_reports_it_absent(servers: Servers, meters: Callable[..., ModbusMeter]) -> None:
+    """Some EM24s answer exception 02 for the export counter: import, power, current and voltage still
+    come through."""
+    port = await servers.tcp(meter_device("EM24", EXPORTING, device_id=4, refuse={0x5C, 0x5D}))
+    meter = meters("EM24", f"tcp://{LOOPBACK}:{port}", device_id=4, timeout_s=FAST_S)
+    assert await meter.read() == expected_sample("EM24", EXPORTING, export=False)
+    assert await meter.read() == expected_sample("EM24", EXPORTING, export=False)
+    assert meter.connected
+
+
+async def test_em24_refusing_export_over_rtu(pty_pair: tuple[Path, Path], servers: Servers,
+                                            meters: Callable[..., ModbusMeter]) -> None:
+    a, b = pty_pair
+    await servers.rtu(meter_device("EM24", EXPORTING, device_id=4, refuse={0x5C, 0x5D}), b)
+    meter = meters("EM24", f"rtu://{a}?baud=9600&parity=N&stopbits=1", device_id=4, timeout_s=FAST_S)
+    assert await meter.read() == expected_sample("EM24", EXPORTING, export=False)
+    assert await meter.read() == expected_sample("EM24", EXPORTING, export=False)
+
+
+async def test_em24_refusing_a_required_register_fails(servers: Servers, meters: Callable[..., ModbusMeter]) -> None:
+    port = await servers.tcp(meter_device("EM24", IMPORTING, refuse={0x3E}))
+    meter = meters("EM24", f"tcp://{LOOPBACK}:{port}", timeout_s=FAST_S)
+    with pytest.raises(HardwareError, match=r"FC04 0x0037 count 9: exception response .*code 2"):
+        await meter.read()
+
+
+# ------------------------------------------------------------------------------------------------
+# Frequency plausibility
+
+
+async def test_frequency_reported_x10_is_divided(
+    servers: Servers, meters: Callable[..., ModbusMeter], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = await servers.tcp(meter_device("SDM630", IMPORTING | {"frequency": 500.0}))
+    meter = meters("SDM630", f"tcp://{LOOPBACK}:{port}")
+    with caplog.at_level(logging.WARNING, logger="hal.meter_modbus"):
+        assert await meter.read() == expected_sample("SDM630", IMPORTING | {"frequency": 50.0})
+        assert (await meter.read()).frequency_hz == 50.0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1  # once per meter
+    assert "ten times" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("hz", [5.0, 120.0, 5000.0])
+async def test_nonsense_frequency_is_not_measured(
+    hz: float, servers: Servers, meters: Callable[..., ModbusMeter], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = await servers.tcp(meter_device("SDM630", IMPORTING | {"frequency": hz}))
+    meter = meters("SDM630", f"tcp://{LOOPBACK}:{port}")
+    with caplog.at_level(logging.WARNING, logger="hal.meter_modbus"):
+        assert await meter.read() == expected_sample("SDM630", IMPORTING | {"frequency": 0.0})
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
 
 
 async def test_rtu_silent_bus_then_device_appears(pty_pair: tuple[Path, Path], servers: Servers,

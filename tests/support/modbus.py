@@ -1,10 +1,14 @@
 """Modbus servers for the meter tests: pymodbus' own server (TCP on 127.0.0.1, or RTU on a pty) holding
-an emulated meter, and a raw asyncio server that answers garbage.
+one emulated meter, or several on one RTU line, and a raw asyncio server that answers garbage.
 
 The emulated meters are built from `METER_FORMATS`, a second transcription of METERS.md that does not
 use hal/meter.py's tables or encoder: values are encoded with pymodbus' `convert_to_registers` in each
 meter's exact wire format, so a wrong address, type, word order or scale in the maps shows up as a
-wrong sample.
+wrong sample. Each emulated meter also behaves like the real one towards requests (a `SimDevice`
+action): a request for more registers than the model answers at once gets exception 02 (the limits
+are transcribed from METERS.md too, not taken from the maps), a meter with `documented_only` refuses
+any request touching a register its manual does not list, and `refuse` makes it refuse chosen
+addresses (an EM24 without the export counter). Every request that reaches a meter is logged.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+import shutil
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymodbus.client.mixin import ModbusClientMixin
+from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -26,7 +32,11 @@ LOOPBACK = "127.0.0.1"
 
 # ------------------------------------------------------------------------------------------------
 # The meters' wire formats, transcribed from METERS.md §6.1-6.6 (independently of hal/meter.py):
-# quantity -> (address, pymodbus data type, scale); plus the model's function code and word order.
+# quantity -> (address, pymodbus data type, scale); plus the model's function code, word order and the
+# most registers it answers in one request: METERS.md §6.1/§6.7 "Eastron limits a request to 40 values
+# (80 registers)", §6.7 "the EM340 20", §6.6 "at most 11 registers per request" (EM24-DIN). §6.4 states
+# no limit for the ABB B23/B24, so its emulation answers up to the Modbus limit of 125 (Application
+# Protocol §6.3/§6.4).
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,11 @@ class Format:
     fc: int
     word_order: str
     registers: dict[str, tuple[int, DT, float]]
+    max_count: int
     phases: int = 3
+    #: Refuse (exception 02) any request touching a register not in `registers` (SDM72D-M v1: METERS.md
+    #: §6.3 lists only these for it; the others are undocumented).
+    documented_only: bool = False
 
 
 _SDM630 = {
@@ -48,15 +62,17 @@ _CG_VIP = {
     "current_l1": (0x0C, DT.INT32, 0.001), "current_l2": (0x0E, DT.INT32, 0.001), "current_l3": (0x10, DT.INT32, 0.001),
     "power_total": (0x28, DT.INT32, 0.1),
 }
+EASTRON_LIMIT, EM340_LIMIT, EM24_LIMIT, MODBUS_LIMIT = 80, 20, 11, 125
 METER_FORMATS: dict[str, Format] = {
-    "SDM630": Format(4, "big", _SDM630),
-    "SDM72D-M-2": Format(4, "big", _SDM630),
-    "SDM72D-M": Format(4, "big", {q: _SDM630[q] for q in ("power_total", "energy_import", "energy_export")}),
+    "SDM630": Format(4, "big", _SDM630, EASTRON_LIMIT),
+    "SDM72D-M-2": Format(4, "big", _SDM630, EASTRON_LIMIT),
+    "SDM72D-M": Format(4, "big", {q: _SDM630[q] for q in ("power_total", "energy_import", "energy_export")},
+                       EASTRON_LIMIT, documented_only=True),
     "SDM120": Format(4, "big", {
         "voltage_l1": (0x00, DT.FLOAT32, 1.0), "current_l1": (0x06, DT.FLOAT32, 1.0),
         "power_total": (0x0C, DT.FLOAT32, 1.0), "frequency": (0x46, DT.FLOAT32, 1.0),
         "energy_import": (0x48, DT.FLOAT32, 1.0), "energy_export": (0x4A, DT.FLOAT32, 1.0),
-    }, phases=1),
+    }, EASTRON_LIMIT, phases=1),
     "ABB-B23": Format(3, "big", {
         "voltage_l1": (0x5B00, DT.UINT32, 0.1), "voltage_l2": (0x5B02, DT.UINT32, 0.1),
         "voltage_l3": (0x5B04, DT.UINT32, 0.1),
@@ -64,16 +80,46 @@ METER_FORMATS: dict[str, Format] = {
         "current_l3": (0x5B10, DT.UINT32, 0.01),
         "power_total": (0x5B14, DT.INT32, 0.01), "frequency": (0x5B2C, DT.UINT16, 0.01),
         "energy_import": (0x5000, DT.UINT64, 0.01), "energy_export": (0x5004, DT.UINT64, 0.01),
-    }),
+    }, MODBUS_LIMIT),
     "EM340": Format(4, "little", {
         **_CG_VIP, "frequency": (0x33, DT.INT16, 0.1),
         "energy_import": (0x34, DT.INT32, 0.1), "energy_export": (0x4E, DT.INT32, 0.1),
-    }),
+    }, EM340_LIMIT),
+    # METERS.md §6.6: kWh (+) TOT at 0x3E; 0x42 is the user-resettable partial counter (EM24_PARTIAL).
     "EM24": Format(4, "little", {
         **_CG_VIP, "frequency": (0x37, DT.INT16, 0.1),
-        "energy_import": (0x42, DT.INT32, 0.1), "energy_export": (0x5C, DT.INT32, 0.1),
-    }),
+        "energy_import": (0x3E, DT.INT32, 0.1), "energy_export": (0x5C, DT.INT32, 0.1),
+    }, EM24_LIMIT),
 }
+#: The EM24's partial import counter: (address, type, scale) as for the quantities above.
+EM24_PARTIAL = (0x42, DT.INT32, 0.1)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as it reached an emulated meter."""
+
+    device_id: int
+    fc: int
+    address: int
+    count: int
+
+
+@dataclass
+class RequestLog:
+    """What the emulated meters were asked, in order of arrival."""
+
+    requests: list[Request] = field(default_factory=list)
+
+    def runs(self) -> list[tuple[int, int]]:
+        """(device id, number of requests) for each run of consecutive requests to one device."""
+        out: list[tuple[int, int]] = []
+        for r in self.requests:
+            if out and out[-1][0] == r.device_id:
+                out[-1] = (r.device_id, out[-1][1] + 1)
+            else:
+                out.append((r.device_id, 1))
+        return out
 
 
 def encode_registers(value: float, datatype: DT, scale: float, word_order: str) -> list[int]:
@@ -85,25 +131,40 @@ def encode_registers(value: float, datatype: DT, scale: float, word_order: str) 
 
 
 def meter_device(
-    model: str, wire: dict[str, float], device_id: int = 1, overrides: dict[int, int] | None = None
+    model: str, wire: dict[str, float], device_id: int = 1, overrides: dict[int, int] | None = None, *,
+    refuse: Collection[int] = (), log: RequestLog | None = None,
 ) -> SimDevice:
     """A pymodbus `SimDevice` holding `wire` in `model`'s format: one block of registers per
     function code from the lowest to the highest address used (unused registers read 0, as
-    reserved registers do on real meters), so batched reads may read through gaps. `overrides`
-    replaces single registers (address -> raw word) after encoding."""
+    reserved registers do on real meters), so batched reads may read through gaps unless the format is
+    `documented_only`. `overrides` replaces single registers (address -> raw word) after encoding.
+
+    Like the real meter, it answers exception 02 to a request for more than the format's `max_count`
+    registers, and to any request touching an address in `refuse`. `log` records every request."""
     fmt = METER_FORMATS[model]
     words: dict[int, int] = {}
     for quantity, (address, datatype, scale) in fmt.registers.items():
         for i, w in enumerate(encode_registers(wire[quantity], datatype, scale, fmt.word_order)):
             assert address + i not in words, f"{model}: overlapping registers at 0x{address + i:04X}"
             words[address + i] = w
+    documented = frozenset(words) | frozenset(overrides or {})
     words |= overrides or {}
     first, last = min(words), max(words)
     block = [SimData(first, values=[words.get(a, 0) for a in range(first, last + 1)], datatype=DataType.REGISTERS)]
     unused = [SimData(0, values=[0], datatype=DataType.REGISTERS)]
     holding, inputs = (block, unused) if fmt.fc == 3 else (unused, block)
+    refused = frozenset(refuse) | (frozenset(range(first, last + 1)) - documented if fmt.documented_only else set())
+
+    async def behave(fc: int, _start: int, address: int, count: int, _registers: list[int],
+                     _set_values: Sequence[int] | Sequence[bool] | None) -> ExcCodes | None:
+        if log is not None:
+            log.requests.append(Request(device_id, fc, address, count))
+        if count > fmt.max_count or refused.intersection(range(address, address + count)):
+            return ExcCodes.ILLEGAL_ADDRESS
+        return None
+
     # Non-shared mode: (coils, discrete inputs, holding registers, input registers).
-    return SimDevice(device_id, simdata=(_bits(), _bits(), holding, inputs))
+    return SimDevice(device_id, simdata=(_bits(), _bits(), holding, inputs), action=behave)
 
 
 def _bits() -> list[SimData]:
@@ -135,9 +196,11 @@ class Servers:
         self._running.append(server)
         return int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
 
-    async def rtu(self, device: SimDevice, tty: Path) -> ModbusSerialServer:
-        trace = silent_to({device.id}, unit_byte=0)
-        server = ModbusSerialServer(device, framer=FramerType.RTU, port=str(tty), baudrate=9600, trace_packet=trace)
+    async def rtu(self, device: SimDevice | list[SimDevice], tty: Path) -> ModbusSerialServer:
+        """One RTU line on `tty` with one or several meters (different device ids) on it."""
+        devices = device if isinstance(device, list) else [device]
+        trace = silent_to({d.id for d in devices}, unit_byte=0)
+        server = ModbusSerialServer(devices, framer=FramerType.RTU, port=str(tty), baudrate=9600, trace_packet=trace)
         await server.serve_forever(background=True)
         self._running.append(server)
         return server
@@ -145,6 +208,32 @@ class Servers:
     async def stop_all(self) -> None:
         while self._running:
             await self._running.pop().shutdown()  # type: ignore[no-untyped-call]
+
+
+@contextlib.asynccontextmanager
+async def socat_pty_pair(directory: Path) -> AsyncIterator[tuple[Path, Path]]:
+    """Two linked pseudo-terminals from `socat` (links `a` and `b` in `directory`): a null-modem cable for
+    the RTU tests. Raises AssertionError with socat's output if it does not start."""
+    socat = shutil.which("socat")
+    assert socat is not None, "socat is not installed, and the Modbus RTU tests need it: apt-get install socat"
+    a, b = directory / "a", directory / "b"
+    proc = await asyncio.create_subprocess_exec(
+        socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    log: list[bytes] = []
+    try:
+        async with asyncio.timeout(5):
+            while b"starting data transfer loop" not in (line := await proc.stderr.readline()):
+                log.append(line)
+                assert line, f"socat exited early: {b''.join(log).decode(errors='replace')}"
+        yield a, b
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+        await proc.stderr.read()
 
 
 # ------------------------------------------------------------------------------------------------
