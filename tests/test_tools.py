@@ -75,6 +75,7 @@ def test_fuzz_rss_bench_runs_and_prints_its_figures() -> None:
     ("runtime.py", ["--quick"], ["command -> reply (controller)", "ratio", "relay open", "RSS"]),
     ("store.py", ["--events", "200"], ["commit with fsync", "fsync cost per event", "WAL checkpoint"]),
     ("relay_latency.py", ["--cycles", "3"], ["normal store", "fsync + 200 ms", "relay open p50", "steps per commit"]),
+    ("meter_poll.py", ["--polls", "3", "--models", "SDM630,EM24"], ["RTU bytes", "9600 bd bound ms", "EM24"]),
 ])
 def test_bench_scripts_run(script: str, args: list[str], expected: list[str]) -> None:
     """The other benchmarks run against the current code (an API change breaks them loudly here)."""

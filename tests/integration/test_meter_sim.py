@@ -329,3 +329,17 @@ def test_list_models_and_no_controller_imported() -> None:
     assert [line.split()[0] for line in listing] == sorted(MODELS)
     modules = json.loads(imported)
     assert all(m == "firmware" or m.startswith("firmware.core") for m in modules), modules
+
+
+@pytest.mark.parametrize(("model", "flag"), [("EM24", "--no-export"), ("ABB-B23", "--export-na")])
+async def test_an_import_only_meter_reads_with_export_absent(model: str, flag: str) -> None:
+    """The project's client against an import-only meter: export is None, the rest is read, the meter OK."""
+    async with meter_sim("--model", model, "--tcp", "127.0.0.1:0", flag, "--current", "10",
+                         "--import-kwh", "1234.5", *NO_TICK) as sim:
+        async with ModbusMeter(model, sim.url) as meter:
+            sample = await meter.read()
+            assert sample.energy_wh_export is None
+            assert sample.energy_wh_import == pytest.approx(1_234_500.0, abs=10.0)
+            assert sample.currents_a == (pytest.approx(10.0),) * 3
+            again = await meter.read()  # and it stays readable
+            assert again.energy_wh_export is None
