@@ -22,6 +22,7 @@ from firmware.core.charger import Charger
 from firmware.core.events import FAULT_ERROR, EmitSessionEvent, SessionEvent
 from firmware.core.pilot import Cp, pp_ampacity_a
 from firmware.core.reservations import ReservationUpdate
+from firmware.core.why import blocked_by
 from hal.protocols import MeterSample
 
 JSON: Final = "json"
@@ -252,7 +253,8 @@ def status_doc(*, online: bool, firmware: str, boot_id: str, evse_ids: list[int]
 def evse_state_doc(charger: Charger, cid: int, *, cp: Cp, pp_ohms: float | None, meter: MeterSample | None,
                    session_started_utc: datetime | None, utc: datetime) -> dict[str, object]:
     """The EVSE state document of API.md §4: `cp` as measured, the session's energy from the meter
-    (null without a reading), the active EVSE-specific reservation, tokens masked."""
+    (null without a reading), the active EVSE-specific reservation, tokens masked, and `blocked_by`:
+    the codes of `firmware.core.why` (they depend only on the charger's last step, not on the time)."""
     evse = charger.evses[cid]
     config = evse.config
     session = evse.session
@@ -285,6 +287,7 @@ def evse_state_doc(charger: Charger, cid: int, *, cp: Cp, pp_ohms: float | None,
         "session": session_doc,
         "reservation": reservation,
         "led": charger.led(cid).value,
+        "blocked_by": [b.code for b in blocked_by(charger, cid, charger.last_instant.mono)],
         "updated_at": rfc3339(utc),
     }
 

@@ -238,6 +238,10 @@ class PendingRequests:
         self._pending[pending.request_id] = pending
         return pending
 
+    def for_evse(self, evse_id: int) -> list[Pending]:
+        """The requests in flight for EVSE `evse_id`, oldest first."""
+        return [p for p in self._pending.values() if p.evse_id == evse_id]
+
     def pop(self, request_id: str) -> Pending | None:
         return self._pending.pop(request_id, None)
 

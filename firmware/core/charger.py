@@ -117,6 +117,7 @@ class Charger:
         self._at = Instant(mono=0.0, utc=_EPOCH)  # the last instant the shell gave
         self._limit_a: dict[int, float] = {cid: m.config.max_current_a for cid, m in self.evses.items()}
         self._fallback_a: float | None = None
+        self._fallback_since: float | None = None
         self.phases: dict[int, int] = {cid: m.config.phases for cid, m in self.evses.items()}
 
     @property
@@ -147,6 +148,21 @@ class Charger:
     def led(self, cid: int) -> Led:
         """The LED pattern the EVSE shows (Reserved when the book holds it)."""
         return Led.RESERVED if self.status(cid) is Status.RESERVED else STATUS_LED[self._machine(cid).status]
+
+    @property
+    def last_instant(self) -> Instant:
+        """The last instant the shell gave (the time of the last step)."""
+        return self._at
+
+    @property
+    def fallback_a(self) -> float | None:
+        """The link supervision's fallback current in force (None: the commanded limits apply)."""
+        return self._fallback_a
+
+    @property
+    def fallback_since(self) -> float | None:
+        """Since when (monotonic) the fallback current applies; None while none does."""
+        return self._fallback_since
 
     def pilot_settling(self, cid: int) -> bool:
         """A CP change of EVSE `cid` is being debounced (for the simulated board's replies)."""
@@ -258,6 +274,10 @@ class Charger:
     def set_fallback(self, current_a: float | None, at: Instant) -> list[Output]:
         """Link supervision: while the backend is unreachable every EVSE offers at most `current_a`
         (None restores the commanded limits). A fallback below 6 A pauses charging."""
+        if current_a is None:
+            self._fallback_since = None
+        elif self._fallback_a is None:
+            self._fallback_since = at.mono
         self._fallback_a = current_a
         out: list[Output] = []
         for cid in self.evses:

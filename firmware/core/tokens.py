@@ -30,6 +30,7 @@ from firmware.core.auth import (
     AuthStatus,
     BackendAnswer,
     LocalAuthList,
+    Pending,
     PendingRequests,
     TokenDecision,
     decide,
@@ -76,6 +77,15 @@ class TokenDesk:
         self._step = step
         self._pending = PendingRequests(settings.timeout_s, settings.request_prefix)
         self._held: list[HeldToken] = []
+
+    @property
+    def held(self) -> tuple[HeldToken, ...]:
+        """The tokens `authorize` without an EVSE holds for the next plug-in (lapsed ones go at the next step)."""
+        return tuple(self._held)
+
+    def pending(self, cid: int) -> list[Pending]:
+        """The backend requests in flight for tokens presented at EVSE `cid`."""
+        return self._pending.for_evse(cid)
 
     def next_deadline(self) -> float | None:
         """The earliest backend timeout or held token's lapse (monotonic), if any."""

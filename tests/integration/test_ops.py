@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 STATE_KEYS = {"evse_id", "status", "cp", "pp_max_a", "relay_closed", "pwm_duty_pct", "offered_a", "max_current_a",
-              "phases", "connectors", "enabled", "errors", "session", "reservation", "led", "updated_at"}
+              "phases", "connectors", "enabled", "errors", "session", "reservation", "led", "blocked_by",
+              "updated_at"}
 
 
 def reservation(rid: int = 1, token: str = "AA11", evse_id: int | None = 1, **kw: Any) -> dict[str, Any]:  # noqa: ANN401

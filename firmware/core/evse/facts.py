@@ -136,6 +136,61 @@ class EvseFacts:
     def offered_a(self) -> float:
         return self._offer_a() if self.pwm_on else 0.0
 
+    # Views for `firmware.core.why` (the console's `why`, the state document's `blocked_by`): read-only.
+
+    @property
+    def offer_limit_a(self) -> float:
+        """What the EVSE would offer with PWM on: its limit, capped by its maximum and the cable's rating
+        (0 on a socket outlet without a valid PP reading)."""
+        return self._offer_a()
+
+    @property
+    def limit_a(self) -> float:
+        """The current limit the machine was last given (`CurrentLimitChanged`; 0 pauses)."""
+        return self._limit_a
+
+    @property
+    def pp_max_a(self) -> int | None:
+        """The plugged cable's rating read from PP (IEC 61851-1 Table B.2); None: open, invalid or not read."""
+        return self._pp_a
+
+    @property
+    def pilot_reading(self) -> PilotReading | None:
+        """The CP reading the machine acts on; None: CP not read since F was last driven or ended."""
+        return self._reading
+
+    @property
+    def pilot_fault(self) -> bool:
+        """A pilot fault is latched (E, -12 V we do not drive, a lasting out-of-band reading) until a
+        clean reading taken while CP is not F."""
+        return self._pilot_fault
+
+    @property
+    def f_hold_until(self) -> float | None:
+        """While the F hold after a fault runs (IEC 61851-1 Table A.6: F for at least 300 ms): when it
+        ends. None when none runs (the F after the machine's own crash lasts until Fault.INTERNAL clears)."""
+        return self._f_until if math.isfinite(self._f_until) else None
+
+    @property
+    def replug_until(self) -> float | None:
+        """While a virtual replug drives F: when it ends."""
+        return self._replug_until
+
+    @property
+    def duty_change_due(self) -> float | None:
+        """A duty change waits for the 5 s interval (IEC 61851-1 A.2.3): when it may be made; else None."""
+        return self._duty_changed_at + self.config.pwm_min_interval_s if self._duty_pending else None
+
+    @property
+    def rcd_test(self) -> RcdTest:
+        """The RCD self-test of the EV now plugged in."""
+        return self._rcd_test
+
+    @property
+    def disable_reason(self) -> SessionCancellationReason:
+        """The reason given with the last SetEnabled (a disable cancels a session with it)."""
+        return self._disable_reason
+
 
     # --- helpers ---------------------------------------------------------------------------------
 
