@@ -32,7 +32,7 @@ from firmware.core.charger import Charger
 from firmware.core.errors import HardwareError
 from firmware.core.service import TESTS, service_refusal
 from firmware.ops import Unsupported
-from firmware.wire import InvalidArgs, meter_doc
+from firmware.wire import InvalidArgs, Request, error_reply, meter_doc, ok_reply
 from hal.sim import SimMeter
 
 if TYPE_CHECKING:
@@ -85,6 +85,25 @@ class RawMeter(Protocol):
 
 
 ConsoleOp = Callable[["Controller", Fields], Awaitable[object]]
+
+
+async def execute(c: Controller, handler: ConsoleOp, request: Request) -> dict[str, object]:
+    """Run one console-only op: its reply, errors mapped to the codes of API.md §2 (and `unsafe`)."""
+    rid, op = request.request_id, request.op
+    try:
+        result = await handler(c, Fields(request.args))
+    except (InvalidArgs, ValueError) as exc:
+        return error_reply(rid, op, "invalid_args", str(exc))
+    except Unsupported as exc:
+        return error_reply(rid, op, "unsupported", str(exc))
+    except Unsafe as exc:
+        return error_reply(rid, op, "unsafe", str(exc))
+    except Busy as exc:
+        return error_reply(rid, op, "busy", str(exc))
+    except Exception as exc:  # noqa: BLE001 - a bug in an op is a reply, never a dead console
+        log.exception("console op %s failed", op)
+        return error_reply(rid, op, "internal", f"{type(exc).__name__}: {exc}")
+    return ok_reply(rid, op, result)
 
 
 async def status(c: Controller, f: Fields) -> object:

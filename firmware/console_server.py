@@ -8,10 +8,9 @@ is committed. The console-only ops are in `firmware.console_ops`; `watch` is her
 its connection: one line per document the controller publishes (the backend link's publish tap,
 `BackendLink.listen`) and per line of the transition log.
 
-The socket: a unix stream socket, never TCP, created mode 0660 (and given `[console] group`) before it
-listens, so no client can use it with other permissions. A socket file left by a controller that died
-is removed at start; one that a live controller answers on is left alone and this console is not
-served. The file is removed at stop (only if it is still ours).
+The socket: unix stream, never TCP, made mode 0660 (group `[console] group`) before it listens. A socket
+file left by a dead controller is removed at start; one a live controller answers on is left alone (this
+console is not served). The file is removed at stop, if it is still ours.
 
 What it must never do: take the charger down or hold up the core task. It is a link, not
 safety-relevant: a bug in it is logged and the server restarted (like the MQTT link), and a bad client
@@ -39,8 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from firmware.args import Fields
-from firmware.console_ops import Busy, ConsoleOp, ServiceBench, Unsafe, console_ops
-from firmware.ops import Unsupported
+from firmware.console_ops import ConsoleOp, ServiceBench, console_ops, execute
 from firmware.wire import JSON, BadRequest, InvalidArgs, Request, codec_of, encode, error_reply, ok_reply, parse_request
 
 if TYPE_CHECKING:
@@ -233,23 +231,6 @@ class ConsoleServer:
             return error_reply(request.request_id, request.op, "internal", f"{type(exc).__name__}: {exc}")
         return await done
 
-    async def console_op(self, handler: ConsoleOp, request: Request) -> dict[str, object]:
-        rid, op = request.request_id, request.op
-        try:
-            result = await handler(self.c, Fields(request.args))
-        except (InvalidArgs, ValueError) as exc:
-            return error_reply(rid, op, "invalid_args", str(exc))
-        except Unsupported as exc:
-            return error_reply(rid, op, "unsupported", str(exc))
-        except Unsafe as exc:
-            return error_reply(rid, op, "unsafe", str(exc))
-        except Busy as exc:
-            return error_reply(rid, op, "busy", str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug in an op is a reply, never a dead console
-            log.exception("console op %s failed", op)
-            return error_reply(rid, op, "internal", f"{type(exc).__name__}: {exc}")
-        return ok_reply(rid, op, result)
-
 
 class _Connection:
     """One client: its requests run concurrently (at most MAX_IN_FLIGHT), replies in completion order."""
@@ -315,7 +296,7 @@ class _Connection:
         handler = self.server.ops.get(request.op)
         if handler is None:
             return await self.server.submit(request)
-        return await self.server.console_op(handler, request)
+        return await execute(self.server.c, handler, request)
 
     def _watch(self, request: Request) -> dict[str, object] | None:
         """Reply `{"watching": true}`, then stream until the client closes."""
@@ -360,7 +341,6 @@ class _Connection:
         for stop in self._stops:
             with contextlib.suppress(ValueError):
                 stop()
-        self._stops.clear()
         if abort:
             self.writer.transport.abort()
         else:

@@ -4,9 +4,11 @@ a raw NDJSON client on the unix socket runs every kind of op, watches, and misbe
 from __future__ import annotations
 
 import asyncio
+import grp
 import importlib.util
 import json
 import logging
+import os
 import socket
 import stat
 from collections.abc import AsyncIterator
@@ -16,10 +18,13 @@ from typing import Any
 import pytest
 
 from firmware import console_ops
+from firmware.config.meter_url import MeterUrl
 from firmware.core.events import Led
+from hal.meter import ModbusMeter
 from tests.support.broker import free_port
 from tests.support.builders import LOCAL_LIST, LOCAL_TOKEN, evses, in_s
 from tests.support.controller import Running, start_controller, write_config
+from tests.support.modbus import Servers, meter_device
 from tests.support.polling import until
 from tests.support.store import stored_state
 
@@ -225,6 +230,37 @@ async def test_meter_of_the_simulated_meter(charger: Running, console: Console) 
     assert (await console.error("meter", {"evse_id": 5}))["code"] == "invalid_args"
 
 
+async def test_meter_of_a_modbus_meter_shows_its_raw_words(tmp_path: Path) -> None:
+    wire = {"voltage_l1": 230.5, "voltage_l2": 231.5, "voltage_l3": 229.5, "current_l1": 16.5, "current_l2": 15.25,
+            "current_l3": 14.75, "power_total": 11040.5, "frequency": 49.5, "energy_import": 1234.5,
+            "energy_export": 12.5}
+    servers = Servers()
+    port = await servers.tcp(meter_device("EM340", wire, device_id=3))
+    meter = ModbusMeter("EM340", MeterUrl.parse(f"tcp://127.0.0.1:{port}"), device_id=3)
+    config = write_config(tmp_path, free_port(), charger_id="CP-modbus", evses=evses(1))
+    running = await start_controller(config, meters={1: meter})
+    try:
+        await asyncio.wait_for(running.controller.console.serving.wait(), TIMEOUT_S)
+        await until(lambda: 1 in running.controller.last_meter, TIMEOUT_S)
+        client = await Console.open(running.controller.console.path)
+        try:
+            result = await client.ok("meter", {"evse_id": 1})
+        finally:
+            await client.close()
+    finally:
+        await running.stop()
+        meter.close()
+        await servers.stop_all()
+    assert {k: result[k] for k in ("model", "url", "device_id")} == {
+        "model": "EM340", "url": f"tcp://127.0.0.1:{port}", "device_id": 3}
+    assert [(b["fc"], b["address"]) for b in result["blocks"]] == [(b.fc, b.address) for b in meter.plan]
+    for block, planned in zip(result["blocks"], meter.plan, strict=True):
+        assert block["words"] is not None
+        assert len(block["words"]) == planned.count
+    assert result["sample"]["voltage_V"] == [230.5, 231.5, 229.5]
+    assert result["sample"]["energy_Wh_import"] == pytest.approx(1_234_500.0)
+
+
 async def test_dump_is_unsupported_without_a_flight_recorder(charger: Running, console: Console) -> None:
     if getattr(charger.controller, "recorder", None) is None:
         assert (await console.error("dump"))["code"] == "unsupported"
@@ -345,6 +381,30 @@ async def test_the_socket_is_0660_and_removed_at_stop(tmp_path: Path) -> None:
     finally:
         await running.stop()
     assert not path.exists()
+
+
+async def test_the_socket_gets_the_configured_group(tmp_path: Path) -> None:
+    group = grp.getgrgid(os.getgid()).gr_name
+    path = tmp_path / "c.sock"
+    running = await start(tmp_path, mqtt_extra=f'[console]\nsocket = "{path}"\ngroup = "{group}"\n')
+    try:
+        assert running.controller.console.path == path
+        assert path.stat().st_gid == os.getgid()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    finally:
+        await running.stop()
+
+
+async def test_an_unknown_group_is_refused_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = write_config(tmp_path, free_port(), charger_id="CP-g", evses=evses(1),
+                          mqtt_extra='[console]\ngroup = "no-such-group-xyz"\n')
+    with caplog.at_level(logging.ERROR, logger="firmware.console_server"):
+        running = await start_controller(config)
+        try:
+            await until(lambda: "group 'no-such-group-xyz' does not exist" in caplog.text, TIMEOUT_S)
+            assert not (tmp_path / "state" / "console.sock").exists()
+        finally:
+            await running.stop()
 
 
 async def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
