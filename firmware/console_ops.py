@@ -18,7 +18,6 @@ Standard: console spec (/work/briefs/console-spec.md), API.md §2 (envelope, err
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,9 +27,9 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from firmware.aio import loop_time, utc_now
 from firmware.args import Fields
 from firmware.core.catalogue import Fault, Led
-from firmware.core.charger import Charger
 from firmware.core.errors import HardwareError
 from firmware.core.service import TESTS, service_refusal
+from firmware.core.why import blocked_by
 from firmware.ops import Unsupported
 from firmware.wire import InvalidArgs, Request, error_reply, meter_doc, ok_reply
 from hal.sim import SimMeter
@@ -58,16 +57,6 @@ class Unsafe(Exception):  # noqa: N818 - the error code's name
 
 class Busy(Exception):  # noqa: N818
     """The op cannot run now because another one holds what it needs."""
-
-
-class Blocker(Protocol):
-    """What `firmware.core.why.blocked_by` lists."""
-
-    @property
-    def code(self) -> str: ...
-
-    @property
-    def message(self) -> str: ...
 
 
 @runtime_checkable
@@ -114,20 +103,8 @@ async def status(c: Controller, f: Fields) -> object:
 async def why(c: Controller, f: Fields) -> object:
     cid = c.evse_arg(f)
     f.done()
-    blockers = _blocked_by()(c.charger, cid, loop_time())
+    blockers = blocked_by(c.charger, cid, loop_time())
     return {"evse_id": cid, "blocked_by": [{"code": b.code, "message": b.message} for b in blockers]}
-
-
-def _blocked_by() -> Callable[[Charger, int, float], list[Blocker]]:
-    """`firmware.core.why.blocked_by`, or Unsupported while that module is not part of this build."""
-    try:
-        module = importlib.import_module("firmware.core.why")
-    except ModuleNotFoundError as exc:
-        if exc.name != "firmware.core.why":
-            raise
-        raise Unsupported("why is not available in this build (firmware.core.why is missing)") from None
-    blocked_by: Callable[[Charger, int, float], list[Blocker]] = module.blocked_by
-    return blocked_by
 
 
 async def transitions(c: Controller, f: Fields) -> object:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import grp
-import importlib.util
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from firmware.config.meter_url import MeterUrl
 from firmware.core.events import Led
 from hal.meter import ModbusMeter
 from tests.support.broker import free_port
-from tests.support.builders import LOCAL_LIST, LOCAL_TOKEN, evses, in_s
+from tests.support.builders import LOCAL_LIST, LOCAL_TOKEN, STATE_KEYS, evses, in_s
 from tests.support.controller import Running, start_controller, write_config
 from tests.support.modbus import Servers, meter_device
 from tests.support.polling import until
@@ -30,8 +29,6 @@ from tests.support.store import stored_state
 
 pytestmark = pytest.mark.integration
 
-STATE_KEYS = {"evse_id", "status", "cp", "pp_max_a", "relay_closed", "pwm_duty_pct", "offered_a", "max_current_a",
-              "phases", "connectors", "enabled", "errors", "session", "reservation", "led", "updated_at"}
 TIMEOUT_S = 5.0
 
 
@@ -195,14 +192,17 @@ async def test_watch_streams_state_changes_session_events_and_transitions(charge
 
 
 async def test_why(console: Console) -> None:
-    if importlib.util.find_spec("firmware.core.why") is None:  # another branch's module, until merged
-        error = await console.error("why", {"evse_id": 1})
-        assert error["code"] == "unsupported"
-        assert "firmware.core.why" in error["message"]
-    else:
-        result = await console.ok("why", {"evse_id": 1})
-        assert result["evse_id"] == 1
-        assert "no_ev" in [b["code"] for b in result["blocked_by"]]
+    result = await console.ok("why", {"evse_id": 1})
+    assert result["evse_id"] == 1
+    codes = [b["code"] for b in result["blocked_by"]]
+    assert codes == ["no_ev", "not_authorized"]
+    assert all(b["message"] for b in result["blocked_by"])
+    await console.ok("sim_plug", {"evse_id": 1, "cp": "B"})
+    await console.ok("set_local_auth_list", {"version": 1, "full": True,
+                                             "tokens": [{"id_token": "04A2B3C4", "status": "Accepted"}]})
+    await console.ok("sim_token", {"evse_id": 1, "id_token": "04A2B3C4"})
+    await console.ok("sim_plug", {"evse_id": 1, "cp": "C"})
+    assert (await console.ok("why", {"evse_id": 1}))["blocked_by"] == []  # charging
     assert (await console.error("why", {"evse_id": 3}))["code"] == "invalid_args"
     assert (await console.error("why", {}))["code"] == "invalid_args"
 

@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 
 from tests.support.backend import Backend, raw_reply, wait_event, wait_status
 from tests.support.broker import Broker
-from tests.support.builders import BLOCKED_TOKEN, LOCAL_LIST, LOCAL_TOKEN, in_s, parse_time
+from tests.support.builders import BLOCKED_TOKEN, LOCAL_LIST, LOCAL_TOKEN, STATE_KEYS, in_s, parse_time
 from tests.support.codec import as_cbor, as_json, decode, envelope
 from tests.support.controller import Running, charger_and_backend
 from tests.support.flows import plug, plug_and_charge
@@ -29,9 +29,6 @@ from tests.support.store import stored_bytes, stored_state
 pytestmark = pytest.mark.integration
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-STATE_KEYS = {"evse_id", "status", "cp", "pp_max_a", "relay_closed", "pwm_duty_pct", "offered_a", "max_current_a",
-              "phases", "connectors", "enabled", "errors", "session", "reservation", "led", "blocked_by",
-              "updated_at"}
 
 
 def reservation(rid: int = 1, token: str = "AA11", evse_id: int | None = 1, **kw: Any) -> dict[str, Any]:  # noqa: ANN401

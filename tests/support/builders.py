@@ -8,10 +8,14 @@ from typing import Any
 from firmware.wire import rfc3339
 from tests.support.toml import to_toml
 
-__all__ = ["BLOCKED_TOKEN", "LOCAL_LIST", "LOCAL_TOKEN", "evse", "evses", "in_s", "local_list", "parse_time",
-           "rfc3339"]
+__all__ = ["BLOCKED_TOKEN", "LOCAL_LIST", "LOCAL_TOKEN", "STATE_KEYS", "evse", "evses", "in_s", "local_list",
+           "parse_time", "rfc3339"]
 
 LOCAL_TOKEN = "04A2B3C4"
+#: The keys of an EVSE state document (API.md §4, with the optional `blocked_by`).
+STATE_KEYS = frozenset({"evse_id", "status", "cp", "pp_max_a", "relay_closed", "pwm_duty_pct", "offered_a",
+                        "max_current_a", "phases", "connectors", "enabled", "errors", "session", "reservation", "led",
+                        "blocked_by", "updated_at"})
 BLOCKED_TOKEN = "0BADCAFE"
 
 
