@@ -199,8 +199,10 @@ def idle(charger: Charger) -> Iterator[Charger]:
     no session, no reservation."""
     yield charger
     for evse_id in (1, 2):
-        for fault in ("rcd", "relay_welded", "relay_stuck_open", "meter_lost", "overtemperature", "pilot"):
-            result(charger.socket, "sim_fault", {"evse_id": evse_id, "fault": fault, "active": False})
+        doc = evse_doc(charger, evse_id)
+        if doc["errors"] or doc["status"] == "Faulted":
+            for fault in ("rcd", "relay_welded", "relay_stuck_open", "meter_lost", "overtemperature", "pilot"):
+                result(charger.socket, "sim_fault", {"evse_id": evse_id, "fault": fault, "active": False})
         result(charger.socket, "stop_session", {"evse_id": evse_id})
         result(charger.socket, "sim_load", {"evse_id": evse_id, "current_a": 0})
         result(charger.socket, "sim_plug", {"evse_id": evse_id, "cp": "A"})
@@ -350,7 +352,9 @@ def test_authorize_and_stop(idle: Charger) -> None:
     ok(idle, "sim", "plug", "1", "B")
     assert "authorize: Accepted on EVSE 1" in ok(idle, "authorize", "1", TOKEN)
     assert "EVSE 1: session stopped" in ok(idle, "stop", "1", "--reason", "Local")
-    assert ok_json(idle, "stop", "1") is False  # nothing left to stop
+    nothing = console(idle, "--json", "stop", "1")  # nothing left to stop: false, exit 1
+    assert nothing.returncode == 1
+    assert json.loads(nothing.stdout) is False
     ok(idle, "sim", "plug", "1", "A")
     ok(idle, "sim", "plug", "2", "B")
     doc = ok_json(idle, "authorize", "2", TOKEN)
@@ -565,9 +569,9 @@ def test_setup_cfg_lists_every_package() -> None:
 
 def spawn(charger: Charger, *args: str) -> pexpect.spawn:
     command = console_command("--socket", str(charger.socket), *args)
-    env = dict(charger.env, TERM="xterm")
-    return pexpect.spawn(command[0], command[1:], env=env, encoding="utf-8", timeout=WAIT_S,
-                         dimensions=(50, 160))
+    env = dict(charger.env, TERM="xterm", LANG="C.UTF-8", PYTHONIOENCODING="utf-8")
+    return pexpect.spawn(command[0], command[1:], env=env, encoding="utf-8", codec_errors="replace",
+                         timeout=WAIT_S, dimensions=(50, 160))
 
 
 def test_interactive_prompt(idle: Charger) -> None:
@@ -587,15 +591,15 @@ def test_interactive_prompt(idle: Charger) -> None:
         shell.send("\r")
         shell.expect("unsafe")
         shell.expect_exact("charger> ")
-        shell.sendline("why 2")
-        shell.expect("no_ev")
+        shell.sendline("meter 2")
+        shell.expect("meter sim")
         shell.expect_exact("charger> ")
         shell.sendline("log -n 1")
         shell.expect_exact("charger> ")
-        shell.send("\x1b[A\x1b[A")  # the up arrow, twice: back to `why 2`
-        shell.expect_exact("why 2")
+        shell.send("\x1b[A\x1b[A")  # the up arrow, twice: back to `meter 2`
+        shell.expect_exact("meter 2")
         shell.send("\r")
-        shell.expect("no_ev")
+        shell.expect("meter sim")
         shell.expect_exact("charger> ")
         shell.sendline("why")  # a usage error does not end the prompt
         shell.expect("the following arguments are required")
@@ -606,7 +610,8 @@ def test_interactive_prompt(idle: Charger) -> None:
         shell.close()
     assert shell.exitstatus == 0
     history = (Path(idle.env["HOME"]) / ".charger_console_history").read_text().splitlines()
-    assert history[-8:] == ["status", "status", "service 1 relay", "why 2", "log -n 1", "why 2", "why", "quit"]
+    # readline keeps a line once when it is typed twice in a row (the two `status`)
+    assert history[-7:] == ["status", "service 1 relay", "meter 2", "log -n 1", "meter 2", "why", "quit"]
 
 
 def test_watch_redraws_live(idle: Charger) -> None:
@@ -626,24 +631,23 @@ def test_watch_redraws_live(idle: Charger) -> None:
 
 
 def test_watch_json_one_object_per_line(idle: Charger) -> None:
-    process = subprocess.Popen(console_command("--socket", str(idle.socket), "--json", "watch"), env=idle.env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        lines = [json.loads(process.stdout.readline()) for _ in range(2)]  # the current state, one line per EVSE
-        assert [(e["event"], e["doc"]["evse_id"], e["doc"]["cp"]) for e in lines] == [("state", 1, "A"),
-                                                                                     ("state", 2, "A")]
-        result(idle.socket, "sim_plug", {"evse_id": 2, "cp": "B"})  # subscribed before the first line: seen
-        while True:
-            line = process.stdout.readline()
-            assert line, process.stderr.read() if process.stderr else ""
-            event = json.loads(line)
-            assert event["op"] == "watch"
-            if event["event"] == "state" and event["doc"]["evse_id"] == 2 and event["doc"]["cp"] == "B":
-                break
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+    with subprocess.Popen(console_command("--socket", str(idle.socket), "--json", "watch"), env=idle.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            lines = [json.loads(process.stdout.readline()) for _ in range(2)]  # the current state, one per EVSE
+            assert [(e["event"], e["doc"]["evse_id"], e["doc"]["cp"]) for e in lines] == [("state", 1, "A"),
+                                                                                         ("state", 2, "A")]
+            result(idle.socket, "sim_plug", {"evse_id": 2, "cp": "B"})  # subscribed before the first line: seen
+            while True:
+                line = process.stdout.readline()
+                assert line, "the watch ended early"
+                event = json.loads(line)
+                assert event["op"] == "watch"
+                if event["event"] == "state" and event["doc"]["evse_id"] == 2 and event["doc"]["cp"] == "B":
+                    break
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
