@@ -29,6 +29,7 @@ from firmware import __version__, ops
 from firmware.aio import cancellable, instant, loop_time, process_age_s, utc_now
 from firmware.args import Fields
 from firmware.config import Config
+from firmware.console_server import ConsoleServer
 from firmware.core.charger import Charger, Output
 from firmware.core.errors import HardwareError
 from firmware.core.instant import Instant
@@ -110,6 +111,9 @@ class Controller:
         self.producers = Producers(config=config, board=board, charger=self.charger, inbox=self.queue,
                                    barriers=self.barriers, meters=self.meters)
         self.sim_lane = SimLane(self, sim) if sim is not None else None
+        socket_path = config.console.socket_path(sim=board.is_sim, state_dir=config.charger.state_dir)
+        self.console = ConsoleServer(self, socket_path, group=config.console.group,
+                                     max_line_bytes=config.mqtt.max_payload_bytes)
         self.ready = asyncio.Event()
         self._published: dict[int, bytes] = {}
         self._session_started: dict[str, datetime] = {}
@@ -160,6 +164,7 @@ class Controller:
                                   name=f"meter{cid}")
             group.create_task(self.producers.token_task(), name="tokens")
             group.create_task(cancellable(self._link_task(), "mqtt-link"), name="mqtt")
+            group.create_task(cancellable(self.console.run(), "console"), name="console")
             group.create_task(self.producers.telemetry_task(), name="telemetry")
             if self.sim_lane is not None:
                 group.create_task(self.sim_lane.run(), name="sim-ops")
@@ -308,6 +313,16 @@ class Controller:
         except (InvalidArgs, ValueError) as exc:
             return error_reply(request.request_id, request.op, "invalid_args", str(exc))
         return ok_reply(request.request_id, request.op, True)
+
+    # --- what the console needs (firmware.console_server) ------------------------------------------
+
+    def submit(self, request: Request, complete: ReplyCallback) -> None:
+        """A console request: the backend's path exactly (queued to the core; replied after the commit)."""
+        self._submit(request, complete)
+
+    def status_document(self) -> dict[str, object]:
+        """`R/status` as published while online, `online` telling whether the backend link is up now."""
+        return self._status_doc(True) | {"online": self.link.connected.is_set()}
 
     # --- what the ops may use (ops.OpContext) ----------------------------------------------------
 

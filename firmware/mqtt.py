@@ -90,6 +90,10 @@ ReplyCallback = Callable[[dict[str, object]], None]
 #: Hands a request to the controller without waiting: it answers later through the callback.
 RequestSubmitter = Callable[[Request, ReplyCallback], None]
 AuthResponseHandler = Callable[[object], Awaitable[None]]
+#: Told of every document the controller publishes, or queues for the backend while offline (the console's
+#: `watch`): (the topic under R, e.g. "evse/1/state"; the document). Called on the event loop, often from
+#: the core task: it must return at once; an exception is logged and ignored.
+PublishListener = Callable[[str, object], None]
 LinkHandler = Callable[[bool], Awaitable[None]]
 
 
@@ -129,6 +133,8 @@ class BackendLink:
     _replies: ReplyCache = field(default_factory=ReplyCache)
     _in_flight: dict[str, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
     _sends: set[asyncio.Task[bool]] = field(default_factory=set)
+    _listeners: list[PublishListener] = field(default_factory=list)
+    _tapped: dict[bool, int] = field(default_factory=dict)  # the last outbox key shown (True: meter keys)
 
     def __post_init__(self) -> None:
         self.topics = Topics.for_charger(self.settings.prefix, self.charger_id)
@@ -142,6 +148,7 @@ class BackendLink:
         if previous is not None and previous.payload == payload:
             return
         self._retained[topic] = _Retained(topic, payload)
+        self._tap(topic, value)
         if self._client is not None and self.connected.is_set():
             task = asyncio.get_running_loop().create_task(self._publish_quietly(topic, payload, 1, True),
                                                           name=f"retain {topic}")
@@ -151,9 +158,12 @@ class BackendLink:
     def outbox_changed(self) -> None:
         """New durable messages are in the outbox: the sender publishes them in seq order."""
         self._outbox_wakeup.set()
+        if self._listeners:
+            self._tap_outbox()
 
     async def publish_now(self, topic: str, value: object, qos: int = 0) -> bool:
         """Best effort (meter samples, auth requests): False when not connected or it failed."""
+        self._tap(topic, value)
         if self._client is None or not self.connected.is_set():
             return False
         return await self._publish_quietly(topic, encode(self.codec, value), qos, False)
@@ -169,6 +179,43 @@ class BackendLink:
             return False
         self.stats.published += 1
         return True
+
+    # --- the publish tap (the console's watch) ---------------------------------------------------
+
+    def listen(self, listener: PublishListener) -> Callable[[], None]:
+        """Tell `listener` of every document published from now on; returns the function that stops it."""
+        if not self._listeners:  # the outbox's messages committed so far are not news
+            self._tapped.clear()
+            for record in self.outbox_pending():
+                self._tapped[record.seq < 0] = record.seq
+        self._listeners.append(listener)
+
+        def stop() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+        return stop
+
+    def _tap(self, topic: str, value: object) -> None:
+        suffix = topic.removeprefix(self.topics.root + "/")
+        for listener in list(self._listeners):
+            try:
+                listener(suffix, value)
+            except Exception:  # noqa: BLE001 - a listener never stops a publish
+                log.exception("a publish listener failed")
+
+    def _tap_outbox(self) -> None:
+        """The durable messages (and offline meter samples) committed since the last look, in order."""
+        for record in self.outbox_pending():
+            meter_key = record.seq < 0
+            last = self._tapped.get(meter_key)
+            if last is not None and record.seq <= last:
+                continue
+            self._tapped[meter_key] = record.seq
+            try:
+                _, doc = decode(record.payload)
+            except BadRequest:
+                continue
+            self._tap(record.topic, doc)
 
     # --- the connection --------------------------------------------------------------------------
 
@@ -234,7 +281,9 @@ class BackendLink:
         await client.subscribe(self.topics.auth_response, qos=1)
         self.stats.connects += 1
         # online only once the command topics are subscribed (API.md §1)
-        await client.publish(self.topics.status, encode(self.codec, self.status_doc(True)), qos=1, retain=True)
+        status = self.status_doc(True)
+        await client.publish(self.topics.status, encode(self.codec, status), qos=1, retain=True)
+        self._tap(self.topics.status, status)
         for retained in list(self._retained.values()):
             await client.publish(retained.topic, retained.payload, qos=1, retain=True)
         self.connected.set()

@@ -50,6 +50,8 @@ import functools
 import logging
 import math
 import weakref
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final, Self
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -108,6 +110,7 @@ class ModbusMeter:
         self._plan = plan_for(self.model)
         self._budget_s = timeout_s * (len(self._plan) + 1) + 0.5
         self._noted: set[str] = set()  # what was logged once already
+        self._words: dict[tuple[int, int], tuple[int, ...]] = {}  # (fc, address) -> the last answer's words
         self._token = new_token()
         self._link = self._join()  # ValueError: another meter holds the bus with other settings
         self._membership = self._member()
@@ -122,6 +125,12 @@ class ModbusMeter:
     def plan(self) -> tuple[ReadBlock, ...]:
         """The requests one `read()` makes."""
         return self._plan
+
+    @property
+    def last_words(self) -> Mapping[tuple[int, int], tuple[int, ...]]:
+        """The raw words of the last good answer to each request of `plan`, by (function code, address):
+        what the field console shows (read-only; a request never answered is absent)."""
+        return MappingProxyType(self._words)
 
     @property
     def connected(self) -> bool:
@@ -221,6 +230,7 @@ class ModbusMeter:
         for block in self._plan:
             try:
                 words = await self._request(client, block)
+                self._words[(block.fc, block.address)] = tuple(words)
                 values.update(decode_block(block, words))
             except _Absent as exc:
                 self._once(f"absent {block.address}", logging.INFO,

@@ -56,7 +56,8 @@ def settings_classes() -> list[type]:
 def test_sections_and_tables_come_from_the_dataclasses() -> None:
     assert [(key.name, key.kind) for key in schema(Config)] == [
         ("charger", "table"), ("mqtt", "table"), ("telemetry", "table"), ("auth", "table"),
-        ("reservations", "table"), ("sessions", "table"), ("pilot", "table"), ("board", "table"), ("evse", "tables"),
+        ("reservations", "table"), ("sessions", "table"), ("pilot", "table"), ("board", "table"), ("console", "table"),
+        ("evse", "tables"),
     ]
     tables = {path: (key.cls, key.optional) for path, key in walk(Config) if key.kind != "value"}
     assert tables["mqtt.tls"] == (TlsSettings, True)

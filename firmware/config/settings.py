@@ -37,6 +37,7 @@ from firmware.config.board import (
 from firmware.config.meter_url import MeterUrl
 from firmware.config.rules import (
     ExistingFile,
+    Invalid,
     Required,
     TomlKey,
     above_field,
@@ -64,6 +65,7 @@ __all__ = [
     "AuthSection",
     "ChargerSettings",
     "Codec",
+    "ConsoleSettings",
     "Config",
     "EvseSettings",
     "MeterModel",
@@ -78,6 +80,11 @@ __all__ = [
 
 DEFAULT_CHARGER_ID: Final = "CP-0001"
 DEFAULT_STATE_DIR: Final = Path("/var/lib/charger-firmware")
+#: The console's socket (systemd's RuntimeDirectory=charger-firmware); under --sim: `console.sock` in state_dir.
+DEFAULT_CONSOLE_SOCKET: Final = Path("/run/charger-firmware/console.sock")
+SIM_CONSOLE_SOCKET: Final = "console.sock"
+#: A unix socket's path must fit `sockaddr_un.sun_path` (108 bytes on Linux, with the final NUL): unix(7).
+MAX_SOCKET_PATH_BYTES: Final = 107
 #: The charger id becomes an MQTT topic level (API.md §1), so no '/', '+', '#' or spaces.
 _CHARGER_ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _CHARGER_ID: Final = satisfies(
@@ -219,6 +226,36 @@ class SessionSettings:
         check_fields(self)
 
 
+def _socket_path_fits(value: object, owner: object) -> None:
+    """A rule: a unix socket's path fits `sun_path`."""
+    size = len(str(value).encode())
+    if size > MAX_SOCKET_PATH_BYTES:
+        raise Invalid(f"must be at most {MAX_SOCKET_PATH_BYTES} bytes long (a unix socket path, unix(7)), "
+                      f"got {size} bytes")
+
+
+_GROUP_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleSettings:
+    """`[console]`: the field console's unix socket (mode 0660; never TCP)."""
+
+    # default: /run/charger-firmware/console.sock; under --sim: console.sock in charger.state_dir
+    socket: Annotated[Path | None, _socket_path_fits] = None
+    # the socket file's group (its members may use the console); default: the controller's own group
+    group: Annotated[str | None, satisfies(_GROUP_RE.fullmatch, "must be a group name")] = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def socket_path(self, *, sim: bool, state_dir: Path) -> Path:
+        """The socket's path: `socket` when set; else in `state_dir` under --sim, else the system default."""
+        if self.socket is not None:
+            return self.socket
+        return state_dir / SIM_CONSOLE_SOCKET if sim else DEFAULT_CONSOLE_SOCKET
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PilotSettings:
     """`[pilot]`: CP/PP sampling."""
@@ -308,6 +345,7 @@ class Config:
     sessions: SessionSettings = field(default_factory=SessionSettings)
     pilot: PilotSettings = field(default_factory=PilotSettings)
     board: BoardSettings = field(default_factory=BoardSettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     evses: Annotated[
         tuple[EvseSettings, ...],
         TomlKey("evse"),
