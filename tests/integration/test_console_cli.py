@@ -434,15 +434,25 @@ def test_dump_and_replay(idle: Charger) -> None:
     assert path.is_file()
     assert "flight recorder written to" in ok(idle, "dump")
     replayed = console(idle, "replay", str(path))
-    assert replayed.returncode == 0, replayed.stderr
-    lines = [line for line in replayed.stdout.splitlines() if line.strip()]
-    assert lines
+    assert replayed.returncode == 0, replayed.stderr  # 0: the replay is identical to the recording
+    out = replayed.stdout.splitlines()
+    assert out[0].startswith("# request, written ")
+    assert out[-1] == "# identical"
+    assert any(re.search(r"c1 \S+ -> \S+", line) for line in out[1:-1]), out  # the plug-in's transitions
     replay_json = ok_json(idle, "replay", str(path))
     assert isinstance(replay_json, dict)
-    assert replay_json["lines"]
+    assert replay_json["identical"] is True
+    assert replay_json["divergences"] == []
+    assert replay_json["transitions"]
+    assert replay_json["lines"] == out[1:-1]
     missing = console(idle, "replay", str(idle.state_dir / "nope.cbor"))
     assert missing.returncode == 1
     assert "no such file" in missing.stderr
+    junk = idle.state_dir / "junk.cbor"
+    junk.write_bytes(b"not cbor")
+    refused = console(idle, "--json", "replay", str(junk))
+    assert refused.returncode == 1
+    assert json.loads(refused.stdout)["error"]["code"] == "replay_unavailable"
 
 
 def test_sim_commands(idle: Charger) -> None:

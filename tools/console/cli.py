@@ -12,7 +12,8 @@ tells the arguments.
 Exit codes:
     0  done
     1  the controller refused or failed the command (its error code and message are printed), a
-       service test failed, a `sim` command on real hardware, or a replay that could not run
+       service test failed, a `sim` command on real hardware, or a replay that could not run or
+       diverged from the recording
     2  usage error: bad arguments, an unreadable --config FILE
     3  no controller: the socket is missing, is not a socket, or refuses connections
     4  permission denied on the socket: add your user to the charger group (or use sudo)
@@ -61,7 +62,7 @@ EXIT_CODES: Final = """\
 exit codes:
   0  done
   1  the controller refused or failed the command (code and message printed), a service test failed,
-     a sim command on real hardware, or a replay that could not run
+     a sim command on real hardware, or a replay that could not run or diverged from the recording
   2  usage error (bad arguments, unreadable --config FILE)
   3  no controller on the socket (missing, not a socket, connection refused)
   4  permission denied on the socket (add your user to the charger group, or use sudo)
@@ -314,11 +315,18 @@ def _cmd_replay(ctx: Context, ns: argparse.Namespace) -> int:
         result = replay_file(Path(ns.file))
     except ReplayUnavailable as exc:
         return _fail(ctx, "replay_unavailable", str(exc), EXIT_FAILED)
+    identical = result.get("identical") is True
     if ctx.json:
         ctx.emit_json(result)
     else:
-        ctx.show(*(Text(str(line)) for line in render.as_list(result.get("lines"))))
-    return EXIT_OK
+        divergences = render.as_list(result.get("divergences"))
+        ctx.show(Text(f"# {result.get('reason')}, written {result.get('written_utc')}, {result.get('calls')} calls "
+                      f"from {result.get('start')}", style="dim"),
+                 *(Text(str(line), style="bold red" if str(line).startswith("DIVERGENCE") else "")
+                   for line in render.as_list(result.get("lines"))),
+                 Text("# identical" if identical else f"# {len(divergences)} divergence(s)",
+                      style="green" if identical else "bold red"))
+    return EXIT_OK if identical else EXIT_FAILED
 
 
 _SIM_OPS: Final = {"plug": "sim_plug", "token": "sim_token", "fault": "sim_fault", "load": "sim_load"}

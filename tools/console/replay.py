@@ -25,10 +25,20 @@ class ReplayUnavailable(Exception):  # noqa: N818 - what the user is told
     """The recording cannot be replayed: no such file, no replay module, or a recording it refuses."""
 
 
+def _strings(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list | tuple) else []
+
+
 def replay_file(path: Path) -> dict[str, object]:
-    """`{"file", "lines": [...]}`: the transitions and actions of the recording, in order."""
-    if not path.is_file():
-        raise ReplayUnavailable(f"replay: {path}: no such file")
+    """The replay of the recording at `path` as a JSON-able document: `{"file", "reason", "written_utc",
+    "start", "calls", "identical", "lines", "transitions", "actions", "divergences"}`; `lines` interleaves
+    the transitions, actions and divergences in order (`firmware.core.replay.Replay`)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ReplayUnavailable(f"replay: {path}: no such file") from None
+    except OSError as exc:
+        raise ReplayUnavailable(f"replay: {path}: {exc.strerror or exc}") from exc
     try:
         module = importlib.import_module(REPLAY_MODULE)
     except ModuleNotFoundError as exc:
@@ -36,11 +46,24 @@ def replay_file(path: Path) -> dict[str, object]:
             raise ReplayUnavailable(f"replay: this installation has no {REPLAY_MODULE} (the flight recorder's "
                                     "replay); install a charger-firmware that has it") from exc
         raise
-    replay = getattr(module, "replay_file", None)
+    replay: object = getattr(module, "replay", None)
     if not callable(replay):
-        raise ReplayUnavailable(f"replay: {REPLAY_MODULE} has no replay_file(path)")
+        raise ReplayUnavailable(f"replay: {REPLAY_MODULE} has no replay(data)")
     try:
-        lines = replay(path)
-    except (OSError, ValueError) as exc:
+        result: object = replay(data)
+    except ValueError as exc:  # RecordingError: not a recording, damaged, or its start was lost
         raise ReplayUnavailable(f"replay: {path}: {exc}") from exc
-    return {"file": str(path), "lines": [str(line) for line in lines]}
+    recording: object = getattr(result, "recording", None)
+    from_boot = getattr(recording, "from_boot", None)
+    return {
+        "file": str(path),
+        "reason": getattr(recording, "reason", None),
+        "written_utc": str(getattr(recording, "written_utc", "") or "") or None,
+        "start": "boot" if from_boot else f"checkpoint ({getattr(recording, 'dropped', '?')} earlier calls dropped)",
+        "calls": getattr(result, "calls", None),
+        "identical": bool(getattr(result, "identical", False)),
+        "lines": _strings(getattr(result, "lines", None)),
+        "transitions": _strings(getattr(result, "transitions", None)),
+        "actions": _strings(getattr(result, "actions", None)),
+        "divergences": _strings(getattr(result, "divergences", None)),
+    }
