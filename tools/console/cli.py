@@ -494,9 +494,10 @@ def run(ctx: Context, ns: argparse.Namespace) -> int:
 def make_context(ns: argparse.Namespace) -> Context:
     """The context of the global options; ConfigProblem for an unreadable --config."""
     path = Path(ns.socket) if ns.socket else default_socket(ns.config)
-    out = Console(no_color=ns.no_color, highlight=False)
+    # soft_wrap: a line (a log line, a replayed action) is never cut in two; tables fit the width
+    out = Console(no_color=ns.no_color, highlight=False, soft_wrap=True)
     if not out.is_terminal:  # a pipe or a file: no colour (rich), and room for the whole table
-        out = Console(no_color=ns.no_color, highlight=False, width=PIPE_WIDTH)
+        out = Console(no_color=ns.no_color, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
     return Context(socket=path, json=ns.json, timeout_s=ns.timeout, out=out,
                    err=Console(stderr=True, no_color=ns.no_color, highlight=False, soft_wrap=True))
 

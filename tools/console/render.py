@@ -82,8 +82,8 @@ def _session(doc: Mapping[str, object]) -> str:
     session = as_dict(doc.get("session"))
     if not session:
         return DASH
-    token = session.get("id_token") or "?"
-    return f"{token}"
+    token = session.get("id_token")
+    return str(token) if token else "(no token yet)"
 
 
 def _reservation(doc: Mapping[str, object]) -> str:
