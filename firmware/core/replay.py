@@ -32,8 +32,8 @@ its sharing and cycles: each mutable value carries `"$id"` where first seen and 
 after; a plain object is `{"$o": "ClassName", "$id": n, "s": {attribute: value}}`, a bound method
 `{"$bm": object, "n": name}`. Names are looked up in a registry of the classes defined in
 `firmware.core`'s modules; an unknown name is refused (RecordingError), and decoding never calls a
-constructor or any code of the file's choosing (objects are made with `object.__new__` and their
-attributes set); only public methods of the recorded objects are called.
+constructor but the `Charger`'s and the `Supervisor`'s (objects are made with `object.__new__` and
+their attributes set); only public methods of the recorded objects are called.
 
 What it must never do: read a clock or a file, or do I/O (the shell reads the file: `firmware.recorder.
 replay_file`); it is pure like the rest of the core (tests/test_layering.py).
@@ -60,6 +60,7 @@ from firmware.core.instant import Instant
 FORMAT: Final = "charger-firmware flight recording"
 VERSION: Final = 1
 ID_FUNCTION: Final = "new_id"
+BUILDABLE: Final = frozenset({"Charger", "Supervisor"})  # the only constructors a replay calls
 UNRECORDED: Final = "Unrecorded"  # the exception type of a call the recorder could not encode
 EMBEDDED_CBOR: Final = 24  # RFC 8949 §3.4.5.1
 
@@ -116,6 +117,10 @@ def _class(name: object) -> type:
 # --- encoding ------------------------------------------------------------------------------------
 
 
+_PLAIN: Final = frozenset({type(None), bool, int, float, str, bytes})
+_DATACLASSES: dict[type, tuple[str, tuple[str, ...]]] = {}  # class -> (its name, its fields), once seen
+
+
 class Encoder:
     """Values -> tagged trees. `graph=True` keeps sharing and cycles (for a checkpoint of the core)."""
 
@@ -126,6 +131,15 @@ class Encoder:
         self._alive: list[object] = []  # keeps every memoised object alive, so id() stays unique
 
     def encode(self, value: object) -> object:  # noqa: C901, PLR0911, PLR0912 - one case per kind of value
+        cls = type(value)
+        if cls in _PLAIN:  # the fast paths first: the recorder encodes every call on the core task
+            return value
+        known = _DATACLASSES.get(cls)
+        if known is not None and not self.graph:
+            out: dict[str, object] = {"$": known[0]}
+            for name in known[1]:
+                out[name] = self.encode(getattr(value, name))
+            return out
         if isinstance(value, Enum):
             return {"$e": _name(type(value)), "v": value.value}
         if value is None or isinstance(value, bool | int | float | str | bytes):
@@ -155,8 +169,8 @@ class Encoder:
         if isinstance(value, set):
             return {"$s": [self.encode(v) for v in value], **tag}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            fields = {f.name: self.encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-            return {"$": _name(type(value)), **tag, **fields}
+            names = _DATACLASSES[cls] = (_name(cls), tuple(f.name for f in dataclasses.fields(value)))
+            return {"$": names[0], **tag, **{name: self.encode(getattr(value, name)) for name in names[1]}}
         if self.graph and not callable(value):
             return {"$o": _name(type(value)), **tag, "s": {k: self.encode(v) for k, v in _attributes(value).items()}}
         raise EncodeError(f"cannot record {type(value).__module__}.{type(value).__qualname__} {value!r:.80}")
@@ -483,6 +497,8 @@ def _start(recording: Recording, ids: _Ids) -> dict[str, object]:
         for name, spec in recording.objects.items():
             decoder = Decoder({ID_FUNCTION: ids})
             cls = _class(spec.get("class"))
+            if cls.__name__ not in BUILDABLE:
+                raise RecordingError(f"object {name}: a {cls.__name__} is not built by a replay")
             args = [decoder.decode(a) for a in _seq(spec.get("args"))]
             kwargs = spec.get("kwargs")
             if not isinstance(kwargs, dict):

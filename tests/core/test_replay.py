@@ -306,6 +306,8 @@ def test_bad_files_are_refused() -> None:
         rp.read(cbor2.dumps(good | {"objects": None}))
     with pytest.raises(rp.RecordingError, match="without its kwargs"):
         rp.replay(cbor2.dumps(good | {"objects": {"charger": {"class": "Charger", "args": []}}}))
+    with pytest.raises(rp.RecordingError, match="a Reservation is not built by a replay"):
+        rp.replay(cbor2.dumps(good | {"objects": {"charger": {"class": "Reservation", "args": [], "kwargs": {}}}}))
     with pytest.raises(rp.RecordingError, match="not a map of objects"):
         rp.replay(cbor2.dumps(good | {"start": {"from": "checkpoint", "state": rp.embedded([])}}))
 
