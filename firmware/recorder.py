@@ -161,11 +161,11 @@ class Recorder:
         spec = SPECS.get(name)
         if spec is None or not isinstance(cls, type):
             raise ValueError(f"the recorder builds {sorted(SPECS)} from a class, not {name!r}")
+        args = tuple(list(a) if _iterator(a) else a for a in args)  # type: ignore[assignment] # read once: here
         obj = cls(*args, **kwargs)
         encoder = Encoder(functions=self._functions)
         try:
-            self._built[name] = {"class": cls.__name__, "args": [encoder.encode(list(a) if _iterator(a) else a)
-                                                                  for a in args],
+            self._built[name] = {"class": cls.__name__, "args": [encoder.encode(a) for a in args],
                                  "kwargs": {k: encoder.encode(v) for k, v in kwargs.items()}}
         except TypeError:
             log.exception("flight recorder: how the %s was built cannot be recorded; dumps start from a checkpoint",
@@ -308,7 +308,7 @@ class Recorder:
         os.replace(temp, path)
         for old in sorted(path.parent.glob("flight-*.cbor"), key=_flight_order)[:-self.keep_files]:
             try:
-                old.unlink()
+                old.unlink(missing_ok=True)  # another dump's thread may have removed it
             except OSError as exc:
                 log.warning("flight recorder: could not remove the old %s: %s", old, exc)
 

@@ -93,6 +93,10 @@ def test_generators_are_read_once_and_recorded() -> None:
     c.local_list.apply(1, True, (e for e in AA11))
     assert c.local_list.lookup("AA11") is not None
     assert rp.replay(rec.snapshot()).identical
+    other = Recorder(None)
+    built = other.construct("charger", Charger, (config for config in CONFIGS), new_session_id=other.ids(lambda: "x"))
+    assert list(built.evses) == [1, 2]
+    assert list(rp.replay(other.snapshot()).objects["charger"].evses) == [1, 2]  # type: ignore[attr-defined]
 
 
 def test_exceptions_are_recorded_and_raised() -> None:
