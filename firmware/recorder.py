@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final, ParamSpec, TypeGuard, TypeVar, cast
+from typing import Final, NamedTuple, ParamSpec, TypeGuard, TypeVar, cast
 
 import cbor2
 
@@ -102,9 +102,8 @@ SPECS: Final[Mapping[str, Spec]] = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Dump:
-    """A written flight file and the number of calls (inputs to the core) it holds."""
+class Dump(NamedTuple):
+    """A written flight file and the number of calls (inputs to the core) it holds: `(path, inputs)`."""
 
     path: Path
     inputs: int
