@@ -47,6 +47,7 @@ from firmware.items import AuthResponse, Command, Item
 from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred
 from firmware.persistence import Persistence, collect_state, restore_state
+from firmware.recorder import Recorder
 from firmware.sim_lane import SIM_HANDLERS, SIM_OPS, SimLane, Watch
 from firmware.store import METER_KEY_BASE, Store
 from firmware.tasks import SUPERVISE_INTERVAL_S, Producers
@@ -80,9 +81,11 @@ class Controller:
         self.started_mono = time.monotonic()
         self.evse_ids = [e.id for e in config.evses]
         self.meters = meters if meters is not None else {}
-        self.charger = Charger(
+        self.recorder = Recorder(config.charger.state_dir)  # the flight recorder: every call into the core
+        self.charger = self.recorder.construct(
+            "charger", Charger,
             [replace(core, has_meter=core.cid in self.meters) for core in config.evse_configs()],
-            new_session_id=lambda: str(uuid.uuid4()),
+            new_session_id=self.recorder.ids(lambda: str(uuid.uuid4())),
             debounce_s=config.pilot.debounce_s,
             reservations_enabled=config.reservations.enabled,
             auth=replace(config.auth_settings(), request_prefix=self.boot_id[:8]),
@@ -99,8 +102,8 @@ class Controller:
             outbox_acked=self.persistence.ack,
         )
         self.persistence.on_committed = self.link.outbox_changed
-        self.supervisor = Supervisor(
-            self.evse_ids,
+        self.supervisor = self.recorder.construct(
+            "supervisor", Supervisor, self.evse_ids,
             meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
             fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
             now=loop_time(), relay_feedback_grace_s=config.board.relay_feedback_timeout_s)

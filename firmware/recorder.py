@@ -1,0 +1,408 @@
+"""The flight recorder (issue 12 §2): every state-changing call into the pure core, in a bounded ring,
+written to `state_dir/flight-<utc>.cbor` on every fault and on request, to be replayed on a laptop
+(`firmware.core.replay`; `python -m firmware.recorder FILE`).
+
+What it is for. The controller builds its `Charger` and `Supervisor` through `Recorder.construct`,
+which records how they were built (the EvseConfigs and every setting: the config snapshot a fresh
+core needs) and returns a recording proxy. The proxy forwards everything; the calls that can change
+the core's state (`charger.handle/tick/start/present_token/...`, every op's charger call, the
+`online` setter, `set_fallback`, `restore_session`, `charger.local_list.apply/restore`,
+`charger.book.restore`, `supervisor.handle/tick`) are recorded with their arguments (which carry the
+call's `Instant`, or the supervisor's `now`), their result or exception, and the session ids the
+generator (`Recorder.ids`, an input: uuid4) handed out during the call. Attribute reads (`evses`,
+`book.entries`, `pp`) and read-only methods (`status`, `led`, `next_deadline`, `book.specific`, ...)
+pass through unrecorded. Each call is encoded (tagged CBOR, `firmware.core.replay`) as it is
+recorded, so the ring holds bytes and a dump never reads live objects from another thread.
+
+The ring keeps the last `max_calls` calls (20 000 by default; about a minute and a half of a busy
+EVSE, whose CP and PP are sampled 100 times a second each) in two halves. When a half is full, a
+checkpoint of the whole core (its object graph, encoded) is taken and a new half begins; when the
+oldest half is dropped, the next one starts from its checkpoint. So every dump is replayable from its
+first kept call: from boot while nothing was dropped, from a checkpoint after. A checkpoint costs a
+few milliseconds of the core task once per half ring.
+
+Dumps. On a fault -- a recorded call whose result holds a `FaultRaised` (supervision raised RCD,
+over-temperature, welded, meter lost ...), or that took an EVSE into FAULTED (the charger's own faults:
+pilot, diode, output failed) -- the ring is written once the step that raised it has run its calls
+(`loop.call_soon`), in the default executor. `dump()` writes it on request (`asyncio.to_thread`).
+Files are written atomically (a temporary file, fsync, rename); only the last `keep_files` (10)
+flight files are kept.
+
+What it must never do: take the charger down (a value it cannot record is logged and the call still
+runs; a dump that fails is logged), write on the safety path (the encoding per call is in memory; the
+file is written off the event loop), or decide anything. Not recorded: the wear counters the store
+restores into `charger.evses[cid].counters` (attribute writes below the charger; they decide nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Final, NamedTuple, ParamSpec, TypeGuard, TypeVar, cast
+
+import cbor2
+
+from firmware.aio import utc_now
+from firmware.core.events import FaultRaised
+from firmware.core.evse import State
+from firmware.core.instant import Instant
+from firmware.core.replay import (
+    FORMAT,
+    ID_FUNCTION,
+    UNRECORDED,
+    VERSION,
+    Encoder,
+    Replay,
+    embedded,
+    outputs,
+    replay,
+)
+
+log = logging.getLogger(__name__)
+
+#: The calls the ring keeps (at least half of them are always in a dump).
+MAX_CALLS: Final = 20_000
+#: Flight files kept in state_dir.
+KEEP_FILES: Final = 10
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """Which methods of a recorded object change its state (recorded) and which only read it."""
+
+    recorded: frozenset[str]
+    reads: frozenset[str] = frozenset()
+    children: Mapping[str, Spec] = field(default_factory=dict)
+
+
+LOCAL_LIST: Final = Spec(frozenset({"apply", "restore"}), frozenset({"lookup", "parent", "snapshot"}))
+BOOK: Final = Spec(
+    frozenset({"restore", "reserve", "cancel", "use", "set_evse", "set_evses", "tick"}),
+    frozenset({"get", "reserved", "specific", "next_deadline", "walk_in_allowed", "exists", "match", "needs_parent",
+               "snapshot"}))
+#: Unknown public methods are recorded (the safe side); tests/shell/test_recorder.py checks these cover all.
+SPECS: Final[Mapping[str, Spec]] = {
+    "charger": Spec(
+        frozenset({"start", "handle", "tick", "present_token", "backend_auth_answer", "authorize_anywhere",
+                   "stop_session", "set_enabled", "set_max_current", "set_fallback", "switch_phases",
+                   "unlock_connector", "restore_session", "reserve_now", "cancel_reservation", "exists_reservation"}),
+        frozenset({"status", "led", "pilot_settling", "next_deadline", "limit_a", "commanded_limit_a"}),
+        {"local_list": LOCAL_LIST, "book": BOOK}),
+    "supervisor": Spec(frozenset({"handle", "tick"}), frozenset({"next_deadline"})),
+}
+
+
+class Dump(NamedTuple):
+    """A written flight file and the number of calls (inputs to the core) it holds: `(path, inputs)`."""
+
+    path: Path
+    inputs: int
+
+
+@dataclass(slots=True, kw_only=True)
+class _Segment:
+    start: dict[str, object]  # {"from": "boot"} | {"from": "checkpoint", ...} | {"from": "lost", ...}
+    first: int  # the index of its first call
+    calls: list[cbor2.CBORTag] = field(default_factory=list)
+
+
+class Recorder:
+    """The flight recorder of one controller (see the module docstring)."""
+
+    def __init__(self, state_dir: Path | None, *, max_calls: int = MAX_CALLS, keep_files: int = KEEP_FILES,
+                 utc: Callable[[], datetime] = utc_now) -> None:
+        if max_calls < 2:
+            raise ValueError(f"max_calls must be at least 2, not {max_calls}")
+        if keep_files < 1:
+            raise ValueError(f"keep_files must be at least 1, not {keep_files}")
+        self.state_dir = state_dir
+        self.keep_files = keep_files
+        self.segment_calls = max_calls // 2
+        self.utc = utc
+        self.total = 0  # calls recorded since boot
+        self.written: list[Dump] = []  # the files written, oldest first
+        self.objects: dict[str, object] = {}  # the real core objects, by name
+        self._built: dict[str, object] = {}  # how each was built (trees)
+        self._functions: dict[int, str] = {}
+        self._id_functions: list[Callable[[], str]] = []  # kept alive: their id() names them
+        self._ids: list[str] = []  # handed out during the call being recorded
+        self._segments: deque[_Segment] = deque([_Segment(start={"from": "boot"}, first=0)], maxlen=2)
+        self._t0: float | None = None
+        self._faulted: set[int] = set()
+        self._fault_reasons: list[str] = []
+        self._last_name = ("", 0)  # (stamp, n) of the last file named
+        self._broken = False
+
+    # --- building the core --------------------------------------------------------------------------
+
+    def ids(self, make: Callable[[], str]) -> Callable[[], str]:
+        """The session-id generator for the charger: `make`'s ids, each recorded with its call."""
+        def new_id() -> str:
+            value = make()
+            self._ids.append(value)
+            return value
+        self._id_functions.append(new_id)
+        self._functions[id(new_id)] = ID_FUNCTION
+        return new_id
+
+    def construct(self, name: str, cls: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Build a core object (`name`: "charger" or "supervisor"), record how, return its recording proxy."""
+        spec = SPECS.get(name)
+        if spec is None or not isinstance(cls, type):
+            raise ValueError(f"the recorder builds {sorted(SPECS)} from a class, not {name!r}")
+        args = tuple(list(a) if _iterator(a) else a for a in args)  # type: ignore[assignment] # read once: here
+        obj = cls(*args, **kwargs)
+        encoder = Encoder(functions=self._functions)
+        try:
+            self._built[name] = {"class": cls.__name__, "args": [encoder.encode(a) for a in args],
+                                 "kwargs": {k: encoder.encode(v) for k, v in kwargs.items()}}
+        except TypeError:
+            log.exception("flight recorder: how the %s was built cannot be recorded; dumps start from a checkpoint",
+                          name)
+            self._segments[0].start = {"from": "lost", "why": f"the {name}'s settings could not be recorded"}
+        self.objects[name] = obj
+        return cast(_T, _Proxy(self, obj, name, spec))
+
+    # --- recording ------------------------------------------------------------------------------------
+
+    @property
+    def calls(self) -> int:
+        """The calls in the ring now (what a dump would hold)."""
+        return sum(len(s.calls) for s in self._segments)
+
+    def call(self, target: str, method: str, fn: Callable[..., object], args: tuple[object, ...],
+             kwargs: dict[str, object]) -> object:
+        """Run one call into the core and record it (its result, or the exception it raised)."""
+        self._ids.clear()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self._record(target, method, args, kwargs, None, exc)
+            raise
+        self._record(target, method, args, kwargs, result, None)
+        return result
+
+    def _record(self, target: str, method: str, args: tuple[object, ...], kwargs: Mapping[str, object],
+                result: object, raised: BaseException | None) -> None:
+        try:
+            encoder = Encoder(functions=self._functions)
+            call = {"i": self.total, "o": target, "m": method, "a": [encoder.encode(a) for a in args],
+                    "k": {k: encoder.encode(v) for k, v in kwargs.items()}, "r": encoder.encode(result),
+                    "x": None if raised is None else [type(raised).__name__, str(raised)], "ids": list(self._ids)}
+            item = embedded(call)
+        except Exception:  # noqa: BLE001 - the recorder never takes the charger down
+            if not self._broken:
+                log.exception("flight recorder: %s.%s could not be recorded; dumps from here are incomplete",
+                              target, method)
+            self._broken = True
+            item = embedded({"i": self.total, "o": target, "m": method, "a": [], "k": {}, "r": None,
+                             "x": [UNRECORDED, "this call could not be recorded"], "ids": []})
+        if self._t0 is None:
+            self._t0 = _time_of(target, args, kwargs)
+        self.total += 1
+        segment = self._segments[-1]
+        segment.calls.append(item)
+        if len(segment.calls) >= self.segment_calls:
+            self._segments.append(_Segment(start=self._checkpoint(), first=self.total))
+        self._check_fault(result)
+
+    def _checkpoint(self) -> dict[str, object]:
+        """The whole core now, for the half ring that begins here."""
+        try:
+            tree = Encoder(graph=True, functions=self._functions).encode(dict(self.objects))
+            return {"from": "checkpoint", "at_call": self.total, "state": embedded(tree)}
+        except Exception as exc:  # noqa: BLE001 - never fatal: that half ring is not replayable
+            log.exception("flight recorder: no checkpoint at call %d", self.total)
+            return {"from": "lost", "why": f"no checkpoint at call {self.total}: {exc}"}
+
+    # --- faults -------------------------------------------------------------------------------------
+
+    def _check_fault(self, result: object) -> None:
+        reasons = [f"c{o.cid} {o.fault.name}" for o in outputs(result) if isinstance(o, FaultRaised)]
+        charger = self.objects.get("charger")
+        evses = getattr(charger, "evses", {})
+        faulted = {cid for cid, evse in evses.items() if evse.state is State.FAULTED}
+        reasons += [f"c{cid} FAULTED" for cid in sorted(faulted - self._faulted)]
+        self._faulted = faulted
+        if not reasons or self.state_dir is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the core driven without a loop (a test): nothing to write with
+            return
+        if not self._fault_reasons:  # one dump for the faults of one step
+            loop.call_soon(self._dump_on_fault, loop)
+        self._fault_reasons += reasons
+
+    def _dump_on_fault(self, loop: asyncio.AbstractEventLoop) -> None:
+        reason = "fault " + ", ".join(dict.fromkeys(self._fault_reasons))
+        self._fault_reasons.clear()
+        path, payload, inputs = self._prepare(reason)
+        log.warning("flight recorder: %s; writing %d calls to %s", reason, inputs, path)
+        future = loop.run_in_executor(None, self._write, path, payload)
+        future.add_done_callback(lambda f: self._written(f, path, inputs))
+
+    def _written(self, future: asyncio.Future[None], path: Path, inputs: int) -> None:
+        if future.cancelled():
+            return
+        if (exc := future.exception()) is not None:
+            log.error("flight recorder: %s could not be written: %s", path, exc)
+            return
+        self.written.append(Dump(path=path, inputs=inputs))
+
+    # --- dumps ----------------------------------------------------------------------------------------
+
+    async def dump(self, reason: str = "request") -> Dump:
+        """Write the ring now (the console's `dump`): the file and the number of calls in it.
+        OSError when it cannot be written; ValueError without a state_dir."""
+        path, payload, inputs = self._prepare(reason)
+        await asyncio.to_thread(self._write, path, payload)
+        written = Dump(path=path, inputs=inputs)
+        self.written.append(written)
+        log.info("flight recorder: %d calls written to %s (%s)", inputs, path, reason)
+        return written
+
+    def snapshot(self, reason: str = "request") -> bytes:
+        """The ring as a flight file's bytes (for tests and tools; `dump` writes the same)."""
+        return cbor2.dumps(self._payload(reason))
+
+    def _prepare(self, reason: str) -> tuple[Path, dict[str, object], int]:
+        """On the loop: the file's name and the ring's contents, copied (the thread only encodes bytes)."""
+        if self.state_dir is None:
+            raise ValueError("the flight recorder has no state_dir to write to")
+        payload = self._payload(reason)
+        stamp = self.utc().strftime("%Y%m%dT%H%M%S.%fZ")
+        n = self._last_name[1] + 1 if self._last_name[0] == stamp else 1
+        while (path := self.state_dir / _flight_name(stamp, n)).exists():
+            n += 1
+        self._last_name = (stamp, n)
+        calls = payload["calls"]
+        return path, payload, len(calls) if isinstance(calls, list) else 0
+
+    def _payload(self, reason: str) -> dict[str, object]:
+        oldest = self._segments[0]
+        return {"format": FORMAT, "version": VERSION, "written_utc": self.utc().isoformat(), "reason": reason,
+                "t0": self._t0, "dropped": oldest.first, "objects": dict(self._built), "start": oldest.start,
+                "calls": [call for segment in self._segments for call in segment.calls]}
+
+    def _write(self, path: Path, payload: dict[str, object]) -> None:
+        """In a thread: encode, write atomically, keep the last `keep_files` flight files."""
+        data = cbor2.dumps(payload)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp")
+        with temp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+        for old in sorted(path.parent.glob("flight-*.cbor"), key=_flight_order)[:-self.keep_files]:
+            try:
+                old.unlink(missing_ok=True)  # another dump's thread may have removed it
+            except OSError as exc:
+                log.warning("flight recorder: could not remove the old %s: %s", old, exc)
+
+
+class _Proxy:
+    """Forwards everything to the core object; records the calls its `Spec` does not mark read-only."""
+
+    __slots__ = ("_fr_name", "_fr_recorder", "_fr_spec", "_fr_target")
+    _fr_recorder: Recorder
+    _fr_target: object
+    _fr_name: str
+    _fr_spec: Spec
+
+    def __init__(self, recorder: Recorder, target: object, name: str, spec: Spec) -> None:
+        object.__setattr__(self, "_fr_recorder", recorder)
+        object.__setattr__(self, "_fr_target", target)
+        object.__setattr__(self, "_fr_name", name)
+        object.__setattr__(self, "_fr_spec", spec)
+
+    def __getattr__(self, name: str) -> object:
+        value = getattr(self._fr_target, name)
+        spec = self._fr_spec
+        child = spec.children.get(name)
+        if child is not None:
+            return _Proxy(self._fr_recorder, value, f"{self._fr_name}.{name}", child)
+        if name.startswith("_") or name in spec.reads or not callable(value):
+            return value
+        recorder, target = self._fr_recorder, self._fr_name
+
+        def recorded(*args: object, **kwargs: object) -> object:
+            args = tuple(tuple(a) if _iterator(a) else a for a in args)  # a generator is read once: here
+            return recorder.call(target, name, value, args, kwargs)
+        return recorded
+
+    def __setattr__(self, name: str, value: object) -> None:
+        target = self._fr_target
+        self._fr_recorder.call(self._fr_name, f"={name}", lambda v: setattr(target, name, v), (value,), {})
+
+    def __len__(self) -> int:
+        return len(self._fr_target)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<recorded {self._fr_target!r}>"
+
+
+def _flight_name(stamp: str, n: int) -> str:
+    """`flight-<utc>.cbor`; a second file in the same microsecond is `flight-<utc>-2.cbor`, and so on."""
+    return f"flight-{stamp}.cbor" if n == 1 else f"flight-{stamp}-{n}.cbor"
+
+
+def _flight_order(path: Path) -> tuple[str, int]:
+    """Oldest first: by time, then by the number of a file written in the same microsecond."""
+    stamp, _, n = path.stem.removeprefix("flight-").partition("-")
+    return stamp, int(n) if n.isdigit() else 1
+
+
+def _iterator(value: object) -> TypeGuard[Iterator[object]]:
+    return hasattr(value, "__next__")
+
+
+def _time_of(target: str, args: tuple[object, ...], kwargs: Mapping[str, object]) -> float | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Instant):
+            return value.mono
+    if target == "supervisor" and args and isinstance(args[-1], float):
+        return args[-1]
+    return None
+
+
+def replay_file(path: Path) -> Replay:
+    """Read a flight file and replay it (`firmware.core.replay.replay`)."""
+    return replay(path.read_bytes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m firmware.recorder FILE`: print the replay; exit 0 identical, 1 diverged, 2 unreadable."""
+    from firmware.core.replay import RecordingError  # noqa: PLC0415 - only the command needs it
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m firmware.recorder FLIGHT_FILE\n")
+        return 2
+    try:
+        result = replay_file(Path(args[0]))
+    except (OSError, RecordingError) as exc:
+        sys.stderr.write(f"cannot replay {args[0]}: {exc}\n")
+        return 2
+    recording = result.recording
+    start = "boot" if recording.from_boot else f"a checkpoint ({recording.dropped} earlier calls dropped)"
+    sys.stdout.write(f"# {recording.reason}, written {recording.written_utc}, {result.calls} calls from {start}\n")
+    for line in result.lines:
+        sys.stdout.write(line + "\n")
+    sys.stdout.write(f"# {'identical' if result.identical else f'{len(result.divergences)} divergence(s)'}\n")
+    return 0 if result.identical else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
