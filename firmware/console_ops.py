@@ -18,10 +18,8 @@ Standard: console spec (/work/briefs/console-spec.md), API.md §2 (envelope, err
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from firmware.aio import loop_time, utc_now
@@ -139,21 +137,10 @@ async def meter(c: Controller, f: Fields) -> object:
 
 
 async def dump(c: Controller, f: Fields) -> object:
-    """The flight recorder's dump (its module is another branch's: until it is merged, `unsupported`)."""
+    """Write the flight recorder's ring to `state_dir` now (firmware/recorder.py)."""
     f.done()
-    recorder = getattr(c, "recorder", None)
-    if recorder is None:
-        raise Unsupported("no flight recorder in this build")
-    result = recorder.dump()
-    if inspect.isawaitable(result):
-        result = await result
-    if isinstance(result, Mapping):
-        return dict(result)
-    if isinstance(result, tuple) and len(result) == 2:
-        return {"path": str(result[0]), "inputs": result[1]}
-    if isinstance(result, str | Path):
-        return {"path": str(result), "inputs": len(recorder) if hasattr(recorder, "__len__") else None}
-    return result
+    written = await c.recorder.dump()
+    return {"path": str(written.path), "inputs": written.inputs}
 
 
 # --- service ---------------------------------------------------------------------------------------

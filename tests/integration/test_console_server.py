@@ -261,12 +261,11 @@ async def test_meter_of_a_modbus_meter_shows_its_raw_words(tmp_path: Path) -> No
     assert result["sample"]["energy_Wh_import"] == pytest.approx(1_234_500.0)
 
 
-async def test_dump_is_unsupported_without_a_flight_recorder(charger: Running, console: Console) -> None:
-    if getattr(charger.controller, "recorder", None) is None:
-        assert (await console.error("dump"))["code"] == "unsupported"
-    else:  # the recorder's branch is merged
-        result = await console.ok("dump")
-        assert Path(result["path"]).parent == charger.config.charger.state_dir
+async def test_dump_writes_the_flight_recorder_to_the_state_dir(charger: Running, console: Console) -> None:
+    result = await console.ok("dump")
+    assert Path(result["path"]).parent == charger.config.charger.state_dir
+    assert Path(result["path"]).is_file()
+    assert result["inputs"] > 0
 
 
 # --- service --------------------------------------------------------------------------------------
