@@ -4,15 +4,12 @@ written to `state_dir/flight-<utc>.cbor` on every fault and on request, to be re
 
 What it is for. The controller builds its `Charger` and `Supervisor` through `Recorder.construct`,
 which records how they were built (the EvseConfigs and every setting: the config snapshot a fresh
-core needs) and returns a recording proxy. The proxy forwards everything; the calls that can change
-the core's state (`charger.handle/tick/start/present_token/...`, every op's charger call, the
-`online` setter, `set_fallback`, `restore_session`, `charger.local_list.apply/restore`,
-`charger.book.restore`, `supervisor.handle/tick`) are recorded with their arguments (which carry the
-call's `Instant`, or the supervisor's `now`), their result or exception, and the session ids the
-generator (`Recorder.ids`, an input: uuid4) handed out during the call. Attribute reads (`evses`,
-`book.entries`, `pp`) and read-only methods (`status`, `led`, `next_deadline`, `book.specific`, ...)
-pass through unrecorded. Each call is encoded (tagged CBOR, `firmware.core.replay`) as it is
-recorded, so the ring holds bytes and a dump never reads live objects from another thread.
+core needs) and returns a recording proxy (`firmware.recorder_proxy`: which calls are recorded and
+which only read). Each state-changing call is recorded with its arguments (which carry the call's
+`Instant`, or the supervisor's `now`), its result or exception, and the session ids the generator
+(`Recorder.ids`, an input: uuid4) handed out during the call. Each call is encoded (tagged CBOR,
+`firmware.core.recording`) as it is recorded, so the ring holds bytes and a dump never reads live
+objects from another thread.
 
 The ring keeps the last `max_calls` calls (20 000 by default; about a minute and a half of a busy
 EVSE, whose CP and PP are sampled 100 times a second each) in two halves. When a half is full, a
@@ -30,8 +27,7 @@ flight files are kept.
 
 What it must never do: take the charger down (a value it cannot record is logged and the call still
 runs; a dump that fails is logged), write on the safety path (the encoding per call is in memory; the
-file is written off the event loop), or decide anything. Not recorded: the wear counters the store
-restores into `charger.evses[cid].counters` (attribute writes below the charger; they decide nothing).
+file is written off the event loop), or decide anything.
 """
 
 from __future__ import annotations
@@ -41,11 +37,11 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final, NamedTuple, ParamSpec, TypeGuard, TypeVar, cast
+from typing import Final, NamedTuple, ParamSpec, TypeVar, cast
 
 import cbor2
 
@@ -53,17 +49,11 @@ from firmware.aio import utc_now
 from firmware.core.events import FaultRaised
 from firmware.core.evse import State
 from firmware.core.instant import Instant
-from firmware.core.replay import (
-    FORMAT,
-    ID_FUNCTION,
-    UNRECORDED,
-    VERSION,
-    Encoder,
-    Replay,
-    embedded,
-    outputs,
-    replay,
-)
+from firmware.core.recording import FORMAT, ID_FUNCTION, UNRECORDED, VERSION, Encoder, RecordingError, embedded
+from firmware.core.replay import Replay, outputs, replay
+from firmware.recorder_proxy import BOOK, LOCAL_LIST, SPECS, Proxy, Spec, iterator
+
+__all__ = ["BOOK", "KEEP_FILES", "LOCAL_LIST", "MAX_CALLS", "SPECS", "Dump", "Recorder", "Spec", "main", "replay_file"]
 
 log = logging.getLogger(__name__)
 
@@ -74,32 +64,6 @@ KEEP_FILES: Final = 10
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """Which methods of a recorded object change its state (recorded) and which only read it."""
-
-    recorded: frozenset[str]
-    reads: frozenset[str] = frozenset()
-    children: Mapping[str, Spec] = field(default_factory=dict)
-
-
-LOCAL_LIST: Final = Spec(frozenset({"apply", "restore"}), frozenset({"lookup", "parent", "snapshot"}))
-BOOK: Final = Spec(
-    frozenset({"restore", "reserve", "cancel", "use", "set_evse", "set_evses", "tick"}),
-    frozenset({"get", "reserved", "specific", "next_deadline", "walk_in_allowed", "exists", "match", "needs_parent",
-               "snapshot"}))
-#: Unknown public methods are recorded (the safe side); tests/shell/test_recorder.py checks these cover all.
-SPECS: Final[Mapping[str, Spec]] = {
-    "charger": Spec(
-        frozenset({"start", "handle", "tick", "present_token", "backend_auth_answer", "authorize_anywhere",
-                   "stop_session", "set_enabled", "set_max_current", "set_fallback", "switch_phases",
-                   "unlock_connector", "restore_session", "reserve_now", "cancel_reservation", "exists_reservation"}),
-        frozenset({"status", "led", "pilot_settling", "next_deadline", "limit_a", "commanded_limit_a"}),
-        {"local_list": LOCAL_LIST, "book": BOOK}),
-    "supervisor": Spec(frozenset({"handle", "tick"}), frozenset({"next_deadline"})),
-}
 
 
 class Dump(NamedTuple):
@@ -160,7 +124,7 @@ class Recorder:
         spec = SPECS.get(name)
         if spec is None or not isinstance(cls, type):
             raise ValueError(f"the recorder builds {sorted(SPECS)} from a class, not {name!r}")
-        args = tuple(list(a) if _iterator(a) else a for a in args)  # type: ignore[assignment] # read once: here
+        args = tuple(list(a) if iterator(a) else a for a in args)  # type: ignore[assignment] # read once: here
         obj = cls(*args, **kwargs)
         encoder = Encoder(functions=self._functions)
         try:
@@ -171,7 +135,7 @@ class Recorder:
                           name)
             self._segments[0].start = {"from": "lost", "why": f"the {name}'s settings could not be recorded"}
         self.objects[name] = obj
-        return cast(_T, _Proxy(self, obj, name, spec))
+        return cast(_T, Proxy(self, obj, name, spec))
 
     # --- recording ------------------------------------------------------------------------------------
 
@@ -312,47 +276,6 @@ class Recorder:
                 log.warning("flight recorder: could not remove the old %s: %s", old, exc)
 
 
-class _Proxy:
-    """Forwards everything to the core object; records the calls its `Spec` does not mark read-only."""
-
-    __slots__ = ("_fr_name", "_fr_recorder", "_fr_spec", "_fr_target")
-    _fr_recorder: Recorder
-    _fr_target: object
-    _fr_name: str
-    _fr_spec: Spec
-
-    def __init__(self, recorder: Recorder, target: object, name: str, spec: Spec) -> None:
-        object.__setattr__(self, "_fr_recorder", recorder)
-        object.__setattr__(self, "_fr_target", target)
-        object.__setattr__(self, "_fr_name", name)
-        object.__setattr__(self, "_fr_spec", spec)
-
-    def __getattr__(self, name: str) -> object:
-        value = getattr(self._fr_target, name)
-        spec = self._fr_spec
-        child = spec.children.get(name)
-        if child is not None:
-            return _Proxy(self._fr_recorder, value, f"{self._fr_name}.{name}", child)
-        if name.startswith("_") or name in spec.reads or not callable(value):
-            return value
-        recorder, target = self._fr_recorder, self._fr_name
-
-        def recorded(*args: object, **kwargs: object) -> object:
-            args = tuple(tuple(a) if _iterator(a) else a for a in args)  # a generator is read once: here
-            return recorder.call(target, name, value, args, kwargs)
-        return recorded
-
-    def __setattr__(self, name: str, value: object) -> None:
-        target = self._fr_target
-        self._fr_recorder.call(self._fr_name, f"={name}", lambda v: setattr(target, name, v), (value,), {})
-
-    def __len__(self) -> int:
-        return len(self._fr_target)  # type: ignore[arg-type]
-
-    def __repr__(self) -> str:
-        return f"<recorded {self._fr_target!r}>"
-
-
 def _flight_name(stamp: str, n: int) -> str:
     """`flight-<utc>.cbor`; a second file in the same microsecond is `flight-<utc>-2.cbor`, and so on."""
     return f"flight-{stamp}.cbor" if n == 1 else f"flight-{stamp}-{n}.cbor"
@@ -362,10 +285,6 @@ def _flight_order(path: Path) -> tuple[str, int]:
     """Oldest first: by time, then by the number of a file written in the same microsecond."""
     stamp, _, n = path.stem.removeprefix("flight-").partition("-")
     return stamp, int(n) if n.isdigit() else 1
-
-
-def _iterator(value: object) -> TypeGuard[Iterator[object]]:
-    return hasattr(value, "__next__")
 
 
 def _time_of(target: str, args: tuple[object, ...], kwargs: Mapping[str, object]) -> float | None:
@@ -384,8 +303,6 @@ def replay_file(path: Path) -> Replay:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m firmware.recorder FILE`: print the replay; exit 0 identical, 1 diverged, 2 unreadable."""
-    from firmware.core.replay import RecordingError  # noqa: PLC0415 - only the command needs it
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.stderr.write("usage: python -m firmware.recorder FLIGHT_FILE\n")
