@@ -11,7 +11,7 @@ connections of their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from firmware.config import MeterUrl as ConfigMeterUrl
 from firmware.core.errors import HardwareError
 from hal.meter import ModbusMeter
 from hal.protocols import MeterSample
-from tests.support.modbus import LOOPBACK, METER_FORMATS, RequestLog, Servers, meter_device, socat_pty_pair
+from tests.support.modbus import LOOPBACK, METER_FORMATS, RequestLog, Servers, meter_device
 
 pytestmark = pytest.mark.integration
 
@@ -49,33 +49,10 @@ def expected(model: str, wire: dict[str, float]) -> MeterSample:
     )
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[Servers]:
-    s = Servers()
-    try:
-        yield s
-    finally:
-        await s.stop_all()
 
 
-@pytest.fixture
-async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[Path, Path]]:
-    async with socat_pty_pair(tmp_path) as pair:
-        yield pair
 
 
-@pytest.fixture
-def meters() -> Iterator[Callable[..., ModbusMeter]]:
-    made: list[ModbusMeter] = []
-
-    def make(model: str, url: str, **kwargs: object) -> ModbusMeter:
-        m = ModbusMeter(model, ConfigMeterUrl.parse(url), **kwargs)  # type: ignore[arg-type]
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
 
 
 def rtu(path: Path, parity: str = "N") -> str:

@@ -20,12 +20,11 @@ import asyncio
 import dataclasses
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from firmware.config import MeterUrl as ConfigMeterUrl
 from firmware.core.errors import HardwareError
 from hal.meter import MODELS, ModbusMeter
 from hal.protocols import MeterSample
@@ -39,7 +38,6 @@ from tests.support.modbus import (
     encode_registers,
     garbage_server,
     meter_device,
-    socat_pty_pair,
 )
 
 pytestmark = pytest.mark.integration
@@ -82,35 +80,10 @@ def expected_sample(model: str, wire: dict[str, float], *, export: bool = True) 
 # Fixtures
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[Servers]:
-    s = Servers()
-    try:
-        yield s
-    finally:
-        await s.stop_all()
 
 
-@pytest.fixture
-def meters() -> Iterator[Callable[..., ModbusMeter]]:
-    """`meters(model, url, **kw)` makes a ModbusMeter that is closed at the end of the test."""
-    made: list[ModbusMeter] = []
-
-    def make(model: str, url: str, **kwargs: object) -> ModbusMeter:
-        m = ModbusMeter(model, ConfigMeterUrl.parse(url), **kwargs)  # type: ignore[arg-type]
-        made.append(m)
-        return m
-
-    yield make
-    for m in made:
-        m.close()
 
 
-@pytest.fixture
-async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[Path, Path]]:
-    """Two linked pseudo-terminals from `socat`: a null-modem cable for the RTU tests."""
-    async with socat_pty_pair(tmp_path) as pair:
-        yield pair
 
 
 # ------------------------------------------------------------------------------------------------

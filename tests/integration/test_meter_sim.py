@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -228,31 +227,6 @@ async def test_export_na_answers_all_ff() -> None:
 # RTU
 
 
-@pytest.fixture
-async def pty_pair(tmp_path: Path) -> AsyncIterator[tuple[Path, Path]]:
-    """Two linked pseudo-terminals from `socat` (as in test_meter_modbus.py): a null-modem cable."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.fail("socat is not installed, and the Modbus RTU tests need it: apt-get install socat", pytrace=False)
-    a, b = tmp_path / "a", tmp_path / "b"
-    proc = await asyncio.create_subprocess_exec(
-        socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    log: list[bytes] = []
-    try:
-        async with asyncio.timeout(5):
-            while b"starting data transfer loop" not in (line := await proc.stderr.readline()):
-                log.append(line)
-                if not line:
-                    pytest.fail(f"socat exited early: {b''.join(log).decode(errors='replace')}", pytrace=False)
-        yield a, b
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
-        await proc.stderr.read()
 
 
 async def test_rtu_over_a_pty_pair_and_silent_to_other_ids(pty_pair: tuple[Path, Path]) -> None:
