@@ -32,8 +32,7 @@ import logging
 import os
 import socket
 import stat
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -67,23 +66,6 @@ class LineTooLong(Exception):  # noqa: N818
     """A request line longer than the limit (its bytes were skipped up to its newline)."""
 
 
-class TranscriptRing(deque[str]):
-    """The core's transition log (`CoreLoop.transitions`, a bounded deque) that also tells `listeners`
-    of every line appended (the console's `watch`). Listeners must return at once."""
-
-    def __init__(self, lines: Iterable[str], maxlen: int | None) -> None:
-        super().__init__(lines, maxlen)
-        self.listeners: list[Callable[[str], None]] = []
-
-    def append(self, line: str, /) -> None:
-        super().append(line)
-        for listener in list(self.listeners):
-            try:
-                listener(line)
-            except Exception:  # noqa: BLE001 - a listener never stops the core task
-                log.exception("a transition listener failed")
-
-
 class ConsoleServer:
     """The console endpoint of one controller (`run()` is a task of its TaskGroup)."""
 
@@ -96,9 +78,6 @@ class ConsoleServer:
         self.max_buffer_bytes = MAX_BUFFER_BYTES
         self.bench = ServiceBench(controller)
         self.ops: dict[str, ConsoleOp] = console_ops(self.bench)
-        core = controller.core
-        self.transcript = TranscriptRing(core.transitions, core.transitions.maxlen)
-        core.transitions = self.transcript
         self.serving = asyncio.Event()
         self._connections: set[_Connection] = set()
 
@@ -313,10 +292,10 @@ class _Connection:
         def transition(line: str) -> None:
             self.send({"id": rid, "op": "watch", "event": "transition", "line": line})
 
-        transcript = self.server.transcript
-        transcript.listeners.append(transition)
+        listeners = self.server.c.core.transition_listeners
+        listeners.append(transition)
         self._stops.append(self.server.c.link.listen(published))
-        self._stops.append(lambda: transcript.listeners.remove(transition))
+        self._stops.append(lambda: listeners.remove(transition))
         return None
 
     def send(self, doc: dict[str, object]) -> None:

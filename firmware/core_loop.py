@@ -112,6 +112,8 @@ class CoreLoop:
         self.supervisor = supervisor
         self.evse_ids = list(charger.evses)
         self.transitions: deque[str] = deque(maxlen=200)
+        #: told of every transition line as it is logged (the console's `watch`); must return at once
+        self.transition_listeners: list[Callable[[str], None]] = []
         self.ops_executed = 0  # requests run on the core (a re-sent id answered from the cache is not)
         self.seq = 0  # the last seq given to a durable message (API.md §4)
         self.authorize_waiters: dict[str, Command] = {}
@@ -317,7 +319,13 @@ class CoreLoop:
             if old != label:
                 self._states[cid] = label
                 line = f"c{cid} {old or 'boot'} -> {label} ({self._cause})"
-                self.transitions.append(f"{rfc3339(utc_now())} {line}")
+                entry = f"{rfc3339(utc_now())} {line}"
+                self.transitions.append(entry)
+                for listener in list(self.transition_listeners):
+                    try:
+                        listener(entry)
+                    except Exception:  # noqa: BLE001 - a listener never stops the core task
+                        log.exception("a transition listener failed")
                 log.info("%s", line)
 
     def _auth_response(self, value: object, at: Instant) -> list[Output]:
