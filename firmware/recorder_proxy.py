@@ -9,6 +9,10 @@ state (`charger.handle/tick/start/present_token/...`, every op's charger call, t
 `book.entries`, `pp`) and read-only methods (`status`, `led`, `next_deadline`, `book.specific`, ...)
 pass through unrecorded. A public method `SPECS` does not know is recorded (the safe side);
 tests/shell/test_recorder.py checks that `SPECS` classifies every public method of the core objects.
+A proxy binds each method once (kept in its own `__dict__`); values are always read live. `hold` says
+what the ring may keep of a call by reference, to be encoded only when a dump is written: deeply
+immutable values (core enums and frozen dataclasses, numbers, strings, datetimes, tuples), and
+shallow copies of lists of them; anything else makes the recorder encode the call at once.
 
 What it must never do: change what the core sees (arguments, results and exceptions pass through
 unchanged; a generator argument is read once, here, and handed on as a tuple) or decide anything.
