@@ -7,16 +7,20 @@ which records how they were built (the EvseConfigs and every setting: the config
 core needs) and returns a recording proxy (`firmware.recorder_proxy`: which calls are recorded and
 which only read). Each state-changing call is recorded with its arguments (which carry the call's
 `Instant`, or the supervisor's `now`), its result or exception, and the session ids the generator
-(`Recorder.ids`, an input: uuid4) handed out during the call. Each call is encoded (tagged CBOR,
-`firmware.core.recording`) as it is recorded, so the ring holds bytes and a dump never reads live
-objects from another thread.
+(`Recorder.ids`, an input: uuid4) handed out during the call. The ring keeps references: the core's
+values are immutable (frozen dataclasses, enums, numbers, tuples, Instants), so a call is encoded
+(tagged CBOR, `firmware.core.recording`) only when a dump is written, in the dump's thread. A list
+(an argument, a result) is copied shallowly; a call holding anything else that is mutable or unknown
+(a dict, a set, a mutable dataclass, a value the recording cannot hold) is encoded at once, as it is
+recorded, so a dump never reads live objects from another thread (`recorder_proxy.hold`).
 
 The ring keeps the last `max_calls` calls (20 000 by default; about a minute and a half of a busy
 EVSE, whose CP and PP are sampled 100 times a second each) in two halves. When a half is full, a
 checkpoint of the whole core (its object graph, encoded) is taken and a new half begins; when the
 oldest half is dropped, the next one starts from its checkpoint. So every dump is replayable from its
-first kept call: from boot while nothing was dropped, from a checkpoint after. A checkpoint costs a
-few milliseconds of the core task once per half ring.
+first kept call: from boot while nothing was dropped, from a checkpoint after. A checkpoint (the
+graph walk into a detached tree) costs a few milliseconds of the core task once per half ring; its
+CBOR bytes are made when a dump is written.
 
 Dumps. On a fault -- a recorded call whose result holds a `FaultRaised` (supervision raised RCD,
 over-temperature, welded, meter lost ...), or that took an EVSE into FAULTED (the charger's own faults:
@@ -26,8 +30,8 @@ Files are written atomically (a temporary file, fsync, rename); only the last `k
 flight files are kept.
 
 What it must never do: take the charger down (a value it cannot record is logged and the call still
-runs; a dump that fails is logged), write on the safety path (the encoding per call is in memory; the
-file is written off the event loop), or decide anything.
+runs; a dump that fails is logged), write on the safety path (a call is kept in memory, by reference; the
+file is encoded and written off the event loop), or decide anything.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from firmware.core.evse import State
 from firmware.core.instant import Instant
 from firmware.core.recording import FORMAT, ID_FUNCTION, UNRECORDED, VERSION, Encoder, RecordingError, embedded
 from firmware.core.replay import Replay, outputs, replay
-from firmware.recorder_proxy import BOOK, LOCAL_LIST, SPECS, Proxy, Spec, iterator
+from firmware.recorder_proxy import BOOK, LOCAL_LIST, SPECS, Proxy, Spec, Unheld, hold, iterator
 
 __all__ = ["BOOK", "KEEP_FILES", "LOCAL_LIST", "MAX_CALLS", "SPECS", "Dump", "Recorder", "Spec", "main", "replay_file"]
 
@@ -64,6 +68,11 @@ KEEP_FILES: Final = 10
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_NO_KWARGS: Final[dict[str, object]] = {}  # never changed: only encoded
+#: A call kept by reference: (i, target, method, args, kwargs, result, (exception type, message) | None, ids).
+_Call = tuple[int, str, str, tuple[object, ...], Mapping[str, object], object, "tuple[str, str] | None",
+              tuple[str, ...]]
+_Item = _Call | cbor2.CBORTag  # a call kept by reference, or encoded when recorded
 
 
 class Dump(NamedTuple):
@@ -77,7 +86,7 @@ class Dump(NamedTuple):
 class _Segment:
     start: dict[str, object]  # {"from": "boot"} | {"from": "checkpoint", ...} | {"from": "lost", ...}
     first: int  # the index of its first call
-    calls: list[cbor2.CBORTag] = field(default_factory=list)
+    calls: list[_Item] = field(default_factory=list)
 
 
 class Recorder:
@@ -106,6 +115,7 @@ class Recorder:
         self._fault_reasons: list[str] = []
         self._last_name = ("", 0)  # (stamp, n) of the last file named
         self._broken = False
+        self._evses: tuple[tuple[int, object], ...] | None = None  # the charger's, by cid
 
     # --- building the core --------------------------------------------------------------------------
 
@@ -147,7 +157,8 @@ class Recorder:
     def call(self, target: str, method: str, fn: Callable[..., object], args: tuple[object, ...],
              kwargs: dict[str, object]) -> object:
         """Run one call into the core and record it (its result, or the exception it raised)."""
-        self._ids.clear()
+        if self._ids:
+            self._ids.clear()
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -156,21 +167,16 @@ class Recorder:
         self._record(target, method, args, kwargs, result, None)
         return result
 
-    def _record(self, target: str, method: str, args: tuple[object, ...], kwargs: Mapping[str, object],
+    def _record(self, target: str, method: str, args: tuple[object, ...], kwargs: dict[str, object],
                 result: object, raised: BaseException | None) -> None:
-        try:
-            encoder = Encoder(functions=self._functions)
-            call = {"i": self.total, "o": target, "m": method, "a": [encoder.encode(a) for a in args],
-                    "k": {k: encoder.encode(v) for k, v in kwargs.items()}, "r": encoder.encode(result),
-                    "x": None if raised is None else [type(raised).__name__, str(raised)], "ids": list(self._ids)}
-            item = embedded(call)
-        except Exception:  # noqa: BLE001 - the recorder never takes the charger down
-            if not self._broken:
-                log.exception("flight recorder: %s.%s could not be recorded; dumps from here are incomplete",
-                              target, method)
-            self._broken = True
-            item = embedded({"i": self.total, "o": target, "m": method, "a": [], "k": {}, "r": None,
-                             "x": [UNRECORDED, "this call could not be recorded"], "ids": []})
+        x = None if raised is None else (type(raised).__name__, str(raised))
+        ids = tuple(self._ids) if self._ids else ()
+        item: _Item
+        try:  # by reference: encoded when a dump is written
+            item = (self.total, target, method, hold(args),  # type: ignore[assignment]
+                    {k: hold(v) for k, v in kwargs.items()} if kwargs else _NO_KWARGS, hold(result), x, ids)
+        except Unheld:  # something mutable or unknown: encoded now
+            item = self._encode((self.total, target, method, args, kwargs, result, x, ids), now=True)
         if self._t0 is None:
             self._t0 = _time_of(target, args, kwargs)
         self.total += 1
@@ -178,26 +184,54 @@ class Recorder:
         segment.calls.append(item)
         if len(segment.calls) >= self.segment_calls:
             self._segments.append(_Segment(start=self._checkpoint(), first=self.total))
-        self._check_fault(result)
+        if result or target != "supervisor":
+            self._check_fault(target, result)
+
+    def _encode(self, call: _Call, *, now: bool = False) -> cbor2.CBORTag:
+        """One call as the file holds it (an embedded CBOR item); UNRECORDED when it cannot be encoded."""
+        i, target, method, args, kwargs, result, x, ids = call
+        try:
+            encoder = Encoder(functions=self._functions)
+            return embedded({"i": i, "o": target, "m": method, "a": [encoder.encode(a) for a in args],
+                             "k": {k: encoder.encode(v) for k, v in kwargs.items()}, "r": encoder.encode(result),
+                             "x": None if x is None else list(x), "ids": list(ids)})
+        except Exception:  # noqa: BLE001 - the recorder never takes the charger down
+            if not self._broken or not now:
+                log.exception("flight recorder: %s.%s could not be recorded; dumps from here are incomplete",
+                              target, method)
+            self._broken = self._broken or now
+            return embedded({"i": i, "o": target, "m": method, "a": [], "k": {}, "r": None,
+                             "x": [UNRECORDED, "this call could not be recorded"], "ids": []})
 
     def _checkpoint(self) -> dict[str, object]:
         """The whole core now, for the half ring that begins here."""
         try:
             tree = Encoder(graph=True, functions=self._functions).encode(dict(self.objects))
-            return {"from": "checkpoint", "at_call": self.total, "state": embedded(tree)}
+            return {"from": "checkpoint", "at_call": self.total, "state": _Tree(tree)}  # embedded when written
         except Exception as exc:  # noqa: BLE001 - never fatal: that half ring is not replayable
             log.exception("flight recorder: no checkpoint at call %d", self.total)
             return {"from": "lost", "why": f"no checkpoint at call {self.total}: {exc}"}
 
     # --- faults -------------------------------------------------------------------------------------
 
-    def _check_fault(self, result: object) -> None:
-        reasons = [f"c{o.cid} {o.fault.name}" for o in outputs(result) if isinstance(o, FaultRaised)]
-        charger = self.objects.get("charger")
-        evses = getattr(charger, "evses", {})
-        faulted = {cid for cid, evse in evses.items() if evse.state is State.FAULTED}
-        reasons += [f"c{cid} FAULTED" for cid in sorted(faulted - self._faulted)]
-        self._faulted = faulted
+    def _check_fault(self, target: str, result: object) -> None:
+        """After a call: a FaultRaised in its result, or an EVSE taken into FAULTED by a call to the charger
+        (the supervisor's calls never change the charger's state)."""
+        reasons = [f"c{o.cid} {o.fault.name}" for o in outputs(result) if isinstance(o, FaultRaised)] if result else []
+        if target != "supervisor":
+            evses = self._evses
+            if evses is None:
+                charger = self.objects.get("charger")
+                evses = tuple(getattr(charger, "evses", {}).items())
+                if charger is not None:
+                    self._evses = evses  # the charger's EVSEs, built once with it
+            faulted = self._faulted
+            for cid, evse in evses:
+                if (evse.state is State.FAULTED) is not (cid in faulted):  # type: ignore[attr-defined]
+                    now = {cid for cid, evse in evses if evse.state is State.FAULTED}  # type: ignore[attr-defined]
+                    reasons += [f"c{cid} FAULTED" for cid in sorted(now - faulted)]
+                    self._faulted = now
+                    break
         if not reasons or self.state_dir is None:
             return
         try:
@@ -238,10 +272,11 @@ class Recorder:
 
     def snapshot(self, reason: str = "request") -> bytes:
         """The ring as a flight file's bytes (for tests and tools; `dump` writes the same)."""
-        return cbor2.dumps(self._payload(reason))
+        return self._bytes(self._payload(reason))
 
     def _prepare(self, reason: str) -> tuple[Path, dict[str, object], int]:
-        """On the loop: the file's name and the ring's contents, copied (the thread only encodes bytes)."""
+        """On the loop: the file's name and the ring's contents, copied (references to immutable values:
+        the thread encodes them)."""
         if self.state_dir is None:
             raise ValueError("the flight recorder has no state_dir to write to")
         payload = self._payload(reason)
@@ -256,12 +291,21 @@ class Recorder:
     def _payload(self, reason: str) -> dict[str, object]:
         oldest = self._segments[0]
         return {"format": FORMAT, "version": VERSION, "written_utc": self.utc().isoformat(), "reason": reason,
-                "t0": self._t0, "dropped": oldest.first, "objects": dict(self._built), "start": oldest.start,
+                "t0": self._t0, "dropped": oldest.first, "objects": dict(self._built), "start": dict(oldest.start),
                 "calls": [call for segment in self._segments for call in segment.calls]}
+
+    def _bytes(self, payload: dict[str, object]) -> bytes:
+        """The payload's CBOR: each call kept by reference encoded now, the checkpoint embedded."""
+        calls = cast(list[_Item], payload["calls"])
+        payload["calls"] = [c if isinstance(c, cbor2.CBORTag) else self._encode(c) for c in calls]
+        start = cast(dict[str, object], payload["start"])
+        if isinstance(state := start.get("state"), _Tree):
+            start["state"] = embedded(state.tree)
+        return cbor2.dumps(payload)
 
     def _write(self, path: Path, payload: dict[str, object]) -> None:
         """In a thread: encode, write atomically, keep the last `keep_files` flight files."""
-        data = cbor2.dumps(payload)
+        data = self._bytes(payload)
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp")
         with temp.open("wb") as f:
@@ -274,6 +318,12 @@ class Recorder:
                 old.unlink(missing_ok=True)  # another dump's thread may have removed it
             except OSError as exc:
                 log.warning("flight recorder: could not remove the old %s: %s", old, exc)
+
+
+class _Tree(NamedTuple):
+    """A checkpoint's tagged tree (detached from the live core), embedded as CBOR when a dump is written."""
+
+    tree: object
 
 
 def _flight_name(stamp: str, n: int) -> str:

@@ -5,6 +5,7 @@ recording failures that never reach the core, and `python -m firmware.recorder`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import itertools
 import logging
@@ -85,6 +86,57 @@ def test_reads_pass_through_unrecorded() -> None:
     c.online = False  # an attribute set is a call
     assert rec.total == calls + 1
     assert not c.online
+
+
+def test_methods_are_bound_once_and_values_read_live() -> None:
+    rec = Recorder(None)
+    c, s = build(rec)
+    core = rec.objects["charger"]
+    assert c.handle is c.handle  # the recording wrapper, bound once
+    assert c.status is c.status  # a read-only method, bound once
+    assert {"handle", "status"} <= set(vars(c))
+    assert s.tick is s.tick
+    assert c.evses is core.evses
+    core.online = False  # type: ignore[attr-defined] # behind the proxy's back: a property is read live
+    assert not c.online
+    calls = rec.total
+    c.online = True
+    assert c.online
+    assert rec.total == calls + 1
+    assert c.book is c.book
+    book = core.book  # type: ignore[attr-defined]
+    core.book = copy.copy(book)  # type: ignore[attr-defined] # another object: another proxy
+    assert repr(c.book) == f"<recorded {core.book!r}>"  # type: ignore[attr-defined]
+    core.book = book  # type: ignore[attr-defined]
+
+
+def last_call(rec: Recorder) -> dict[str, object]:
+    call: dict[str, object] = cbor2.loads(cbor2.loads(rec.snapshot())["calls"][-1].value)
+    return call
+
+
+def test_later_changes_to_mutable_arguments_and_results_do_not_change_the_dump() -> None:
+    rec = Recorder(None)
+    c, _ = build(rec)
+    entries = list(AA11)
+    c.local_list.apply(1, True, entries)
+    entries.append(LocalAuthEntry(id_token="BB22", status=LocalAuthStatus.BLOCKED))
+    (entry,) = last_call(rec)["a"][2]  # type: ignore[index]
+    assert entry["id_token"] == "AA11"
+    data: dict[str, object] = {"version": 2, "tokens": [
+        {"id_token": "CC33", "status": "Accepted", "parent_id_token": None, "expiry": None}]}
+    c.local_list.restore(data)
+    data["version"] = 3
+    data["tokens"].append({"id_token": "DD44", "status": "Blocked"})  # type: ignore[attr-defined]
+    assert last_call(rec)["a"] == [{"$m": [["version", 2], ["tokens", [
+        {"$m": [["id_token", "CC33"], ["status", "Accepted"], ["parent_id_token", None], ["expiry", None]]}]]]}]
+    out = c.set_enabled(1, False, at(M0 + 1))
+    assert out
+    out.clear()
+    assert len(last_call(rec)["r"]) > 0  # type: ignore[arg-type]
+    result = rp.replay(rec.snapshot())
+    assert result.identical, result.divergences
+    assert result.objects["charger"].local_list.snapshot() == c.local_list.snapshot()  # type: ignore[attr-defined]
 
 
 def test_generators_are_read_once_and_recorded() -> None:
