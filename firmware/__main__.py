@@ -22,6 +22,7 @@ from firmware import __version__
 from firmware.config import Config, check_config_main, load_config
 from firmware.boards import BoardNotDescribed
 from firmware.core.errors import ConfigError, HardwareError
+from firmware.sdnotify import Notifier
 
 log = logging.getLogger("firmware")
 
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"charger-firmware: {exc}", file=sys.stderr)
+        Notifier().failed(f"bad config: {exc}")  # `systemctl status` says why (exit 2: no restart loop)
         return 2
     if args.config is None:
         # No config: a laptop demo. Keep the durable state next to where it was started.
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     except (HardwareError, BoardNotDescribed) as exc:  # a device missing or not described: one line
         print(f"charger-firmware: {exc}", file=sys.stderr)
+        Notifier().failed(str(exc))
         return 1
     except Exception:
         log.exception("controller stopped on an error (outputs were driven safe)")

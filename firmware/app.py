@@ -48,6 +48,7 @@ from firmware.mqtt import BackendLink, ReplyCallback
 from firmware.ops import Deferred
 from firmware.persistence import Persistence, collect_state, restore_state
 from firmware.recorder import Recorder
+from firmware.sdnotify import Notifier, service_status
 from firmware.sim_lane import SIM_HANDLERS, SIM_OPS, SimLane, Watch
 from firmware.store import METER_KEY_BASE, Store
 from firmware.tasks import SUPERVISE_INTERVAL_S, Producers
@@ -118,6 +119,7 @@ class Controller:
         self.console = ConsoleServer(self, socket_path, group=config.console.group,
                                      max_line_bytes=config.mqtt.max_payload_bytes)
         self.ready = asyncio.Event()
+        self.notifier = Notifier()  # systemd's READY/STATUS/STOPPING/WATCHDOG; no-ops without NOTIFY_SOCKET
         self._published: dict[int, bytes] = {}
         self._session_started: dict[str, datetime] = {}
         self._first_online_logged = False
@@ -145,6 +147,7 @@ class Controller:
                     await self._boot()
                     await self._run_tasks()
                 finally:
+                    self.notifier.stopping()
                     await failsafe(self.board, self.evse_ids)  # while the board is open (it closes safe too)
                     self.core.cancel_background()
         finally:
@@ -171,7 +174,10 @@ class Controller:
             group.create_task(self.producers.telemetry_task(), name="telemetry")
             if self.sim_lane is not None:
                 group.create_task(self.sim_lane.run(), name="sim-ops")
+            group.create_task(self.notifier.supervise(lambda: self.core.handled_at, self._service_status),
+                              name="sd-notify")  # watchdog pings only while the core loop comes round
             self.ready.set()
+            self.notifier.ready(self._service_status())  # outputs safe, config loaded, booted
 
     async def _boot(self) -> None:
         """Restore, take the first meter readings and measure CP and PP, all before `online: true`
@@ -247,6 +253,9 @@ class Controller:
                 await asyncio.sleep(5.0)
 
     # --- documents -------------------------------------------------------------------------------
+
+    def _service_status(self) -> str:
+        return service_status(self.charger, self.link.connected.is_set())
 
     def _status_doc(self, online: bool) -> dict[str, object]:
         return status_doc(online=online, firmware=__version__, boot_id=self.boot_id, evse_ids=self.evse_ids)

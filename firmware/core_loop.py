@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 from firmware.actuators import SlowOutputs
-from firmware.aio import instant, utc_now
+from firmware.aio import instant, loop_time, utc_now
 from firmware.args import parse_auth_response
 from firmware.config import Config
 from firmware.core.charger import Charger, Output
@@ -121,6 +121,7 @@ class CoreLoop:
         self._states: dict[int, str] = {}
         self._cause = "boot"
         self._background: set[asyncio.Task[Any]] = set()
+        self.handled_at = loop_time()  # when run() last came round its loop: its health (firmware.sdnotify)
         self.slow = SlowOutputs(board, inbox)
         self.telemetry = Telemetry(charger=charger, link=link, persistence=persistence, last_meter=last_meter,
                                    background=self.background)
@@ -130,6 +131,7 @@ class CoreLoop:
         waits for the disk or the network: durable output is staged for the writer, and replies are
         released by it once their step is committed."""
         while True:
+            self.handled_at = loop_time()  # the previous item or deadline is handled (watchdog pings)
             try:
                 async with asyncio.timeout_at(self.next_deadline()):
                     item = await self.inbox.get()
