@@ -80,7 +80,7 @@ def test_the_unit_has_the_required_settings() -> None:
     assert set(service["SupplementaryGroups"].split()) >= {"gpio", "spi", "dialout", "input"}
     assert service["StateDirectory"] == "charger-firmware"
     assert service["RuntimeDirectory"] == "charger-firmware"
-    assert service["RuntimeDirectoryMode"] == "0750"
+    assert service["RuntimeDirectoryMode"] == "0755"  # the socket itself is 0660 with the console group
     assert service["ConfigurationDirectory"] == "charger-firmware"
     for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp", "ProtectKernelTunables"):
         assert service[key] == "yes", key
