@@ -12,11 +12,13 @@
 #   - a venv /opt/charger-firmware/releases/<version> with the wheel (or the source tree) pip-installed
 #     into it, then /opt/charger-firmware/current -> releases/<version> (a relative symlink, swapped
 #     atomically: a temporary link renamed over it). A release that is already built is reused;
+#   - /usr/local/bin/charger-console -> /opt/charger-firmware/current/bin/charger-console;
 #   - /etc/systemd/system/charger-firmware.service from deploy/, `systemctl daemon-reload` and `enable`
 #     (it does not start it: edit the config first, then `systemctl enable --now charger-firmware`).
 # With neither --wheel nor --source it installs the source tree this script belongs to (deploy/..).
 #
-# --uninstall stops and disables the service, removes the unit, the releases and `current`; the state
+# --uninstall stops and disables the service, removes the unit, the releases, `current` and the
+# charger-console link; the state
 # (/var/lib/charger-firmware) and the config stay unless --purge, which also removes the user.
 #
 # --root DIR prefixes every path, for tests and for preparing an image: nothing outside DIR is
@@ -54,6 +56,7 @@ set_paths() {
     CONFIG_DIR="$ROOT/etc/$APP_NAME"
     CONFIG_FILE="$CONFIG_DIR/config.toml"
     UNIT_FILE="$ROOT/etc/systemd/system/$APP_NAME.service"
+    CONSOLE_LINK="$ROOT/usr/local/bin/charger-console"
 }
 
 # run_or_say CMD...: run CMD, or under --root / --no-systemd only print it.
@@ -228,11 +231,18 @@ install_unit() {
     run_systemctl enable "$APP_NAME.service"
 }
 
+# charger-console on PATH: /usr/local/bin/charger-console -> the current release's.
+link_console() {
+    install -d -m 0755 "$(dirname "$CONSOLE_LINK")"
+    ln -sfn "/opt/$APP_NAME/current/bin/charger-console" "$CONSOLE_LINK"
+}
+
 do_install() {
     local kind=$1 src=$2 unit=$3
     ensure_user
     ensure_dirs
     install_release "$kind" "$src"
+    link_console
     install_unit "$unit"
     say "installed release $(current_release). Next: edit $CONFIG_FILE, check it with"
     say "  $APP_DIR/current/bin/charger-firmware --check-config /etc/$APP_NAME/config.toml"
@@ -252,6 +262,7 @@ do_uninstall() {
         say "removed $UNIT_FILE"
     fi
     rm -rf -- "${APP_DIR:?}"
+    if [ -L "$CONSOLE_LINK" ]; then rm -f -- "$CONSOLE_LINK"; fi
     say "removed $APP_DIR"
     if [ "$purge" = 1 ]; then
         rm -rf -- "${STATE_DIR:?}" "${CONFIG_DIR:?}"

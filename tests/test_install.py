@@ -124,6 +124,8 @@ def test_install_lays_out_a_release_the_config_the_state_and_the_unit(built: Bui
     assert version.stdout.strip() == OLD
     assert (root / APP / "current" / "bin" / "charger-firmware").exists()
     assert (root / APP / "current" / "bin" / "charger-console").exists()
+    console = root / "usr/local/bin/charger-console"
+    assert console.readlink() == Path("/opt/charger-firmware/current/bin/charger-console")
     config = root / "etc/charger-firmware/config.toml"
     assert config.read_text() == (DEPLOY / "charger.example.toml").read_text()
     assert stat.S_IMODE(config.stat().st_mode) == 0o640
@@ -161,6 +163,7 @@ def test_uninstall_keeps_state_and_config_and_purge_removes_them(built: Built, t
     gone = run(INSTALL, "--root", root, "--uninstall")
     assert gone.returncode == 0, gone.stderr
     assert not (root / APP).exists()
+    assert not (root / "usr/local/bin/charger-console").is_symlink()
     assert not (root / "etc/systemd/system/charger-firmware.service").exists()
     assert "would run: systemctl disable --now charger-firmware.service" in gone.stdout
     assert journal.read_text() == "sessions"
