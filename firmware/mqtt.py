@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from firmware.config import MqttSettings
-from firmware.mqtt_tls import tls_insecure, tls_parameters, warn_if_insecure
+from firmware.mqtt_tls import tls_context, tls_insecure, warn_if_insecure
 from firmware.publish_tap import PublishListener, PublishTap
 from firmware.store import OutboxRecord
 from firmware.wire import (
@@ -187,7 +187,7 @@ class BackendLink:
         will = aiomqtt.Will(self.topics.status, encode(self.codec, self.status_doc(False)), qos=1, retain=True)
         client = aiomqtt.Client(
             s.host, s.port, identifier=self.charger_id, username=s.username, password=s.password,
-            protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=s.keepalive_s, tls_params=tls_parameters(s.tls),
+            protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=s.keepalive_s, tls_context=tls_context(s.tls),
             tls_insecure=tls_insecure(s.tls),
             # paho leaves Nagle's algorithm on: ~40 ms added to every QoS 1 round trip on loopback.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
