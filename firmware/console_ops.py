@@ -3,7 +3,12 @@
 What it is for: each op reads the controller's state (the same documents the backend gets) or, for
 `service`, drives one EVSE's relay, LEDs or lock by hand for a technician. `firmware.console_server`
 parses the line, hands API ops to the controller's request path and console-only ops here
-(`CONSOLE_OPS`); `watch` lives in the server, since it streams on its connection.
+(`CONSOLE_OPS`); `watch` lives in the server, since it streams on its connection, and listens to
+`TranscriptRing`, the core's transition log that tells its listeners of each line.
+
+Tokens: whatever the console sends passes `masked` (the server does it) unless the request carried
+`show_tokens: true` and came from root (`peer_uid`, SO_PEERCRED); `status` gives whole session tokens
+for that case. Anyone else asking for them gets `permission_denied`.
 
 What it must never do: change the core's state, decide anything about charging, or block the core
 task. `service` is decided safe by the pure core (`firmware.core.service.service_refusal`), asked
@@ -18,8 +23,12 @@ Standard: console spec (/work/briefs/console-spec.md), API.md §2 (envelope, err
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import socket
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from firmware.aio import loop_time, utc_now
@@ -29,7 +38,7 @@ from firmware.core.errors import HardwareError
 from firmware.core.service import TESTS, service_refusal
 from firmware.core.why import blocked_by
 from firmware.ops import Unsupported
-from firmware.wire import InvalidArgs, Request, error_reply, meter_doc, ok_reply
+from firmware.wire import InvalidArgs, Request, error_reply, mask_token, meter_doc, ok_reply
 from hal.sim import SimMeter
 
 if TYPE_CHECKING:
@@ -47,6 +56,12 @@ FEEDBACK_POLL_S: Final = 0.01
 #: A whole service test ends within this (a lock that neither confirms nor fails).
 SERVICE_TIMEOUT_S: Final = 15.0
 DEFAULT_LOG_LINES: Final = 50
+#: The request arg (of any console op) that asks for whole tokens: `charger-console --show-tokens`.
+SHOW_TOKENS: Final = "show_tokens"
+#: Only this user may see whole tokens on the console (the socket's group may use the console).
+TOKENS_UID: Final = 0
+#: The keys whose string values are tokens, at any depth of what the console sends (API.md §3, §4, §5).
+TOKEN_KEYS: Final = frozenset({"id_token", "parent_id_token", "group_id_token", "id_tag", "parent_id"})
 
 
 class Unsafe(Exception):  # noqa: N818 - the error code's name
@@ -55,6 +70,80 @@ class Unsafe(Exception):  # noqa: N818 - the error code's name
 
 class Busy(Exception):  # noqa: N818
     """The op cannot run now because another one holds what it needs."""
+
+
+class Forbidden(Exception):  # noqa: N818
+    """Asked for something only root may have (whole tokens); the error code is `permission_denied`."""
+
+
+class TranscriptRing(deque[str]):
+    """The core's transition log (`CoreLoop.transitions`, a bounded deque) that also tells `listeners`
+    of every line appended (the console's `watch`). Listeners must return at once."""
+
+    def __init__(self, lines: Iterable[str], maxlen: int | None) -> None:
+        super().__init__(lines, maxlen)
+        self.listeners: list[Callable[[str], None]] = []
+
+    def append(self, line: str, /) -> None:
+        super().append(line)
+        for listener in list(self.listeners):
+            try:
+                listener(line)
+            except Exception:  # noqa: BLE001 - a listener never stops the core task
+                log.exception("a transition listener failed")
+
+
+# --- tokens: masked on the console unless root asks (issue 13 §5) ---------------------------------
+
+
+def peer_uid(sock: socket.socket | None) -> int | None:
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED, unix(7): struct ucred,
+    pid/uid/gid as three ints, taken when it connected); None when unknown."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def token_request(request: Request, uid: int | None) -> tuple[Request, bool]:
+    """`request` without its `show_tokens` arg, and whether its answer may show whole tokens: only
+    when root asks. Forbidden for anyone else; InvalidArgs when it is not a boolean."""
+    args = request.args
+    if not isinstance(args, dict) or SHOW_TOKENS not in args:
+        return request, False
+    show = args[SHOW_TOKENS]
+    if not isinstance(show, bool):
+        raise InvalidArgs(f"{SHOW_TOKENS}: must be true or false, got {show!r}")
+    if show and uid != TOKENS_UID:
+        who = "an unknown user" if uid is None else f"uid {uid}"
+        raise Forbidden(f"{SHOW_TOKENS}: whole tokens are shown only to root, not to {who} (run it with sudo)")
+    rest = {key: value for key, value in args.items() if key != SHOW_TOKENS}
+    return dataclasses.replace(request, args=rest), show
+
+
+def masked(doc: object) -> object:
+    """`doc` with every token in it masked (`wire.mask_token`), at any depth; masking twice is harmless."""
+    if isinstance(doc, dict):
+        return {key: mask_token(value) if key in TOKEN_KEYS and isinstance(value, str) else masked(value)
+                for key, value in doc.items()}
+    if isinstance(doc, list):
+        return [masked(item) for item in doc]
+    return doc
+
+
+def with_session_token(c: Controller, doc: dict[str, object]) -> dict[str, object]:
+    """An EVSE state document (whose session token is masked, API.md §4) with the session's whole
+    token from the core, for root's `--show-tokens`."""
+    cid, session_doc = doc.get("evse_id"), doc.get("session")
+    evse = c.charger.evses.get(cid) if isinstance(cid, int) else None
+    session = None if evse is None else evse.session
+    if session is None or not isinstance(session_doc, dict) or session_doc.get("uuid") != session.uuid:
+        return doc
+    return doc | {"session": session_doc | {"id_token": session.id_token}}
 
 
 @runtime_checkable
@@ -87,6 +176,8 @@ async def execute(c: Controller, handler: ConsoleOp, request: Request) -> dict[s
         return error_reply(rid, op, "unsafe", str(exc))
     except Busy as exc:
         return error_reply(rid, op, "busy", str(exc))
+    except Forbidden as exc:
+        return error_reply(rid, op, "permission_denied", str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug in an op is a reply, never a dead console
         log.exception("console op %s failed", op)
         return error_reply(rid, op, "internal", f"{type(exc).__name__}: {exc}")
@@ -94,8 +185,10 @@ async def execute(c: Controller, handler: ConsoleOp, request: Request) -> dict[s
 
 
 async def status(c: Controller, f: Fields) -> object:
+    """The status and the EVSE documents, sessions with their whole tokens: the server masks them
+    unless root asked for them (`token_request`)."""
     f.done()
-    return {"status": c.status_document(), "evses": c.state_documents()}
+    return {"status": c.status_document(), "evses": [with_session_token(c, doc) for doc in c.state_documents()]}
 
 
 async def why(c: Controller, f: Fields) -> object:

@@ -12,6 +12,9 @@ The socket: unix stream, never TCP, made mode 0660 (group `[console] group`) bef
 file left by a dead controller is removed at start; one a live controller answers on is left alone (this
 console is not served). The file is removed at stop, if it is still ours.
 
+Tokens (id tokens, group tokens) are masked in everything sent (`console_ops.masked`) unless the request
+carried `show_tokens: true` and the peer is root (SO_PEERCRED); anyone else gets `permission_denied`.
+
 What it must never do: take the charger down or hold up the core task. It is a link, not
 safety-relevant: a bug in it is logged and the server restarted (like the MQTT link), and a bad client
 hurts only itself: lines are bounded (`[mqtt] max_payload_bytes`, as for MQTT requests), garbage gets
@@ -37,7 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from firmware.args import Fields
-from firmware.console_ops import ConsoleOp, ServiceBench, console_ops, execute
+from firmware.console_ops import (ConsoleOp, Forbidden, ServiceBench, TranscriptRing, console_ops, execute, masked,
+                                  peer_uid, token_request, with_session_token)
 from firmware.wire import JSON, BadRequest, InvalidArgs, Request, codec_of, encode, error_reply, ok_reply, parse_request
 
 if TYPE_CHECKING:
@@ -224,6 +228,7 @@ class _Connection:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._stops: list[Callable[[], None]] = []
         sock = writer.get_extra_info("socket")
+        self.peer_uid = peer_uid(sock)  # root may see whole tokens (console_ops.token_request)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SNDBUF_BYTES)
@@ -257,27 +262,32 @@ class _Connection:
 
     async def _answer(self, line: bytes) -> None:
         try:
-            reply = await self._reply(line)
+            reply, whole_tokens = await self._reply(line)
             if reply is not None:
-                self.send(reply)
+                self.send(reply, whole_tokens=whole_tokens)
         finally:
             self._slots.release()
 
-    async def _reply(self, line: bytes) -> dict[str, object] | None:
+    async def _reply(self, line: bytes) -> tuple[dict[str, object] | None, bool]:
+        """The reply, and whether it may show whole tokens (root asked for them)."""
         if codec_of(line) != JSON:
-            return error_reply(None, None, "bad_request", "a console request is one JSON object per line")
+            return error_reply(None, None, "bad_request", "a console request is one JSON object per line"), False
         try:
             request = parse_request(line, self.server.max_line_bytes)
+            request, whole = token_request(request, self.peer_uid)
         except BadRequest as exc:
-            return error_reply(exc.request_id, exc.op, "bad_request", str(exc))
+            return error_reply(exc.request_id, exc.op, "bad_request", str(exc)), False
+        except (InvalidArgs, Forbidden) as exc:
+            code = "invalid_args" if isinstance(exc, InvalidArgs) else "permission_denied"
+            return error_reply(request.request_id, request.op, code, str(exc)), False
         if request.op == "watch":
-            return self._watch(request)
+            return self._watch(request, whole), whole
         handler = self.server.ops.get(request.op)
         if handler is None:
-            return await self.server.submit(request)
-        return await execute(self.server.c, handler, request)
+            return await self.server.submit(request), whole
+        return await execute(self.server.c, handler, request), whole
 
-    def _watch(self, request: Request) -> dict[str, object] | None:
+    def _watch(self, request: Request, whole_tokens: bool) -> dict[str, object] | None:
         """Reply `{"watching": true}`, then stream until the client closes."""
         rid = request.request_id
         try:
@@ -287,7 +297,10 @@ class _Connection:
         self.send(ok_reply(rid, "watch", {"watching": True}))
 
         def published(topic: str, doc: object) -> None:
-            self.send({"id": rid, "op": "watch", "event": event_of(topic), "topic": topic, "doc": doc})
+            event = event_of(topic)
+            if whole_tokens and event == "state" and isinstance(doc, dict):
+                doc = with_session_token(self.server.c, doc)
+            self.send({"id": rid, "op": "watch", "event": event, "topic": topic, "doc": doc}, whole_tokens=whole_tokens)
 
         def transition(line: str) -> None:
             self.send({"id": rid, "op": "watch", "event": "transition", "line": line})
@@ -298,12 +311,13 @@ class _Connection:
         self._stops.append(lambda: listeners.remove(transition))
         return None
 
-    def send(self, doc: dict[str, object]) -> None:
-        """Write one line without waiting; a client that lets too much pile up is dropped."""
+    def send(self, doc: dict[str, object], *, whole_tokens: bool = False) -> None:
+        """Write one line without waiting, its tokens masked unless `whole_tokens`; a client that lets too
+        much pile up is dropped."""
         if self.closed or self.writer.is_closing():
             return
         try:
-            data = encode(JSON, doc)
+            data = encode(JSON, doc if whole_tokens else masked(doc))
         except (TypeError, ValueError):
             log.exception("console reply could not be encoded")
             data = encode(JSON, error_reply(None, None, "internal", "reply could not be encoded"))

@@ -15,7 +15,6 @@ import logging
 import math
 import random
 import socket
-import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from firmware.config import MqttSettings
+from firmware.mqtt_tls import tls_context, tls_insecure, warn_if_insecure
 from firmware.publish_tap import PublishListener, PublishTap
 from firmware.store import OutboxRecord
 from firmware.wire import (
@@ -185,16 +185,10 @@ class BackendLink:
     def _client_for(self) -> aiomqtt.Client:
         s = self.settings
         will = aiomqtt.Will(self.topics.status, encode(self.codec, self.status_doc(False)), qos=1, retain=True)
-        tls_params = None
-        if s.tls is not None:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=_path(s.tls.ca_file), certfile=_path(s.tls.cert_file), keyfile=_path(s.tls.key_file),
-                cert_reqs=ssl.CERT_REQUIRED if not s.tls.insecure else ssl.CERT_NONE,
-            )
         client = aiomqtt.Client(
             s.host, s.port, identifier=self.charger_id, username=s.username, password=s.password,
-            protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=s.keepalive_s, tls_params=tls_params,
-            tls_insecure=s.tls.insecure if s.tls is not None else None,
+            protocol=aiomqtt.ProtocolVersion.V5, will=will, keepalive=s.keepalive_s, tls_context=tls_context(s.tls),
+            tls_insecure=tls_insecure(s.tls),
             # paho leaves Nagle's algorithm on: ~40 ms added to every QoS 1 round trip on loopback.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             timeout=10,
@@ -206,6 +200,7 @@ class BackendLink:
 
     async def run(self) -> None:
         """Connect, serve, and reconnect with capped exponential backoff and jitter, forever."""
+        warn_if_insecure(self.settings)  # at every start, while the config says so
         delay = self.settings.reconnect_min_s
         reported = False
         while True:
@@ -376,7 +371,3 @@ def _cancel_misc_task(client: aiomqtt.Client) -> None:
     misc = getattr(client, "_misc_task", None)
     if isinstance(misc, asyncio.Task) and not misc.done():  # the client is finished: its task is a leak
         misc.cancel()
-
-
-def _path(value: object) -> str | None:
-    return None if value is None else str(value)

@@ -12,26 +12,32 @@ Every error is a `ConfigError` of the form `charger.toml: evse[0].max_current_a:
 and 80, got 100`: the file as given, the dotted key path with array indexes, the problem. A TOML
 syntax error keeps tomllib's line and column; a missing or unreadable file names the path.
 
-I/O: this module reads the one config file and nothing else, and never writes. The only other
-contact with the file system is a metadata check (`os.path.isfile`, `os.access`) of `ExistingFile`
-paths; they are not opened. Relative paths in the file are taken relative to the directory of the
-config file, not the working directory. It never logs: errors are raised, and `check_config_main`
-alone prints.
+I/O: this module reads the one config file and, for a `SecretFile` key (`mqtt.password_file`), the
+first line of the file it names, and never writes. The only other contact with the file system is a
+metadata check (`os.path.isfile`, `os.access`) of `ExistingFile` paths; they are not opened. Relative
+paths in the file are taken relative to the directory of the config file, not the working directory.
+Errors are raised, and `check_config_main` alone prints; the one thing logged is a WARNING for a
+secret file that users other than its owner and the controller's group can read (like ssh's check
+of a private key, but a warning: the charger keeps working, the operator is told at every start).
+A secret never appears in a message: errors name the key and the file, never what it holds.
 
 Standard: STYLE.md B6 (ConfigError with `raise ... from exc` at the boundary), mypy --strict.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import re
+import stat
 import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final, TypeVar
 
-from firmware.config.rules import Invalid, InvalidField
+from firmware.config.rules import Invalid, InvalidField, SecretFile, type_hints
 from firmware.config.schema import Key, got, schema
 from firmware.config.settings import Config
 from firmware.core.errors import ConfigError
@@ -40,7 +46,10 @@ __all__ = ["check_config_main", "load_config"]
 
 _T = TypeVar("_T")
 
+log = logging.getLogger(__name__)
+
 _MAX_FILE_BYTES: Final = 1 << 20  # a config file is a few kB; this guards against `--config /dev/zero`
+_MAX_SECRET_BYTES: Final = 4096  # a password file holds one line
 
 
 def _quoted(key: str) -> str:
@@ -90,6 +99,7 @@ class _Loader:
         except InvalidField as exc:
             name = next(key.name for key in keys if key.field == exc.name)
             raise self.error(*exc.invalid.render(_join(prefix, name))) from exc
+        settings = self.read_secrets(settings, keys, prefix)
         for key in keys:
             if key.existing_file and (file := getattr(settings, key.field)) is not None:
                 self.existing_file(_join(prefix, key.name), file)
@@ -138,12 +148,76 @@ class _Loader:
             items.append(self.table(key.cls, item, f"{path}[{i}]"))
         return tuple(items)
 
+    def read_secrets(self, settings: _T, keys: tuple[Key, ...], prefix: str) -> _T:
+        """`settings` with the first line of each `SecretFile` key's file in the field that key names."""
+        names = {key.field: key.name for key in keys}
+        for field, into in _secret_fields(type(settings)):
+            file = getattr(settings, field)
+            if not isinstance(file, Path):
+                continue
+            path = _join(prefix, names[field])
+            if getattr(settings, into) is not None:
+                raise self.error(path, f"give either {names[into]} or {names[field]}, not both")
+            settings = dataclasses.replace(settings, **{into: self.secret(path, file)})  # type: ignore[type-var]
+        return settings
+
+    def secret(self, key: str, path: Path) -> str:
+        """The first line of the secret file `path` (its line end stripped); never shown in a message."""
+        try:
+            with open(path, "rb", opener=_nonblocking) as fh:  # a FIFO must not hang the start
+                st = os.fstat(fh.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise self.error(key, f"not a regular file: '{path}'")
+                raw = fh.read(_MAX_SECRET_BYTES + 1)
+        except FileNotFoundError as exc:
+            raise self.error(key, f"file not found: '{path}'") from exc
+        except IsADirectoryError as exc:
+            raise self.error(key, f"is a directory, not a file: '{path}'") from exc
+        except PermissionError as exc:
+            raise self.error(key, f"file is not readable: '{path}' (permission denied for uid {os.geteuid()})") from exc
+        except OSError as exc:
+            raise self.error(key, f"cannot read '{path}': {exc.strerror or type(exc).__name__}") from exc
+        if len(raw) > _MAX_SECRET_BYTES:
+            raise self.error(key, f"'{path}' is larger than {_MAX_SECRET_BYTES} bytes: is it the right file?")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error(key, f"'{path}' is not valid UTF-8") from None  # the error would show bytes of it
+        line = text.split("\n", 1)[0].removesuffix("\r")
+        if not line:
+            raise self.error(key, f"the first line of '{path}' is empty (it must hold the secret)")
+        if _others_can_read(st):
+            log.warning("%s: %s: '%s' can be read by other users (mode %04o, owner uid %d, group gid %d): "
+                        "chmod 0600 it, or 0640 with the controller's own group", self.source, key, path,
+                        stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        return line
+
     def existing_file(self, key: str, path: Path) -> None:
         if not os.path.isfile(path):
             problem = "is a directory, not a file" if os.path.isdir(path) else "file not found"
             raise self.error(key, f"{problem}: '{path}'")
         if not os.access(path, os.R_OK):
             raise self.error(key, f"file is not readable: '{path}'")
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _secret_fields(cls: type) -> list[tuple[str, str]]:
+    """(field, the field it fills) for each `SecretFile` field of the settings class `cls`."""
+    found: list[tuple[str, str]] = []
+    for name, hint in type_hints(cls).items():
+        for extra in getattr(hint, "__metadata__", ()):
+            if isinstance(extra, SecretFile):
+                found.append((name, extra.into))
+    return found
+
+
+def _others_can_read(st: os.stat_result) -> bool:
+    """Readable by all users, or by a group that is not the controller's own (which must read it)."""
+    mode = stat.S_IMODE(st.st_mode)
+    return bool(mode & stat.S_IROTH) or bool(mode & stat.S_IRGRP and st.st_gid != os.getegid())
 
 
 def _read_toml(source: str) -> dict[str, object]:

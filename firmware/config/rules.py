@@ -8,13 +8,13 @@ A settings field is declared once, with its rules in its annotation:
 field in declaration order and raises `InvalidField` (a `ValueError`) naming the field and the
 problem, so that a settings object built in code is checked exactly like one read from the file. The
 loader (`loader.py`) reads the same annotations for what only the file can tell: `Required` (the file
-must set a key that code may leave at its default), `TomlKey` (the key's name in the file) and
-`ExistingFile` (a path that must name a readable file).
+must set a key that code may leave at its default), `TomlKey` (the key's name in the file),
+`ExistingFile` (a path that must name a readable file) and `SecretFile` (a file holding a secret).
 
 A rule is a function `rule(value, owner)` made by a factory here (`between(lo, hi)`, `positive()`,
 ...; lowercase); a loader marker is an instance of a small class (`Required()`, `TomlKey(name)`,
-`ExistingFile()`; CamelCase). Neither is a dataclass: creating a dataclass class costs 1-3 ms at
-import (measured on the development machine), and start-up time matters more here than a repr.
+`ExistingFile()`, `SecretFile(into)`; CamelCase). Neither is a dataclass: creating a dataclass class
+costs 1-3 ms at import (measured on the development machine), and start-up time matters more here than a repr.
 
 Rules never do I/O and never convert: they get the value as the dataclass holds it and either
 return or raise `Invalid`. A value of `None` means "not set" and is never checked. Messages follow
@@ -36,6 +36,7 @@ __all__ = [
     "InvalidField",
     "Required",
     "Rule",
+    "SecretFile",
     "TomlKey",
     "above_field",
     "between",
@@ -129,6 +130,17 @@ class ExistingFile:
     """A path that must name a readable file; checked by the loader, which alone touches the disk."""
 
     __slots__ = ()
+
+
+class SecretFile:
+    """A path to a file whose first line is the value of the field `into` (`mqtt.password_file` gives
+    `mqtt.password`), so that a secret stays out of the config file. The loader reads it; the file may
+    not set both keys."""
+
+    __slots__ = ("into",)
+
+    def __init__(self, into: str) -> None:
+        self.into = into
 
 
 # --- rules on one value ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from firmware.config.rules import (
     ExistingFile,
     Invalid,
     Required,
+    SecretFile,
     TomlKey,
     above_field,
     between,
@@ -169,6 +170,11 @@ class MqttSettings:
     password: Annotated[str | None, needs_field("username", "password given without username")] = field(
         default=None, repr=False
     )
+    # the password is the first line of this file (read once, at load), not in this config; a file others
+    # can read is warned about. In code: where `password` came from.
+    password_file: Annotated[
+        Path | None, SecretFile("password"), needs_field("username", "password_file given without username")
+    ] = None
     keepalive_s: Annotated[int, between(5, 3600)] = 30
     tls: TlsSettings | None = None
     # link supervision: broker unreachable this long -> fallback current

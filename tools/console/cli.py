@@ -1,7 +1,7 @@
 """`charger-console`: see, explain and operate a running charger through its console socket (issue 12).
 
 Usage:
-    charger-console [--socket PATH | --config FILE] [--json] [--no-color] SUBCOMMAND [ARGS]
+    charger-console [--socket PATH | --config FILE] [--json] [--no-color] [--show-tokens] SUBCOMMAND [ARGS]
     charger-console [--socket PATH | --config FILE]          (no subcommand, on a terminal: a prompt)
 
 Subcommands: status, watch, why EVSE, reserve, cancel ID, reservations, authorize EVSE TOKEN,
@@ -16,8 +16,13 @@ Exit codes:
        diverged from the recording
     2  usage error: bad arguments, an unreadable --config FILE
     3  no controller: the socket is missing, is not a socket, or refuses connections
-    4  permission denied on the socket: add your user to the charger group (or use sudo)
+    4  permission denied on the socket: add your user to the charger group (or use sudo); or
+       --show-tokens by a user other than root
     5  unsafe: the controller refused the command because it is unsafe now (the message says why)
+
+Tokens (RFID UIDs, app tokens) are masked by the controller in everything the console shows;
+`--show-tokens` asks for them whole, which the controller grants only to root (it reads the caller's
+uid from the socket, SO_PEERCRED) and refuses to anyone else (exit 4). `watch` stays masked.
 
 Output: human tables and lines (colour only on a terminal, never with --no-color); with `--json`
 exactly one JSON document per command on stdout (the op's `result`, or the error envelope
@@ -47,7 +52,7 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from . import render
-from .client import Client, ConsoleError, OpError
+from .client import EXIT_PERMISSION, Client, ConsoleError, OpError
 from .paths import ConfigProblem, default_socket
 
 __all__ = ["EXIT_CODES", "Context", "build_parser", "main", "run"]
@@ -65,7 +70,8 @@ exit codes:
      a sim command on real hardware, or a replay that could not run or diverged from the recording
   2  usage error (bad arguments, unreadable --config FILE)
   3  no controller on the socket (missing, not a socket, connection refused)
-  4  permission denied on the socket (add your user to the charger group, or use sudo)
+  4  permission denied on the socket (add your user to the charger group, or use sudo),
+     or --show-tokens by a user other than root
   5  unsafe: the controller refused the command as unsafe now (the message says why)"""
 
 SUBCOMMANDS: Final = ("status", "watch", "why", "reserve", "cancel", "reservations", "authorize", "stop", "enable",
@@ -92,13 +98,14 @@ class Context:
     err: Console
     timeout_s: float = 60.0
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    show_tokens: bool = False  # ask for whole tokens (granted to root only)
 
     def client(self, *, timeout_s: float | None = None) -> Client:
         return Client(self.socket, timeout_s=self.timeout_s if timeout_s is None else timeout_s)
 
     def call(self, op: str, args: dict[str, object] | None = None) -> object:
         with self.client() as client:
-            return client.request(op, args or {})
+            return client.request(op, (args or {}) | ({"show_tokens": True} if self.show_tokens else {}))
 
     def emit_json(self, doc: object, *, indent: int | None = 2) -> None:
         self.stdout.write(json.dumps(doc, indent=indent, ensure_ascii=False) + "\n")
@@ -470,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "([console] socket)")
     parser.add_argument("--json", action="store_true", help="machine-readable output: one JSON document")
     parser.add_argument("--no-color", action="store_true", help="no colour (there is none off a terminal anyway)")
+    parser.add_argument("--show-tokens", action="store_true", help="show tokens whole, not masked (root only; "
+                        "not in watch)")
     parser.add_argument("--timeout", type=_number, default=60.0, metavar="S", help="seconds to wait for an answer")
     add_subcommands(parser)
     return parser
@@ -488,7 +497,8 @@ def run(ctx: Context, ns: argparse.Namespace) -> int:
     try:
         return HANDLERS[ns.command](ctx, ns)
     except ConsoleError as exc:
-        return _fail(ctx, exc.code, exc.message, exc.exit_code)
+        exit_code = EXIT_PERMISSION if exc.code == "permission_denied" else exc.exit_code  # also --show-tokens
+        return _fail(ctx, exc.code, exc.message, exit_code)
 
 
 def make_context(ns: argparse.Namespace) -> Context:
@@ -498,7 +508,7 @@ def make_context(ns: argparse.Namespace) -> Context:
     out = Console(no_color=ns.no_color, highlight=False, soft_wrap=True)
     if not out.is_terminal:  # a pipe or a file: no colour (rich), and room for the whole table
         out = Console(no_color=ns.no_color, highlight=False, soft_wrap=True, width=PIPE_WIDTH)
-    return Context(socket=path, json=ns.json, timeout_s=ns.timeout, out=out,
+    return Context(socket=path, json=ns.json, timeout_s=ns.timeout, out=out, show_tokens=ns.show_tokens,
                    err=Console(stderr=True, no_color=ns.no_color, highlight=False, soft_wrap=True))
 
 
