@@ -3,8 +3,8 @@
 What it is for: each op reads the controller's state (the same documents the backend gets) or, for
 `service`, drives one EVSE's relay, LEDs or lock by hand for a technician. `firmware.console_server`
 parses the line, hands API ops to the controller's request path and console-only ops here
-(`CONSOLE_OPS`); `watch` lives in the server, since it streams on its connection, and listens to
-`TranscriptRing`, the core's transition log that tells its listeners of each line.
+(`CONSOLE_OPS`); `watch` lives in the server, since it streams on its connection, and listens to the
+publish tap (`firmware.publish_tap`) and the core loop's `transition_listeners`.
 
 Tokens: whatever the console sends passes `masked` (the server does it) unless the request carried
 `show_tokens: true` and came from root (`peer_uid`, SO_PEERCRED); `status` gives whole session tokens
@@ -27,8 +27,7 @@ import dataclasses
 import logging
 import socket
 import struct
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from firmware.aio import loop_time, utc_now
@@ -74,23 +73,6 @@ class Busy(Exception):  # noqa: N818
 
 class Forbidden(Exception):  # noqa: N818
     """Asked for something only root may have (whole tokens); the error code is `permission_denied`."""
-
-
-class TranscriptRing(deque[str]):
-    """The core's transition log (`CoreLoop.transitions`, a bounded deque) that also tells `listeners`
-    of every line appended (the console's `watch`). Listeners must return at once."""
-
-    def __init__(self, lines: Iterable[str], maxlen: int | None) -> None:
-        super().__init__(lines, maxlen)
-        self.listeners: list[Callable[[str], None]] = []
-
-    def append(self, line: str, /) -> None:
-        super().append(line)
-        for listener in list(self.listeners):
-            try:
-                listener(line)
-            except Exception:  # noqa: BLE001 - a listener never stops the core task
-                log.exception("a transition listener failed")
 
 
 # --- tokens: masked on the console unless root asks (issue 13 §5) ---------------------------------

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from firmware.args import Fields
-from firmware.console_ops import (ConsoleOp, Forbidden, ServiceBench, TranscriptRing, console_ops, execute, masked,
+from firmware.console_ops import (ConsoleOp, Forbidden, ServiceBench, console_ops, execute, masked,
                                   peer_uid, token_request, with_session_token)
 from firmware.wire import JSON, BadRequest, InvalidArgs, Request, codec_of, encode, error_reply, ok_reply, parse_request
 

@@ -149,7 +149,7 @@ def _cmd_watch(ctx: Context, ns: argparse.Namespace) -> int:
 
     try:
         with ctx.client(timeout_s=ctx.timeout_s) as client:
-            events = client.watch()
+            events = client.watch(show_tokens=ctx.show_tokens)
             first = render.as_dict(ctx.call("status"))
             evses = [render.as_dict(d) for d in render.as_list(first.get("evses"))]
             if ctx.json:

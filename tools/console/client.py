@@ -194,10 +194,11 @@ class Client:
         code, message = _error_of(doc)
         raise OpError(code, message)
 
-    def watch(self) -> Iterator[dict[str, object]]:
+    def watch(self, *, show_tokens: bool = False) -> Iterator[dict[str, object]]:
         """Start `watch` (now: its reply has come when this returns), then iterate over the change lines
-        (`{"id", "op": "watch", "event", ...}`) until the controller closes the connection."""
-        self.request("watch", {})
+        (`{"id", "op": "watch", "event", ...}`) until the controller closes the connection. `show_tokens`:
+        whole tokens (granted to root only)."""
+        self.request("watch", {"show_tokens": True} if show_tokens else {})
         if self._sock is not None:
             self._sock.settimeout(None)  # a quiet charger may publish nothing for a long time
         return self._events()
