@@ -86,6 +86,17 @@ async def bounded(coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
         raise SystemExit(f"relay_latency: a measurement took over {timeout_s:g} s (tasks above)") from None
 
 
+async def stop(task: asyncio.Task[None], grace_s: float = 10.0) -> None:
+    """Cancel the controller and wait for it, bounded: a controller that does not stop within `grace_s`
+    prints every task's stack and ends the benchmark (instead of hanging past the caller's timeout)."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=grace_s)
+    if not done:
+        for other in asyncio.all_tasks():
+            other.print_stack(limit=8, file=sys.stderr)
+        raise SystemExit(f"relay_latency: the controller did not stop within {grace_s:g} s (tasks above)")
+
+
 async def measure(port: int, directory: Path, fsync_delay_s: float, cycles: int, rate_hz: float) -> dict[str, float]:
     config_path = directory / "bench.toml"
     config_path.write_text(f'[charger]\nid = "BENCH-RELAY"\nstate_dir = "{directory / "state"}"\n'
@@ -137,9 +148,7 @@ async def measure(port: int, directory: Path, fsync_delay_s: float, cycles: int,
                 with contextlib.suppress(asyncio.CancelledError):
                     await streamer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
     stats = controller.persistence.stats
     ms = [v * 1000 for v in latencies]
     return {"p50": percentile(ms, 50), "p99": percentile(ms, 99), "max": max(ms),
