@@ -65,8 +65,9 @@ BLUE: Final = (False, False, True)
 CYAN: Final = (False, True, True)
 MAGENTA: Final = (True, False, True)
 WHITE: Final = (True, True, True)
+YELLOW: Final = (True, True, False)
 
-#: One pattern per status. Conventions followed (no standard exists; wallboxes agree broadly):
+#: One pattern per status, and one per kind of error while Faulted. Conventions followed (no standard exists; wallboxes agree broadly):
 #:
 #: ============ ================= ======== ======= ==============================================
 #: Led          colour            kind     period  convention
@@ -81,6 +82,11 @@ WHITE: Final = (True, True, True)
 #: finishing    cyan (G+B)        blink    2 s     ours: between charging (blue) and idle (green)
 #: unavailable  white             solid            Evnex "disabled: white" [3], Ionity stand-by white
 #: fault        red               blink    1 s     Hager "fault: flashing red" [2], Evnex [3]
+#: fault_rcd    red               blink    0.4 s   ours: the most urgent fault flashes fastest
+#: fault_relay  red               solid            ours: a welded or stuck contactor, steady red
+#: fault_overtemperature yellow   blink    1 s     ours (yellow: R+G): heat, not a wiring fault
+#: fault_meter  yellow            solid            ours: charging is refused until the meter reads
+#: fault_pilot  red               pulse    2 s     ours: a CP short or a broken pilot front end
 #: ============ ================= ======== ======= ==============================================
 #:
 #: [1] https://esmanual.top/manual/392827/Gewiss-Joinon-Wallbox-I-Con-Dlm.html?page=59
@@ -95,6 +101,11 @@ LED_PATTERNS: Final[dict[Led, LedPattern]] = {
     Led.FINISHING: LedPattern(colour=CYAN, kind="blink", period_s=2.0),
     Led.UNAVAILABLE: LedPattern(colour=WHITE),
     Led.FAULT: LedPattern(colour=RED, kind="blink", period_s=1.0),
+    Led.FAULT_RCD: LedPattern(colour=RED, kind="blink", period_s=0.4),
+    Led.FAULT_RELAY: LedPattern(colour=RED),
+    Led.FAULT_OVERTEMPERATURE: LedPattern(colour=YELLOW, kind="blink", period_s=1.0),
+    Led.FAULT_METER: LedPattern(colour=YELLOW),
+    Led.FAULT_PILOT: LedPattern(colour=RED, kind="pulse", period_s=2.0),
 }
 
 

@@ -135,7 +135,12 @@ class Led(StrEnum):
     PAUSED = "paused"
     FINISHING = "finishing"
     UNAVAILABLE = "unavailable"
-    FAULT = "fault"
+    FAULT = "fault"  # a fault without a pattern of its own (internal, an output, the lock, the F hold)
+    FAULT_RCD = "fault_rcd"
+    FAULT_RELAY = "fault_relay"
+    FAULT_OVERTEMPERATURE = "fault_overtemperature"
+    FAULT_METER = "fault_meter"
+    FAULT_PILOT = "fault_pilot"
 
 
 #: One LED pattern per status (data, not code).
@@ -149,4 +154,16 @@ STATUS_LED: Final[dict[Status, Led]] = {
     Status.FINISHING: Led.FINISHING,
     Status.UNAVAILABLE: Led.UNAVAILABLE,
     Status.FAULTED: Led.FAULT,
+}
+
+#: The pattern of each error while Faulted, so a technician tells them apart at a glance (the first
+#: active fault in this order); a fault not listed shows Led.FAULT.
+FAULT_LED: Final[dict[Fault, Led]] = {
+    Fault.RCD_TRIPPED: Led.FAULT_RCD,
+    Fault.RCD_SELF_TEST_FAILED: Led.FAULT_RCD,
+    Fault.RELAY_WELDED: Led.FAULT_RELAY,
+    Fault.RELAY_STUCK_OPEN: Led.FAULT_RELAY,
+    Fault.OVERTEMPERATURE: Led.FAULT_OVERTEMPERATURE,
+    Fault.METER_LOST: Led.FAULT_METER,
+    Fault.PILOT_FAULT: Led.FAULT_PILOT,
 }

@@ -30,7 +30,6 @@ from enum import StrEnum
 from firmware.core.auth import AuthSettings, AuthStatus, BackendAnswer, LocalAuthList, TokenDecision
 from firmware.core.events import (
     DUTY_F,
-    STATUS_LED,
     Action,
     AuthorizationGranted,
     CurrentLimitChanged,
@@ -147,7 +146,7 @@ class Charger:
 
     def led(self, cid: int) -> Led:
         """The LED pattern the EVSE shows (Reserved when the book holds it)."""
-        return Led.RESERVED if self.status(cid) is Status.RESERVED else STATUS_LED[self._machine(cid).status]
+        return Led.RESERVED if self.status(cid) is Status.RESERVED else self._machine(cid).wanted_led()
 
     @property
     def last_instant(self) -> Instant:

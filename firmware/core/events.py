@@ -14,6 +14,7 @@ from typing import Final
 
 from firmware.core.catalogue import (  # re-exported: events is the core's one vocabulary
     FAULT_ERROR as FAULT_ERROR,
+    FAULT_LED as FAULT_LED,
     STATUS_LED as STATUS_LED,
     Error as Error,
     Fault as Fault,

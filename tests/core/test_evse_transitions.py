@@ -104,13 +104,13 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
     ]),
     ("C->E opens and drives F", S.CHARGING, cp(Cp.E), S.FAULTED, [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F),
-        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT),
+        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT_PILOT),
         note(SessionEvent.ERROR, error=Error.PILOT_FAULT),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),
     ("unexpected -12 V opens", S.CHARGING, cp(Cp.F), S.FAULTED, [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F),
-        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT),
+        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT_PILOT),
         note(SessionEvent.ERROR, error=Error.PILOT_FAULT),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),
@@ -120,7 +120,7 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
     ]),
     ("lasting out-of-band CP is a pilot fault", S.CHARGING, cp(None, lasting=True), S.FAULTED, [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F),
-        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT),
+        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT_PILOT),
         note(SessionEvent.ERROR, error=Error.PILOT_FAULT),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),
@@ -132,13 +132,13 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
     ]),
     ("RCD trip opens", S.CHARGING, FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), S.FAULTED, [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F),
-        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT),
+        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT_RCD),
         note(SessionEvent.ERROR, error=Error.RCD),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),
     ("welded relay keeps the connector locked", S.CHARGING, FaultRaised(cid=CID, fault=Fault.RELAY_WELDED),
      S.FAULTED, [
-        OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F), SetLed(cid=CID, led=Led.FAULT),
+        OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F), SetLed(cid=CID, led=Led.FAULT_RELAY),
         note(SessionEvent.ERROR, error=Error.RELAIS),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),
@@ -190,14 +190,16 @@ ROWS: list[tuple[str, State, Event, State, list[object]]] = [
     ]),
     # --- faults
     ("fault while idle", S.AVAILABLE, FaultRaised(cid=CID, fault=Fault.OVERTEMPERATURE), S.FAULTED, [
-        SetPwm(cid=CID, duty_pct=DUTY_F), SetLed(cid=CID, led=Led.FAULT),
+        SetPwm(cid=CID, duty_pct=DUTY_F), SetLed(cid=CID, led=Led.FAULT_OVERTEMPERATURE),
         note(SessionEvent.ERROR, uuid="", error=Error.OVERTEMPERATURE),
     ]),
     ("same fault twice is one fault", S.FAULTED, FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), S.FAULTED, []),
-    ("cleared fault still holds F", S.FAULTED, FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), S.FAULTED, []),
+    # the RCD's pattern gives way to the plain fault pattern while F is still held after the clear
+    ("cleared fault still holds F", S.FAULTED, FaultCleared(cid=CID, fault=Fault.RCD_TRIPPED), S.FAULTED,
+     [SetLed(cid=CID, led=Led.FAULT)]),
     ("meter lost while charging", S.CHARGING, FaultRaised(cid=CID, fault=Fault.METER_LOST), S.FAULTED, [
         OpenRelay(cid=CID, under_load=True), SetPwm(cid=CID, duty_pct=DUTY_F),
-        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT),
+        SetLock(cid=CID, locked=False), SetLed(cid=CID, led=Led.FAULT_METER),
         note(SessionEvent.ERROR, error=Error.METER_LOST),
         energy(SessionEvent.SESSION_CANCELLED, reason="EmergencyStop"),
     ]),

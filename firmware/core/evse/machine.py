@@ -60,7 +60,9 @@ import math
 from firmware.core.errors import IllegalTransition
 from firmware.core.events import (
     DUTY_F,
+    FAULT_LED,
     STATUS_LED,
+    Led,
     Action,
     CloseRelay,
     CurrentLimitChanged,
@@ -296,7 +298,7 @@ class EvseMachine(EvseInputs):
             actions.append(SetPwm(cid=cid, duty_pct=duty))
 
         actions.extend(self._drive_lock(relay))
-        led = STATUS_LED[STATUS[state]]
+        led = self.wanted_led(state)
         if led != self._led:
             self._led = led
             actions.append(SetLed(cid=cid, led=led))
@@ -308,6 +310,17 @@ class EvseMachine(EvseInputs):
             self._rcd_test = RcdTest.RUNNING  # before each session: at every plug-in
             actions.append(RunRcdSelfTest(cid=cid))
         return actions
+
+    def wanted_led(self, state: State | None = None) -> Led:
+        """The LED pattern for `state` (default: the current one): the status's, or while Faulted the
+        pattern of the first active fault (catalogue.FAULT_LED; a pilot fault: FAULT_PILOT)."""
+        state = self._state if state is None else state
+        if state is not State.FAULTED:
+            return STATUS_LED[STATUS[state]]
+        led = next((FAULT_LED[f] for f in FAULT_LED if f in self._faults), None)
+        if led is None and self._pilot_fault:
+            led = Led.FAULT_PILOT
+        return led or Led.FAULT
 
     def _drive_lock(self, relay: bool) -> list[Action]:
         """A socket's lock holds the cable while the relay is (or must be kept) closed or a session is
