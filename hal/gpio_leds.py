@@ -67,7 +67,8 @@ MAGENTA: Final = (True, False, True)
 WHITE: Final = (True, True, True)
 YELLOW: Final = (True, True, False)
 
-#: One pattern per status, and one per kind of error while Faulted. Conventions followed (no standard exists; wallboxes agree broadly):
+#: One pattern per status, and one per kind of error while Faulted. Conventions followed (no standard
+#: exists; wallboxes agree broadly):
 #:
 #: ============ ================= ======== ======= ==============================================
 #: Led          colour            kind     period  convention
