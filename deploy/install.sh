@@ -278,29 +278,40 @@ do_uninstall() {
     fi
 }
 
+# The options install.sh and update.sh share: `common_option "$@"` takes the first argument (and its
+# value) when it is one of them, sets OPT_ROOT / OPT_KIND / OPT_SRC / USE_SYSTEMD / PYTHON / PIP_ARGS and
+# OPT_SHIFT (how many arguments it took); it returns 1 for any other argument.
+common_option() {
+    case "$1" in
+        --root) [ $# -ge 2 ] || usage_error "--root needs DIR"; OPT_ROOT=$2; OPT_SHIFT=2 ;;
+        --wheel|--source)
+            [ $# -ge 2 ] || usage_error "$1 needs $([ "$1" = --wheel ] && echo FILE || echo DIR)"
+            [ -z "$OPT_KIND" ] || usage_error "--wheel or --source, once"
+            OPT_KIND=${1#--}; OPT_SRC=$2; OPT_SHIFT=2 ;;
+        --no-systemd) USE_SYSTEMD=0; OPT_SHIFT=1 ;;
+        --python) [ $# -ge 2 ] || usage_error "--python needs PY"; PYTHON=$2; OPT_SHIFT=2 ;;
+        --pip-arg) [ $# -ge 2 ] || usage_error "--pip-arg needs ARG"; PIP_ARGS+=("$2"); OPT_SHIFT=2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) return 1 ;;
+    esac
+}
+
 install_main() {
     PROG=install.sh
-    local root="" kind="" src="" uninstall=0 purge=0 unit="$DEPLOY_DIR/$APP_NAME.service"
-    USE_SYSTEMD=1
+    local root kind src uninstall=0 purge=0 unit="$DEPLOY_DIR/$APP_NAME.service"
+    OPT_ROOT="" OPT_KIND="" OPT_SRC="" USE_SYSTEMD=1
     PIP_ARGS=()
     while [ $# -gt 0 ]; do
+        if common_option "$@"; then shift "$OPT_SHIFT"; continue; fi
         case "$1" in
-            --root) [ $# -ge 2 ] || usage_error "--root needs DIR"; root=$2; shift ;;
-            --wheel) [ $# -ge 2 ] || usage_error "--wheel needs FILE"; [ -z "$kind" ] || usage_error "--wheel or --source, once"
-                kind=wheel; src=$2; shift ;;
-            --source) [ $# -ge 2 ] || usage_error "--source needs DIR"; [ -z "$kind" ] || usage_error "--wheel or --source, once"
-                kind=source; src=$2; shift ;;
             --uninstall) uninstall=1 ;;
             --purge) purge=1 ;;
-            --no-systemd) USE_SYSTEMD=0 ;;
             --unit) [ $# -ge 2 ] || usage_error "--unit needs FILE"; unit=$2; shift ;;
-            --python) [ $# -ge 2 ] || usage_error "--python needs PY"; PYTHON=$2; shift ;;
-            --pip-arg) [ $# -ge 2 ] || usage_error "--pip-arg needs ARG"; PIP_ARGS+=("$2"); shift ;;
-            -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
             *) usage_error "unknown argument: $1" ;;
         esac
         shift
     done
+    root=$OPT_ROOT kind=$OPT_KIND src=$OPT_SRC
     [ "$purge" = 0 ] || [ "$uninstall" = 1 ] || usage_error "--purge goes with --uninstall"
     [ "$uninstall" = 0 ] || [ -z "$kind" ] || usage_error "--uninstall takes no --wheel/--source"
     if [ -n "$root" ]; then

@@ -160,34 +160,28 @@ number() {
 }
 
 update_main() {
-    local root="" kind="" src="" force=0
-    USE_SYSTEMD=1 TIMEOUT_S=3600 HEALTH_TIMEOUT_S=60 POLL_S=5 SOCKET="" WAS_ONLINE=0
+    local root kind src force=0
+    OPT_ROOT="" OPT_KIND="" OPT_SRC="" USE_SYSTEMD=1
+    TIMEOUT_S=3600 HEALTH_TIMEOUT_S=60 POLL_S=5 SOCKET="" WAS_ONLINE=0
     RESTART_CMD="" HEALTH_CMD="" STATUS_CMD=""
     PIP_ARGS=()
     while [ $# -gt 0 ]; do
+        if common_option "$@"; then shift "$OPT_SHIFT"; continue; fi
         case "$1" in
-            --root) [ $# -ge 2 ] || usage_error "--root needs DIR"; root=$2; shift ;;
-            --wheel) [ $# -ge 2 ] || usage_error "--wheel needs FILE"; [ -z "$kind" ] || usage_error "--wheel or --source, once"
-                kind=wheel; src=$2; shift ;;
-            --source) [ $# -ge 2 ] || usage_error "--source needs DIR"; [ -z "$kind" ] || usage_error "--wheel or --source, once"
-                kind=source; src=$2; shift ;;
             --force) force=1 ;;
             --timeout) [ $# -ge 2 ] || usage_error "--timeout needs S"; number "$1" "$2"; TIMEOUT_S=$2; shift ;;
             --health-timeout) [ $# -ge 2 ] || usage_error "--health-timeout needs S"; number "$1" "$2"
                 HEALTH_TIMEOUT_S=$2; shift ;;
             --poll) [ $# -ge 2 ] || usage_error "--poll needs S"; number "$1" "$2"; POLL_S=$2; shift ;;
             --socket) [ $# -ge 2 ] || usage_error "--socket needs PATH"; SOCKET=$2; shift ;;
-            --no-systemd) USE_SYSTEMD=0 ;;
             --restart-cmd) [ $# -ge 2 ] || usage_error "--restart-cmd needs CMD"; RESTART_CMD=$2; shift ;;
             --health-cmd) [ $# -ge 2 ] || usage_error "--health-cmd needs CMD"; HEALTH_CMD=$2; shift ;;
             --status-cmd) [ $# -ge 2 ] || usage_error "--status-cmd needs CMD"; STATUS_CMD=$2; shift ;;
-            --python) [ $# -ge 2 ] || usage_error "--python needs PY"; PYTHON=$2; shift ;;
-            --pip-arg) [ $# -ge 2 ] || usage_error "--pip-arg needs ARG"; PIP_ARGS+=("$2"); shift ;;
-            -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
             *) usage_error "unknown argument: $1" ;;
         esac
         shift
     done
+    root=$OPT_ROOT kind=$OPT_KIND src=$OPT_SRC
     [ -n "$kind" ] || usage_error "give the new release: --wheel FILE or --source DIR"
     if [ -n "$root" ]; then
         [ -d "$root" ] || die "no such directory: $root"
