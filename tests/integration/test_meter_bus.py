@@ -19,34 +19,15 @@ import pytest
 from firmware.config import MeterUrl as ConfigMeterUrl
 from firmware.core.errors import HardwareError
 from hal.meter import ModbusMeter
-from hal.protocols import MeterSample
-from tests.support.modbus import LOOPBACK, METER_FORMATS, RequestLog, Servers, meter_device
+from tests.support.modbus import (FAST_S, IMPORTING, LOOPBACK, SLACK_S, RequestLog, Servers, expected_sample,
+                                  meter_device)
 
 pytestmark = pytest.mark.integration
 
-FAST_S = 0.3
-SLACK_S = 0.25
-LEAK_SETTLE_S = 0.03
-
-WIRE = {
-    "voltage_l1": 230.5, "voltage_l2": 231.5, "voltage_l3": 229.5,
-    "current_l1": 16.5, "current_l2": 15.25, "current_l3": 14.75,
-    "power_total": 11040.5, "frequency": 49.5, "energy_import": 1234.5, "energy_export": 12.5,
-}
+WIRE = IMPORTING
 OTHER = WIRE | {"power_total": -3500.5, "current_l1": 5.5, "energy_import": 777.5, "energy_export": 98765.5}
 
 
-def expected(model: str, wire: dict[str, float]) -> MeterSample:
-    present = METER_FORMATS[model].registers
-
-    def get(q: str) -> float:
-        return wire[q] if q in present else 0.0
-
-    return MeterSample(
-        energy_wh_import=wire["energy_import"] * 1000, energy_wh_export=wire["energy_export"] * 1000,
-        power_w=wire["power_total"], currents_a=(get("current_l1"), get("current_l2"), get("current_l3")),
-        voltages_v=(get("voltage_l1"), get("voltage_l2"), get("voltage_l3")), frequency_hz=get("frequency"),
-    )
 
 
 
@@ -72,8 +53,8 @@ async def test_two_meters_on_one_bus_take_turns(
     for _ in range(rounds):
         # Started together: without a bus lock pymodbus would send SDM, EM, SDM, EM, ...
         got = await asyncio.gather(sdm.read(), em.read(), em.read(), sdm.read())
-        assert got == [expected("SDM630", WIRE), expected("EM340", OTHER), expected("EM340", OTHER),
-                       expected("SDM630", WIRE)]
+        sdm_sample, em_sample = expected_sample("SDM630", WIRE), expected_sample("EM340", OTHER)
+        assert got == [sdm_sample, em_sample, em_sample, sdm_sample]
     polls = {1: len(sdm.plan), 2: len(em.plan)}
     assert polls == {1: 2, 2: 3}
     runs = log.runs()
@@ -93,13 +74,13 @@ async def test_one_client_for_the_bus(
     sdm = meters("SDM630", rtu(a), device_id=1)
     em = meters("EM340", rtu(a), device_id=2)
     assert not em.connected
-    assert await sdm.read() == expected("SDM630", WIRE)
+    assert await sdm.read() == expected_sample("SDM630", WIRE)
     assert em.connected  # it was sdm that opened the port
     sdm.close()  # em still on the bus: the port stays open
     assert em.connected
     assert not sdm.connected
-    assert await em.read() == expected("EM340", OTHER)
-    assert await sdm.read() == expected("SDM630", WIRE)  # joins again after close()
+    assert await em.read() == expected_sample("EM340", OTHER)
+    assert await sdm.read() == expected_sample("SDM630", WIRE)  # joins again after close()
     sdm.close()
     em.close()
     assert not em.connected
@@ -131,10 +112,10 @@ async def test_dead_meter_costs_only_its_own_timeout(
     await tick_task
     assert isinstance(results[0], HardwareError)
     assert str(results[0]).startswith("meter EM340 at rtu://")
-    assert results[1] == expected("SDM630", WIRE)
+    assert results[1] == expected_sample("SDM630", WIRE)
     assert elapsed < FAST_S + SLACK_S + 0.5  # the dead meter's one request timed out, then the live poll
     assert ticks >= 0.5 * elapsed / 0.01  # the loop kept running all along
-    assert await alive.read() == expected("SDM630", WIRE)  # the bus reopened after the dead meter's failure
+    assert await alive.read() == expected_sample("SDM630", WIRE)  # the bus reopened after the dead meter's failure
 
 
 def test_other_serial_settings_on_one_bus_are_refused(tmp_path: Path,
@@ -160,10 +141,10 @@ async def test_tcp_meters_keep_their_own_connections(servers: Servers, meters: C
     port = await servers.tcp(meter_device("SDM630", WIRE, device_id=1))
     one = meters("SDM630", f"tcp://{LOOPBACK}:{port}", device_id=1)
     two = meters("SDM630", f"tcp://{LOOPBACK}:{port}", device_id=1)
-    assert await one.read() == expected("SDM630", WIRE)
+    assert await one.read() == expected_sample("SDM630", WIRE)
     assert one.connected
     assert not two.connected
-    assert await asyncio.gather(one.read(), two.read()) == [expected("SDM630", WIRE)] * 2
+    assert await asyncio.gather(one.read(), two.read()) == [expected_sample("SDM630", WIRE)] * 2
     one.close()
     assert not one.connected
     assert two.connected

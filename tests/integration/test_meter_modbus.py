@@ -27,53 +27,27 @@ import pytest
 
 from firmware.core.errors import HardwareError
 from hal.meter import MODELS, ModbusMeter
-from hal.protocols import MeterSample
 from tests.support.modbus import (
     EM24_PARTIAL,
+    FAST_S,
     GARBAGE_MODES,
+    IMPORTING,
+    SLACK_S,
     LOOPBACK,
     METER_FORMATS,
     RequestLog,
     Servers,
     encode_registers,
+    expected_sample,
     garbage_server,
     meter_device,
 )
 
 pytestmark = pytest.mark.integration
 
-#: Short timeout for the failure tests; a read must fail within this plus scheduling slack.
-FAST_S = 0.3
-SLACK_S = 0.25
-#: The autouse leak check (tests/support/leaks.py) gives a task at most this long to end: a pymodbus
-#: reconnect task or handler still running after the test fails it.
-LEAK_SETTLE_S = 0.03
-
-#: What the meters measure (V, A, W, Hz, kWh); exact in float32 and in whole 0.1/0.01/0.001 steps.
-IMPORTING = {
-    "voltage_l1": 230.5, "voltage_l2": 231.5, "voltage_l3": 229.5,
-    "current_l1": 16.5, "current_l2": 15.25, "current_l3": 14.75,
-    "power_total": 11040.5, "frequency": 49.5, "energy_import": 1234.5, "energy_export": 12.5,
-}
 EXPORTING = IMPORTING | {"power_total": -3500.5, "current_l1": 5.5, "energy_export": 98765.5}
 
 
-def expected_sample(model: str, wire: dict[str, float], *, export: bool = True) -> MeterSample:
-    """The sample a correct reader returns: energies in Wh, unmeasured quantities 0.0, an export the meter
-    does not provide (`export=False`) None."""
-    present = METER_FORMATS[model].registers
-
-    def get(q: str) -> float:
-        return wire[q] if q in present else 0.0
-
-    return MeterSample(
-        energy_wh_import=wire["energy_import"] * 1000,
-        energy_wh_export=wire["energy_export"] * 1000 if export else None,
-        power_w=wire["power_total"],
-        currents_a=(get("current_l1"), get("current_l2"), get("current_l3")),
-        voltages_v=(get("voltage_l1"), get("voltage_l2"), get("voltage_l3")),
-        frequency_hz=get("frequency"),
-    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from hal.protocols import MeterSample
+
 DT = ModbusClientMixin.DATATYPE
 LOOPBACK = "127.0.0.1"
 
@@ -338,3 +340,36 @@ async def garbage_server(mode: str, seed: int = 0) -> AsyncIterator[int]:
             w.close()
         await asyncio.gather(*handlers)
         await server.wait_closed()
+
+
+# ------------------------------------------------------------------------------------------------
+# What the meter tests read: known values, and the sample a correct reader makes of them.
+
+#: Short timeout for the failure tests; a read must fail within this plus scheduling slack.
+FAST_S = 0.3
+SLACK_S = 0.25
+
+#: What the meters measure (V, A, W, Hz, kWh); exact in float32 and in whole 0.1/0.01/0.001 steps.
+IMPORTING = {
+    "voltage_l1": 230.5, "voltage_l2": 231.5, "voltage_l3": 229.5,
+    "current_l1": 16.5, "current_l2": 15.25, "current_l3": 14.75,
+    "power_total": 11040.5, "frequency": 49.5, "energy_import": 1234.5, "energy_export": 12.5,
+}
+
+
+def expected_sample(model: str, wire: dict[str, float], *, export: bool = True) -> MeterSample:
+    """The sample a correct reader returns: energies in Wh, unmeasured quantities 0.0, an export the meter
+    does not provide (`export=False`) None."""
+    present = METER_FORMATS[model].registers
+
+    def get(q: str) -> float:
+        return wire[q] if q in present else 0.0
+
+    return MeterSample(
+        energy_wh_import=wire["energy_import"] * 1000,
+        energy_wh_export=wire["energy_export"] * 1000 if export else None,
+        power_w=wire["power_total"],
+        currents_a=(get("current_l1"), get("current_l2"), get("current_l3")),
+        voltages_v=(get("voltage_l1"), get("voltage_l2"), get("voltage_l3")),
+        frequency_hz=get("frequency"),
+    )
