@@ -1,0 +1,37 @@
+"""The board's `relay_feedback_timeout_s` is the time the contactor's mirror contact has to follow the
+coil before the EVSE faults with Relais (issue 10): read from the config, applied by the controller."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from firmware.core.events import Fault
+from tests.support.builders import LOCAL_TOKEN, evse
+from tests.support.controller import start_controller, write_config
+
+
+async def test_a_stuck_contactor_faults_after_the_configured_feedback_time(tmp_path: Path) -> None:
+    board = "[board]\nrelay_feedback_timeout_s = 1.0\n"
+    config = write_config(tmp_path, 1, charger_id="CP-FEEDBACK", evses=evse(1) + board, offline_policy="accept_all")
+    assert config.board.relay_feedback_timeout_s == 1.0
+    running = await start_controller(config)
+    try:
+        controller, sim = running.controller, running.sim
+        sim.fault(1, "relay_stuck_open", True)
+        sim.plug(1, "B")
+        sim.token(1, LOCAL_TOKEN)
+        sim.plug(1, "C")
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(5):
+            while not sim.relay_commanded(1):
+                await asyncio.sleep(0.01)
+        closed_at = loop.time()
+        await asyncio.sleep(0.6)  # past the 0.3 s default: no fault yet
+        assert Fault.RELAY_STUCK_OPEN not in controller.charger.evses[1].faults
+        async with asyncio.timeout(3):
+            while Fault.RELAY_STUCK_OPEN not in controller.charger.evses[1].faults:
+                await asyncio.sleep(0.01)
+        assert loop.time() - closed_at >= 1.0
+    finally:
+        await running.stop()
