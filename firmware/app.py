@@ -108,12 +108,12 @@ class Controller:
             meter_stale_after_s={e.id: e.meter_stale_after_s for e in config.evses if e.id in self.meters},
             fallback_after_s=config.mqtt.fallback_after_s, fallback_current_a=config.mqtt.fallback_current_a,
             now=loop_time(), relay_feedback_grace_s=config.board.relay_feedback_timeout_s)
+        self.producers = Producers(config=config, board=board, charger=self.charger, inbox=self.queue,
+                                   barriers=self.barriers, meters=self.meters, watchful=self.watchful)
         self.core = CoreLoop(config=config, charger=self.charger, board=board, persistence=self.persistence,
                              link=self.link, inbox=self.queue, barriers=self.barriers, execute=self._execute,
                              publish_states=self.publish_states, last_meter=self.last_meter,
-                             supervisor=self.supervisor)
-        self.producers = Producers(config=config, board=board, charger=self.charger, inbox=self.queue,
-                                   barriers=self.barriers, meters=self.meters)
+                             supervisor=self.supervisor, after_step=self.producers.rate_check)
         self.sim_lane = SimLane(self, sim) if sim is not None else None
         socket_path = config.console.socket_path(sim=board.is_sim, state_dir=config.charger.state_dir)
         self.console = ConsoleServer(self, socket_path, group=config.console.group,
@@ -162,9 +162,7 @@ class Controller:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.core.run(), name="core")
             group.create_task(self.persistence.run(), name="store-writer")
-            for cid in self.evse_ids:
-                group.create_task(self.producers.pilot_task(cid), name=f"pilot{cid}")
-            group.create_task(self.producers.supervise_inputs(), name="inputs")
+            group.create_task(self.producers.safety_task(), name="safety")  # CP, PP, RCD, feedback
             for cid, meter in self.meters.items():
                 group.create_task(cancellable(self.producers.meter_task(cid, meter), f"meter{cid}"),
                                   name=f"meter{cid}")
@@ -377,6 +375,10 @@ class Controller:
 
     def meter_watch(self, cid: int) -> Watch:
         return Watch(("meter", cid) if cid in self.meters else ("inputs", cid))
+
+    def watchful(self, cid: int) -> bool:
+        """EVSE `cid`'s pilot must be sampled fast (`Producers.safety_task`)."""
+        return self.charger.needs_fast_sampling(cid) or self.supervisor.pp[cid].settling
 
     def pilot_settling(self, cid: int) -> bool:
         """A CP or PP change of this EVSE is still being debounced."""

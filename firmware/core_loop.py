@@ -98,7 +98,7 @@ class CoreLoop:
     def __init__(self, *, config: Config, charger: Charger, board: Board, persistence: Persistence,
                  link: BackendLink, inbox: Inbox[Item], barriers: Barriers, execute: Executor,
                  publish_states: Callable[[], None], last_meter: dict[int, MeterSample],
-                 supervisor: Supervisor) -> None:
+                 supervisor: Supervisor, after_step: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.charger = charger
         self.board = board
@@ -110,6 +110,7 @@ class CoreLoop:
         self.publish_states = publish_states
         self.last_meter = last_meter
         self.supervisor = supervisor
+        self.after_step = after_step  # told after every item or deadline handled (the sampling rate)
         self.evse_ids = list(charger.evses)
         self.transitions: deque[str] = deque(maxlen=200)
         #: told of every transition line as it is logged (the console's `watch`); must return at once
@@ -132,10 +133,10 @@ class CoreLoop:
         released by it once their step is committed."""
         while True:
             self.handled_at = loop_time()  # the previous item or deadline is handled (watchdog pings)
-            try:
-                async with asyncio.timeout_at(self.next_deadline()):
-                    item = await self.inbox.get()
-            except TimeoutError:
+            self.after_step()
+            # With items queued the deadline need not be known yet: they are taken first either way.
+            item = await self.inbox.get_until(None if self.inbox else self.next_deadline())
+            if item is None:
                 self._cause = "deadline"
                 at = instant()
                 outputs = self._apply_facts(self.supervisor.tick(at.mono), at)

@@ -57,7 +57,8 @@ SPECS: Final[Mapping[str, Spec]] = {
         frozenset({"start", "handle", "tick", "present_token", "backend_auth_answer", "authorize_anywhere",
                    "stop_session", "set_enabled", "set_max_current", "set_fallback", "switch_phases",
                    "unlock_connector", "restore_session", "reserve_now", "cancel_reservation", "exists_reservation"}),
-        frozenset({"status", "led", "pilot_settling", "next_deadline", "limit_a", "commanded_limit_a"}),
+        frozenset({"status", "led", "pilot_settling", "needs_fast_sampling", "next_deadline", "limit_a",
+                   "commanded_limit_a"}),
         {"local_list": LOCAL_LIST, "book": BOOK}),
     "supervisor": Spec(frozenset({"handle", "tick"}), frozenset({"next_deadline"})),
 }

@@ -10,8 +10,8 @@ the service manager:
 * `STOPPING=1` when the controller begins to stop (before the outputs are driven safe again);
 * `WATCHDOG=1` pings, but ONLY while the core loop is healthy: `supervise` pings every quarter of the
   watchdog period (`WATCHDOG_USEC`) if the core task came round its loop (one item or deadline handled,
-  `CoreLoop.handled_at`) within half the period. The core handles a CP sample every
-  `pilot.sample_interval_s` (10 ms), so a healthy core is never quiet for long; a core task wedged in
+  `CoreLoop.handled_at`) within half the period. The core handles CP samples at least every
+  `pilot.idle_sample_interval_s` (at most 1 s), so a healthy core is never quiet for long; a core task wedged in
   an await (a board call that never returns), a loop blocked by synchronous code (then this task does
   not run either), or pilot sampling that stopped all end the pings, and systemd restarts the service
   (`WatchdogSec=`). There is deliberately no timer that pings regardless.

@@ -1,7 +1,8 @@
 """The producers: tasks that read the board and the meters and put what they read into the inbox.
 
-What it is for: sampling CP and PP (`pilot.sample_interval_s`, the safety lane), the RCD, the
-over-temperature alarm and the relay feedback contacts (every `SUPERVISE_INTERVAL_S`), the meters
+What it is for: sampling CP and PP, the RCD, the over-temperature alarm and the relay feedback contacts
+(the safety lane: fast while the core times anything about an EVSE's pilot, `pilot.sample_interval_s`
+and `SUPERVISE_INTERVAL_S`, else at `pilot.idle_sample_interval_s`), the meters
 (`poll_interval_s`, with capped, jittered backoff while one fails), the token reader, and the
 telemetry tick. After each read a producer tells the barriers (`firmware.inbox`) what it has queued,
 which is how a `sim_*` reply knows the controller has seen a change.
@@ -20,7 +21,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Final
 
 from firmware.config import Config, EvseSettings
@@ -43,21 +44,34 @@ class Producers:
     """Every producer task of one controller, and what they last measured (for the documents)."""
 
     def __init__(self, *, config: Config, board: Board, charger: Charger, inbox: Inbox[Item], barriers: Barriers,
-                 meters: dict[int, Meter]) -> None:
+                 meters: dict[int, Meter], watchful: Callable[[int], bool]) -> None:
         self.config = config
         self.board = board
         self.charger = charger
         self.inbox = inbox
         self.barriers = barriers
         self.meters = meters
+        self.watchful = watchful  # EVSE -> its pilot must be sampled fast (the core decides; see safety_task)
         self.evse_ids = list(charger.evses)
         self.cp_seen: dict[int, Cp | None] = {}  # the band nearest to the last CP sample
-        self._wake: dict[Hashable, asyncio.Event] = {}
+        self.fast: dict[int, bool] = dict.fromkeys(self.evse_ids, True)  # the rate each pilot is sampled at
+        safety = asyncio.Event()  # CP, PP and the inputs are read by one task: one wake for all of them
+        self._wake: dict[Hashable, asyncio.Event] = {(kind, cid): safety for cid in self.evse_ids
+                                                     for kind in ("pilot", "inputs")}
+        self._safety_wake = safety
+        self._woken = False  # the safety task was asked to read everything now (not just what is due)
 
     def wake(self, channel: Hashable) -> None:
         """Ask the producer of `channel` to read now rather than at its next poll."""
         if channel in self._wake:
+            self._woken = self._woken or self._wake[channel] is self._safety_wake
             self._wake[channel].set()
+
+    def rate_check(self) -> None:
+        """After each step of the core task: an EVSE whose pilot now needs fast sampling (a change seen,
+        the relay closed, the PWM on) is sampled at once and from then on fast, not at its idle pace."""
+        if not self._woken and any(not self.fast[cid] and self.watchful(cid) for cid in self.evse_ids):
+            self.wake(("pilot", self.evse_ids[0]))
 
     def settings(self, cid: int) -> EvseSettings:
         return next(e for e in self.config.evses if e.id == cid)
@@ -73,36 +87,49 @@ class Producers:
         return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo),
                 PpSampled(cid=cid, ohms=ohms)]
 
-    async def pilot_task(self, cid: int) -> None:
-        """Sample CP and PP every `pilot.sample_interval_s` (safety-relevant: the safety lane)."""
-        interval = self.config.pilot.sample_interval_s
-        loop = asyncio.get_running_loop()
-        while True:
-            read_at = loop.time()
-            for event in await self.sample_pilot(cid):
-                self.inbox.put_safety(event)
-            self.barriers.reached(("pilot", cid), read_at)
-            await asyncio.sleep(interval)
+    async def safety_task(self) -> None:
+        """The safety lane's producer: CP and PP of every EVSE, and its inputs (RCD, over-temperature,
+        the relay's mirror contact).
 
-    async def supervise_inputs(self) -> None:
-        """RCD, over-temperature and the relay's mirror contact, every SUPERVISE_INTERVAL_S, and at once
-        when the RCD's trip interrupt fires (safety)."""
+        An EVSE whose pilot the core watches (`Charger.needs_fast_sampling`: relay closed, PWM on, a
+        change being debounced; or its PP being debounced) is sampled every `pilot.sample_interval_s`,
+        the others every `pilot.idle_sample_interval_s`; the inputs every SUPERVISE_INTERVAL_S while any
+        EVSE is watched, else at the idle pace. The task wakes at once for the RCD's trip interrupt, a
+        sim op, and an EVSE that becomes watched (`rate_check`, after the core's step)."""
         loop = asyncio.get_running_loop()
-        tripped = asyncio.Event()
-        self.board.rcd.on_trip(lambda cid: tripped.set())
+        pilot = self.config.pilot
+        wake = self._safety_wake
+        self.board.rcd.on_trip(lambda cid: self.wake(("inputs", cid)))
+        pilot_due = dict.fromkeys(self.evse_ids, 0.0)
+        inputs_due = 0.0
         while True:
+            woken, self._woken = self._woken, False
+            wake.clear()
+            now = loop.time()
             for cid in self.evse_ids:
-                read_at = loop.time()
-                rcd = await self.board.rcd.tripped(cid)
-                hot = await self.board.temperature.overtemperature(cid)
-                feedback = await self.board.relays.feedback_closed(cid)
-                self.inbox.put_safety(InputsSensed(cid=cid, rcd_tripped=rcd, overtemperature=hot))
-                self.inbox.put_safety(FeedbackRead(cid=cid, feedback_closed=feedback))
-                self.barriers.reached(("inputs", cid), read_at)
-            tripped.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SUPERVISE_INTERVAL_S):
-                    await tripped.wait()
+                if woken or now >= pilot_due[cid]:
+                    for event in await self.sample_pilot(cid):
+                        self.inbox.put_safety(event)
+                    self.barriers.reached(("pilot", cid), now)
+                    self.fast[cid] = self.watchful(cid)
+                    pilot_due[cid] = now + (pilot.sample_interval_s if self.fast[cid] else pilot.idle_sample_interval_s)
+            if woken or now >= inputs_due:
+                await self._read_inputs(now)
+                inputs_due = now + (SUPERVISE_INTERVAL_S if any(self.fast.values()) else pilot.idle_sample_interval_s)
+            timer = loop.call_at(min(inputs_due, *pilot_due.values()), wake.set)  # cheaper than a timeout
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
+
+    async def _read_inputs(self, read_at: float) -> None:
+        for cid in self.evse_ids:
+            rcd = await self.board.rcd.tripped(cid)
+            hot = await self.board.temperature.overtemperature(cid)
+            feedback = await self.board.relays.feedback_closed(cid)
+            self.inbox.put_safety(InputsSensed(cid=cid, rcd_tripped=rcd, overtemperature=hot))
+            self.inbox.put_safety(FeedbackRead(cid=cid, feedback_closed=feedback))
+            self.barriers.reached(("inputs", cid), read_at)
 
     async def meter_task(self, cid: int, meter: Meter) -> None:
         """Poll a meter; each read, good or failed, is a fact for the core (which decides MeterLost after

@@ -401,6 +401,10 @@ BAD: list[tuple[str, dict[str, object], str, str]] = [
     ("pilot-sample-fast", {"pilot": {"sample_interval_s": 0.0005}}, "pilot.sample_interval_s", "got 0.0005"),
     ("pilot-debounce-high", {"pilot": {"debounce_s": 0.06}}, "pilot.debounce_s", "between 0 and 0.05"),
     ("pilot-debounce-negative", {"pilot": {"debounce_s": -0.01}}, "pilot.debounce_s", "got -0.01"),
+    ("pilot-idle-faster-than-fast", {"pilot": {"sample_interval_s": 0.02, "idle_sample_interval_s": 0.01}},
+     "pilot.idle_sample_interval_s", "must be >= sample_interval_s (0.02), got 0.01"),
+    ("pilot-idle-too-slow", {"pilot": {"idle_sample_interval_s": 2}}, "pilot.idle_sample_interval_s",
+     "between 0.001 and 1, got 2"),
     # [[evse]]
     ("evse-id-zero", {"evse[0].id": 0}, "evse[0].id", "must be a positive integer, got 0"),
     ("evse-id-negative", {"evse[0].id": -3}, "evse[0].id", "must be a positive integer"),

@@ -266,8 +266,11 @@ class ConsoleSettings:
 class PilotSettings:
     """`[pilot]`: CP/PP sampling."""
 
-    sample_interval_s: Annotated[float, between(0.001, 0.05)] = 0.01  # how often CP and PP are sampled
+    sample_interval_s: Annotated[float, between(0.001, 0.05)] = 0.01  # CP/PP sampling while anything is timed
     debounce_s: Annotated[float, between(0.0, 0.05)] = 0.03  # a CP state must hold this long to count
+    #: CP/PP and the inputs while no EVSE's relay is closed, no PWM runs and nothing is being debounced
+    #: (`Charger.needs_fast_sampling`): then nothing reacts to the pilot within a time limit.
+    idle_sample_interval_s: Annotated[float, between(0.001, 1.0), above_field("sample_interval_s", or_equal=True)] = 0.1
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -167,6 +167,15 @@ class Charger:
         """A CP change of EVSE `cid` is being debounced (for the simulated board's replies)."""
         return self._monitors[self._machine(cid).cid].settling
 
+    def needs_fast_sampling(self, cid: int) -> bool:
+        """EVSE `cid`'s pilot must be sampled at the fast rate (`pilot.sample_interval_s`): its relay is
+        commanded closed, its PWM is on, or its monitor is timing a change (`PilotMonitor.watching`).
+        Every reaction time of DESIGN.md's timing table is about a closed relay, a running PWM (B -> C
+        closes the relay) or a debounce; with none of them (no EV, or an EV waiting for a card with PWM
+        off) nothing reacts to the pilot within a time limit, and the shell may sample it slowly."""
+        evse = self._machine(cid)
+        return evse.relay_closed or evse.pwm_on or self._monitors[evse.cid].watching
+
     # --- the loop API ----------------------------------------------------------------------------
 
     def start(self, at: Instant) -> list[Output]:

@@ -158,6 +158,12 @@ class PilotMonitor:
         """A new CP state or a diode failure is seen but not yet reported (its debounce runs)."""
         return self._away_since is not None or (self._diode_bad_since is not None and self._diode_ok)
 
+    @property
+    def watching(self) -> bool:
+        """Something is being timed on the samples: a CP change or a diode failure in its debounce, or
+        an out-of-band reading not yet `lasting`. Until it is decided, the pilot must be sampled fast."""
+        return self.settling or (self._out_of_band_since is not None and not self._lasting_told)
+
     def reset(self) -> None:
         self._stable, self._known = None, False
         self._away_since = self._out_of_band_since = None

@@ -270,16 +270,23 @@ async def test_a_pwm_write_that_fails_ends_in_the_fail_safe_state(hil: Hil) -> N
 
 async def test_the_cp_sampling_rate_through_the_real_adc_path(hil: Hil) -> None:
     """Printed for the record: CP/PP samples per second the controller takes through spidev and the
-    MCP3008 (each sample: CP high, CP low and PP, 3 conversions each, the median kept)."""
+    MCP3008 (each sample: CP high, CP low and PP, 3 conversions each, the median kept), idle (nothing
+    timed: `pilot.idle_sample_interval_s`) and while charging (`pilot.sample_interval_s`)."""
     mcp = hil.world.mcp
     loop = asyncio.get_running_loop()
-    before, started = mcp.transfers, loop.time()
-    await asyncio.sleep(1.0)
-    conversions = mcp.transfers - before
     per_sample = 3 * hil.controller.config.board.adc_oversample
-    rate_hz = conversions / per_sample / (loop.time() - started)
-    print(f"\nHIL CP/PP sampling: {rate_hz:.0f} samples/s ({conversions} conversions in 1 s)")
-    assert rate_hz > 50  # pilot.sample_interval_s = 10 ms: about 100 per second
+
+    async def rate_hz() -> float:
+        before, started = mcp.transfers, loop.time()
+        await asyncio.sleep(1.0)
+        return (mcp.transfers - before) / per_sample / (loop.time() - started)
+
+    idle_hz = await rate_hz()
+    await charge(hil)
+    charging_hz = await rate_hz()
+    print(f"\nHIL CP/PP sampling: idle {idle_hz:.0f} samples/s, charging {charging_hz:.0f} samples/s")
+    assert idle_hz < 20  # pilot.idle_sample_interval_s = 100 ms: about 10 per second (inputs read apart)
+    assert charging_hz > 50  # pilot.sample_interval_s = 10 ms: about 100 per second
 
 
 async def _run_program(config_path: Path) -> tuple[int, str]:

@@ -1,0 +1,91 @@
+"""`Charger.needs_fast_sampling`: when the pilot must be sampled at the fast rate.
+
+Every reaction time of DESIGN.md's timing table is about a closed relay or a running PWM, or it is a
+debounce being timed. So the pilot is sampled fast exactly when an EVSE's relay is (commanded) closed,
+its PWM is on, or a CP change, a diode failure or an out-of-band reading is being timed; otherwise
+(an idle EVSE: no EV, or an EV waiting for a card with PWM off) the shell may sample slowly. A real
+`Charger` is brought into each condition by real inputs.
+"""
+
+from __future__ import annotations
+
+from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
+from firmware.core.charger import Charger
+from firmware.core.events import Fault, FaultRaised, PilotSampled
+from firmware.core.evse import EvseConfig
+from firmware.core.pilot import DEBOUNCE_S, PILOT_FAULT_AFTER_S, Cp, PilotMonitor
+from tests.support.charger import M0, T2, at, build, plug
+
+CID = 1
+TOKEN = "AA11"
+
+
+def charger() -> Charger:
+    c = build([EvseConfig(cid=CID, connectors=T2)])
+    c.local_list.apply(1, True, [LocalAuthEntry(id_token=TOKEN, status=LocalAuthStatus.ACCEPTED)])
+    return c
+
+
+def sample(c: Charger, volts_hi: float, dt: float, volts_lo: float = -12.0) -> None:
+    c.handle(PilotSampled(cid=CID, volts_hi=volts_hi, volts_lo=volts_lo), at(M0 + dt))
+
+
+def test_an_idle_evse_is_sampled_slowly() -> None:
+    c = charger()
+    sample(c, 12.0, 0.0)
+    sample(c, 12.0, DEBOUNCE_S)
+    assert c.evses[CID].cp is Cp.A
+    assert not c.needs_fast_sampling(CID)
+
+
+def test_a_cp_change_being_debounced_is_sampled_fast_until_it_is_reported() -> None:
+    c = charger()
+    sample(c, 12.0, 0.0)
+    sample(c, 12.0, DEBOUNCE_S)
+    sample(c, 9.0, 1.0)  # the EV plugs in: B seen once, the debounce runs
+    assert c.needs_fast_sampling(CID)
+    sample(c, 9.0, 1.0 + DEBOUNCE_S)
+    assert c.evses[CID].cp is Cp.B
+    assert not c.needs_fast_sampling(CID)  # waiting for a card, PWM off: nothing is timed
+
+
+def test_an_out_of_band_reading_is_sampled_fast_until_it_is_a_fault() -> None:
+    c = charger()
+    sample(c, 12.0, 0.0)
+    sample(c, 12.0, DEBOUNCE_S)
+    sample(c, 7.5, 1.0)  # between B and C
+    sample(c, 7.5, 1.0 + DEBOUNCE_S)
+    assert c.evses[CID].cp is None
+    assert c.needs_fast_sampling(CID)  # PILOT_FAULT_AFTER_S is being timed
+    sample(c, 7.5, 1.0 + PILOT_FAULT_AFTER_S)
+    assert not c.needs_fast_sampling(CID)  # told: a pilot fault, relay open, PWM off
+
+
+def test_pwm_on_and_a_closed_relay_are_sampled_fast() -> None:
+    c = charger()
+    plug(c, CID, Cp.B, at(M0))
+    assert not c.needs_fast_sampling(CID)
+    c.present_token(CID, TOKEN, at(M0))
+    assert c.evses[CID].pwm_on
+    assert c.needs_fast_sampling(CID)  # the EV may ask for power at any time: B -> C closes the relay
+    sample(c, 6.0, 1.0)
+    sample(c, 6.0, 1.0 + DEBOUNCE_S)
+    assert c.evses[CID].relay_closed
+    assert c.needs_fast_sampling(CID)
+    c.handle(FaultRaised(cid=CID, fault=Fault.RCD_TRIPPED), at(M0 + 2.0))
+    assert not c.evses[CID].relay_closed
+    assert not c.evses[CID].pwm_on
+    assert not c.needs_fast_sampling(CID)
+
+
+def test_a_diode_failure_being_debounced_keeps_the_monitor_watching() -> None:
+    monitor = PilotMonitor()
+    monitor.update(9.0, -12.0, True, 0.0)
+    monitor.update(9.0, -12.0, True, DEBOUNCE_S)
+    assert not monitor.watching
+    monitor.update(9.0, 9.0, True, 1.0)  # the low plateau follows the high one: no diode
+    assert monitor.watching
+    reading = monitor.update(9.0, 9.0, True, 1.0 + DEBOUNCE_S)
+    assert reading is not None
+    assert not reading.diode_ok
+    assert not monitor.watching

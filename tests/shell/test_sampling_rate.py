@@ -1,0 +1,94 @@
+"""The safety sampler's pace (`Producers.safety_task`): CP/PP fast while the core times anything about
+an EVSE's pilot (`Charger.needs_fast_sampling`), at `pilot.idle_sample_interval_s` otherwise, and woken
+at once when an EVSE becomes watched (a relay closed by a token while the EV already waits in C).
+
+The real controller runs on the simulated board; its `read_cp` is wrapped only to note when the
+controller reads (the board behaves as before). The bounds are loose on purpose: they tell the two
+paces (10 ms and 100 ms) apart, not how punctual this machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from hal.protocols import PilotSample
+from hal.sim import SimBoard
+from tests.support.builders import LOCAL_TOKEN, evse
+from tests.support.controller import start_controller, write_config
+
+IDLE_S = 0.1  # pilot.idle_sample_interval_s's default
+
+
+def note_reads(sim: SimBoard, cid: int) -> list[float]:
+    """The loop times at which the controller reads EVSE `cid`'s CP from now on."""
+    loop = asyncio.get_running_loop()
+    reads: list[float] = []
+    read_cp: Callable[[int], Awaitable[PilotSample]] = sim.read_cp
+
+    async def noted(which: int) -> PilotSample:
+        if which == cid:
+            reads.append(loop.time())
+        return await read_cp(which)
+
+    sim.read_cp = noted  # type: ignore[method-assign]
+    return reads
+
+
+async def test_idle_is_sampled_at_the_idle_pace_and_charging_fast(tmp_path: Path) -> None:
+    config = write_config(tmp_path, 1, charger_id="CP-PACE", evses=evse(1), offline_policy="accept_all")
+    assert config.pilot.idle_sample_interval_s == IDLE_S
+    running = await start_controller(config)
+    try:
+        controller, sim = running.controller, running.sim
+        reads = note_reads(sim, 1)
+        await asyncio.sleep(0.55)
+        assert not controller.producers.fast[1]
+        assert len(reads) <= 0.55 / IDLE_S + 2  # 10 ms sampling would be about 55
+
+        sim.plug(1, "B")
+        sim.token(1, LOCAL_TOKEN)
+        sim.plug(1, "C")
+        async with asyncio.timeout(5):
+            while not sim.relay_commanded(1):
+                await asyncio.sleep(0.01)
+        assert controller.producers.fast[1]
+        reads.clear()
+        await asyncio.sleep(0.3)
+        gaps = [b - a for a, b in zip(reads, reads[1:], strict=False)]
+        assert len(gaps) >= 3
+        assert statistics.median(gaps) < IDLE_S / 2  # the fast pace (10 ms), not the idle one
+    finally:
+        await running.stop()
+
+
+async def test_an_evse_that_becomes_watched_is_sampled_at_once(tmp_path: Path) -> None:
+    """The EV waits in C (C1) with the relay open, nothing timed; a card authorizes it, and the relay
+    closes on that step. The next CP read comes right after, not at the end of an idle interval."""
+    config = write_config(tmp_path, 1, charger_id="CP-WAKE", evses=evse(1), offline_policy="accept_all")
+    running = await start_controller(config)
+    try:
+        controller, sim = running.controller, running.sim
+        sim.plug(1, "B")
+        sim.plug(1, "C")
+        async with asyncio.timeout(5):
+            while controller.charger.evses[1].cp is None or controller.charger.evses[1].cp.value != "C" \
+                    or controller.producers.fast[1]:
+                await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        reads = note_reads(sim, 1)
+        sim.token(1, LOCAL_TOKEN)
+        async with asyncio.timeout(5):
+            while not sim.relay_commanded(1):
+                await asyncio.sleep(0.001)
+        closed_at = loop.time()
+        async with asyncio.timeout(5):
+            while not [t for t in reads if t >= closed_at]:
+                await asyncio.sleep(0.001)
+        first = next(t for t in reads if t >= closed_at)
+        assert first - closed_at < IDLE_S / 2
+        assert controller.producers.fast[1]
+    finally:
+        await running.stop()
