@@ -128,7 +128,7 @@ class BackendLink:
     _retained: dict[str, _Retained] = field(default_factory=dict)
     _outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     _replies: ReplyCache = field(default_factory=ReplyCache)
-    _in_flight: dict[str, asyncio.Future[dict[str, object]]] = field(default_factory=dict)
+    _in_flight: dict[str, list[asyncio.Future[dict[str, object]]]] = field(default_factory=dict)
     _sends: set[asyncio.Task[bool]] = field(default_factory=set)
     tap: PublishTap = field(init=False)  # the console's watch: every document published or queued
 
@@ -302,14 +302,16 @@ class BackendLink:
         cached = self._replies.get(request.request_id)
         if cached is not None:
             return cached
+        mine: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         waiting = self._in_flight.get(request.request_id)
-        if waiting is None:  # not a QoS 1 duplicate of one still being executed: execute it
-            waiting = asyncio.get_running_loop().create_future()
-            self._in_flight[request.request_id] = waiting
+        if waiting is not None:  # a QoS 1 duplicate of one still being executed: wait for its reply
+            waiting.append(mine)
+        else:
+            waiting = self._in_flight[request.request_id] = [mine]
             self._execute(request, waiting)
-        return await asyncio.shield(waiting)
+        return await mine  # cancelling this task cancels only `mine`, never the execution
 
-    def _execute(self, request: Request, waiting: asyncio.Future[dict[str, object]]) -> None:
+    def _execute(self, request: Request, waiting: list[asyncio.Future[dict[str, object]]]) -> None:
         done = False
 
         def complete(reply: dict[str, object]) -> None:
@@ -321,8 +323,9 @@ class BackendLink:
             self._replies.put(request.request_id, reply)
             if self._in_flight.get(request.request_id) is waiting:
                 del self._in_flight[request.request_id]
-            if not waiting.done():
-                waiting.set_result(reply)
+            for future in waiting:
+                if not future.done():  # a waiter cancelled by a link drop is simply skipped
+                    future.set_result(reply)
 
         try:
             self.submit(request, complete)

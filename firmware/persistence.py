@@ -106,6 +106,25 @@ class Persistence:
         else:
             self._waiting.append((ticket, callback))
 
+    def settle_unchanged(self) -> None:
+        """The writer's no-write case, decided at once: when no commit is under way, no message, ack
+        or extra part is staged and the state parts equal the committed ones, the steps staged so far
+        changed nothing durable, so they are durable now (a read-only request's reply goes out without
+        a trip through the writer task). Anything else is left to the writer."""
+        if self._writing is not None or self._records or self._acks or self._extra or self._dirty or not self._steps:
+            return
+        parts = self.collect(set())
+        if any(self._committed.get(k) != v for k, v in parts.items()):
+            return
+        self.stats.steps += self._steps
+        self._steps = 0
+        self._mark_durable(self._staged_ticket)
+
+    def _mark_durable(self, ticket: int) -> None:
+        self._durable_ticket = max(self._durable_ticket, ticket)
+        while self._waiting and self._waiting[0][0] <= self._durable_ticket:
+            _call(self._waiting.popleft()[1])
+
     def pending(self) -> list[OutboxRecord]:
         """The committed messages not yet acknowledged, in seq order (meter samples first)."""
         return [self._view[s] for s in sorted(self._view)]
@@ -156,9 +175,7 @@ class Persistence:
             self._view.pop(seq, None)
         self.stats.steps += steps
         self.stats.largest_batch = max(self.stats.largest_batch, steps)
-        self._durable_ticket = max(self._durable_ticket, ticket)
-        while self._waiting and self._waiting[0][0] <= self._durable_ticket:
-            _call(self._waiting.popleft()[1])
+        self._mark_durable(ticket)
         if records:
             self.on_committed()
 

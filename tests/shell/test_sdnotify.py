@@ -77,7 +77,10 @@ async def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 
 async def started(tmp_path: Path) -> Running:
-    return await start_controller(write_config(tmp_path, free_port(), charger_id="CP-NOTIFY"))
+    """A controller whose core comes round well within half of WATCHDOG_S even while idle (the
+    default idle pace, 100 ms, needs a WatchdogSec of more than 200 ms; the unit's is 10 s)."""
+    return await start_controller(write_config(tmp_path, free_port(), charger_id="CP-NOTIFY",
+                                               idle_sample_interval_s=0.01))
 
 
 async def test_ready_once_the_outputs_are_safe_with_status_then_stopping(

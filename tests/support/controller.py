@@ -22,6 +22,7 @@ from tests.support.builders import evse
 FAST = """
 [pilot]
 sample_interval_s = 0.005
+idle_sample_interval_s = {idle_sample_interval_s}
 [telemetry]
 meter_interval_s = {meter_interval_s}
 [auth]
@@ -48,7 +49,8 @@ def write_config(directory: Path, port: int, *, charger_id: str, evses: str | No
                  mqtt_extra: str = "", **kw: Any) -> Config:  # noqa: ANN401
     """A config for tests; `mqtt_extra` is TOML appended to the [mqtt] table (credentials, [mqtt.tls])."""
     settings = {"meter_interval_s": 0.5, "auth_timeout_s": 1.0, "offline_policy": "local_list_only",
-                "codec": "json", "fallback_after_s": 60, "fallback_current_a": 6.0} | kw
+                "codec": "json", "fallback_after_s": 60, "fallback_current_a": 6.0,
+                "idle_sample_interval_s": 0.1} | kw
     text = (f'[charger]\nid = "{charger_id}"\nstate_dir = "{directory / "state"}"\n'
             + FAST.format(port=port, **settings) + mqtt_extra + (evses or evse(1)))
     path = config_path(directory)
