@@ -81,6 +81,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive(int), default=25, help="chargers connected at once")
     p.add_argument("--telemetry-s", type=_positive(float), default=15.0, help="meter sample interval per EVSE")
     p.add_argument("--codec", choices=["cbor", "json"], default="cbor")
+    p.add_argument("--fsync", action="store_true", help="fsync every store commit, as a charger on its own "
+                   "SD card does (default off: the chargers share one disk here, whose fsyncs would queue)")
+    p.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
+                   help="gc.freeze() every --progress-s (default on): the garbage collector's full passes then skip "
+                   "older objects; without it they stall a process of many chargers for 100s of ms")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="an extra config key for every charger (a TOML literal), e.g. pilot.sample_interval_s=0.02")
     p.add_argument("--progress-s", type=_positive(float), default=10.0, help="progress line interval")
@@ -121,11 +126,12 @@ async def _worker(args: argparse.Namespace, index: int, state_dir: Path, report:
     _stop_on_signals(stop)
     host, port = args.broker
     charger = ChargerSpec(host=host, port=port, evses=args.evses, codec=args.codec, telemetry_s=args.telemetry_s,
+                          fsync=args.fsync,
                           overrides=dict(parse_override(o) for o in args.overrides))
     spec = WorkerSpec(index=index, charger_ids=split(_charger_ids(args), args.procs)[index], charger=charger,
                       state_dir=state_dir, seed=args.seed, day_s=args.day_s, start_h=args.start_hour,
                       script=load_script(args.script) if args.script else None, duration_s=args.duration,
-                      progress_s=args.progress_s, batch=args.batch)
+                      progress_s=args.progress_s, batch=args.batch, gc_freeze=args.gc_freeze)
     return await run_worker(spec, stop, report)
 
 
@@ -138,6 +144,8 @@ class Aggregate:
         self.latest: dict[int, dict[str, object]] = {}
         self.rtts_ms: dict[str, list[float]] = {}
         self.interval_ms: list[float] = []
+        self.lag_ms: list[float] = []
+        self.interval_lag_ms: list[float] = []
         self.finals: list[dict[str, object]] = []
 
     def _take_rtts(self, report: dict[str, object]) -> None:
@@ -146,6 +154,10 @@ class Aggregate:
             for op, values in rtts.items():
                 self.rtts_ms.setdefault(str(op), []).extend(values)
                 self.interval_ms.extend(values)
+        lag = report.get("loop_lag_ms")
+        if isinstance(lag, list):
+            self.lag_ms.extend(lag)
+            self.interval_lag_ms.extend(lag)
 
     def report(self, report: dict[str, object]) -> None:
         self._take_rtts(report)
@@ -155,13 +167,14 @@ class Aggregate:
         self.latest[int(str(report.get("worker", 0)))] = report
         if len(self.latest) == self.workers:  # every worker has reported this round
             elapsed = max(float(str(r.get("elapsed_s", 0))) for r in self.latest.values())
-            print(progress_line(elapsed, list(self.latest.values()), self.interval_ms, self.args.chargers),
-                  file=sys.stderr, flush=True)
+            print(progress_line(elapsed, list(self.latest.values()), self.interval_ms, self.args.chargers,
+                                self.interval_lag_ms), file=sys.stderr, flush=True)
             self.latest.clear()
-            self.interval_ms = []
+            self.interval_ms, self.interval_lag_ms = [], []
 
     def summary(self) -> dict[str, object]:
-        return summarize(self.finals, self.rtts_ms, evses_per_charger=self.args.evses, procs=self.workers)
+        return summarize(self.finals, self.rtts_ms, evses_per_charger=self.args.evses, procs=self.workers,
+                         loop_lag_ms=self.lag_ms)
 
 
 async def _children(args: argparse.Namespace, state_dir: Path, aggregate: Aggregate) -> int:

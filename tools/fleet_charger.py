@@ -40,6 +40,9 @@ class ChargerSpec:
     codec: str = "cbor"
     prefix: str = "chargers"
     telemetry_s: float = 15.0
+    #: fsync every commit (a real charger's own SD card); off by default: a fleet shares one disk, whose
+    #: fsyncs would queue behind each other as no real charger's do (the SQLite work is the same)
+    fsync: bool = False
     #: extra keys, "section.key" -> TOML literal (e.g. "pilot.sample_interval_s" -> "0.02")
     overrides: dict[str, str] = field(default_factory=dict)
 
@@ -87,6 +90,7 @@ class FleetCharger:
         self.directory = directory
         self.config_path = directory / "charger.toml"
         self.evse_ids = list(range(1, spec.evses + 1))
+        self.fsync = spec.fsync
         self.controller: Controller | None = None
         self.task: asyncio.Task[None] | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -98,8 +102,8 @@ class FleetCharger:
         config = load_config(self.config_path)
         loop = asyncio.get_running_loop()
         board, sim = build_board(config, sim=True, clock=loop.time)
-        self.controller = Controller(config, board, Store(config.charger.state_dir), meters=build_meters(config, board),
-                                     sim=sim)
+        self.controller = Controller(config, board, Store(config.charger.state_dir, fsync=self.fsync),
+                                     meters=build_meters(config, board), sim=sim)
         self.task = loop.create_task(self.controller.run(), name=f"charger-{self.charger_id}")
         ready = loop.create_task(self.controller.ready.wait())
         await asyncio.wait([ready, self.task], return_when=asyncio.FIRST_COMPLETED)

@@ -47,6 +47,7 @@ class Counters:
     reservations: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     rtts_ms: dict[str, list[float]] = field(default_factory=dict)  # round trips by op, not yet reported
+    loop_lag_ms: list[float] = field(default_factory=list)  # event loop lag samples, not yet reported
 
     def round_trip(self, op: str, ms: float) -> None:
         self.rtts_ms.setdefault(op, []).append(round(ms, 3))
@@ -54,6 +55,10 @@ class Counters:
     def take_rtts(self) -> dict[str, list[float]]:
         """The round trips measured since the last call (each is reported once)."""
         taken, self.rtts_ms = self.rtts_ms, {}
+        return taken
+
+    def take_lag(self) -> list[float]:
+        taken, self.loop_lag_ms = [round(ms, 2) for ms in self.loop_lag_ms], []
         return taken
 
     def snapshot(self) -> dict[str, object]:
@@ -74,12 +79,26 @@ def _num(report: dict[str, object], key: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def _gc(finals: list[dict[str, object]]) -> dict[str, dict[str, float | None]]:
+    """The workers' garbage collector pauses by generation: count, longest, total (ms)."""
+    merged: dict[str, dict[str, float | None]] = {}
+    for f in finals:
+        pauses = f.get("gc")
+        for gen, p in (pauses.items() if isinstance(pauses, dict) else []):
+            m = merged.setdefault(str(gen), {"n": 0, "max_ms": None, "total_ms": 0.0})
+            m["n"] = (m["n"] or 0) + p.get("n", 0)
+            m["total_ms"] = round((m["total_ms"] or 0.0) + p.get("total_ms", 0.0), 1)
+            if p.get("max_ms") is not None:
+                m["max_ms"] = max(m["max_ms"] or 0.0, p["max_ms"])
+    return merged
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
 def summarize(finals: list[dict[str, object]], rtts_ms: dict[str, list[float]], *, evses_per_charger: int,
-              procs: int) -> dict[str, object]:
+              procs: int, loop_lag_ms: list[float] | None = None) -> dict[str, object]:
     """The summary of every worker's final report; `rtts_ms` are all round trips by op, of all workers."""
     chargers = int(sum(_num(f, "chargers") for f in finals))
     started = int(sum(_num(f, "started") for f in finals))
@@ -107,6 +126,8 @@ def summarize(finals: list[dict[str, object]], rtts_ms: dict[str, list[float]], 
         "cmd_round_trip_p50_ms": _ms(percentile(every, 50)), "cmd_round_trip_p99_ms": _ms(percentile(every, 99)),
         "cmd_round_trip_by_op": {op: {"n": len(v), "p50_ms": _ms(percentile(v, 50)), "p99_ms": _ms(percentile(v, 99))}
                                  for op, v in sorted(rtts_ms.items())},
+        "loop_lag_p50_ms": _ms(percentile(loop_lag_ms or [], 50)),
+        "loop_lag_p99_ms": _ms(percentile(loop_lag_ms or [], 99)), "gc_pauses": _gc(finals),
         "errors": sum(counts["errors"].values()), "errors_by_kind": counts["errors"],
         "sessions_started": events.get("SessionStarted", 0), "sessions_charging": events.get("ChargingStarted", 0),
         "sessions_completed": events.get("SessionFinished", 0),
@@ -119,7 +140,8 @@ def summarize(finals: list[dict[str, object]], rtts_ms: dict[str, list[float]], 
     }
 
 
-def progress_line(elapsed_s: float, reports: list[dict[str, object]], rtts_ms: list[float], chargers: int) -> str:
+def progress_line(elapsed_s: float, reports: list[dict[str, object]], rtts_ms: list[float], chargers: int,
+                  lag_ms: list[float]) -> str:
     """One line for stderr from the workers' latest progress reports and the round trips of the interval."""
     online = int(sum(_num(r, "online") for r in reports))
     rate_in = sum(_num(r, "rate_in") for r in reports)
@@ -130,9 +152,10 @@ def progress_line(elapsed_s: float, reports: list[dict[str, object]], rtts_ms: l
     rss = sum(_num(r, "rss_delta_mib") for r in reports)
     p50, p99 = percentile(rtts_ms, 50), percentile(rtts_ms, 99)
     rtt = f"p50 {p50:.1f} ms p99 {p99:.1f} ms" if p50 is not None and p99 is not None else "no replies"
+    lag = percentile(lag_ms, 99)
     return (f"fleet [{elapsed_s:6.0f} s] online {online}/{chargers} | in {rate_in:.1f}/s out {rate_out:.1f}/s | "
             f"{len(rtts_ms)} cmds {rtt} | sessions done {finished} | errors {errors} | "
-            f"cpu {cpu:.0f} % | rss +{rss:.0f} MiB")
+            f"cpu {cpu:.0f} % | loop lag p99 {lag or 0:.0f} ms | rss +{rss:.0f} MiB")
 
 
 def summary_text(summary: dict[str, object]) -> str:
@@ -144,6 +167,8 @@ def summary_text(summary: dict[str, object]) -> str:
         f"  messages/s: in {summary['msgs_per_s_in']}, out {summary['msgs_per_s_out']}",
         f"  RSS per charger: {summary['rss_per_charger_mib']} MiB; CPU {summary['cpu_pct_of_one_core']} % of one core "
         f"({summary['cpu_pct_per_charger']} % per charger)",
+        f"  event loop lag: p50 {summary['loop_lag_p50_ms']} ms, p99 {summary['loop_lag_p99_ms']} ms; "
+        f"gc pauses {summary['gc_pauses']}",
         f"  command round trip: p50 {summary['cmd_round_trip_p50_ms']} ms, p99 {summary['cmd_round_trip_p99_ms']} ms "
         f"over {summary['commands']} commands",
     ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ log = logging.getLogger("fleet.worker")
 
 Report = Callable[[dict[str, object]], None]
 ONLINE_TIMEOUT_S = 60.0
+LAG_PROBE_S = 0.25
 
 
 @dataclass
@@ -49,6 +51,7 @@ class WorkerSpec:
     duration_s: float | None = None
     progress_s: float = 10.0
     batch: int = 25
+    gc_freeze: bool = False  # gc.freeze() at every progress tick: full collections skip what was there then
     counters: Counters = field(default_factory=Counters)
 
 
@@ -57,6 +60,25 @@ def rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class GcPauses:
+    """The cyclic garbage collector's pauses (ms), by generation: a full collection walks every
+    object, and a fleet process holds many (each controller's flight recorder ring)."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms[info["generation"]].append((time.perf_counter() - self._started) * 1000)
+
+    def summary(self) -> dict[str, object]:
+        return {f"gen{g}": {"n": len(v), "max_ms": round(max(v), 1) if v else None, "total_ms": round(sum(v), 1)}
+                for g, v in self.pauses_ms.items()}
 
 
 class Worker:
@@ -69,13 +91,22 @@ class Worker:
         self.started_mono = time.monotonic()
         self.rss_base_mib = rss_mib()
         self._last = (time.monotonic(), 0, 0, time.process_time())
+        self.gc = GcPauses()
 
     async def run(self) -> dict[str, object]:
+        gc.callbacks.append(self.gc)
+        try:
+            return await self._run()
+        finally:
+            gc.callbacks.remove(self.gc)
+
+    async def _run(self) -> dict[str, object]:
         spec = self.spec
         async with FleetBackend(spec.charger.host, spec.charger.port, prefix=spec.charger.prefix,
                                 codec=spec.charger.codec, counters=self.counters,
                                 name=f"fleet-backend-{spec.index}-{spec.charger_ids[0]}") as backend:
             progress = asyncio.get_running_loop().create_task(self._progress(backend))
+            lag = asyncio.get_running_loop().create_task(self._lag_probe())
             drivers: list[asyncio.Task[None]] = []
             try:
                 await self._start(backend)
@@ -88,6 +119,7 @@ class Worker:
                 final = self._final(backend, window)  # measured while every charger still runs
             finally:
                 progress.cancel()
+                lag.cancel()
                 for task in drivers:
                     task.cancel()
                 if drivers:
@@ -132,9 +164,19 @@ class Worker:
                                                                                   self.spec.script), clock).run())
                 for c in self.chargers if c.failed is None for e in c.evse_ids]
 
+    async def _lag_probe(self) -> None:
+        """How late the event loop runs a timer (ms): the loop's saturation, seen from inside."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_PROBE_S
+            await asyncio.sleep(LAG_PROBE_S)
+            self.counters.loop_lag_ms.append((loop.time() - due) * 1000)
+
     async def _progress(self, backend: FleetBackend) -> None:
         while True:
             await asyncio.sleep(self.spec.progress_s)
+            if self.spec.gc_freeze:
+                gc.freeze()
             now, cpu = time.monotonic(), time.process_time()
             then, msgs_in, msgs_out, cpu_then = self._last
             elapsed = max(now - then, 1e-9)
@@ -143,7 +185,8 @@ class Worker:
                          "online": len(backend.online), "rate_in": (c.msgs_in - msgs_in) / elapsed,
                          "rate_out": (c.msgs_out - msgs_out) / elapsed, "cpu_pct": 100 * (cpu - cpu_then) / elapsed,
                          "errors_total": sum(c.errors.values()), "sessions_completed": c.events["SessionFinished"],
-                         "rss_delta_mib": rss_mib() - self.rss_base_mib, "rtts_ms": c.take_rtts()})
+                         "rss_delta_mib": rss_mib() - self.rss_base_mib, "rtts_ms": c.take_rtts(),
+                         "loop_lag_ms": c.take_lag()})
             self._last = (now, c.msgs_in, c.msgs_out, cpu)
 
     def _final(self, backend: FleetBackend, window: tuple[float, int, int, float]) -> dict[str, object]:
@@ -155,7 +198,7 @@ class Worker:
                 "window_s": time.monotonic() - start, "window_msgs_in": c.msgs_in - msgs_in,
                 "window_msgs_out": c.msgs_out - msgs_out, "window_cpu_s": time.process_time() - cpu,
                 "rss_base_mib": self.rss_base_mib, "rss_delta_mib": rss_mib() - self.rss_base_mib,
-                "rtts_ms": c.take_rtts(), **c.snapshot()}
+                "rtts_ms": c.take_rtts(), "loop_lag_ms": c.take_lag(), "gc": self.gc.summary(), **c.snapshot()}
 
 
 async def run_worker(spec: WorkerSpec, stop: asyncio.Event, report: Report) -> dict[str, object]:
