@@ -6,8 +6,10 @@ once it runs):
 
 * `backend --port P --charger ID --rate N --console SOCKET`: a backend client sending `exists_reservation`
   (a cheap, read-only op) at N requests/s over the private mosquitto, pipelined (QoS 1, never waiting
-  for a reply before the next request), counting the replies; and a console client on the controller's
-  unix socket running `watch` (firmware/console_server.py: newline-delimited JSON), reading every line.
+  for a reply before the next request, but at most MAX_UNANSWERED unanswered: a controller that cannot
+  keep up gets a lower rate, reported, rather than an ever-growing backlog), counting the replies; and
+  a console client on the controller's unix socket running `watch` (firmware/console_server.py:
+  newline-delimited JSON), reading every line.
   Prints {"seconds", "sent", "replies", "watch_lines"}.
 * `lateness --interval-ms MS`: a bare asyncio loop sleeping MS again and again; each wake-up's lateness
   (woken minus due, loop.time()) in ms. Prints {"lateness_ms": [...]}.
@@ -33,6 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tools.bench.harness import NODELAY  # noqa: E402
 
 MAX_IN_FLIGHT = 2000
+#: Requests sent and not yet answered, at most: a controller that cannot keep up slows the load down
+#: (the rate reached is reported) instead of drowning in an ever-growing backlog.
+MAX_UNANSWERED = 1000
+#: Requests the load may be behind its schedule before it gives up on catching up (no bursts after a stall).
+MAX_BEHIND = 20
 
 
 async def _stopped() -> asyncio.Event:
@@ -80,9 +87,14 @@ async def backend(port: int, charger_id: str, rate_hz: float, console: str | Non
             tasks.append(loop.create_task(_watch(console, watch_lines)))
         print("ready", flush=True)
         started = loop.time()
+        skipped = 0
         while not stop.is_set():
-            due = int((loop.time() - started) * rate_hz)
-            while counts["sent"] < due and len(in_flight) < MAX_IN_FLIGHT:
+            due = int((loop.time() - started) * rate_hz) - skipped
+            if due - counts["sent"] > MAX_BEHIND:
+                skipped += due - counts["sent"] - MAX_BEHIND
+                due = counts["sent"] + MAX_BEHIND
+            while (counts["sent"] < due and len(in_flight) < MAX_IN_FLIGHT
+                   and counts["sent"] - counts["replies"] < MAX_UNANSWERED):
                 counts["sent"] += 1
                 body = json.dumps({"id": f"load-{counts['sent']}", "op": "exists_reservation",
                                    "args": {"id_token": "LOAD"}}).encode()

@@ -63,7 +63,7 @@ class Profile:
 FULL = Profile(name="full", core_events=20_000, layouts=200, reaction_cycles=20, round_trips=300,
                procs=procs.Profile(), store_events=500, store_runs=5, meter_polls=100,
                meter_models=tuple(sorted(MODELS)))
-SMOKE = Profile(name="smoke", core_events=400, layouts=10, reaction_cycles=1, round_trips=20, procs=procs.QUICK,
+SMOKE = Profile(name="smoke", core_events=2000, layouts=10, reaction_cycles=1, round_trips=20, procs=procs.QUICK,
                 store_events=30, store_runs=2, meter_polls=5, meter_models=("EM24", "SDM630"))
 SLOW_FSYNC_MS = 200.0
 LOAD_RATE_HZ = 1000.0
