@@ -18,7 +18,8 @@ Scenarios: idle (nothing else runs); under load: a backend process sending 1000 
 (pipelined QoS 1), a console client running `watch`, and every EVSE's meter polled over real Modbus TCP
 (each EVSE's SDM630 served by a tools/meter_sim.py process of its own, polled once a second); and the same load with
 a store whose every fsync takes 200 ms longer (tests/support/store.py `SlowStore`).
-The controller's own log is kept to errors (a C -> A under load logs a warning each time).
+The controller's own log and aiomqtt's are kept to errors (a C -> A under load logs a warning each time;
+under the slow store aiomqtt warns of its pending publishes, which the end-to-end figures show anyway).
 
 Usage: .venv/bin/python tools/bench/reaction.py [--cycles N] [--rate HZ] [--slow-fsync-ms MS]
 """
@@ -202,6 +203,7 @@ def notes(scenario: Scenario, load: dict[str, Any], untagged: int, controller: C
 async def run(cycles: int, rate_hz: float, slow_fsync_ms: float, only: list[str] | None = None,
               ) -> tuple[list[Figure], list[str]]:
     logging.getLogger("firmware").setLevel(logging.ERROR)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt's "pending publish calls" (the figures show it)
     out: list[Figure] = []
     out_notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-reaction-") as tmp:
