@@ -305,8 +305,8 @@ def test_commit_of_a_pending_seq_replaces_the_message(tmp_path: Path) -> None:
 
 
 def test_commit_without_load_reads_the_database_first(tmp_path: Path) -> None:
-    """tools/bench/runtime.py commits into a store it never loaded: nothing committed before is lost
-    and last_seq does not go back."""
+    """A store committed into before it was loaded (a script seeding a state_dir may do that): nothing
+    committed before is lost and last_seq does not go back."""
     s = Store(tmp_path)
     s.load()
     s.commit([session(5)], {"a": 1})
@@ -398,7 +398,7 @@ class CountingStore(Store):
 
 
 def test_durable_write_delay_runs_once_inside_every_durable_commit(tmp_path: Path) -> None:
-    """The hook SlowStore overrides (tests/support/store.py, tools/bench/relay_latency.py)."""
+    """The hook SlowStore overrides (tests/support/store.py, also used by tools/bench/reaction.py)."""
     s = CountingStore(tmp_path)
     s.load()
     s.commit([session(1), session(2)], {"a": 1})

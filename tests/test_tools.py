@@ -72,9 +72,9 @@ def test_fuzz_rss_bench_runs_and_prints_its_figures() -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("script", "args", "expected"), [
-    ("runtime.py", ["--quick"], ["command -> reply (controller)", "ratio", "relay open", "RSS"]),
+    ("roundtrip.py", ["--count", "5"], ["command -> reply (controller)", "bare aiomqtt echo", "x baseline"]),
     ("store.py", ["--events", "200"], ["commit with fsync", "fsync cost per event", "WAL checkpoint"]),
-    ("relay_latency.py", ["--cycles", "3"], ["normal store", "fsync + 200 ms", "relay open p50", "steps per commit"]),
+    ("reaction.py", ["--cycles", "1", "--scenarios", "idle"], ["after debounce -> relay open", "state doc relay open"]),
     ("meter_poll.py", ["--polls", "3", "--models", "SDM630,EM24"], ["RTU bytes", "9600 bd bound ms", "EM24"]),
 ])
 def test_bench_scripts_run(script: str, args: list[str], expected: list[str]) -> None:

@@ -31,7 +31,6 @@ import argparse
 import collections
 import gc
 import itertools
-import math
 import platform
 import sys
 import time
@@ -40,10 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-try:
-    import firmware  # noqa: F401 - installed (pip install -e .)?
-except ImportError:  # run from a plain checkout: the repository root is two levels up
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's firmware, not an installed one
 
 from firmware.core.charger import Charger  # noqa: E402
 from firmware.core.events import (  # noqa: E402
@@ -61,6 +57,7 @@ from firmware.core.events import (  # noqa: E402
 )
 from firmware.core.evse import EvseConfig, EvseMachine, State  # noqa: E402
 from firmware.core.instant import Instant  # noqa: E402
+from tools.bench.stats import Figure, percentile, summarise  # noqa: E402
 
 EVSES = 8
 DEFAULT_EVENTS = 20_000
@@ -161,16 +158,23 @@ def build() -> tuple[Charger, list[Lane], float]:
     return charger, lanes, now
 
 
-def percentile(sorted_ns: Sequence[int], q: float) -> int:
-    """Nearest-rank percentile of already sorted data."""
-    return sorted_ns[max(0, math.ceil(q / 100 * len(sorted_ns)) - 1)]
-
-
 def us(ns: float) -> str:
     return f"{ns / 1000:.1f} us"
 
 
-def run(n_events: int) -> int:
+@dataclass
+class Measured:
+    """What one run of the bench saw: each timed call (ns), the events sent and the session events emitted."""
+
+    charger: Charger
+    handle_ns: list[int]
+    tick_ns: list[int]
+    kinds: collections.Counter[str]
+    emitted: collections.Counter[str]
+    wall_ns: int
+
+
+def measure(n_events: int) -> Measured:
     charger, lanes, now = build()
     handle_ns: list[int] = []
     tick_ns: list[int] = []
@@ -202,8 +206,27 @@ def run(n_events: int) -> int:
         actions = handle(event, at)
         handle_ns.append(clock() - start)
         count(actions)
-    wall_ns = clock() - wall_start
+    return Measured(charger, handle_ns, tick_ns, kinds, emitted, clock() - wall_start)
 
+
+def figures(n_events: int) -> list[Figure]:
+    """The core's figures for tools/bench/run.py (us per call)."""
+    m = measure(n_events)
+    internal = [cid for cid, evse in m.charger.evses.items() if Fault.INTERNAL in evse.faults]
+    if internal:  # the machine caught an exception of its own: a bug, not a figure
+        raise SystemExit(f"core_events: internal fault (a crash inside the machine) on EVSE {internal}")
+    out = [summarise("core.handle_event", f"core: one event, Charger.handle ({EVSES} EVSEs)", "us",
+                     [ns / 1000 for ns in m.handle_ns])]
+    if m.tick_ns:
+        out.append(summarise("core.tick", f"core: Charger.tick when a deadline is due ({EVSES} EVSEs)", "us",
+                             [ns / 1000 for ns in m.tick_ns]))
+    return out
+
+
+def run(n_events: int) -> int:
+    m = measure(n_events)
+    charger, handle_ns, tick_ns, kinds, emitted, wall_ns = (m.charger, m.handle_ns, m.tick_ns, m.kinds, m.emitted,
+                                                            m.wall_ns)
     handle_ns.sort()
     total_ns = sum(handle_ns)
     print(f"core_events: Charger.handle, {EVSES} EVSEs, {n_events} events")

@@ -42,10 +42,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
-try:
-    import firmware  # noqa: F401 - installed (pip install -e .)?
-except ImportError:  # run from a plain checkout: the repository root is two levels up
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's firmware, not an installed one
 
 from firmware.core.reservations import (  # noqa: E402
     Reservation,
@@ -54,16 +51,11 @@ from firmware.core.reservations import (  # noqa: E402
     fits,
     global_room,
 )
+from tools.bench.stats import Figure, percentile, summarise  # noqa: E402
 
 TYPES = ("cCCS2", "sType2", "cType2", "Unknown")
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 DAYS = 30
-
-
-def percentile(sorted_ns: Sequence[int], q: float) -> int:
-    """Nearest-rank percentile of sorted values."""
-    rank = max(1, min(len(sorted_ns), round(q / 100 * len(sorted_ns) + 0.5)))
-    return sorted_ns[rank - 1]
 
 
 def us(ns: float) -> str:
@@ -130,14 +122,28 @@ def brute_room(types: Sequence[str], evses: Sequence[Sequence[str]], budget: int
     return dfs(list(types), list(range(len(evses)))), nodes
 
 
-def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -> list[tuple[list[str], list]]:
+def g1_times(rng: random.Random, n_evses: int, n_globals: int,
+             n_layouts: int) -> tuple[list[tuple[list[str], list]], list[int], list[bool]]:
+    """`global_room` on `n_layouts` random layouts: the cases, each call's ns and each answer."""
     cases = [(demand(rng, n_globals), layout(rng, n_evses)) for _ in range(n_layouts)]
     times: list[int] = []
     answers = []
     for types, evses in cases:
         ns, room = timed(partial(global_room, types, evses))
         times.append(ns)
-        answers.append(room)
+        answers.append(bool(room))
+    return cases, times, answers
+
+
+def room_figures(n_layouts: int, seed: int = 20261121) -> list[Figure]:
+    """The room check with 8 EVSEs / 8 globals and 16 / 16, for tools/bench/run.py (us per call)."""
+    rng = random.Random(seed)
+    return [summarise(f"reservations.room_check.evses_{n}", f"reservations: room check G1, {n} EVSEs / {n} globals",
+                      "us", [ns / 1000 for ns in g1_times(rng, n, n, n_layouts)[1]]) for n in (8, 16)]
+
+
+def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -> list[tuple[list[str], list]]:
+    cases, times, answers = g1_times(rng, n_evses, n_globals, n_layouts)
     share = sum(bool(a) for a in answers) / len(answers)
     name = f"G1 global_room {n_evses:2} EVSEs / {n_globals:2} globals"
     figures(f"{name}        ", times, f", room in {share:.0%}")

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from firmware.store import OutboxRecord, Store  # noqa: E402
+from tools.bench.stats import Figure, compared, percentile, summarise  # noqa: E402
 
 PAYLOAD = b"x" * 300
 
@@ -45,10 +46,29 @@ def run(directory: Path, n: int, fsync: bool) -> list[float]:
     return times
 
 
+def figures(events: int, runs: int) -> list[Figure]:
+    """For tools/bench/run.py: commit latency and outbox throughput (events/s per run of `events` commits),
+    with fsync, compared with the same without fsync; `runs` runs each, in a temporary directory on this disk."""
+    samples: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2]) as tmp:
+        for i in range(runs):
+            for fsync in (True, False):
+                times = run(Path(tmp) / f"{fsync}-{i}", events, fsync)
+                samples[fsync][0].extend(t * 1000 for t in times)
+                samples[fsync][1].append(len(times) / sum(times))
+    out = []
+    for index, (key, what, unit) in enumerate((("commit_latency", "commit latency", "ms"),
+                                               ("outbox_throughput", "outbox throughput", "events/s"))):
+        base = summarise(f"store.{key}.no_fsync", f"store: {what}, fsync off", unit, samples[False][index])
+        out += [base, compared(summarise(f"store.{key}.fsync", f"store: {what}, fsync on (synchronous=FULL)", unit,
+                                         samples[True][index]), base)]
+    return out
+
+
 def show(name: str, times: list[float]) -> float:
     us = sorted(t * 1e6 for t in times)
     median = statistics.median(us)
-    p99 = us[min(len(us) - 1, round(0.99 * (len(us) - 1)))]
+    p99 = percentile(us, 99)
     print(f"{name}: {len(us) / sum(times):,.0f} events/s, median {median:.0f} us, p99 {p99:.0f} us")
     return median
 
