@@ -281,7 +281,6 @@ class CoreLoop:
     def _reply_when_durable(self, command: Command, reply: dict[str, object]) -> None:
         """API.md §2: a reply goes out once everything its request changed is committed (and, to keep
         replies in request order, everything before it)."""
-        self.persistence.settle_unchanged()  # a step that changed nothing durable: the reply goes out now
         self.persistence.when_durable(self.persistence.staged_ticket, lambda: command.complete(reply))
 
     def cancel_background(self) -> None:

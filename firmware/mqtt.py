@@ -42,6 +42,10 @@ from firmware.wire import (
 
 log = logging.getLogger(__name__)
 
+#: A parsed request on its way to its reply: the codec it came in, its reply (a future), and its MQTT 5
+#: Response Topic and Correlation Data.
+Answer = tuple[str, "asyncio.Future[dict[str, object]]", str | None, bytes | None]
+
 REPLY_CACHE_SIZE: Final = 1024
 PENDING_PUBLISHES_WARN: Final = 5000
 
@@ -254,7 +258,10 @@ class BackendLink:
             async for message in client.messages:
                 payload = message.payload if isinstance(message.payload, bytes) else b""
                 if message.topic.matches(self.topics.cmd):
-                    group.create_task(self._handle_command(client, payload, message.properties), name="mqtt-request")
+                    # Submitted here, in arrival order; a request the core answers in its next step has
+                    # its reply ready when its task first runs (no extra trip round the loop).
+                    group.create_task(self._answer(client, *self._request(payload, message.properties)),
+                                      name="mqtt-request")
                 elif message.topic.matches(self.topics.auth_response):
                     await self._handle_auth_response(payload)
 
@@ -275,7 +282,8 @@ class BackendLink:
             self.stats.malformed += 1
             log.warning("ignored a malformed R/auth/response payload (%d bytes)", len(payload))
 
-    async def _handle_command(self, client: aiomqtt.Client, payload: bytes, properties: Properties | None) -> None:
+    def _request(self, payload: bytes, properties: Properties | None) -> Answer:
+        """Parse and submit one request; what `_answer` needs to reply to it."""
         self.stats.requests += 1
         codec = codec_of(payload)
         response_topic, correlation = _response_properties(properties)
@@ -289,27 +297,35 @@ class BackendLink:
             self.stats.malformed += 1
             reply = error_reply(None, None, "bad_request", f"unreadable request: {type(exc).__name__}")
         else:
-            reply = await self._reply_for(request)
-        await self._send_reply(client, codec, reply, response_topic, correlation)
+            return codec, self._reply_for(request), response_topic, correlation
+        answered: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        answered.set_result(reply)
+        return codec, answered, response_topic, correlation
 
-    async def _reply_for(self, request: Request) -> dict[str, object]:
-        """The reply to `request`: from the cache, or from its one execution.
+    async def _answer(self, client: aiomqtt.Client, codec: str, reply: asyncio.Future[dict[str, object]],
+                      response_topic: str | None, correlation: bytes | None) -> None:
+        await self._send_reply(client, codec, await reply, response_topic, correlation)  # cancelled: only ours
 
-        The execution belongs to the controller, not to this task: the link may drop (and cancel this
-        task) while a request waits for the core or for a commit. The controller still completes it;
-        the reply then goes to the cache, so the same id re-sent after the reconnect gets it without
-        a second execution. The in-flight entry lives exactly as long as the execution."""
+    def _reply_for(self, request: Request) -> asyncio.Future[dict[str, object]]:
+        """The reply to `request`, as a future of this caller's own: from the cache, or from its one
+        execution.
+
+        The execution belongs to the controller, not to the task that waits: the link may drop (and
+        cancel that task) while a request waits for the core or for a commit. The controller still
+        completes it; the reply then goes to the cache, so the same id re-sent after the reconnect gets
+        it without a second execution. The in-flight entry lives exactly as long as the execution."""
+        mine: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         cached = self._replies.get(request.request_id)
         if cached is not None:
-            return cached
-        mine: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+            mine.set_result(cached)
+            return mine
         waiting = self._in_flight.get(request.request_id)
         if waiting is not None:  # a QoS 1 duplicate of one still being executed: wait for its reply
             waiting.append(mine)
         else:
             waiting = self._in_flight[request.request_id] = [mine]
             self._execute(request, waiting)
-        return await mine  # cancelling this task cancels only `mine`, never the execution
+        return mine
 
     def _execute(self, request: Request, waiting: list[asyncio.Future[dict[str, object]]]) -> None:
         done = False

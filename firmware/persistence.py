@@ -96,7 +96,8 @@ class Persistence:
         self._records.extend(records or ())
         self._dirty |= dirty or set()
         self._extra.update(extra or {})
-        self._wakeup.set()
+        if not self._settled_unchanged():  # else the writer has nothing to do: it is not woken
+            self._wakeup.set()
         return self._staged_ticket
 
     def when_durable(self, ticket: int, callback: Callable[[], None]) -> None:
@@ -106,19 +107,20 @@ class Persistence:
         else:
             self._waiting.append((ticket, callback))
 
-    def settle_unchanged(self) -> None:
+    def _settled_unchanged(self) -> bool:
         """The writer's no-write case, decided at once: when no commit is under way, no message, ack
         or extra part is staged and the state parts equal the committed ones, the steps staged so far
         changed nothing durable, so they are durable now (a read-only request's reply goes out without
-        a trip through the writer task). Anything else is left to the writer."""
-        if self._writing is not None or self._records or self._acks or self._extra or self._dirty or not self._steps:
-            return
+        a trip through the writer task). False: the writer must commit."""
+        if self._writing is not None or self._records or self._acks or self._extra or self._dirty:
+            return False
         parts = self.collect(set())
         if any(self._committed.get(k) != v for k, v in parts.items()):
-            return
+            return False
         self.stats.steps += self._steps
         self._steps = 0
         self._mark_durable(self._staged_ticket)
+        return True
 
     def _mark_durable(self, ticket: int) -> None:
         self._durable_ticket = max(self._durable_ticket, ticket)

@@ -136,7 +136,8 @@ class Producers:
         `meter_stale_after_s`). A failing meter is retried with capped, jittered backoff; it never stops
         this task (a meter is a link)."""
         settings = self.settings(cid)
-        interval = settings.meter.poll_interval_s if settings.meter is not None else 1.0
+        interval = (settings.meter.poll_interval_s if settings.meter is not None
+                    else self.config.board.sim_meter_poll_interval_s)
         loop = asyncio.get_running_loop()
         delay = interval
         wake = self._wake[("meter", cid)] = asyncio.Event()

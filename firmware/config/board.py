@@ -26,7 +26,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Final
 
-from firmware.config.rules import Invalid, InvalidField, between, check_fields, each, needs_field, one_of, positive
+from firmware.config.rules import (
+    Invalid,
+    InvalidField,
+    between,
+    check_fields,
+    each,
+    needs_field,
+    num,
+    one_of,
+    positive,
+)
 from hal.uid import UidFormat
 
 __all__ = [
@@ -89,6 +99,8 @@ class BoardSettings:
     spi_speed_hz: Annotated[int, between(10_000, 3_600_000)] = 1_000_000
     adc_vref_v: Annotated[float, between(1.0, 5.5)] = 3.3
     adc_oversample: Annotated[int, one_of(1, 3, 5, 7)] = 3  # conversions per plateau (median)
+    # kind = "sim": how often an EVSE without [evse.meter] reads the simulated board's meter
+    sim_meter_poll_interval_s: Annotated[float, between(0.1, 60.0)] = 1.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -226,9 +238,15 @@ def meters_fit(value: object, owner: object) -> None:
     settings and have different device ids; no two EVSEs read the same meter (same address and id)."""
     buses: dict[str | None, tuple[str, str]] = {}  # device -> (settings, where first seen)
     seen: dict[object, str] = {}
+    board = getattr(owner, "board", None)
     for i, evse in enumerate(tuple(value) if isinstance(value, tuple) else ()):
         meter = evse.meter
         if meter is None:
+            if board is not None and board.kind is BoardKind.SIM \
+                    and not evse.meter_stale_after_s > board.sim_meter_poll_interval_s:
+                raise Invalid(f"must be greater than board.sim_meter_poll_interval_s "
+                              f"({num(board.sim_meter_poll_interval_s)}), got {num(evse.meter_stale_after_s)}",
+                              f"[{i}].meter_stale_after_s")
             continue
         url = meter.url
         where = f"[{i}].meter"

@@ -1,6 +1,6 @@
 """Fuzzing the request path of API.md §2, §3 and §8 with hypothesis.
 
-Every generated payload goes through the real path the backend link uses (`BackendLink._handle_command`
+Every generated payload goes through the real path the backend link uses (`BackendLink._request`
 without the broker): `parse_request(payload, 65536)`; a `BadRequest` becomes the `bad_request` reply,
 anything else is run by `Controller._execute(request, instant())` on a running in-process
 controller (simulated board, two EVSEs, cbor as the configured codec). Its MQTT link points at a free

@@ -3,7 +3,7 @@
 What is run. A controller in-process (`Controller` on the simulated board with two EVSEs, the `sim_*`
 ops on, a journal in a temporary `state_dir`); its MQTT link points at a free loopback port where
 nothing listens, so it keeps retrying in the background. Each message takes the path of
-`BackendLink._handle_command` / `_reply_for` without the broker: `parse_request(payload, 65536)`
+`BackendLink._request` / `_reply_for` without the broker: `parse_request(payload, 65536)`
 (a `BadRequest` becomes the `bad_request` reply); a request whose id is in the `ReplyCache` is
 answered from it (idempotency, API.md §2); anything else is run by `Controller._execute(request,
 loop.time(), utc_now())` and its reply stored with `ReplyCache.put(id, reply)`; every reply is
