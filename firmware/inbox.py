@@ -97,6 +97,10 @@ class Barriers:
         self._waiters.setdefault(channel, []).append((read_after, future))
         return future
 
+    def awaited(self, channel: Hashable) -> bool:
+        """Someone waits for `channel` (its producer should read at its fast pace until then)."""
+        return bool(self._waiters.get(channel))
+
     def reached(self, channel: Hashable, read_at: float) -> None:
         """A producer has queued everything it read at `read_at` (cheap when nobody waits)."""
         waiters = self._waiters.get(channel)

@@ -111,11 +111,12 @@ class Producers:
                     for event in await self.sample_pilot(cid):
                         self.inbox.put_safety(event)
                     self.barriers.reached(("pilot", cid), now)
-                    self.fast[cid] = self.watchful(cid)
+                    self.fast[cid] = self.watchful(cid) or self.barriers.awaited(("pilot", cid))  # a sim op
                     pilot_due[cid] = now + (pilot.sample_interval_s if self.fast[cid] else pilot.idle_sample_interval_s)
             if woken or now >= inputs_due:
                 await self._read_inputs(now)
-                inputs_due = now + (SUPERVISE_INTERVAL_S if any(self.fast.values()) else pilot.idle_sample_interval_s)
+                watched = any(self.fast.values()) or any(self.barriers.awaited(("inputs", c)) for c in self.evse_ids)
+                inputs_due = now + (SUPERVISE_INTERVAL_S if watched else pilot.idle_sample_interval_s)
             timer = loop.call_at(min(inputs_due, *pilot_due.values()), wake.set)  # cheaper than a timeout
             try:
                 await wake.wait()

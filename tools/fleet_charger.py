@@ -63,14 +63,20 @@ def config_text(charger_id: str, state_dir: Path, spec: ChargerSpec) -> str:
         "mqtt": {"host": f'"{spec.host}"', "port": str(spec.port), "prefix": f'"{spec.prefix}"',
                  "codec": f'"{spec.codec}"', "keepalive_s": "60"},
         "telemetry": {"meter_interval_s": str(spec.telemetry_s)},
+        # A fleet's pace: CP/PP of an idle EVSE once a second (a sim op still wakes the sampler at once,
+        # and a watched EVSE is sampled every 10 ms as ever), the simulated meters read as often as
+        # they are published. Per charger this is what lets hundreds share one machine.
+        "pilot": {"idle_sample_interval_s": "1.0"},
+        "board": {"sim_meter_poll_interval_s": str(spec.telemetry_s)},
     }
     for key, value in spec.overrides.items():
         section, name = key.split(".", 1)
         sections.setdefault(section, {})[name] = value
     text = "".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n"
                    for name, keys in sections.items())
-    return text + "".join(f'[[evse]]\nid = {i}\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n\n'
-                          for i in range(1, spec.evses + 1))
+    stale_s = 3 * spec.telemetry_s  # a missed meter read or two is no MeterLost
+    return text + "".join(f'[[evse]]\nid = {i}\nconnectors = ["sType2"]\nmax_current_a = 32\nphases = 3\n'
+                          f'meter_stale_after_s = {stale_s}\n\n' for i in range(1, spec.evses + 1))
 
 
 def raise_fd_limit() -> int:

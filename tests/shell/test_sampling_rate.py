@@ -10,14 +10,16 @@ paces (10 ms and 100 ms) apart, not how punctual this machine is.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from firmware.wire import parse_request
 from hal.protocols import PilotSample
 from hal.sim import SimBoard
 from tests.support.builders import LOCAL_TOKEN, evse
-from tests.support.controller import start_controller, write_config
+from tests.support.controller import Running, start_controller, write_config
 
 IDLE_S = 0.1  # pilot.idle_sample_interval_s's default
 
@@ -90,5 +92,30 @@ async def test_an_evse_that_becomes_watched_is_sampled_at_once(tmp_path: Path) -
         first = next(t for t in reads if t >= closed_at)
         assert first - closed_at < IDLE_S / 2
         assert controller.producers.fast[1]
+    finally:
+        await running.stop()
+
+
+async def sim_op(running: Running, op: str, args: dict[str, object]) -> tuple[dict[str, object], float]:
+    """A sim op through the controller's own submission path; its reply and how long it took (s)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[dict[str, object]] = loop.create_future()
+    request = parse_request(json.dumps({"id": f"t-{op}", "op": op, "args": args}).encode(), 65536)
+    started = loop.time()
+    running.controller._submit(request, done.set_result)  # noqa: SLF001 - the link's entry, without a broker
+    reply = await asyncio.wait_for(done, 10)
+    return reply, loop.time() - started
+
+
+async def test_a_sim_op_that_changes_nothing_is_answered_at_the_fast_pace(tmp_path: Path) -> None:
+    """`sim_plug` of the state the EV is already in starts no debounce, so nothing makes the EVSE
+    watched; the sim op's wait for the pilot reading itself keeps the sampler at its fast pace, so the
+    reply does not wait for an idle interval (here 1 s)."""
+    config = write_config(tmp_path, 1, charger_id="CP-SAME", evses=evse(1), idle_sample_interval_s=1.0)
+    running = await start_controller(config)
+    try:
+        reply, took_s = await sim_op(running, "sim_plug", {"evse_id": 1, "cp": "A"})
+        assert reply["ok"] is True
+        assert took_s < 0.5  # the debounce and PP settle times plus a fast sample (about 0.11 s), not 1 s
     finally:
         await running.stop()
