@@ -63,10 +63,12 @@ def config_text(charger_id: str, state_dir: Path, spec: ChargerSpec) -> str:
         "mqtt": {"host": f'"{spec.host}"', "port": str(spec.port), "prefix": f'"{spec.prefix}"',
                  "codec": f'"{spec.codec}"', "keepalive_s": "60"},
         "telemetry": {"meter_interval_s": str(spec.telemetry_s)},
-        # A fleet's pace: CP/PP of an idle EVSE once a second (a sim op still wakes the sampler at once,
-        # and a watched EVSE is sampled every 10 ms as ever), the simulated meters read as often as
-        # they are published. Per charger this is what lets hundreds share one machine.
-        "pilot": {"idle_sample_interval_s": "1.0"},
+        # A fleet's pace: CP/PP of an idle EVSE once a second (a sim op still wakes the sampler at once),
+        # of a charging one every 50 ms (the slowest the config allows; the 30 ms debounce then ends at
+        # the next sample), the simulated meters read as often as they are published. What the backend
+        # sees is the same; the relay's reaction time, which a fleet does not measure, is longer. This
+        # is what lets hundreds of chargers share one machine (`--set` overrides any of it).
+        "pilot": {"sample_interval_s": "0.05", "idle_sample_interval_s": "1.0"},
         "board": {"sim_meter_poll_interval_s": str(spec.telemetry_s)},
     }
     for key, value in spec.overrides.items():
