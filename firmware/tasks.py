@@ -77,14 +77,15 @@ class Producers:
         return next(e for e in self.config.evses if e.id == cid)
 
     async def sample_pilot(self, cid: int) -> list[Event | PpSampled]:
-        """Read CP and PP once: the raw facts (the core debounces both)."""
+        """Read CP and PP once: the raw facts (the core debounces both, CP on its read time)."""
+        read_at = asyncio.get_running_loop().time()
         sample = await self.board.pilot.read_cp(cid)
         self.cp_seen[cid] = nearest_cp(sample.volts_hi)
         ohms = await self.board.pilot.read_pp(cid)
         if ohms is not None and not (math.isfinite(ohms) and ohms >= 0):
             log.warning("c%d PP reading %r is not a resistance; taken as open", cid, ohms)
             ohms = None
-        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo),
+        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo, read_at=read_at),
                 PpSampled(cid=cid, ohms=ohms)]
 
     async def safety_task(self) -> None:

@@ -191,7 +191,8 @@ class Charger:
         self._at = at
         now = at.mono
         if isinstance(event, PilotSampled):
-            reading = self._monitors[event.cid].update(event.volts_hi, event.volts_lo, evse.pwm_on, now)
+            read_at = now if event.read_at is None else event.read_at
+            reading = self._monitors[event.cid].update(event.volts_hi, event.volts_lo, evse.pwm_on, read_at)
             if reading is None:
                 return []
             event = PilotChanged(cid=event.cid, cp=reading.cp, diode_ok=reading.diode_ok, lasting=reading.lasting)

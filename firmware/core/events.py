@@ -64,15 +64,22 @@ class Event(PerEvse):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PilotSampled(Event):
-    """Raw CP plateaus from the ADC; the charger debounces them into `PilotChanged`."""
+    """Raw CP plateaus from the ADC; the charger debounces them into `PilotChanged`.
+
+    `read_at` is the monotonic time (the shell's loop clock, as every `Instant.mono`) the plateaus were
+    read: the debounce's clock, so that it measures how long the wire held a state, not when the core
+    task got round to each sample. None: the time of the step that handles it."""
 
     volts_hi: float
     volts_lo: float
+    read_at: float | None = None
 
     def __post_init__(self) -> None:
         _check_cid(self.cid)
         _check_finite("volts_hi", self.volts_hi)
         _check_finite("volts_lo", self.volts_lo)
+        if self.read_at is not None:
+            _check_finite("read_at", self.read_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -89,3 +89,16 @@ def test_a_diode_failure_being_debounced_keeps_the_monitor_watching() -> None:
     assert reading is not None
     assert not reading.diode_ok
     assert not monitor.watching
+
+
+def test_the_debounce_runs_on_the_times_the_samples_were_read() -> None:
+    """A sample the core handles late (its loop was busy) still counts from when it was read: the wire
+    held its new state for the debounce between two reads, so the change is reported on the second."""
+    c = charger()
+    for read_at in (0.0, DEBOUNCE_S):
+        c.handle(PilotSampled(cid=CID, volts_hi=12.0, volts_lo=-12.0, read_at=M0 + read_at), at(M0 + read_at))
+    assert c.evses[CID].cp is Cp.A
+    c.handle(PilotSampled(cid=CID, volts_hi=9.0, volts_lo=-12.0, read_at=M0 + 1.0), at(M0 + 1.004))  # 4 ms late
+    c.handle(PilotSampled(cid=CID, volts_hi=9.0, volts_lo=-12.0, read_at=M0 + 1.0 + DEBOUNCE_S),
+             at(M0 + 1.0 + DEBOUNCE_S + 0.0002))
+    assert c.evses[CID].cp is Cp.B
