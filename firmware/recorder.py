@@ -9,10 +9,10 @@ which only read). Each state-changing call is recorded with its arguments (which
 `Instant`, or the supervisor's `now`), its result or exception, and the session ids the generator
 (`Recorder.ids`, an input: uuid4) handed out during the call. The ring keeps references: the core's
 values are immutable (frozen dataclasses, enums, numbers, tuples, Instants), so a call is encoded
-(tagged CBOR, `firmware.core.recording`) only when a dump is written, in the dump's thread. A list
+(tagged CBOR, `firmware.core.recording`) only when a dump is written. A list
 (an argument, a result) is copied shallowly; a call holding anything else that is mutable or unknown
 (a dict, a set, a mutable dataclass, a value the recording cannot hold) is encoded at once, as it is
-recorded, so a dump never reads live objects from another thread (`recorder_proxy.hold`).
+recorded, so a dump never reads live objects that changed since (`recorder_proxy.hold`).
 
 The ring keeps the last `max_calls` calls (20 000 by default; about a minute and a half of a busy
 EVSE, whose CP and PP are sampled 100 times a second each) in two halves. When a half is full, a
@@ -25,9 +25,11 @@ CBOR bytes are made when a dump is written.
 Dumps. On a fault -- a recorded call whose result holds a `FaultRaised` (supervision raised RCD,
 over-temperature, welded, meter lost ...), or that took an EVSE into FAULTED (the charger's own faults:
 pilot, diode, output failed) -- the ring is written once the step that raised it has run its calls
-(`loop.call_soon`), in the default executor. `dump()` writes it on request (`asyncio.to_thread`).
-Files are written atomically (a temporary file, fsync, rename); only the last `keep_files` (10)
-flight files are kept.
+(`loop.call_soon`); `dump()` writes it on request. The calls are encoded on the event loop,
+`ENCODE_CHUNK` at a time with the loop's other work in between (encoding thousands of calls in a
+thread would hold the GIL for tens of milliseconds, and the safety lane must not wait for a dump);
+only the file is written in a thread. Files are written atomically (a temporary file, fsync,
+rename); only the last `keep_files` (10) flight files are kept.
 
 What it must never do: take the charger down (a value it cannot record is logged and the call still
 runs; a dump that fails is logged), write on the safety path (a call is kept in memory, by reference; the
@@ -65,6 +67,8 @@ log = logging.getLogger(__name__)
 MAX_CALLS: Final = 20_000
 #: Flight files kept in state_dir.
 KEEP_FILES: Final = 10
+#: Calls encoded per turn of the event loop while a dump is prepared: a few milliseconds at most.
+ENCODE_CHUNK: Final = 100
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -113,6 +117,7 @@ class Recorder:
         self._t0: float | None = None
         self._faulted: set[int] = set()
         self._fault_reasons: list[str] = []
+        self._dumping: set[asyncio.Task[None]] = set()
         self._last_name = ("", 0)  # (stamp, n) of the last file named
         self._broken = False
         self._evses: tuple[tuple[int, object], ...] | None = None  # the charger's, by cid
@@ -245,18 +250,29 @@ class Recorder:
     def _dump_on_fault(self, loop: asyncio.AbstractEventLoop) -> None:
         reason = "fault " + ", ".join(dict.fromkeys(self._fault_reasons))
         self._fault_reasons.clear()
-        path, payload, inputs = self._prepare(reason)
-        log.warning("flight recorder: %s; writing %d calls to %s", reason, inputs, path)
-        future = loop.run_in_executor(None, self._write, path, payload)
-        future.add_done_callback(lambda f: self._written(f, path, inputs))
+        prepared = self._prepare(reason)  # the ring as it is now, at the fault
+        log.warning("flight recorder: %s; writing %d calls to %s", reason, prepared[2], prepared[0])
+        task = loop.create_task(self._dump_prepared(prepared), name="flight-recorder-dump")
+        self._dumping.add(task)  # referenced until done (asyncio keeps only weak references)
+        task.add_done_callback(self._dumping.discard)
 
-    def _written(self, future: asyncio.Future[None], path: Path, inputs: int) -> None:
-        if future.cancelled():
-            return
-        if (exc := future.exception()) is not None:
-            log.error("flight recorder: %s could not be written: %s", path, exc)
+    async def _dump_prepared(self, prepared: tuple[Path, dict[str, object], int]) -> None:
+        path, payload, inputs = prepared
+        try:
+            await asyncio.to_thread(self._write, path, await self._encoded(payload))
+        except OSError as exc:
+            log.error("flight recorder: %s could not be written: %s", path, exc)  # noqa: TRY400
             return
         self.written.append(Dump(path=path, inputs=inputs))
+
+    async def _encoded(self, payload: dict[str, object]) -> bytes:
+        """`_bytes`, on the loop in chunks of ENCODE_CHUNK calls with the loop's other work between."""
+        calls = cast(list[_Item], payload["calls"])
+        for first in range(0, len(calls), ENCODE_CHUNK):
+            calls[first:first + ENCODE_CHUNK] = [c if isinstance(c, cbor2.CBORTag) else self._encode(c)
+                                                 for c in calls[first:first + ENCODE_CHUNK]]
+            await asyncio.sleep(0)
+        return self._bytes(payload)
 
     # --- dumps ----------------------------------------------------------------------------------------
 
@@ -264,7 +280,7 @@ class Recorder:
         """Write the ring now (the console's `dump`): the file and the number of calls in it.
         OSError when it cannot be written; ValueError without a state_dir."""
         path, payload, inputs = self._prepare(reason)
-        await asyncio.to_thread(self._write, path, payload)
+        await asyncio.to_thread(self._write, path, await self._encoded(payload))
         written = Dump(path=path, inputs=inputs)
         self.written.append(written)
         log.info("flight recorder: %d calls written to %s (%s)", inputs, path, reason)
@@ -275,8 +291,8 @@ class Recorder:
         return self._bytes(self._payload(reason))
 
     def _prepare(self, reason: str) -> tuple[Path, dict[str, object], int]:
-        """On the loop: the file's name and the ring's contents, copied (references to immutable values:
-        the thread encodes them)."""
+        """The file's name and the ring's contents, copied (references to immutable values, encoded
+        by `_encoded`)."""
         if self.state_dir is None:
             raise ValueError("the flight recorder has no state_dir to write to")
         payload = self._payload(reason)
@@ -303,9 +319,8 @@ class Recorder:
             start["state"] = embedded(state.tree)
         return cbor2.dumps(payload)
 
-    def _write(self, path: Path, payload: dict[str, object]) -> None:
-        """In a thread: encode, write atomically, keep the last `keep_files` flight files."""
-        data = self._bytes(payload)
+    def _write(self, path: Path, data: bytes) -> None:
+        """In a thread: write atomically, keep the last `keep_files` flight files."""
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp")
         with temp.open("wb") as f:

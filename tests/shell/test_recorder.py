@@ -9,6 +9,7 @@ import copy
 import inspect
 import itertools
 import logging
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,7 @@ from firmware.core.reservations import Reservation, ReservationBook
 from firmware.core.supervision import Supervisor
 from firmware.core.supervision_events import InputsSensed
 from firmware.persistence import collect_state, restore_state
-from firmware.recorder import SPECS, Recorder, main, replay_file
+from firmware.recorder import ENCODE_CHUNK, SPECS, Recorder, main, replay_file
 from tests.support.charger import HOUR, M0, T2, UTC0, at, charging, plug
 from tests.support.polling import until
 
@@ -271,6 +272,40 @@ async def test_a_dump_on_request(tmp_path: Path) -> None:
     assert kept == sorted(d.path.name for d in dumps[-3:])  # the last 3, and no temporary file left
     assert rec.written == dumps
     assert rp.read(dumps[-1].path.read_bytes()).reason == "request"
+
+
+async def test_a_dump_is_encoded_on_the_loop_in_short_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoding thousands of calls in a thread would hold the GIL for tens of milliseconds while the
+    safety lane waits for it; the calls are encoded on the loop's own thread, ENCODE_CHUNK at a time,
+    with the loop's other work (here a ticker) running between the chunks. Only the file is written in
+    a thread. The dump still replays."""
+    rec = Recorder(tmp_path)
+    c, s = build(rec)
+    for i in range(2000):
+        c.handle(PilotSampled(cid=2, volts_hi=12.0, volts_lo=-12.0), at(M0 + 1 + i * 0.01))
+    encoded_in: list[int] = []  # the thread of each call encoded
+    ticks: list[int] = []  # how many calls were encoded, at each turn of another task
+    encode = rec._encode  # noqa: SLF001 - noted, not changed
+
+    def noting(call: object) -> object:
+        encoded_in.append(threading.get_ident())
+        return encode(call)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rec, "_encode", noting)
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(len(encoded_in))
+            await asyncio.sleep(0)
+
+    other = asyncio.get_running_loop().create_task(ticker())
+    rcd_trip(c, s, M0 + 30)
+    await until(lambda: rec.written, 5)
+    other.cancel()
+    assert set(encoded_in) == {threading.get_ident()}
+    during = {n for n in ticks if 0 < n < len(encoded_in)}
+    assert len(during) >= 2000 // ENCODE_CHUNK - 1  # the loop came round between the chunks
+    assert replay_file(rec.written[0].path).identical
 
 
 async def test_a_dump_needs_a_state_dir() -> None:
