@@ -7,12 +7,11 @@ which records how they were built (the EvseConfigs and every setting: the config
 core needs) and returns a recording proxy (`firmware.recorder_proxy`: which calls are recorded and
 which only read). Each state-changing call is recorded with its arguments (which carry the call's
 `Instant`, or the supervisor's `now`), its result or exception, and the session ids the generator
-(`Recorder.ids`, an input: uuid4) handed out during the call. The ring keeps references: the core's
-values are immutable (frozen dataclasses, enums, numbers, tuples, Instants), so a call is encoded
-(tagged CBOR, `firmware.core.recording`) only when a dump is written. A list
-(an argument, a result) is copied shallowly; a call holding anything else that is mutable or unknown
-(a dict, a set, a mutable dataclass, a value the recording cannot hold) is encoded at once, as it is
-recorded, so a dump never reads live objects that changed since (`recorder_proxy.hold`).
+(`Recorder.ids`, an input: uuid4) handed out during the call. Each call is encoded as it is recorded
+(tagged CBOR, `firmware.core.recording`, about 9 us) into the bytes a flight file holds: the ring is
+bytes, which the garbage collector never walks. (It used to keep references to the core's values and
+encode them only for a dump; a full collection then walked a ring of 20 000 calls' object graphs,
+stalling the loop, safety lane included, for up to 33 ms under load.)
 
 The ring keeps the last `max_calls` calls (20 000 by default; about a minute and a half of a busy
 EVSE, whose CP and PP are sampled 100 times a second each) in two halves. When a half is full, a
@@ -26,15 +25,16 @@ Dumps. On a fault -- a recorded call whose result holds a `FaultRaised` (supervi
 over-temperature, welded, meter lost ...), or that took an EVSE into FAULTED (the charger's own faults:
 pilot, diode, output failed) -- the ring is copied once the step that raised it has run its calls
 (`loop.call_soon`) and written FAULT_DUMP_DELAY_S later, after what the fault itself sends; `dump()`
-writes it on request. The calls are encoded on the event loop, `ENCODE_CHUNK` at a time with the
-loop's other work in between (encoding thousands of calls in a thread would hold the GIL for tens of
-milliseconds, and the safety lane must not wait for a dump); only the file is written in a thread.
+writes it on request. The file's bytes are joined on the event loop, `ENCODE_CHUNK` calls per turn
+with the loop's other work in between (one call into a C encoder or a thread doing it all would hold
+the GIL for milliseconds, and the safety lane must not wait for a dump); only the file is written in a
+thread.
 Files are written atomically (a temporary file, fsync, rename); only the last `keep_files` (10)
 flight files are kept.
 
 What it must never do: take the charger down (a value it cannot record is logged and the call still
-runs; a dump that fails is logged), write on the safety path (a call is kept in memory, by reference; the
-file is encoded and written off the event loop), or decide anything.
+runs; a dump that fails is logged), write on the safety path (a call is kept in memory, as bytes; the
+file is written off the event loop), or decide anything.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from firmware.core.evse import State
 from firmware.core.instant import Instant
 from firmware.core.recording import FORMAT, ID_FUNCTION, UNRECORDED, VERSION, Encoder, RecordingError, embedded
 from firmware.core.replay import Replay, outputs, replay
-from firmware.recorder_proxy import BOOK, LOCAL_LIST, SPECS, Proxy, Spec, Unheld, hold, iterator
+from firmware.recorder_proxy import BOOK, LOCAL_LIST, SPECS, Proxy, Spec, iterator
 
 __all__ = ["BOOK", "KEEP_FILES", "LOCAL_LIST", "MAX_CALLS", "SPECS", "Dump", "Recorder", "Spec", "main", "replay_file"]
 
@@ -68,19 +68,19 @@ log = logging.getLogger(__name__)
 MAX_CALLS: Final = 20_000
 #: Flight files kept in state_dir.
 KEEP_FILES: Final = 10
-#: Calls encoded per turn of the event loop while a dump is prepared (about 9 us each: under 0.5 ms).
-ENCODE_CHUNK: Final = 50
+#: Calls joined per turn of the event loop while a dump's bytes are made (about 1 ms).
+ENCODE_CHUNK: Final = 1000
 #: A fault's dump starts encoding this long after the fault, so that what the fault itself sends (the
 #: state document, its SessionEvents) is not interleaved with it; the ring is copied at the fault.
 FAULT_DUMP_DELAY_S: Final = 0.1
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-_NO_KWARGS: Final[dict[str, object]] = {}  # never changed: only encoded
-#: A call kept by reference: (i, target, method, args, kwargs, result, (exception type, message) | None, ids).
+#: A call: (i, target, method, args, kwargs, result, (exception type, message) | None, ids).
 _Call = tuple[int, str, str, tuple[object, ...], Mapping[str, object], object, "tuple[str, str] | None",
               tuple[str, ...]]
-_Item = _Call | cbor2.CBORTag  # a call kept by reference, or encoded when recorded
+_ARRAY_OPEN: Final = b"\x9f"  # an array of indefinite length
+_BREAK: Final = b"\xff"  # its end
 
 
 class Dump(NamedTuple):
@@ -94,7 +94,7 @@ class Dump(NamedTuple):
 class _Segment:
     start: dict[str, object]  # {"from": "boot"} | {"from": "checkpoint", ...} | {"from": "lost", ...}
     first: int  # the index of its first call
-    calls: list[_Item] = field(default_factory=list)
+    calls: list[bytes] = field(default_factory=list)  # each an embedded CBOR item, ready to write
 
 
 class Recorder:
@@ -180,12 +180,7 @@ class Recorder:
                 result: object, raised: BaseException | None) -> None:
         x = None if raised is None else (type(raised).__name__, str(raised))
         ids = tuple(self._ids) if self._ids else ()
-        item: _Item
-        try:  # by reference: encoded when a dump is written
-            item = (self.total, target, method, hold(args),  # type: ignore[assignment]
-                    {k: hold(v) for k, v in kwargs.items()} if kwargs else _NO_KWARGS, hold(result), x, ids)
-        except Unheld:  # something mutable or unknown: encoded now
-            item = self._encode((self.total, target, method, args, kwargs, result, x, ids), now=True)
+        item = cbor2.dumps(self._encode((self.total, target, method, args, kwargs, result, x, ids), now=True))
         if self._t0 is None:
             self._t0 = _time_of(target, args, kwargs)
         self.total += 1
@@ -271,13 +266,14 @@ class Recorder:
         self.written.append(Dump(path=path, inputs=inputs))
 
     async def _encoded(self, payload: dict[str, object]) -> bytes:
-        """`_bytes`, on the loop in chunks of ENCODE_CHUNK calls with the loop's other work between."""
-        calls = cast(list[_Item], payload["calls"])
+        """`_bytes`, on the loop, ENCODE_CHUNK calls per turn with the loop's other work between."""
+        calls = cast(list[bytes], payload["calls"])
+        parts = [self._head(payload)]
         for first in range(0, len(calls), ENCODE_CHUNK):
-            calls[first:first + ENCODE_CHUNK] = [c if isinstance(c, cbor2.CBORTag) else self._encode(c)
-                                                 for c in calls[first:first + ENCODE_CHUNK]]
+            parts.append(b"".join(calls[first:first + ENCODE_CHUNK]))
             await asyncio.sleep(0)
-        return self._bytes(payload)
+        parts.append(_BREAK)
+        return b"".join(parts)
 
     # --- dumps ----------------------------------------------------------------------------------------
 
@@ -296,8 +292,7 @@ class Recorder:
         return self._bytes(self._payload(reason))
 
     def _prepare(self, reason: str) -> tuple[Path, dict[str, object], int]:
-        """The file's name and the ring's contents, copied (references to immutable values, encoded
-        by `_encoded`)."""
+        """The file's name and the ring's contents (its calls' bytes), copied."""
         if self.state_dir is None:
             raise ValueError("the flight recorder has no state_dir to write to")
         payload = self._payload(reason)
@@ -316,13 +311,21 @@ class Recorder:
                 "calls": [call for segment in self._segments for call in segment.calls]}
 
     def _bytes(self, payload: dict[str, object]) -> bytes:
-        """The payload's CBOR: each call kept by reference encoded now, the checkpoint embedded."""
-        calls = cast(list[_Item], payload["calls"])
-        payload["calls"] = [c if isinstance(c, cbor2.CBORTag) else self._encode(c) for c in calls]
-        start = cast(dict[str, object], payload["start"])
+        """The payload's CBOR: the map, the checkpoint embedded, and the calls (already encoded)."""
+        return self._head(payload) + b"".join(cast(list[bytes], payload["calls"])) + _BREAK
+
+    @staticmethod
+    def _head(payload: dict[str, object]) -> bytes:
+        """The file's map up to its calls, which follow as an indefinite-length array (RFC 8949 §3.2.2)
+        closed by _BREAK: the calls are joined as they are, never decoded and encoded again."""
+        rest = {k: v for k, v in payload.items() if k != "calls"}
+        start = cast(dict[str, object], rest["start"])
         if isinstance(state := start.get("state"), _Tree):
-            start["state"] = embedded(state.tree)
-        return cbor2.dumps(payload)
+            rest["start"] = start | {"state": embedded(state.tree)}
+        head = cbor2.dumps(rest)
+        if not 0xA0 <= head[0] < 0xB7:  # a map of fewer than 23 pairs: its count is in the first byte
+            raise ValueError(f"a flight file's map has {len(rest)} entries besides its calls")
+        return bytes([head[0] + 1]) + head[1:] + cbor2.dumps("calls") + _ARRAY_OPEN
 
     def _write(self, path: Path, data: bytes) -> None:
         """In a thread: write atomically, keep the last `keep_files` flight files."""

@@ -9,10 +9,7 @@ state (`charger.handle/tick/start/present_token/...`, every op's charger call, t
 `book.entries`, `pp`) and read-only methods (`status`, `led`, `next_deadline`, `book.specific`, ...)
 pass through unrecorded. A public method `SPECS` does not know is recorded (the safe side);
 tests/shell/test_recorder.py checks that `SPECS` classifies every public method of the core objects.
-A proxy binds each method once (kept in its own `__dict__`); values are always read live. `hold` says
-what the ring may keep of a call by reference, to be encoded only when a dump is written: deeply
-immutable values (core enums and frozen dataclasses, numbers, strings, datetimes, tuples), and
-shallow copies of lists of them; anything else makes the recorder encode the call at once.
+A proxy binds each method once (kept in its own `__dict__`); values are always read live.
 
 What it must never do: change what the core sees (arguments, results and exceptions pass through
 unchanged; a generator argument is read once, here, and handed on as a tuple) or decide anything.
@@ -22,16 +19,11 @@ writes below the charger; they decide nothing).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import Enum
-from operator import attrgetter
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Final, TypeGuard, cast
+from typing import TYPE_CHECKING, Final, TypeGuard
 
-from firmware.core.recording import registry
 
 if TYPE_CHECKING:
     from firmware.recorder import Recorder
@@ -105,10 +97,8 @@ class Proxy:
         recorder, owner = self._fr_recorder, self._fr_name
 
         def recorded(*args: object, **kwargs: object) -> object:
-            for a in args:
-                if KINDS.get(type(a), _MUTABLE) is _MUTABLE:  # maybe a generator: it is read once, here
-                    args = tuple(tuple(a) if iterator(a) else a for a in args)
-                    break
+            if any(map(iterator, args)):  # a generator: it is read once, here
+                args = tuple(tuple(a) if iterator(a) else a for a in args)
             return recorder.call(owner, name, value, args, kwargs)
         if bound:
             self.__dict__[name] = recorded
@@ -129,90 +119,3 @@ class Proxy:
 def iterator(value: object) -> TypeGuard[Iterator[object]]:
     """A generator or other iterator: an argument that can be read only once."""
     return hasattr(value, "__next__")
-
-
-# --- holding values by reference ------------------------------------------------------------------
-
-class Unheld(Exception):  # noqa: N818 - a signal, not an error
-    """A value that cannot be kept by reference (mutable, or not a core type): the recorder encodes it now."""
-
-
-_SCALAR: Final = 0  # immutable, no parts
-_ITEMS: Final = 1  # an immutable container: its items are checked
-_MUTABLE: Final = 2  # (or unknown) never kept by reference
-_Kind = int | Callable[[Any], tuple[object, ...]]  # a frozen dataclass: the getter of its fields
-#: The kind of each type seen; a frozen dataclass maps to the getter of its fields.
-KINDS: dict[type, _Kind] = {
-    type(None): _SCALAR, bool: _SCALAR, int: _SCALAR, float: _SCALAR, str: _SCALAR, bytes: _SCALAR,
-    datetime: _SCALAR, timedelta: _SCALAR, tuple: _ITEMS, frozenset: _ITEMS, list: _MUTABLE,
-}
-_SCALARS: Final = frozenset(KINDS) - {tuple, frozenset, list}
-_EMPTY: Final[list[object]] = []  # every empty list result (never changed: only encoded)
-_registered: set[type] = set()
-
-
-def _classify(cls: type) -> _Kind:
-    """The kind of a type seen for the first time: enums and frozen dataclasses of the core are immutable."""
-    if not _registered:
-        _registered.update(registry().values())
-    kind: _Kind = _MUTABLE
-    if cls in _registered and issubclass(cls, Enum):
-        kind = _SCALAR
-    elif cls in _registered and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
-        kind = _getter(tuple(f.name for f in dataclasses.fields(cls)))
-    KINDS[cls] = kind
-    return kind
-
-
-def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[object, ...]]:
-    """A frozen dataclass's field values, as a tuple, in one call."""
-    if len(names) >= 2:
-        return cast(Callable[[Any], tuple[object, ...]], attrgetter(*names))
-    if names:
-        one = attrgetter(names[0])
-        return lambda value: (one(value),)
-    return lambda _: ()
-
-
-def frozen(value: object) -> bool:
-    """Deeply immutable: safe to keep by reference and encode later."""
-    kind = KINDS.get(type(value))
-    if kind is None:
-        kind = _classify(type(value))
-    if kind is _SCALAR:
-        return True
-    if kind is _MUTABLE:
-        return False
-    for part in (value if kind is _ITEMS else kind(value)):  # type: ignore[operator, union-attr]
-        if type(part) not in _SCALARS and not frozen(part):
-            return False
-    return True
-
-
-def hold(value: object) -> object:
-    """What the ring keeps of an argument or a result: the value itself when deeply immutable, a shallow
-    copy of a list (also a list inside a tuple) of such values; Unheld otherwise."""
-    cls = type(value)
-    if cls in _SCALARS:
-        return value
-    if cls is list:
-        if not value:
-            return _EMPTY
-        copy = list(value)  # type: ignore[call-overload]
-        for item in copy:
-            if not frozen(item):
-                raise Unheld
-        return copy
-    if cls is tuple:  # the call's arguments, or a result of several parts
-        for part in value:  # type: ignore[attr-defined]
-            kind = type(part)
-            if kind in _SCALARS:
-                continue
-            if kind is list:
-                return tuple(hold(v) for v in value)  # type: ignore[attr-defined]
-            if not frozen(part):
-                raise Unheld
-        return value
-    if frozen(value):
-        return value
-    raise Unheld
