@@ -177,9 +177,9 @@ class Persistence:
             self._view.pop(seq, None)
         self.stats.steps += steps
         self.stats.largest_batch = max(self.stats.largest_batch, steps)
-        self._mark_durable(ticket)
-        if records:
+        if records:  # the outbox sender first: the messages a request caused go out before its reply
             self.on_committed()
+        self._mark_durable(ticket)
 
     def _write(self, records: list[OutboxRecord], changed: dict[str, Any], acks: list[int]) -> list[int]:
         return self.store.commit(records, changed, acks=acks)

@@ -82,15 +82,6 @@ def test_the_default_board_is_simulated_and_needs_no_wiring(tmp_path: Path) -> N
     assert not config.evse_configs()[0].rcd_self_test
 
 
-def test_the_simulated_meters_poll_interval_must_stay_below_the_staleness_limit(tmp_path: Path) -> None:
-    slow = {"charger": {"id": "X"}, "board": {"sim_meter_poll_interval_s": 10}, "evse": [{"id": 1}]}
-    assert error(tmp_path, slow) == ("evse[0].meter_stale_after_s: must be greater than "
-                                     "board.sim_meter_poll_interval_s (10), got 5")
-    slow["evse"] = [{"id": 1, "meter_stale_after_s": 30}]
-    config = load(tmp_path, slow)
-    assert config.board.sim_meter_poll_interval_s == 10
-
-
 @pytest.mark.parametrize("table", ["pins", "adc", "pwm"])
 def test_an_rpi_board_needs_every_evse_wired(tmp_path: Path, table: str) -> None:
     doc = reference()

@@ -33,7 +33,6 @@ from firmware.config.rules import (
     check_fields,
     each,
     needs_field,
-    num,
     one_of,
     positive,
 )
@@ -238,15 +237,9 @@ def meters_fit(value: object, owner: object) -> None:
     settings and have different device ids; no two EVSEs read the same meter (same address and id)."""
     buses: dict[str | None, tuple[str, str]] = {}  # device -> (settings, where first seen)
     seen: dict[object, str] = {}
-    board = getattr(owner, "board", None)
     for i, evse in enumerate(tuple(value) if isinstance(value, tuple) else ()):
         meter = evse.meter
         if meter is None:
-            if board is not None and board.kind is BoardKind.SIM \
-                    and not evse.meter_stale_after_s > board.sim_meter_poll_interval_s:
-                raise Invalid(f"must be greater than board.sim_meter_poll_interval_s "
-                              f"({num(board.sim_meter_poll_interval_s)}), got {num(evse.meter_stale_after_s)}",
-                              f"[{i}].meter_stale_after_s")
             continue
         url = meter.url
         where = f"[{i}].meter"
