@@ -4,17 +4,16 @@ that stops answering or answers garbage."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
 from hal.meter import ModbusMeter
-from tests.support.backend import Backend, pumping, wait_online
+from tests.support.backend import Backend, wait_online
+from tests.support.bridge import session_backend
 from tests.support.broker import Broker, running_broker
 from tests.support.builders import evse, local_list
 from tests.support.controller import Running, start_controller, write_config
@@ -27,18 +26,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 OUTAGE_S = float(os.environ.get("CHARGER_OUTAGE_S", "3"))
 
 
-@contextlib.asynccontextmanager
-async def persistent_backend(port: int, root: str, backend: Backend | None = None) -> AsyncIterator[Backend]:
-    """A backend with a persistent session (clean_session false), as a real backend should have:
-    the broker keeps its subscription and queues what arrives while it is away."""
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"outage-backend-{os.getpid()}", clean_session=False,
-                              protocol=aiomqtt.ProtocolVersion.V311) as client:
-        await client.subscribe(f"{root}/#", qos=1)
-        if backend is None:
-            backend = Backend(client=client, root=root)
-        backend.client = client
-        async with pumping(backend):
-            yield backend
+def persistent_backend(port: int, root: str, backend: Backend | None = None) -> AbstractAsyncContextManager[Backend]:
+    """A backend with a persistent session (MQTT 3.1.1, clean_session false), as a real backend should
+    have: the broker keeps its subscription and queues what arrives while it is away."""
+    return session_backend(port, root, f"outage-backend-{os.getpid()}", mqtt5=False, backend=backend)
 
 
 async def test_broker_down_while_sessions_happen(tmp_path: Path) -> None:
