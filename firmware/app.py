@@ -172,7 +172,7 @@ class Controller:
             group.create_task(self.producers.telemetry_task(), name="telemetry")
             if self.sim_lane is not None:
                 group.create_task(self.sim_lane.run(), name="sim-ops")
-            group.create_task(self.notifier.supervise(lambda: self.core.handled_at, self._service_status),
+            group.create_task(self.notifier.supervise(self._healthy_at, self._service_status),
                               name="sd-notify")  # watchdog pings only while the core loop comes round
             self.ready.set()
             self.notifier.ready(self._service_status())  # outputs safe, config loaded, booted
@@ -375,6 +375,12 @@ class Controller:
 
     def meter_watch(self, cid: int) -> Watch:
         return Watch(("meter", cid) if cid in self.meters else ("inputs", cid))
+
+    def _healthy_at(self) -> float:
+        """Until when the safety path is known to run (firmware.sdnotify): the core task came round
+        its loop (or waits, idle, for input) and the safety sampler came round its own."""
+        core = loop_time() if self.core.waiting else self.core.handled_at
+        return min(core, self.producers.sampled_at)
 
     def watchful(self, cid: int) -> bool:
         """EVSE `cid`'s pilot must be sampled fast (`Producers.safety_task`)."""

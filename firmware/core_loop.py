@@ -110,7 +110,7 @@ class CoreLoop:
         self.publish_states = publish_states
         self.last_meter = last_meter
         self.supervisor = supervisor
-        self.after_step = after_step  # told after every item or deadline handled (the sampling rate)
+        self.after_step = after_step  # told when the inbox is empty again (the sampling rate)
         self.evse_ids = list(charger.evses)
         self.transitions: deque[str] = deque(maxlen=200)
         #: told of every transition line as it is logged (the console's `watch`); must return at once
@@ -123,6 +123,7 @@ class CoreLoop:
         self._cause = "boot"
         self._background: set[asyncio.Task[Any]] = set()
         self.handled_at = loop_time()  # when run() last came round its loop: its health (firmware.sdnotify)
+        self.waiting = False  # run() waits for input (an empty inbox): idle, not wedged
         self.slow = SlowOutputs(board, inbox)
         self.telemetry = Telemetry(charger=charger, link=link, persistence=persistence, last_meter=last_meter,
                                    background=self.background)
@@ -133,9 +134,12 @@ class CoreLoop:
         released by it once their step is committed."""
         while True:
             self.handled_at = loop_time()  # the previous item or deadline is handled (watchdog pings)
-            self.after_step()
+            if not self.inbox:  # a batch of items is handled: before waiting, whatever must follow it
+                self.after_step()
             # With items queued the deadline need not be known yet: they are taken first either way.
+            self.waiting = True
             item = await self.inbox.get_until(None if self.inbox else self.next_deadline())
+            self.waiting = False
             if item is None:
                 self._cause = "deadline"
                 at = instant()

@@ -8,13 +8,14 @@ the service manager:
 * `STATUS=...`, one line for `systemctl status` ("2 EVSE(s), backend online, 1 charging"), sent when
   it changes;
 * `STOPPING=1` when the controller begins to stop (before the outputs are driven safe again);
-* `WATCHDOG=1` pings, but ONLY while the core loop is healthy: `supervise` pings every quarter of the
-  watchdog period (`WATCHDOG_USEC`) if the core task came round its loop (one item or deadline handled,
-  `CoreLoop.handled_at`) within half the period. The core handles CP samples at least every
-  `pilot.idle_sample_interval_s` (at most 1 s), so a healthy core is never quiet for long; a core task wedged in
-  an await (a board call that never returns), a loop blocked by synchronous code (then this task does
-  not run either), or pilot sampling that stopped all end the pings, and systemd restarts the service
-  (`WatchdogSec=`). There is deliberately no timer that pings regardless.
+* `WATCHDOG=1` pings, but ONLY while the safety path is healthy: `supervise` pings every quarter of
+  the watchdog period (`WATCHDOG_USEC`) if, within half the period, the core task came round its loop
+  (one item or deadline handled, `CoreLoop.handled_at`, or it waits, idle, on an empty inbox) and the
+  safety sampler came round its own (`Producers.sampled_at`: at least every
+  `pilot.idle_sample_interval_s`, at most 1 s). A core task wedged in an await (a board call that never
+  returns), a sampler wedged the same way, or a loop blocked by synchronous code (then this task does
+  not run either) end the pings, and systemd restarts the service (`WatchdogSec=`). There is
+  deliberately no timer that pings regardless.
 
 Without `NOTIFY_SOCKET` (a laptop, the tests, `--sim`) everything here is a no-op. A send that fails is
 logged once (then at DEBUG) and never raised: the notify channel must never take the charger down.

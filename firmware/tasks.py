@@ -27,7 +27,7 @@ from typing import Final
 from firmware.config import Config, EvseSettings
 from firmware.core.charger import Charger
 from firmware.core.errors import HardwareError
-from firmware.core.events import Event, PilotSampled
+from firmware.core.events import PilotSampled
 from firmware.core.pilot import Cp, nearest_cp
 from firmware.core.supervision_events import InputsSensed, MeterReadFailed, PpSampled
 from firmware.inbox import Barriers, Inbox
@@ -59,7 +59,10 @@ class Producers:
         self._wake: dict[Hashable, asyncio.Event] = {(kind, cid): safety for cid in self.evse_ids
                                                      for kind in ("pilot", "inputs")}
         self._safety_wake = safety
+        self.sampled_at = 0.0  # when the safety task last came round its loop (loop time): its health
         self._woken = False  # the safety task was asked to read everything now (not just what is due)
+        self._handed: dict[int, tuple[float, float, float | None]] = {}  # the last CP/PP reading handed over
+        self._inputs_handed: dict[int, tuple[bool, bool, bool, bool | None]] = {}  # ... and inputs reading
 
     def wake(self, channel: Hashable) -> None:
         """Ask the producer of `channel` to read now rather than at its next poll."""
@@ -76,7 +79,7 @@ class Producers:
     def settings(self, cid: int) -> EvseSettings:
         return next(e for e in self.config.evses if e.id == cid)
 
-    async def sample_pilot(self, cid: int) -> list[Event | PpSampled]:
+    async def sample_pilot(self, cid: int) -> tuple[PilotSampled, PpSampled]:
         """Read CP and PP once: the raw facts (the core debounces both, CP on its read time)."""
         read_at = asyncio.get_running_loop().time()
         sample = await self.board.pilot.read_cp(cid)
@@ -85,8 +88,8 @@ class Producers:
         if ohms is not None and not (math.isfinite(ohms) and ohms >= 0):
             log.warning("c%d PP reading %r is not a resistance; taken as open", cid, ohms)
             ohms = None
-        return [PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo, read_at=read_at),
-                PpSampled(cid=cid, ohms=ohms)]
+        return (PilotSampled(cid=cid, volts_hi=sample.volts_hi, volts_lo=sample.volts_lo, read_at=read_at),
+                PpSampled(cid=cid, ohms=ohms))
 
     async def safety_task(self) -> None:
         """The safety lane's producer: CP and PP of every EVSE, and its inputs (RCD, over-temperature,
@@ -106,13 +109,10 @@ class Producers:
         while True:
             woken, self._woken = self._woken, False
             wake.clear()
-            now = loop.time()
+            now = self.sampled_at = loop.time()
             for cid in self.evse_ids:
                 if woken or now >= pilot_due[cid]:
-                    for event in await self.sample_pilot(cid):
-                        self.inbox.put_safety(event)
-                    self.barriers.reached(("pilot", cid), now)
-                    self.fast[cid] = self.watchful(cid) or self.barriers.awaited(("pilot", cid))  # a sim op
+                    await self._read_pilot(cid, now)
                     pilot_due[cid] = now + (pilot.sample_interval_s if self.fast[cid] else pilot.idle_sample_interval_s)
             if woken or now >= inputs_due:
                 await self._read_inputs(now)
@@ -124,13 +124,36 @@ class Producers:
             finally:
                 timer.cancel()
 
+    async def _read_pilot(self, cid: int, read_at: float) -> None:
+        """One CP and PP reading, handed to the core unless nothing is watched and it equals the last one
+        handed over (then the monitors are stable on it and it carries nothing new); and the pace."""
+        cp, pp = await self.sample_pilot(cid)
+        reading = (cp.volts_hi, cp.volts_lo, pp.ohms)
+        self.fast[cid] = self.watchful(cid) or self.barriers.awaited(("pilot", cid))  # a sim op waits
+        if self.fast[cid] or reading != self._handed.get(cid):
+            self._handed[cid] = reading
+            self.inbox.put_safety(cp)
+            self.inbox.put_safety(pp)
+        self.barriers.reached(("pilot", cid), read_at)
+
     async def _read_inputs(self, read_at: float) -> None:
+        """The RCD, the thermal switch and the relay's mirror contact of every EVSE. A reading is handed
+        to the core while its EVSE is watched or a sim op waits for it, while it shows something to
+        time or to keep (a trip, heat, a contact that disagrees with the relay's command), and when it
+        changed since the last one handed over; a calm, unchanged reading of an idle EVSE carries
+        nothing new (the supervisor judges edges, and how long a mismatch lasts)."""
         for cid in self.evse_ids:
             rcd = await self.board.rcd.tripped(cid)
             hot = await self.board.temperature.overtemperature(cid)
             feedback = await self.board.relays.feedback_closed(cid)
-            self.inbox.put_safety(InputsSensed(cid=cid, rcd_tripped=rcd, overtemperature=hot))
-            self.inbox.put_safety(FeedbackRead(cid=cid, feedback_closed=feedback))
+            commanded = self.charger.evses[cid].relay_closed
+            reading = (rcd, hot, commanded, feedback)
+            calm = not rcd and not hot and feedback in (None, commanded)
+            if (self.fast[cid] or not calm or reading != self._inputs_handed.get(cid)
+                    or self.barriers.awaited(("inputs", cid))):
+                self._inputs_handed[cid] = reading
+                self.inbox.put_safety(InputsSensed(cid=cid, rcd_tripped=rcd, overtemperature=hot))
+                self.inbox.put_safety(FeedbackRead(cid=cid, feedback_closed=feedback))
             self.barriers.reached(("inputs", cid), read_at)
 
     async def meter_task(self, cid: int, meter: Meter) -> None:

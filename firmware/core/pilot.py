@@ -160,9 +160,10 @@ class PilotMonitor:
 
     @property
     def watching(self) -> bool:
-        """Something is being timed on the samples: a CP change or a diode failure in its debounce, or
-        an out-of-band reading not yet `lasting`. Until it is decided, the pilot must be sampled fast."""
-        return self.settling or (self._out_of_band_since is not None and not self._lasting_told)
+        """The monitor needs samples: it knows no stable state yet (at start, after `reset()`), or
+        something is being timed on them: a CP change or a diode failure in its debounce, or an
+        out-of-band reading not yet `lasting`. Until it is decided, the pilot must be sampled fast."""
+        return not self._known or self.settling or (self._out_of_band_since is not None and not self._lasting_told)
 
     def reset(self) -> None:
         self._stable, self._known = None, False

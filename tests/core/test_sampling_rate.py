@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from firmware.core.auth import LocalAuthEntry, LocalAuthStatus
 from firmware.core.charger import Charger
-from firmware.core.events import Fault, FaultRaised, PilotSampled
+from firmware.core.events import Fault, FaultRaised, PilotSampled, PpChanged
 from firmware.core.evse import EvseConfig
 from firmware.core.pilot import DEBOUNCE_S, PILOT_FAULT_AFTER_S, Cp, PilotMonitor
-from tests.support.charger import M0, T2, at, build, plug
+from tests.support.charger import M0, PP_32A_OHMS, T2, at, build
 
 CID = 1
 TOKEN = "AA11"
@@ -63,9 +63,12 @@ def test_an_out_of_band_reading_is_sampled_fast_until_it_is_a_fault() -> None:
 
 def test_pwm_on_and_a_closed_relay_are_sampled_fast() -> None:
     c = charger()
-    plug(c, CID, Cp.B, at(M0))
+    c.handle(PpChanged(cid=CID, ohms=PP_32A_OHMS), at(M0))
+    sample(c, 9.0, 0.0)
+    sample(c, 9.0, DEBOUNCE_S)
+    assert c.evses[CID].cp is Cp.B
     assert not c.needs_fast_sampling(CID)
-    c.present_token(CID, TOKEN, at(M0))
+    c.present_token(CID, TOKEN, at(M0 + 0.5))
     assert c.evses[CID].pwm_on
     assert c.needs_fast_sampling(CID)  # the EV may ask for power at any time: B -> C closes the relay
     sample(c, 6.0, 1.0)
@@ -102,3 +105,15 @@ def test_the_debounce_runs_on_the_times_the_samples_were_read() -> None:
     c.handle(PilotSampled(cid=CID, volts_hi=9.0, volts_lo=-12.0, read_at=M0 + 1.0 + DEBOUNCE_S),
              at(M0 + 1.0 + DEBOUNCE_S + 0.0002))
     assert c.evses[CID].cp is Cp.B
+
+
+def test_a_monitor_that_knows_no_state_wants_samples() -> None:
+    """At start and after `reset()` (the EVSE stops driving F) the next reading must reach the monitor,
+    even one equal to the last: it is watched until it knows the state again."""
+    monitor = PilotMonitor()
+    assert monitor.watching
+    monitor.update(12.0, -12.0, False, 0.0)
+    monitor.update(12.0, -12.0, False, DEBOUNCE_S)
+    assert not monitor.watching
+    monitor.reset()
+    assert monitor.watching

@@ -15,6 +15,9 @@ import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from firmware.core import replay as rp
+from firmware.core.events import Fault
+from firmware.core.pilot import Cp
 from firmware.wire import parse_request
 from hal.protocols import PilotSample
 from hal.sim import SimBoard
@@ -117,5 +120,38 @@ async def test_a_sim_op_that_changes_nothing_is_answered_at_the_fast_pace(tmp_pa
         reply, took_s = await sim_op(running, "sim_plug", {"evse_id": 1, "cp": "A"})
         assert reply["ok"] is True
         assert took_s < 0.5  # the debounce and PP settle times plus a fast sample (about 0.11 s), not 1 s
+    finally:
+        await running.stop()
+
+
+def handed(running: Running, event: str) -> int:
+    """How many `event`s (PilotSampled, InputsSensed, RelaySensed) the core has been handed so far
+    (from the flight recorder's ring)."""
+    calls = rp.read(running.controller.recorder.snapshot()).calls
+    return sum(1 for call in calls if call.method == "handle" and event in repr(call.args))
+
+
+async def test_an_idle_evse_s_unchanged_readings_are_not_handed_to_the_core(tmp_path: Path) -> None:
+    """While nothing is watched, a reading equal to the last one handed over carries nothing new (the
+    pilot monitor is stable on it, the supervisor judges edges): the sampler reads it and keeps it. A
+    changed reading goes in at once."""
+    config = write_config(tmp_path, 1, charger_id="CP-SAME-READING", evses=evse(1))
+    running = await start_controller(config)
+    try:
+        sim = running.sim
+        await asyncio.sleep(0.2)
+        before = {event: handed(running, event) for event in ("PilotSampled", "InputsSensed", "RelaySensed")}
+        reads = note_reads(sim, 1)
+        await asyncio.sleep(0.5)
+        assert len(reads) >= 3  # still read at the idle pace
+        assert {event: handed(running, event) for event in before} == before  # but none handed over
+        reply, _ = await sim_op(running, "sim_plug", {"evse_id": 1, "cp": "B", "pp_ohms": 220.0})
+        assert reply["ok"] is True
+        assert running.controller.charger.evses[1].cp is Cp.B
+        assert handed(running, "PilotSampled") > before["PilotSampled"]
+        reply, _ = await sim_op(running, "sim_fault", {"evse_id": 1, "fault": "rcd", "active": True})
+        assert reply["ok"] is True
+        assert handed(running, "InputsSensed") > before["InputsSensed"]
+        assert Fault.RCD_TRIPPED in running.controller.charger.evses[1].faults
     finally:
         await running.stop()

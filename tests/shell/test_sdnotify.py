@@ -16,6 +16,7 @@ import pytest
 
 from firmware.core.events import DUTY_F, DUTY_X1, Led
 from firmware.sdnotify import Notifier
+from hal.protocols import PilotSample
 from tests.support.broker import free_port
 from tests.support.controller import Running, start_controller, write_config
 
@@ -77,8 +78,8 @@ async def systemd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 
 async def started(tmp_path: Path) -> Running:
-    """A controller whose core comes round well within half of WATCHDOG_S even while idle (the
-    default idle pace, 100 ms, needs a WatchdogSec of more than 200 ms; the unit's is 10 s)."""
+    """A controller whose safety sampler comes round well within half of WATCHDOG_S even while idle
+    (the default idle pace, 100 ms, needs a WatchdogSec of more than 200 ms; the unit's is 10 s)."""
     return await start_controller(write_config(tmp_path, free_port(), charger_id="CP-NOTIFY",
                                                idle_sample_interval_s=0.01))
 
@@ -154,6 +155,42 @@ async def test_a_wedged_core_task_stops_the_pings_while_the_other_tasks_run(
                    for r in caplog.records)
 
         release.set()  # the driver answers again: the core catches up and the pings resume
+        resumed_from = loop.time()
+        async with asyncio.timeout(5):
+            while "WATCHDOG=1" not in systemd.lines(since=resumed_from):
+                systemd.arrived.clear()
+                await systemd.arrived.wait()
+    finally:
+        release.set()
+        await running.stop()
+
+
+async def test_a_wedged_safety_sampler_stops_the_pings(
+        systemd: Received, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle core waiting for input is healthy; but if the sampler that feeds it hangs in a board
+    read, nothing reads the pilot any more, and the pings must stop although the core is idle."""
+    running = await started(tmp_path)
+    sim = running.sim
+    loop = asyncio.get_running_loop()
+    wedged = asyncio.Event()
+    release = asyncio.Event()
+    read_cp = sim.read_cp
+
+    async def read_that_hangs(cid: int) -> PilotSample:  # an ADC that never answers
+        wedged.set()
+        await release.wait()
+        return await read_cp(cid)
+
+    try:
+        await systemd.next_line("WATCHDOG=1")
+        monkeypatch.setattr(sim, "read_cp", read_that_hangs)
+        await asyncio.wait_for(wedged.wait(), 5)
+        await asyncio.sleep(WATCHDOG_S)  # a ping already under way may land
+        quiet_from = loop.time()
+        await asyncio.sleep(2.5 * WATCHDOG_S)
+        assert running.controller.core.waiting  # the core itself is idle, not wedged
+        assert "WATCHDOG=1" not in systemd.lines(since=quiet_from)
+        release.set()
         resumed_from = loop.time()
         async with asyncio.timeout(5):
             while "WATCHDOG=1" not in systemd.lines(since=resumed_from):
