@@ -28,10 +28,7 @@ class SlowStore(Store):
 
 def stored_state(state_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """What the controller has made durable in `state_dir`, read as the next boot would read it."""
-    store = Store(state_dir)
-    if hasattr(store, "load"):  # the journal store: load() -> (state, pending messages)
-        return dict(store.load()[0])
-    return dict(store.load_state())  # the snapshot store
+    return dict(Store(state_dir).load()[0])
 
 
 def stored_bytes(state_dir: str | os.PathLike[str]) -> bytes:

@@ -183,7 +183,7 @@ def measure(n_events: int) -> Measured:
     clock = time.perf_counter_ns
     handle, tick = charger.handle, charger.tick
 
-    def count(actions: list[Action]) -> None:
+    def count(actions: Sequence[object]) -> None:
         for action in actions:
             if isinstance(action, EmitSessionEvent):
                 emitted[action.event.value] += 1

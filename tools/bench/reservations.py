@@ -123,7 +123,7 @@ def brute_room(types: Sequence[str], evses: Sequence[Sequence[str]], budget: int
 
 
 def g1_times(rng: random.Random, n_evses: int, n_globals: int,
-             n_layouts: int) -> tuple[list[tuple[list[str], list]], list[int], list[bool]]:
+             n_layouts: int) -> tuple[list[tuple[list[str], list[tuple[str, ...]]]], list[int], list[bool]]:
     """`global_room` on `n_layouts` random layouts: the cases, each call's ns and each answer."""
     cases = [(demand(rng, n_globals), layout(rng, n_evses)) for _ in range(n_layouts)]
     times: list[int] = []
@@ -142,7 +142,7 @@ def room_figures(n_layouts: int, seed: int = 20261121) -> list[Figure]:
                       "us", [ns / 1000 for ns in g1_times(rng, n, n, n_layouts)[1]]) for n in (8, 16)]
 
 
-def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -> list[tuple[list[str], list]]:
+def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -> list[tuple[list[str], list[tuple[str, ...]]]]:
     cases, times, answers = g1_times(rng, n_evses, n_globals, n_layouts)
     share = sum(bool(a) for a in answers) / len(answers)
     name = f"G1 global_room {n_evses:2} EVSEs / {n_globals:2} globals"
@@ -154,7 +154,7 @@ def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -
     return cases
 
 
-def bench_brute(cases: list[tuple[list[str], list]], cap: int, budget: int) -> None:
+def bench_brute(cases: list[tuple[list[str], list[tuple[str, ...]]]], cap: int, budget: int) -> None:
     times: list[int] = []
     stopped = 0
     agree = 0
@@ -202,7 +202,7 @@ def bench_book(rng: random.Random, target: int, timed_reserves: int, timed_exist
         length = timedelta(minutes=rng.randrange(30, 4 * 60 + 1))
         specific = rng.random() < 0.75
         evse = rng.choice(list(evses)) if specific else None
-        conn = rng.choice(evses[evse]) if specific and rng.random() < 0.5 else rng.choice(TYPES)
+        conn = rng.choice(evses[evse]) if evse is not None and rng.random() < 0.5 else rng.choice(TYPES)
         return Reservation(reservation_id=next(rid), id_token=rng.choice(tokens), expiry_utc=start + length,
                            evse_id=evse, connector_type=conn, start_utc=start, sender="bench",
                            parent_id_token=rng.choice((None, "GROUP-1", "GROUP-2")))
@@ -254,8 +254,8 @@ def bench_live_globals(rng: random.Random, trials: int, n_globals: int) -> None:
             rid += 1
             r = Reservation(reservation_id=rid, id_token="TOKEN", expiry_utc=T0 + timedelta(hours=4),
                             connector_type=rng.choice(TYPES))
-            ns, (result, _, _) = timed(partial(book.reserve, r, T0))  # type: ignore[misc]
-            if result is ReservationResult.ACCEPTED:
+            ns, outcome = timed(partial(book.reserve, r, T0))
+            if outcome[0] is ReservationResult.ACCEPTED:  # type: ignore[index]
                 reserve_ns.append(ns)
         set_evse_ns.append(timed(partial(book.set_evse, 1, occupied=True, faulted=False, enabled=True, now=T0))[0])
     figures(f"reserve of a global, up to {n_globals} active globals on 16 EVSEs, Accepted", reserve_ns)
