@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 
 from firmware.core.charger import Charger  # noqa: E402
 from firmware.core.events import (  # noqa: E402
-    Action,
     AuthorizationGranted,
     CurrentLimitChanged,
     EmitSessionEvent,

@@ -122,8 +122,11 @@ def brute_room(types: Sequence[str], evses: Sequence[Sequence[str]], budget: int
     return dfs(list(types), list(range(len(evses)))), nodes
 
 
+Case = tuple[list[str], list[tuple[str, ...]]]  # the cars' connector types, the EVSEs' connectors
+
+
 def g1_times(rng: random.Random, n_evses: int, n_globals: int,
-             n_layouts: int) -> tuple[list[tuple[list[str], list[tuple[str, ...]]]], list[int], list[bool]]:
+             n_layouts: int) -> tuple[list[Case], list[int], list[bool]]:
     """`global_room` on `n_layouts` random layouts: the cases, each call's ns and each answer."""
     cases = [(demand(rng, n_globals), layout(rng, n_evses)) for _ in range(n_layouts)]
     times: list[int] = []
@@ -142,7 +145,7 @@ def room_figures(n_layouts: int, seed: int = 20261121) -> list[Figure]:
                       "us", [ns / 1000 for ns in g1_times(rng, n, n, n_layouts)[1]]) for n in (8, 16)]
 
 
-def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -> list[tuple[list[str], list[tuple[str, ...]]]]:
+def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -> list[Case]:
     cases, times, answers = g1_times(rng, n_evses, n_globals, n_layouts)
     share = sum(bool(a) for a in answers) / len(answers)
     name = f"G1 global_room {n_evses:2} EVSEs / {n_globals:2} globals"
@@ -154,7 +157,7 @@ def bench_g1(rng: random.Random, n_evses: int, n_globals: int, n_layouts: int) -
     return cases
 
 
-def bench_brute(cases: list[tuple[list[str], list[tuple[str, ...]]]], cap: int, budget: int) -> None:
+def bench_brute(cases: list[Case], cap: int, budget: int) -> None:
     times: list[int] = []
     stopped = 0
     agree = 0
