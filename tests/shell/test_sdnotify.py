@@ -36,12 +36,12 @@ class Received:
     def lines(self, since: float = 0.0) -> list[str]:
         return [line for at, text in self.messages if at >= since for line in text.split("\n")]
 
-    async def next_line(self, wanted: str, timeout_s: float = 5.0) -> float:
-        """Wait for a datagram with `wanted` among its lines; its arrival time."""
+    async def next_line(self, wanted: str, timeout_s: float = 5.0, since: float = 0.0) -> float:
+        """Wait for a datagram with `wanted` among its lines (arrived at `since` or later); its arrival time."""
         async with asyncio.timeout(timeout_s):
             while True:
                 for at, text in self.messages:
-                    if wanted in text.split("\n"):
+                    if at >= since and wanted in text.split("\n"):
                         return at
                 self.arrived.clear()
                 await self.arrived.wait()
@@ -155,11 +155,7 @@ async def test_a_wedged_core_task_stops_the_pings_while_the_other_tasks_run(
                    for r in caplog.records)
 
         release.set()  # the driver answers again: the core catches up and the pings resume
-        resumed_from = loop.time()
-        async with asyncio.timeout(5):
-            while "WATCHDOG=1" not in systemd.lines(since=resumed_from):
-                systemd.arrived.clear()
-                await systemd.arrived.wait()
+        await systemd.next_line("WATCHDOG=1", since=loop.time())
     finally:
         release.set()
         await running.stop()
@@ -191,11 +187,7 @@ async def test_a_wedged_safety_sampler_stops_the_pings(
         assert running.controller.core.waiting  # the core itself is idle, not wedged
         assert "WATCHDOG=1" not in systemd.lines(since=quiet_from)
         release.set()
-        resumed_from = loop.time()
-        async with asyncio.timeout(5):
-            while "WATCHDOG=1" not in systemd.lines(since=resumed_from):
-                systemd.arrived.clear()
-                await systemd.arrived.wait()
+        await systemd.next_line("WATCHDOG=1", since=loop.time())
     finally:
         release.set()
         await running.stop()
