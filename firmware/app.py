@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal, overload
 
 from firmware import __version__, ops
-from firmware.aio import cancellable, instant, loop_time, process_age_s, utc_now
+from firmware.aio import cancellable, instant, loop_time, process_age_s, settle_heap, utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.console_server import ConsoleServer
@@ -145,6 +145,7 @@ class Controller:
                     age = process_age_s()
                     log.info("outputs safe%s", f" {age * 1000:.0f} ms after the process started" if age else "")
                     await self._boot()
+                    settle_heap()  # outputs are safe already: a collection now costs nothing that matters
                     await self._run_tasks()
                 finally:
                     self.notifier.stopping()

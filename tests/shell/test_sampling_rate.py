@@ -155,3 +155,4 @@ async def test_an_idle_evse_s_unchanged_readings_are_not_handed_to_the_core(tmp_
         assert Fault.RCD_TRIPPED in running.controller.charger.evses[1].faults
     finally:
         await running.stop()
+
