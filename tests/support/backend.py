@@ -226,10 +226,10 @@ class SyncSubscriber:
         self._client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload), bool(m.retain)))
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
-        if not connected.wait(5):
+        if not connected.wait(15):  # a broker just left by many clients can be slow to answer
             raise AssertionError("sync subscriber: no CONNACK")
         self._client.subscribe(topic, qos=1)
-        if not subscribed.wait(5):
+        if not subscribed.wait(15):
             raise AssertionError("sync subscriber: no SUBACK")
 
     def decoded(self, topic: str) -> list[Any]:
