@@ -31,6 +31,12 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def unsettle_heap() -> None:
+    """When the controller stops: what `settle_heap` froze is the collector's again (a process that
+    goes on, a test run or the fleet simulator, must still reclaim a stopped controller's cycles)."""
+    gc.unfreeze()
+
+
 def utc_now() -> datetime:
     """The wall clock in UTC (reservation expiry, timestamps); the core gets it passed in."""
     return datetime.now(UTC)

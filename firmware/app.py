@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Final, Literal, overload
 
 from firmware import __version__, ops
-from firmware.aio import cancellable, instant, loop_time, process_age_s, settle_heap, utc_now
+from firmware.aio import cancellable, instant, loop_time, process_age_s, settle_heap, unsettle_heap, utc_now
 from firmware.args import Fields
 from firmware.config import Config
 from firmware.console_server import ConsoleServer
@@ -151,6 +151,7 @@ class Controller:
                     self.notifier.stopping()
                     await failsafe(self.board, self.evse_ids)  # while the board is open (it closes safe too)
                     self.core.cancel_background()
+                    unsettle_heap()
         finally:
             try:  # what is staged is committed; sessions found open at the next boot end with reason Reboot
                 self.persistence.stage(extra={"clean": True})

@@ -19,3 +19,6 @@ async def test_the_heap_made_at_boot_is_kept_out_of_the_collector_s_reach(tmp_pa
         assert gc.get_freeze_count() > frozen_before
     finally:
         await running.stop()
+    # stopped: the collector may reclaim it again (else a process that starts many controllers, the
+    # tests and the fleet simulator, keeps every stopped one's cycles, sockets included, for ever)
+    assert gc.get_freeze_count() == 0
