@@ -327,22 +327,22 @@ class ServiceBench:
         The core commands the lock only while an EV is plugged in (`EvseMachine._drive_lock`): with
         nothing plugged in it keeps the socket unlocked, so the test ends unlocked."""
         lock = self.c.board.lock
-        passed = True
         self._check(cid, "lock")
-        try:
-            await lock.set_locked(cid, True)
-            steps.append("locked (confirmed)")
-        except HardwareError as exc:
-            steps.append(f"lock did not confirm: {exc}")
-            passed = False
-        finally:
+
+        async def drive(locked: bool, name: str) -> bool:
             try:
-                await lock.set_locked(cid, False)
-                steps.append("unlocked (confirmed)")
+                await lock.set_locked(cid, locked)
             except HardwareError as exc:
-                steps.append(f"unlock did not confirm: {exc}")
-                passed = False
-        return passed
+                steps.append(f"{name} did not confirm: {exc}")
+                return False
+            steps.append(f"{name}ed (confirmed)")
+            return True
+
+        try:
+            locked = await drive(True, "lock")
+        finally:
+            unlocked = await drive(False, "unlock")
+        return locked and unlocked
 
 
 async def _follows(read: Callable[[int], Awaitable[bool | None]], cid: int, closed: bool, within_s: float) -> bool:

@@ -208,11 +208,16 @@ def _cmd_cancel(ctx: Context, ns: argparse.Namespace) -> int:
     args: dict[str, object] = {"reservation_id": ns.id}
     if ns.sender is not None:
         args["sender"] = ns.sender
-    result = ctx.call("cancel_reservation", args)
+    return _done(ctx, ctx.call("cancel_reservation", args), Text(f"reservation {ns.id} cancelled"),
+                 Text(f"no reservation {ns.id} to cancel"))
+
+
+def _done(ctx: Context, result: object, done: Text, not_done: Text) -> int:
+    """An op that answers true (done) or false: the JSON, or one of the two lines; the exit code."""
     if ctx.json:
         ctx.emit_json(result)
     else:
-        ctx.show(Text(f"reservation {ns.id} cancelled" if result is True else f"no reservation {ns.id} to cancel"))
+        ctx.show(done if result is True else not_done)
     return EXIT_OK if result is True else EXIT_FAILED
 
 
@@ -250,23 +255,14 @@ def _cmd_stop(ctx: Context, ns: argparse.Namespace) -> int:
     args: dict[str, object] = {"evse_id": ns.evse}
     if ns.reason is not None:
         args["reason"] = ns.reason
-    result = ctx.call("stop_session", args)
-    if ctx.json:
-        ctx.emit_json(result)
-    else:
-        ctx.show(Text(f"EVSE {ns.evse}: session stopped" if result is True else f"EVSE {ns.evse}: no session to stop"))
-    return EXIT_OK if result is True else EXIT_FAILED
+    return _done(ctx, ctx.call("stop_session", args), Text(f"EVSE {ns.evse}: session stopped"),
+                 Text(f"EVSE {ns.evse}: no session to stop"))
 
 
 def _set_enabled(ctx: Context, evse: int, enabled: bool) -> int:
-    result = ctx.call("set_enabled", {"evse_id": evse, "enabled": enabled})
-    if ctx.json:
-        ctx.emit_json(result)
-    elif result is True:
-        ctx.show(Text(f"EVSE {evse} {'enabled' if enabled else 'disabled'}"))
-    else:
-        ctx.show(Text(f"EVSE {evse}: the controller did not {'enable' if enabled else 'disable'} it", style="yellow"))
-    return EXIT_OK if result is True else EXIT_FAILED
+    return _done(ctx, ctx.call("set_enabled", {"evse_id": evse, "enabled": enabled}),
+                 Text(f"EVSE {evse} {'enabled' if enabled else 'disabled'}"),
+                 Text(f"EVSE {evse}: the controller did not {'enable' if enabled else 'disable'} it", style="yellow"))
 
 
 def _cmd_enable(ctx: Context, ns: argparse.Namespace) -> int:
