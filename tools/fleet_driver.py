@@ -116,12 +116,16 @@ class EvseDriver:
         await asyncio.sleep(stay_s)
         await self.cmd("sim_plug", cp="B")
 
-    async def _walk_in(self, visit: Visit, stay_s: float) -> None:
-        """Plug in, tap a card from the local list; halfway the backend lowers the current, then restores it."""
+    async def _tap_and_charge(self, visit: Visit) -> None:
+        """Plug in, tap a card from the local list, and ask for power at the visit's current."""
         await self.cmd("sim_plug", cp="B")
         await self.cmd("sim_token", id_token=self._card())
         await self.cmd("sim_load", current_a=visit.load_a)
         await self.cmd("sim_plug", cp="C")
+
+    async def _walk_in(self, visit: Visit, stay_s: float) -> None:
+        """Plug in, tap a card from the local list; halfway the backend lowers the current, then restores it."""
+        await self._tap_and_charge(visit)
         await asyncio.sleep(stay_s / 2)
         await self.cmd("set_max_current", current_a=REDUCED_CURRENT_A)
         await asyncio.sleep(stay_s / 2)
@@ -172,10 +176,7 @@ class EvseDriver:
 
     async def _fault(self, visit: Visit, stay_s: float) -> None:
         """Charging, then the RCD trips (Faulted), is reset a while later, and the car leaves."""
-        await self.cmd("sim_plug", cp="B")
-        await self.cmd("sim_token", id_token=self._card())
-        await self.cmd("sim_load", current_a=visit.load_a)
-        await self.cmd("sim_plug", cp="C")
+        await self._tap_and_charge(visit)
         await asyncio.sleep(stay_s / 3)
         self.backend.counters.faults_injected += 1
         await self.cmd("sim_fault", fault="rcd", active=True)
